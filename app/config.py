@@ -1,0 +1,327 @@
+"""Settings from the `TAP_*` environment variables (SPEC §9), validated once at start-up.
+
+A bad value stops start-up with one line that names the variable, e.g.
+``TAP_CHAIN_ID='x': must be an integer``; nothing falls back silently to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.units import MULTIPLIER_DECIMALS, UnitError, parse_decimal, parse_money, parse_price
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PRICE_SOURCES = ("sim", "binance", "coinbase")
+_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+class ConfigError(ValueError):
+    """One invalid setting; its message is the one line printed before start-up stops."""
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not re.fullmatch(r"-?[0-9]+", raw.strip()):
+            raise ValueError("must be an integer")
+        v = int(raw)
+        if lo is not None and v < lo:
+            raise ValueError(f"must be >= {lo}")
+        if hi is not None and v > hi:
+            raise ValueError(f"must be <= {hi}")
+        return v
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    # Durations are not money: a float of seconds is fine here.
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not v > 0 or v > 86400:
+        raise ValueError("must be > 0 and <= 86400 seconds")
+    return v
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be 1/0, true/false, yes/no or on/off")
+
+
+def _str(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _opt_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return Path(raw).expanduser().resolve()
+
+
+def _url(*schemes: str, optional: bool = False) -> Callable[[str], str | None]:
+    def parse(raw: str) -> str | None:
+        raw = raw.strip()
+        if not raw and optional:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"must be a {'/'.join(s + '://' for s in schemes)} URL")
+        return raw
+
+    return parse
+
+
+def _money(raw: str) -> int:
+    return parse_money(raw.strip(), "value")
+
+
+def _money_list(raw: str) -> tuple[int, ...]:
+    items = [s.strip() for s in raw.split(",") if s.strip()]
+    if not items:
+        raise ValueError("must list at least one amount")
+    return tuple(parse_money(s, "preset") for s in items)
+
+
+def _price(raw: str) -> int:
+    return parse_price(raw.strip(), "value")
+
+
+def _fraction(raw: str) -> int:
+    """A fraction in [0, 1) as 1e-4 units, e.g. "0.05" -> 500."""
+    v = parse_decimal(raw.strip(), MULTIPLIER_DECIMALS, "value", allow_zero=True)
+    if v >= 10**MULTIPLIER_DECIMALS:
+        raise ValueError("must be below 1")
+    return v
+
+
+def _addresses(raw: str) -> frozenset[str]:
+    out = set()
+    for item in (s.strip() for s in raw.split(",")):
+        if not item:
+            continue
+        if not _ADDRESS_RE.fullmatch(item):
+            raise ValueError(f"{item[:48]!r} is not a 0x-prefixed 20-byte hex address")
+        out.add(item.lower())
+    return frozenset(out)
+
+
+def _sources(raw: str) -> tuple[str, ...]:
+    items = [s.strip().lower() for s in raw.split(",") if s.strip()]
+    if not items:
+        raise ValueError(f"must list at least one of {', '.join(PRICE_SOURCES)}")
+    for s in items:
+        if s not in PRICE_SOURCES:
+            raise ValueError(f"unknown source {s!r} (known: {', '.join(PRICE_SOURCES)})")
+    if len(set(items)) != len(items):
+        raise ValueError("lists a source twice")
+    return tuple(items)
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        v = raw.strip().upper()
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return v
+
+    return parse
+
+
+def _bind(raw: str) -> str:
+    raw = raw.strip()
+    if raw.startswith("unix:"):
+        return raw
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port or unix:/path")
+    return raw
+
+
+def _setting(env: str, parse: Callable[[str], Any], default: str, doc: str) -> Any:
+    return field(metadata={"env": env, "parse": parse, "default": default, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every runtime setting. Build with `Settings.from_env()`; fields are already typed and checked."""
+
+    data_dir: Path = _setting(
+        "TAP_DATA_DIR",
+        _path,
+        str(PROJECT_ROOT / "var"),
+        "Where SQLite week files, Redis and nginx state live",
+    )
+    redis_url: str = _setting(
+        "TAP_REDIS_URL",
+        _url("redis", "unix"),
+        "redis://127.0.0.1:6390/0",
+        "Redis for sessions, nonces, prices, pub/sub",
+    )
+    bind: str = _setting("TAP_BIND", _bind, "127.0.0.1:8000", "gunicorn listen address")
+    http_port: int = _setting("TAP_HTTP_PORT", _int(1, 65535), "8080", "nginx plain HTTP port")
+    https_port: int = _setting("TAP_HTTPS_PORT", _int(1, 65535), "8443", "nginx HTTPS port")
+    chain_id: int = _setting(
+        "TAP_CHAIN_ID", _int(1, 2**53), "1", "EIP-155 chain id bound into SIWE and bet signatures"
+    )
+    siwe_domain: str = _setting(
+        "TAP_SIWE_DOMAIN", _str, "localhost:8443", "SIWE domain (authority) the server expects"
+    )
+    dev_mode: bool = _setting("TAP_DEV_MODE", _bool, "0", "Enables mock deposits; never on in production")
+    admin_addresses: frozenset[str] = _setting(
+        "TAP_ADMIN_ADDRESSES", _addresses, "", "Comma list of operator wallet addresses"
+    )
+    price_sources: tuple[str, ...] = _setting(
+        "TAP_PRICE_SOURCES", _sources, "sim", "Comma list of sim, binance, coinbase"
+    )
+    binance_ws_url: str = _setting(
+        "TAP_BINANCE_WS_URL",
+        _url("ws", "wss"),
+        "wss://stream.binance.com:9443/ws/btcusdt@aggTrade",
+        "Binance stream endpoint",
+    )
+    coinbase_ws_url: str = _setting(
+        "TAP_COINBASE_WS_URL",
+        _url("ws", "wss"),
+        "wss://ws-feed.exchange.coinbase.com",
+        "Coinbase Exchange feed endpoint",
+    )
+    column_seconds: int = _setting(
+        "TAP_COLUMN_SECONDS", _int(1, 3600), "5", "Width of a grid column in seconds"
+    )
+    price_step: int = _setting(
+        "TAP_PRICE_STEP", _price, "10.00", "Height of a grid row (price band), dollars"
+    )
+    min_lead_columns: int = _setting(
+        "TAP_MIN_LEAD_COLUMNS", _int(1, 1000), "2", "First placeable column, counted from the current one"
+    )
+    columns_ahead: int = _setting(
+        "TAP_COLUMNS_AHEAD", _int(2, 1000), "12", "Columns shown ahead of the current one"
+    )
+    rows_each_side: int = _setting(
+        "TAP_ROWS_EACH_SIDE", _int(1, 1000), "10", "Placeable rows above and below the current price"
+    )
+    house_edge: int = _setting(
+        "TAP_HOUSE_EDGE", _fraction, "0.05", "House edge as a fraction; stored in 1e-4 units"
+    )
+    stake_presets: tuple[int, ...] = _setting(
+        "TAP_STAKE_PRESETS", _money_list, "1,5,10,25,100", "Stake buttons shown to traders"
+    )
+    min_stake: int = _setting("TAP_MIN_STAKE", _money, "1", "Smallest accepted stake")
+    max_stake: int = _setting("TAP_MAX_STAKE", _money, "1000", "Largest accepted stake")
+    feed_degraded_s: float = _setting("TAP_FEED_DEGRADED_S", _seconds, "3", "Feed age that marks it DEGRADED")
+    feed_critical_s: float = _setting("TAP_FEED_CRITICAL_S", _seconds, "10", "Feed age that suspends betting")
+    feed_recovery_s: float = _setting(
+        "TAP_FEED_RECOVERY_S", _seconds, "30", "Steady feed needed before betting reopens"
+    )
+    archive_dir: Path | None = _setting(
+        "TAP_ARCHIVE_DIR",
+        lambda r: _path(r) if r.strip() else None,
+        "",
+        "Local archive target (default <data dir>/archive)",
+    )
+    s3_bucket: str | None = _setting(
+        "TAP_S3_BUCKET", _opt_str, "", "S3 bucket for weekly archives (empty: local only)"
+    )
+    s3_endpoint_url: str | None = _setting(
+        "TAP_S3_ENDPOINT_URL", _url("http", "https", optional=True), "", "S3 API endpoint override"
+    )
+    sim_volatility: int = _setting(
+        "TAP_SIM_VOLATILITY", _fraction, "0.60", "Annualised volatility of the simulated feed"
+    )
+    sim_tick_ms: int = _setting("TAP_SIM_TICK_MS", _int(10, 60000), "250", "Simulated feed tick interval")
+    sim_start_price: int = _setting("TAP_SIM_START_PRICE", _price, "67000.00", "Simulated feed first price")
+    sqlite_synchronous: str = _setting(
+        "TAP_SQLITE_SYNCHRONOUS",
+        _choice("FULL", "NORMAL"),
+        "FULL",
+        "SQLite durability; see docs/ARCHITECTURE.md",
+    )
+    write_queue_max: int = _setting(
+        "TAP_WRITE_QUEUE_MAX", _int(1, 1_000_000), "10000", "Writes waiting for the SQLite writer before 503"
+    )
+    batch_max: int = _setting(
+        "TAP_BATCH_MAX", _int(1, 100_000), "100", "Most writes committed in one transaction"
+    )
+    ws_queue_max: int = _setting(
+        "TAP_WS_QUEUE_MAX", _int(1, 100_000), "256", "Messages buffered per websocket before it is dropped"
+    )
+    ws_ping_s: float = _setting("TAP_WS_PING_S", _seconds, "20", "Websocket ping interval")
+    ws_max_message: int = _setting(
+        "TAP_WS_MAX_MESSAGE", _int(64, 1 << 20), "4096", "Largest websocket message accepted from a client"
+    )
+    redis_pool_size: int = _setting(
+        "TAP_REDIS_POOL_SIZE", _int(1, 10_000), "64", "Redis connections shared by all greenlets"
+    )
+    redis_timeout_s: float = _setting("TAP_REDIS_TIMEOUT_S", _seconds, "2", "Redis connect/read timeout")
+    log_level: str = _setting(
+        "TAP_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Log level"
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every `TAP_*` variable, parse and cross-check; raise ConfigError on the first bad one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in overrides:
+                values[f.name] = overrides.pop(f.name)
+                continue
+            name, parse = f.metadata["env"], f.metadata["parse"]
+            raw = env.get(name)
+            try:
+                values[f.name] = parse(f.metadata["default"] if raw is None else raw)
+            except (ValueError, UnitError) as exc:
+                shown = f"={raw!r}" if raw is not None else " (default)"
+                raise ConfigError(f"{name}{shown}: {exc}") from None
+        if overrides:
+            raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
+        settings = cls(**values)
+        settings._cross_check()
+        return settings
+
+    def _cross_check(self) -> None:
+        def bad(name: str, msg: str) -> None:
+            raise ConfigError(f"{name}: {msg}")
+
+        if self.columns_ahead <= self.min_lead_columns:
+            bad("TAP_COLUMNS_AHEAD", f"must be greater than TAP_MIN_LEAD_COLUMNS ({self.min_lead_columns})")
+        if self.min_stake > self.max_stake:
+            bad("TAP_MIN_STAKE", "must not exceed TAP_MAX_STAKE")
+        for p in self.stake_presets:
+            if not self.min_stake <= p <= self.max_stake:
+                bad("TAP_STAKE_PRESETS", "every preset must lie within TAP_MIN_STAKE..TAP_MAX_STAKE")
+        if not self.feed_degraded_s < self.feed_critical_s:
+            bad("TAP_FEED_DEGRADED_S", "must be below TAP_FEED_CRITICAL_S")
+        if self.http_port == self.https_port:
+            bad("TAP_HTTPS_PORT", "must differ from TAP_HTTP_PORT")
+
+    # ---- derived paths ---------------------------------------------------------------------------
+    @property
+    def db_dir(self) -> Path:
+        return self.data_dir / "db"
+
+    @property
+    def archive_path(self) -> Path:
+        return self.archive_dir or self.data_dir / "archive"
+
+
+def env_table() -> list[tuple[str, str, str]]:
+    """(variable, default, description) rows, used to keep the README's table honest."""
+    return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in fields(Settings)]

@@ -1,0 +1,284 @@
+"""SQLite through apsw: week files, pragmas, migrations and the read pool (ADR-001, ADR-006).
+
+Layout under ``<data dir>/db``::
+
+    bets_2026_47.db     one file per ISO week: users + bets + transaction_ledger
+    CURRENT             the name of the read-write week file (switched atomically by rollover)
+
+The current file is named by ``CURRENT`` rather than by today's date, so that a week rollover is one
+atomic rename: a crash half-way leaves the old file authoritative.
+
+Writes go through exactly one connection, owned by the writer greenlet (``workers.sqlite_writer``).
+Reads use this module's `ReadPool`. Both run their SQLite calls on native threads of a gevent
+threadpool: apsw releases the GIL inside SQLite, and the hub keeps serving other greenlets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import apsw
+import gevent
+from gevent.queue import Queue
+
+from app.config import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = PROJECT_ROOT / "sql"
+CURRENT_POINTER = "CURRENT"
+_WEEK_RE = re.compile(r"bets_(\d{4})_(\d{2})\.db")
+_MIGRATION_RE = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
+
+T = TypeVar("T")
+
+# Pragmas, and why (figures in BENCHMARKS.md):
+#  journal_mode=WAL    readers never block the writer and vice versa; one fsync per commit, not two.
+#  synchronous=FULL    this is money: a commit reported to a trader must survive power loss, not just a
+#                      process crash. NORMAL is available through TAP_SQLITE_SYNCHRONOUS and measured.
+#  busy_timeout        during a SIGHUP reload two writers (old and new worker) overlap; they wait, not fail.
+#  foreign_keys=ON     a bet or ledger row for a user that does not exist is a bug; refuse it.
+#  cache_size          64 MiB page cache for the writer (hot users and index pages stay resident).
+#  temp_store=MEMORY   sorts for history pages never touch the disk.
+#  journal_size_limit  truncate the WAL back to 64 MiB after checkpoints so it cannot grow without bound.
+_COMMON_PRAGMAS = (
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA temp_store = MEMORY",
+)
+_WRITER_PRAGMAS = (
+    "PRAGMA cache_size = -65536",
+    "PRAGMA journal_size_limit = 67108864",
+)
+_READER_PRAGMAS = (
+    "PRAGMA cache_size = -16384",
+    "PRAGMA mmap_size = 268435456",
+    "PRAGMA query_only = 1",
+)
+
+
+# ---- week files ---------------------------------------------------------------------------------
+
+
+def iso_week(when: dt.datetime | float) -> tuple[int, int]:
+    """ISO (year, week) of a UTC datetime or Unix seconds."""
+    if not isinstance(when, dt.datetime):
+        when = dt.datetime.fromtimestamp(when, tz=dt.UTC)
+    year, week, _ = when.isocalendar()
+    return year, week
+
+
+def week_filename(year: int, week: int) -> str:
+    return f"bets_{year:04d}_{week:02d}.db"
+
+
+def parse_week_filename(name: str) -> tuple[int, int] | None:
+    m = _WEEK_RE.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def list_week_files(db_dir: Path) -> list[Path]:
+    """Every week file in `db_dir`, oldest first."""
+    if not db_dir.is_dir():
+        return []
+    files = [p for p in db_dir.iterdir() if parse_week_filename(p.name)]
+    return sorted(files, key=lambda p: parse_week_filename(p.name) or (0, 0))
+
+
+def current_week_file(db_dir: Path) -> Path | None:
+    """The read-write week file named by CURRENT, or None before the first start."""
+    try:
+        name = (db_dir / CURRENT_POINTER).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not parse_week_filename(name):
+        raise RuntimeError(f"{db_dir / CURRENT_POINTER} names {name!r}, which is not a week file")
+    return db_dir / name
+
+
+def set_current_week_file(db_dir: Path, path: Path) -> None:
+    """Point CURRENT at `path` atomically (write temp, fsync, rename, fsync the directory)."""
+    tmp = db_dir / f".{CURRENT_POINTER}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(path.name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, db_dir / CURRENT_POINTER)
+    dfd = os.open(db_dir, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def prepare_database(db_dir: Path, now: float, synchronous: str = "FULL") -> Path:
+    """Make sure the current week file exists and carries every migration; return its path.
+
+    Run once per start (gunicorn's master in ``on_starting``, ``flask init-db``, test fixtures),
+    never on a request path.
+    """
+    db_dir.mkdir(parents=True, exist_ok=True)
+    path = current_week_file(db_dir)
+    created = path is None
+    if path is None:
+        path = db_dir / week_filename(*iso_week(now))
+    conn = connect(path, synchronous=synchronous)
+    try:
+        migrate(conn)
+        conn.execute("INSERT OR IGNORE INTO week_meta (key, value) VALUES ('week', ?)", (path.stem[5:],))
+    finally:
+        conn.close()
+    if created:
+        set_current_week_file(db_dir, path)
+        log.info("created week file %s", path)
+    return path
+
+
+# ---- connections and migrations ----------------------------------------------------------------
+
+
+def connect(path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> apsw.Connection:
+    """Open a connection with the project's pragmas. `readonly` connections refuse writes (query_only)."""
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI
+    if not readonly:
+        flags |= apsw.SQLITE_OPEN_CREATE
+    elif not path.exists():
+        raise FileNotFoundError(path)
+    conn = apsw.Connection(str(path), flags=flags)
+    for pragma in _COMMON_PRAGMAS:
+        conn.execute(pragma)
+    if readonly:
+        for pragma in _READER_PRAGMAS:
+            conn.execute(pragma)
+    else:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"{path}: could not switch to WAL (got {mode})")
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        for pragma in _WRITER_PRAGMAS:
+            conn.execute(pragma)
+    return conn
+
+
+def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
+    """(version, file) for every ``NNN_name.sql`` in `sql_dir`, in order; versions must be 1..n."""
+    found = []
+    for p in sql_dir.iterdir():
+        m = _MIGRATION_RE.fullmatch(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    found.sort()
+    for expected, (version, p) in enumerate(found, start=1):
+        if version != expected:
+            raise RuntimeError(f"migration {p.name}: expected version {expected:03d}")
+    return found
+
+
+def schema_version(conn: apsw.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: apsw.Connection, sql_dir: Path = SQL_DIR) -> list[int]:
+    """Apply every migration newer than ``user_version``, each in its own IMMEDIATE transaction.
+
+    Idempotent: running it again applies nothing. Returns the versions applied.
+    """
+    applied = []
+    for version, path in migrations(sql_dir):
+        if version <= schema_version(conn):
+            continue
+        script = path.read_text()
+        # IMMEDIATE takes the write lock before re-reading the version, so two processes starting
+        # together (a SIGHUP overlap) cannot both apply the same migration.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(conn) >= version:
+                conn.execute("ROLLBACK")
+                continue
+            conn.execute(script)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if not conn.getautocommit():
+                conn.execute("ROLLBACK")
+            raise
+        applied.append(version)
+        log.info("applied migration %s", path.name)
+    return applied
+
+
+# ---- reads -------------------------------------------------------------------------------------
+
+
+class ReadPool:
+    """A few read-only connections to the current week file, used on the hub's threadpool.
+
+    `run(fn)` checks out a connection (waiting cooperatively if all are busy), runs ``fn(conn)`` on a
+    native thread and returns its result. Connections open lazily and re-open when CURRENT changes.
+    """
+
+    def __init__(self, db_dir: Path, size: int = 4) -> None:
+        self.db_dir = db_dir
+        self.size = size
+        self._idle: Queue = Queue()
+        self._created = 0
+
+    def _checkout(self) -> tuple[apsw.Connection, Path]:
+        if self._idle.empty() and self._created < self.size:
+            self._created += 1
+            try:
+                path = current_week_file(self.db_dir)
+                if path is None:
+                    raise FileNotFoundError(f"no current week file in {self.db_dir}")
+                return connect(path, readonly=True), path
+            except BaseException:
+                self._created -= 1
+                raise
+        return self._idle.get()
+
+    def _checkin(self, item: tuple[apsw.Connection, Path], broken: bool) -> None:
+        conn, path = item
+        if broken or current_week_file(self.db_dir) != path:
+            conn.close()
+            self._created -= 1
+        else:
+            self._idle.put(item)
+
+    @contextmanager
+    def connection(self) -> Iterator[apsw.Connection]:
+        """Check out a connection for inline use (CLI, tests). Greenlet code should prefer `run`."""
+        item = self._checkout()
+        broken = False
+        try:
+            yield item[0]
+        except apsw.Error:
+            broken = True
+            raise
+        finally:
+            self._checkin(item, broken)
+
+    def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+        item = self._checkout()
+        broken = False
+        try:
+            return gevent.get_hub().threadpool.apply(fn, (item[0],))
+        except apsw.Error:
+            broken = True
+            raise
+        finally:
+            self._checkin(item, broken)
+
+    def close(self) -> None:
+        while not self._idle.empty():
+            conn, _ = self._idle.get()
+            conn.close()
+            self._created -= 1

@@ -1,0 +1,84 @@
+"""Websocket fan-out: one bounded queue per connected client.
+
+The pub/sub listener greenlet (``workers.pubsub_listener``) and the status watcher push encoded
+messages here; each websocket's own greenlet is the only one that writes to its socket. A client
+whose queue is full is not keeping up: it is dropped (its greenlet killed, its socket closed) so it
+can never slow the others or grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import gevent
+from gevent.queue import Full, Queue
+
+log = logging.getLogger(__name__)
+
+
+class Client:
+    __slots__ = ("address", "dropped", "greenlet", "queue")
+
+    def __init__(self, maxsize: int, address: str | None) -> None:
+        self.queue: Queue = Queue(maxsize)
+        self.address = address  # lowercase wallet address for authenticated connections
+        self.greenlet = gevent.getcurrent()
+        self.dropped = False
+
+
+class Fanout:
+    def __init__(self, queue_max: int, on_drop: Callable[[], None] | None = None) -> None:
+        self.queue_max = queue_max
+        self._clients: set[Client] = set()
+        self._by_address: dict[str, set[Client]] = {}
+        self._on_drop = on_drop
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def register(self, address: str | None = None) -> Client:
+        client = Client(self.queue_max, address)
+        self._clients.add(client)
+        if address:
+            self._by_address.setdefault(address, set()).add(client)
+        return client
+
+    def unregister(self, client: Client) -> None:
+        self._clients.discard(client)
+        if client.address:
+            peers = self._by_address.get(client.address)
+            if peers is not None:
+                peers.discard(client)
+                if not peers:
+                    del self._by_address[client.address]
+
+    def broadcast(self, raw: bytes | str) -> None:
+        for client in list(self._clients):
+            self._offer(client, raw)
+
+    def send_to(self, address: str, raw: bytes | str) -> None:
+        for client in list(self._by_address.get(address, ())):
+            self._offer(client, raw)
+
+    def close_all(self) -> None:
+        """Ask every client greenlet to end (used when the worker shuts down)."""
+        for client in list(self._clients):
+            self.unregister(client)
+            client.greenlet.kill(block=False)
+
+    def _offer(self, client: Client, raw: bytes | str) -> None:
+        try:
+            client.queue.put_nowait(raw)
+        except Full:
+            self._drop(client)
+
+    def _drop(self, client: Client) -> None:
+        if client.dropped:
+            return
+        client.dropped = True
+        self.unregister(client)
+        if self._on_drop:
+            self._on_drop()
+        log.info("dropping slow websocket client (queue of %d full)", self.queue_max)
+        client.greenlet.kill(block=False)

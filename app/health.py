@@ -1,0 +1,90 @@
+"""Liveness, readiness and metrics: `/healthz`, `/readyz`, `/metrics`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+from flask import Blueprint, Response, jsonify
+
+from app.feed import FeedState
+from app.services import Services, services
+
+bp = Blueprint("health", __name__)
+
+CHECK_TIMEOUT_S = 1.0
+WRITER_STALE_S = 5.0
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers. Depends on nothing else on purpose."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: SQLite, Redis, the price feed and the write queue. 503 if any is not usable."""
+    svc = services()
+    checks = {
+        "sqlite": _timed(_check_sqlite, svc),
+        "redis": _timed(_check_redis, svc),
+        "feed": _check_feed(svc),
+        "writer": _check_writer(svc),
+    }
+    ok = all(c["ok"] for c in checks.values())
+    resp = jsonify(status="ready" if ok else "unavailable", checks=checks)
+    if not ok:
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "2"
+    return resp
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return services().metrics.render()
+
+
+def _timed(check, svc: Services) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        with gevent.Timeout(CHECK_TIMEOUT_S):
+            check(svc)
+    except gevent.Timeout:
+        return {"ok": False, "error": f"no answer within {CHECK_TIMEOUT_S:g}s"}
+    except Exception as exc:  # noqa: BLE001 - a readiness probe reports any failure, it does not raise
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+    return {"ok": True, "ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+
+def _check_sqlite(svc: Services) -> None:
+    svc.reads.run(lambda conn: conn.execute("SELECT count(*) FROM week_meta").fetchone())
+
+
+def _check_redis(svc: Services) -> None:
+    svc.redis.ping()
+
+
+def _check_feed(svc: Services) -> dict[str, Any]:
+    state = svc.feed.state()
+    age = svc.feed.age()
+    return {
+        "ok": state is not FeedState.CRITICAL,
+        "state": state.value,
+        "betting": svc.feed.betting_open(),
+        "age_s": None if age is None else round(age, 3),
+    }
+
+
+def _check_writer(svc: Services) -> dict[str, Any]:
+    writes = svc.writes
+    depth = writes.depth()
+    beat = writes.heartbeat_age()
+    alive = beat is not None and beat < WRITER_STALE_S
+    return {
+        "ok": alive and writes.accepting and depth < writes.maxsize,
+        "running": alive,
+        "depth": depth,
+        "max": writes.maxsize,
+    }
