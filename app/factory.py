@@ -6,13 +6,14 @@ import logging
 
 import gevent
 import orjson
-from flask import Flask
+from flask import Flask, Request
 from flask.json.provider import JSONProvider
 
 from app import errors, metrics
 from app.cli import register_cli
 from app.config import Settings
 from app.db import ReadPool
+from app.errors import ApiError, BadRequest
 from app.fanout import Fanout
 from app.feed import FeedMonitor
 from app.health import bp as health_bp
@@ -32,6 +33,19 @@ class OrjsonProvider(JSONProvider):
 
     def loads(self, s, **kwargs):  # type: ignore[override]
         return orjson.loads(s)
+
+
+class ApiRequest(Request):
+    """Malformed JSON is a 400 with its own stable code, not werkzeug's generic page."""
+
+    def on_json_loading_failed(self, e: ValueError | None):  # type: ignore[override]
+        if e is None:  # wrong or missing Content-Type
+            raise ApiError(
+                "Send the body as JSON with Content-Type: application/json.",
+                status=415,
+                code="unsupported_media_type",
+            )
+        raise BadRequest("The request body is not valid JSON.", code="invalid_json")
 
 
 class YieldFirst:
@@ -56,6 +70,7 @@ def build_app(settings: Settings | None = None) -> Flask:
     _configure_logging(settings.log_level)
 
     app = Flask(__name__, static_folder=None)
+    app.request_class = ApiRequest
     app.json = OrjsonProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=64 * 1024,

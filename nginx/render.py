@@ -83,6 +83,9 @@ def render(
     if mime is None:
         raise SystemExit("nginx mime.types not found: is nginx installed? (make run installs it)")
     cert, key = ensure_cert(prefix)
+    # Static files are copied under the prefix, so nginx needs to reach nothing outside it.
+    static_root = prefix / "html"
+    shutil.copytree(ROOT / "static", static_root, dirs_exist_ok=True)
     text = _fill(
         (ROOT / "nginx" / "nginx.conf.template").read_text(),
         prefix=prefix,
@@ -92,7 +95,7 @@ def render(
         https_port=settings.https_port,
         cert=cert,
         key=key,
-        static_root=ROOT / "static",
+        static_root=static_root,
         api_rate=api_rate,
         api_burst=api_burst,
         conn_per_ip=conn_per_ip,
@@ -103,7 +106,19 @@ def render(
         # Started by root (a fresh VM, CI): nginx runs as nobody, so nobody owns its own files.
         for path in [prefix, *prefix.rglob("*")]:
             os.chown(path, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+        _check_reachable_by_nobody(prefix)
     return out
+
+
+def _check_reachable_by_nobody(prefix: Path) -> None:
+    """Fail with a clear message if an ancestor directory keeps `nobody` out (e.g. under /root)."""
+    for parent in prefix.resolve().parents:
+        st = parent.stat()
+        if st.st_uid != UNPRIVILEGED_UID and not st.st_mode & 0o001:
+            raise SystemExit(
+                f"nginx runs as 'nobody' but cannot enter {parent} (mode {st.st_mode & 0o777:o}); "
+                f"set TAP_DATA_DIR to a directory outside it (e.g. /var/lib/tap-trading) or chmod o+x {parent}"
+            )
 
 
 def command(conf: Path) -> list[str]:

@@ -23,7 +23,6 @@ class FeedWatch:
         self._stopping = False
 
     def run(self) -> None:
-        self._stopping = False
         last = self.feed.state()
         while not self._stopping:
             gevent.sleep(self.interval_s)

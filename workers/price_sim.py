@@ -68,7 +68,6 @@ class SimulatedFeed:
         self.lease = RedisLease(r, LEASE_KEY, LEASE_TTL_MS)
 
     def run(self) -> None:
-        self._stopping = False
         walk: RandomWalk | None = None
         count = 0
         last_renew = 0.0

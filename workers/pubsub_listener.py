@@ -34,7 +34,6 @@ class PubSubListener:
         self._stopping = False
 
     def run(self) -> None:
-        self._stopping = False
         while not self._stopping:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             try:

@@ -80,7 +80,6 @@ class SqliteWriter:
         return self._pool.apply(connect, (path,), {"synchronous": self.synchronous})
 
     def run(self) -> None:
-        self._stopping = False
         if self._conn is None:
             self._conn = self._open()
         conn = self._conn

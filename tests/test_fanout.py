@@ -1,0 +1,52 @@
+"""Per-client bounded queues: a client that stops reading is dropped, the others keep receiving."""
+
+import gevent
+import gevent.event
+
+from app.fanout import Fanout
+
+
+def test_slow_client_is_dropped_while_others_keep_receiving():
+    drops = []
+    fanout = Fanout(queue_max=10, on_drop=lambda: drops.append(1))
+    received = {i: [] for i in range(50)}
+    stuck = gevent.event.Event()
+
+    def reader(i):
+        client = fanout.register()
+        try:
+            while True:
+                received[i].append(client.queue.get())
+        finally:
+            fanout.unregister(client)
+
+    def slow():
+        fanout.register()
+        stuck.wait()  # never reads
+
+    readers = [gevent.spawn(reader, i) for i in range(50)]
+    slowpoke = gevent.spawn(slow)
+    gevent.sleep(0)
+    for n in range(100):
+        fanout.broadcast(f"m{n}")
+        gevent.sleep(0)
+    gevent.sleep(0.01)
+    assert slowpoke.dead  # killed after its queue filled up
+    assert drops == [1]
+    assert len(fanout) == 50
+    assert all(len(msgs) == 100 for msgs in received.values())
+    gevent.killall(readers)
+    assert len(fanout) == 0
+
+
+def test_send_to_reaches_only_that_address():
+    fanout = Fanout(queue_max=10)
+    a1, a2, b = fanout.register("0xa"), fanout.register("0xa"), fanout.register("0xb")
+    anon = fanout.register()
+    fanout.send_to("0xa", "hello")
+    assert a1.queue.qsize() == a2.queue.qsize() == 1
+    assert b.queue.qsize() == anon.queue.qsize() == 0
+    fanout.unregister(a1)
+    fanout.unregister(a2)
+    fanout.send_to("0xa", "again")  # nobody left: no error, nothing queued
+    assert a1.queue.qsize() == 1
