@@ -1,0 +1,39 @@
+"""Authentication and replay protection (SPEC §5, §6; ADR-007).
+
+- `siwe`        strict EIP-4361 parser and checks
+- `sessions`    Redis sessions (token stored hashed) and single-use login nonces
+- `signatures`  EIP-191 fast recovery, signer/timestamp/nonce checks for signed requests (bets)
+- `ratelimit`   per-IP and per-address limits (429 + Retry-After), client IP behind nginx
+- `decorators`  `login_required`, `admin_required`, `current_session`
+- `routes`      /api/v1/auth/{nonce,login,logout,session}, /api/v1/admin/whoami
+- `schemas`     marshmallow schemas (also feed /api/openapi.json), `load_json`
+- `errors`      every auth error code; `state` the per-app clock (injectable), limits, lookup script
+
+Error codes and the order of checks: docs/API.md. Verification cost: docs/bench-auth.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from flask import Flask
+
+
+def init_app(app: Flask, clock: Callable[[], float] = time.time) -> None:
+    """Register the auth blueprints and per-app state. Call after `app.extensions["tap"]` is set."""
+    from app.auth.ratelimit import Limits, SessionLookup
+    from app.auth.routes import admin_bp, bp
+    from app.auth.state import EXT_KEY, AuthState
+    from app.services import services
+
+    svc = services(app)
+    s = svc.settings
+    limits = Limits(
+        auth_per_ip_per_min=s.rate_auth_per_ip,
+        per_ip_per_s=s.rate_per_ip,
+        per_address_per_s=s.rate_per_address,
+    )
+    app.extensions[EXT_KEY] = AuthState(clock=clock, limits=limits, lookup=SessionLookup(svc.redis, limits))
+    app.register_blueprint(bp)
+    app.register_blueprint(admin_bp)

@@ -1,0 +1,137 @@
+"""marshmallow schemas of the auth routes (also the source of /api/openapi.json), plus the helpers
+every module uses to read a JSON body: `load_json` (400 invalid_json / invalid_request).
+
+`SignedRequestSchema` holds the three fields every signed request carries (nonce, ts, signature);
+the bet schema extends it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from marshmallow import Schema, ValidationError, fields, validate
+
+from app.auth.errors import InvalidJson, InvalidRequest
+from app.auth.siwe import MESSAGE_MAX
+
+SIGNATURE_PATTERN = r"^0x[0-9a-fA-F]{130}$"
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+SIGNED_NONCE_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+TS_MAX = 2**53 - 1  # a JSON number every client can represent exactly
+
+_DETAILS_MAX_FIELDS = 10
+
+
+def load_json(schema: Schema) -> dict[str, Any]:
+    """Parse the request body as a JSON object and validate it with `schema` (unknown keys refused)."""
+    data = request.get_json()  # the app's request class answers 415 / 400 invalid_json itself
+    if not isinstance(data, dict):
+        raise InvalidJson("The body must be a JSON object.")
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            "The request body is not valid: " + _summary(exc.messages),
+            details={"fields": _trim(exc.messages)},
+        ) from None
+
+
+def _trim(messages: Any) -> Any:
+    if not isinstance(messages, dict):
+        return messages
+    out = {}
+    for i, (k, v) in enumerate(messages.items()):
+        if i >= _DETAILS_MAX_FIELDS:
+            out["…"] = ["more fields omitted"]
+            break
+        out[str(k)[:64]] = v
+    return out
+
+
+def _summary(messages: Any) -> str:
+    if isinstance(messages, dict) and messages:
+        k, v = next(iter(messages.items()))
+        first = v[0] if isinstance(v, list) and v else v
+        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        return f"{str(k)[:64]}: {str(first)[:120]}{more}"
+    return str(messages)[:200]
+
+
+# ---- common -------------------------------------------------------------------------------------
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"description": "Stable snake_case error code"})
+    message = fields.String(required=True, metadata={"description": "Human-readable sentence"})
+    details = fields.Dict(metadata={"description": "Optional structured details (e.g. field errors)"})
+
+
+class ErrorResponseSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class SignedRequestSchema(Schema):
+    """Fields of every signed request (SPEC §6). Subclass and add the signed business fields."""
+
+    nonce = fields.String(
+        required=True,
+        validate=validate.Regexp(SIGNED_NONCE_PATTERN),
+        metadata={"description": "Unique per request and wallet for 90 s: 8–64 of [A-Za-z0-9_-]"},
+    )
+    ts = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(min=0, max=TS_MAX),
+        metadata={"description": "Client time, Unix ms; must be within 30 s of the server's"},
+    )
+    signature = fields.String(
+        required=True,
+        validate=validate.Regexp(SIGNATURE_PATTERN),
+        metadata={"description": "EIP-191 personal_sign, 0x + 130 hex digits (r, s, v; low s)"},
+    )
+
+
+# ---- auth routes --------------------------------------------------------------------------------
+
+
+class NonceResponseSchema(Schema):
+    nonce = fields.String(
+        required=True, metadata={"description": "24 letters/digits; single use; expires in 5 minutes"}
+    )
+
+
+class LoginRequestSchema(Schema):
+    message = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=MESSAGE_MAX),
+        metadata={"description": "The EIP-4361 message exactly as signed (LF line ends, no trailing LF)"},
+    )
+    signature = fields.String(
+        required=True,
+        validate=validate.Regexp(SIGNATURE_PATTERN),
+        metadata={"description": "EIP-191 personal_sign of `message` by the wallet; 0x + 130 hex"},
+    )
+
+
+class SessionSchema(Schema):
+    address = fields.String(required=True, metadata={"description": "Wallet, EIP-55 checksummed"})
+    session_key = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Session key bound at login (checksummed), or null"},
+    )
+    expires_at = fields.Integer(required=True, metadata={"description": "Session expiry, Unix ms"})
+
+
+class LoginResponseSchema(SessionSchema):
+    token = fields.String(required=True, metadata={"description": "Bearer token (43 characters)"})
+
+
+class LogoutResponseSchema(Schema):
+    status = fields.String(required=True, metadata={"description": "Always 'logged_out'"})
+
+
+class AdminWhoamiSchema(Schema):
+    address = fields.String(required=True, metadata={"description": "Operator wallet, checksummed"})
+    admin = fields.Boolean(required=True)
