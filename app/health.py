@@ -67,14 +67,9 @@ def _check_redis(svc: Services) -> None:
 
 
 def _check_feed(svc: Services) -> dict[str, Any]:
-    state = svc.feed.state()
-    age = svc.feed.age()
-    return {
-        "ok": state is not FeedState.CRITICAL,
-        "state": state.value,
-        "betting": svc.feed.betting_open(),
-        "age_s": None if age is None else round(age, 3),
-    }
+    # ok while the feed is not CRITICAL; "betting" stays false while recovering from CRITICAL
+    snap = svc.feed.snapshot()
+    return {"ok": snap["state"] != FeedState.CRITICAL.value, **snap}
 
 
 def _check_writer(svc: Services) -> dict[str, Any]:

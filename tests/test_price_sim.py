@@ -1,5 +1,6 @@
 """The offline `sim` source: statistics of the walk, what it writes to Redis, and the singleton lease."""
 
+import itertools
 import math
 import random
 import statistics
@@ -15,10 +16,12 @@ def test_walk_realises_the_configured_volatility():
     walk = RandomWalk(6_700_000, annual_vol=0.6, rng=random.Random(7))
     dt = 0.25
     prices = [walk.step(dt) for _ in range(40_000)]
-    returns = [math.log(b / a) for a, b in zip(prices, prices[1:], strict=False)]
+    returns = [math.log(b / a) for a, b in itertools.pairwise(prices)]
     realised = statistics.pstdev(returns) / math.sqrt(dt / SECONDS_PER_YEAR)
     assert abs(realised - 0.6) < 0.03
-    assert abs(statistics.fmean(returns)) < 3 * statistics.pstdev(returns) / math.sqrt(len(returns))  # driftless
+    assert abs(statistics.fmean(returns)) < 3 * statistics.pstdev(returns) / math.sqrt(
+        len(returns)
+    )  # driftless
     assert all(isinstance(p, int) and p > 0 for p in prices)
 
 

@@ -1,32 +1,36 @@
-"""The offline price source `sim`: a BTC-like random walk published as normalised ticks.
+"""The offline price source `sim`: a BTC-like random walk, a source like any other.
 
 Log price follows a driftless Brownian motion with the configured annualised volatility (the same
 model the quotes assume, so calibration can be checked against it), sampled every ~250 ms with a
-little jitter, rounded to cents. It continues from the last published price after a restart or
-reload, and only the holder of the feed lease publishes, so two overlapping workers never both do.
+little jitter, rounded to cents. `SimSource` offers its quotes to the aggregator
+(``workers.aggregator.PriceAggregator``), which publishes while it holds the feed lease; with
+``TAP_PRICE_SOURCES=sim,binance`` the walk is one more source in the median. Each time this process
+takes the lease over, the walk re-starts from the last published price, so a restart or a SIGHUP
+reload continues the path instead of jumping.
+
+`SimulatedFeed` bundles a SimSource with its own aggregator: a complete stand-alone sim feed for
+tools and tests (the runtime builds the parts separately, see ``workers.runtime``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
-import time
 
 import gevent
+import gevent.event
 import redis
 
 from app.metrics import Metrics
-from app.prices import Tick, last_tick, publish_tick
-from workers.lease import RedisLease
+from app.prices import Tick, last_tick
+from workers.aggregator import LEASE_KEY, PriceAggregator, Quote
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LEASE_KEY", "SECONDS_PER_YEAR", "RandomWalk", "SimSource", "SimulatedFeed"]
+
 SECONDS_PER_YEAR = 365 * 24 * 3600
-LEASE_KEY = "tap:lease:feed"
-LEASE_TTL_MS = 3000
-TRIM_EVERY = 240  # ticks between history trims (~1 min)
 
 
 class RandomWalk:
@@ -45,7 +49,73 @@ class RandomWalk:
         return max(1, round(math.exp(self.log_price)))
 
 
+class SimSource:
+    """The ``source-sim`` worker: one quote per tick interval, stamped with the feed's steady clock."""
+
+    name = "source-sim"
+    source = "sim"
+
+    def __init__(
+        self,
+        aggregator: PriceAggregator,
+        r: redis.Redis,
+        *,
+        annual_vol: float,
+        tick_ms: int,
+        start_price: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.aggregator = aggregator
+        self.r = r
+        self.annual_vol = annual_vol
+        self.tick_s = tick_ms / 1000
+        self.start_price = start_price
+        self.rng = rng or random.Random()
+        self._walk: RandomWalk | None = None
+        self._reseed: int | None = None
+        self._stopping = False
+        self._stopped = gevent.event.Event()
+        aggregator.on_lease_acquired(self._on_lease)
+
+    def _on_lease(self, prev: Tick | None) -> None:
+        # This process publishes from now on: continue from the last published price.
+        self._reseed = prev.price if prev else None
+        self._walk = None
+        self.aggregator.forget(self.source)
+
+    def _start_walk(self) -> RandomWalk:
+        start = self._reseed
+        if start is None:
+            try:
+                prev = last_tick(self.r)
+            except redis.RedisError:
+                prev = None
+            start = prev.price if prev else self.start_price
+        self._reseed = None
+        return RandomWalk(start, self.annual_vol, self.rng)
+
+    def run(self) -> None:
+        clock = self.aggregator.clock
+        while not self._stopping:
+            if self._walk is None:
+                self._walk = self._start_walk()
+            dt = self.tick_s * self.rng.uniform(0.8, 1.2)
+            self._stopped.wait(timeout=dt)
+            if self._stopping:
+                break
+            walk = self._walk
+            if walk is None:  # re-seeded while we slept
+                continue
+            self.aggregator.offer(Quote(self.source, walk.step(dt), clock.wall_ms(), clock.mono()))
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._stopped.set()
+
+
 class SimulatedFeed:
+    """A stand-alone sim feed: a SimSource and a PriceAggregator run together; `lease` is the feed lease."""
+
     name = "price-sim"
 
     def __init__(
@@ -59,51 +129,27 @@ class SimulatedFeed:
         rng: random.Random | None = None,
     ) -> None:
         self.r = r
-        self.annual_vol = annual_vol
-        self.tick_s = tick_ms / 1000
-        self.start_price = start_price
-        self.metrics = metrics
-        self.rng = rng or random.Random()
-        self._stopping = False
-        self.lease = RedisLease(r, LEASE_KEY, LEASE_TTL_MS)
+        self.aggregator = PriceAggregator(
+            r,
+            fresh_s=max(2.0, 4 * tick_ms / 1000),
+            max_deviation=9_999,  # one source: nothing to be an outlier against
+            publish_ms=max(1, tick_ms // 2),  # every simulated tick becomes a published tick
+            metrics=metrics,
+        )
+        self.source = SimSource(
+            self.aggregator, r, annual_vol=annual_vol, tick_ms=tick_ms, start_price=start_price, rng=rng
+        )
+        self.lease = self.aggregator.lease
 
     def run(self) -> None:
-        walk: RandomWalk | None = None
-        count = 0
-        last_renew = 0.0
-        while not self._stopping:
-            try:
-                if not self.lease.held:
-                    if not self.lease.acquire():
-                        gevent.sleep(0.5)
-                        continue
-                    prev = last_tick(self.r)
-                    walk = RandomWalk(prev.price if prev else self.start_price, self.annual_vol, self.rng)
-                    last_renew = time.monotonic()
-                    log.info(
-                        "price-sim holds the feed lease; starting at %s cents",
-                        round(math.exp(walk.log_price)),
-                    )
-                assert walk is not None
-                dt = self.tick_s * self.rng.uniform(0.8, 1.2)
-                gevent.sleep(dt)
-                if self._stopping:
-                    break
-                tick = Tick(price=walk.step(dt), ts=int(time.time() * 1000))
-                count += 1
-                publish_tick(self.r, tick, trim=count % TRIM_EVERY == 0)
-                if self.metrics:
-                    self.metrics.ticks_published.labels("sim").inc()
-                if time.monotonic() - last_renew >= 1.0:
-                    last_renew = time.monotonic()
-                    if not self.lease.renew():
-                        log.warning("price-sim lost the feed lease")
-            except redis.RedisError as exc:
-                log.warning("price-sim: redis unavailable (%s); retrying in 1s", exc)
-                self.lease.held = False
-                gevent.sleep(1.0)
-        with contextlib.suppress(redis.RedisError):  # if Redis is gone the lease expires by itself
-            self.lease.release()
+        g = gevent.spawn(self.source.run)
+        try:
+            self.aggregator.run()
+        finally:
+            self.source.stop()
+            g.join(timeout=2)
+            g.kill()
 
     def stop(self) -> None:
-        self._stopping = True
+        self.source.stop()
+        self.aggregator.stop()

@@ -1,14 +1,26 @@
-"""The one Redis pub/sub listener of the process: fans ticks out to every websocket queue.
+"""The one Redis pub/sub listener of the process: fans messages out to the websocket queues.
 
-Never share a PubSub object between greenlets: this greenlet owns it. Every tick also refreshes the
-in-process feed monitor, so feed freshness is measured where it matters, at the consumer. If Redis
-goes away it reconnects every second by itself.
+Never share a PubSub object between greenlets: this greenlet owns it. It subscribes to
+
+- ``tap:price`` — normalised ticks (already the websocket ``price`` message): recorded in the feed
+  monitor (freshness is measured here, at the consumer, on the monotonic clock) and broadcast;
+- ``tap:public`` — any other message for every client (e.g. ``grid``), relayed as is;
+- ``tap:user:*`` (pattern) — private messages: a publisher sends the exact websocket JSON text
+  (``{"type":"bet:confirmed",…}``, ``{"type":"balance",…}``) on ``tap:user:<lowercase 0x address>``
+  and it goes to that address's authenticated connections only.
+
+Before the first tick it replays the recent price history into the monitor (`FeedMonitor.bootstrap`),
+so a reloaded worker inherits the breaker state instead of starting blind. If Redis goes away it
+reconnects every second by itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import time
+from collections.abc import Callable
 
 import gevent
 import redis
@@ -16,30 +28,53 @@ import redis
 from app.fanout import Fanout
 from app.feed import FeedMonitor
 from app.metrics import Metrics
-from app.prices import CHANNEL_PRICE, Tick
+from app.prices import CHANNEL_PRICE, Tick, tick_at_or_before, ticks_since
 
 log = logging.getLogger(__name__)
+
+CHANNEL_PUBLIC = "tap:public"
+USER_PREFIX = "tap:user:"
+USER_PATTERN = USER_PREFIX + "*"
+MAX_MESSAGE_BYTES = 64 * 1024  # a relayed message larger than this is a bug upstream: dropped
+_ADDRESS_RE = re.compile(rb"0x[0-9a-f]{40}")
+
+
+def user_channel(address: str) -> str:
+    """The channel that reaches `address`'s websockets (publishers: send the exact JSON text)."""
+    return USER_PREFIX + address.lower()
 
 
 class PubSubListener:
     name = "pubsub-listener"
 
     def __init__(
-        self, r: redis.Redis, fanout: Fanout, feed: FeedMonitor, metrics: Metrics | None = None
+        self,
+        r: redis.Redis,
+        fanout: Fanout,
+        feed: FeedMonitor,
+        metrics: Metrics | None = None,
+        *,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.r = r
         self.fanout = fanout
         self.feed = feed
         self.metrics = metrics
+        self._wall = wall
         self._stopping = False
+        self._price = CHANNEL_PRICE.encode()
+        self._public = CHANNEL_PUBLIC.encode()
+        self._user_prefix = USER_PREFIX.encode()
 
     def run(self) -> None:
         while not self._stopping:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(CHANNEL_PRICE)
+                pubsub.subscribe(CHANNEL_PRICE, CHANNEL_PUBLIC)
+                pubsub.psubscribe(USER_PATTERN)
+                self._bootstrap()
                 while not self._stopping:
-                    msg = pubsub.get_message(timeout=1.0)
+                    msg = pubsub.get_message(timeout=0.25)  # bounds how long stop() waits
                     if msg is not None:
                         self._dispatch(msg)
             except redis.RedisError as exc:
@@ -49,9 +84,26 @@ class PubSubListener:
                 with contextlib.suppress(redis.RedisError):
                     pubsub.close()
 
+    def _bootstrap(self) -> None:
+        """Replay the last critical+recovery seconds of history (and the tick before them)."""
+        if self.feed.last_tick is not None:
+            return
+        now_ms = int(self._wall() * 1000)
+        since = now_ms - int((self.feed.recovery_s + self.feed.critical_s) * 1000)
+        history = ticks_since(self.r, since, limit=100_000)
+        before = tick_at_or_before(self.r, since - 1)
+        if before is not None:
+            history.insert(0, before)
+        n = self.feed.bootstrap(history, now_ms)
+        if n:
+            log.info("feed monitor: replayed %d ticks of history; feed %s", n, self.feed.state().value)
+
     def _dispatch(self, msg: dict) -> None:
         channel, data = msg["channel"], msg["data"]
-        if channel == CHANNEL_PRICE.encode():
+        if not isinstance(data, bytes) or len(data) > MAX_MESSAGE_BYTES:
+            log.warning("dropping oversized or non-bytes pub/sub message on %r", channel)
+            return
+        if channel == self._price:
             try:
                 tick = Tick.decode(data)
             except (ValueError, KeyError, TypeError):
@@ -60,7 +112,28 @@ class PubSubListener:
             self.feed.record(tick)
             if self.metrics:
                 self.metrics.ticks.inc()
-            self.fanout.broadcast(data.decode())
+            self.fanout.broadcast(data)
+        elif channel == self._public:
+            text = _text(data)
+            if text is not None:
+                self.fanout.broadcast(text)
+        elif channel.startswith(self._user_prefix):
+            address = channel[len(self._user_prefix) :]
+            text = _text(data)
+            if text is None or not _ADDRESS_RE.fullmatch(address):
+                log.warning("dropping private message on bad channel %r", channel[:80])
+                return
+            self.fanout.send_to(address.decode(), text)
+            if self.metrics:
+                self.metrics.ws_private.inc()
 
     def stop(self) -> None:
         self._stopping = True
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        log.warning("dropping a pub/sub message that is not UTF-8 text")
+        return None
