@@ -7,7 +7,8 @@ import time
 import click
 from flask import Flask
 
-from app.db import prepare_database
+from app.db import current_week_file, list_week_files, prepare_database
+from app.integrity import check_file
 from app.services import services
 
 
@@ -18,3 +19,22 @@ def register_cli(app: Flask) -> None:
         settings = services(app).settings
         path = prepare_database(settings.db_dir, time.time(), settings.sqlite_synchronous)
         click.echo(f"current week file: {path}")
+
+    @app.cli.command("integrity-check")
+    @click.option("--all-weeks", is_flag=True, help="Check every local week file, not only the current one.")
+    def integrity_check(all_weeks: bool) -> None:
+        """Prove the ledger of the current week file (SPEC §10); exit 1 naming every bad row."""
+        settings = services(app).settings
+        current = current_week_file(settings.db_dir)
+        files = list_week_files(settings.db_dir) if all_weeks else ([current] if current else [])
+        if not files:
+            raise click.ClickException(f"no week files in {settings.db_dir}")
+        bad = 0
+        for path in files:
+            violations = check_file(path)
+            bad += len(violations)
+            for v in violations:
+                click.echo(str(v), err=True)
+            click.echo(f"{path.name}: {'OK' if not violations else f'{len(violations)} violation(s)'}")
+        if bad:
+            raise SystemExit(1)

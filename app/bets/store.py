@@ -1,0 +1,175 @@
+"""SQL for bets and money movements. Write functions are jobs for the single writer: each runs inside
+the writer's transaction (in its own savepoint), so a balance change, its ledger row and its bet row
+commit together or not at all (ADR-009/010). Amounts are integer micro-units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+
+class Rejected(Exception):
+    """A business refusal decided inside the transaction (rolled back alone); `reason` is the wire code."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class NewBet:
+    bet_id: str
+    user_id: int
+    address: str
+    cell: str
+    t_start: int
+    row: int
+    min_price: int
+    max_price: int
+    stake: int
+    multiplier: int
+    payout: int
+    nonce: str
+    placed_at: int  # ms
+
+
+def debit(conn: apsw.Connection, user_id: int, amount: int, ref_type: str, ref_id: str, now_ms: int) -> int:
+    """Conditional deduction + its ledger row; returns the new balance. `Rejected("insufficient_funds")`
+    when the balance does not cover it: the WHERE clause is the check, so no race can overdraw."""
+    row = conn.execute(
+        "UPDATE users SET balance = balance - ?1 WHERE id = ?2 AND balance >= ?1 RETURNING balance",
+        (amount, user_id),
+    ).fetchone()
+    if row is None:
+        raise Rejected("insufficient_funds")
+    conn.execute(
+        "INSERT INTO transaction_ledger (user_id, amount, balance_after, ref_type, ref_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (user_id, -amount, row[0], ref_type, ref_id, now_ms),
+    )
+    return row[0]
+
+
+def credit(conn: apsw.Connection, user_id: int, amount: int, ref_type: str, ref_id: str, now_ms: int) -> int:
+    """Credit + its ledger row; returns the new balance."""
+    row = conn.execute(
+        "UPDATE users SET balance = balance + ? WHERE id = ? RETURNING balance", (amount, user_id)
+    ).fetchone()
+    if row is None:
+        raise Rejected("unknown_user")
+    conn.execute(
+        "INSERT INTO transaction_ledger (user_id, amount, balance_after, ref_type, ref_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (user_id, amount, row[0], ref_type, ref_id, now_ms),
+    )
+    return row[0]
+
+
+def insert_bet(bet: NewBet):
+    """The writer job for one accepted bet: debit the stake, ledger row, bet row. Returns the balance."""
+
+    def job(conn: apsw.Connection) -> int:
+        balance = debit(conn, bet.user_id, bet.stake, "bet", bet.bet_id, bet.placed_at)
+        try:
+            conn.execute(
+                "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake,"
+                " multiplier, payout, nonce, placed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    bet.bet_id,
+                    bet.user_id,
+                    bet.t_start,
+                    bet.row,
+                    bet.min_price,
+                    bet.max_price,
+                    bet.stake,
+                    bet.multiplier,
+                    bet.payout,
+                    bet.nonce,
+                    bet.placed_at,
+                ),
+            )
+        except apsw.ConstraintError as exc:
+            if "bets.user_id, bets.target_time, bets.row" in str(exc):
+                raise Rejected("duplicate_cell") from None
+            raise
+        return balance
+
+    return job
+
+
+# ---- reads (run on the read pool) ---------------------------------------------------------------
+
+BET_KEYS = (
+    "id",
+    "bet_id",
+    "user_id",
+    "target_time",
+    "row",
+    "min_price",
+    "max_price",
+    "stake",
+    "multiplier",
+    "payout",
+    "status",
+    "placed_at",
+    "settled_at",
+)
+BET_COLUMNS = ", ".join(BET_KEYS)  # a constant: the f-strings below interpolate no input
+
+
+def bet_row_to_dict(r: tuple) -> dict[str, Any]:
+    return dict(zip(BET_KEYS, r, strict=True))
+
+
+def get_bet(conn: apsw.Connection, bet_id: str) -> dict[str, Any] | None:
+    r = conn.execute(f"SELECT {BET_COLUMNS} FROM bets WHERE bet_id = ?", (bet_id,)).fetchone()  # noqa: S608
+    return bet_row_to_dict(r) if r else None
+
+
+def list_bets(
+    conn: apsw.Connection, user_id: int, status: str | None, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    sql = f"SELECT {BET_COLUMNS} FROM bets WHERE user_id = ?"  # noqa: S608
+    args: list[Any] = [user_id]
+    if status:
+        sql += " AND status = ?"
+        args.append(status)
+    if before_id is not None:
+        sql += " AND id < ?"
+        args.append(before_id)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return [bet_row_to_dict(r) for r in conn.execute(sql, args)]
+
+
+def list_ledger(
+    conn: apsw.Connection, user_id: int, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    sql = (
+        "SELECT id, amount, balance_after, ref_type, ref_id, created_at FROM transaction_ledger"
+        " WHERE user_id = ?"
+    )
+    args: list[Any] = [user_id]
+    if before_id is not None:
+        sql += " AND id < ?"
+        args.append(before_id)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    keys = ("id", "amount", "balance_after", "ref_type", "ref_id", "created_at")
+    return [dict(zip(keys, r, strict=True)) for r in conn.execute(sql, args)]
+
+
+def account(conn: apsw.Connection, user_id: int) -> dict[str, Any] | None:
+    r = conn.execute(
+        "SELECT u.address, u.balance, u.created_at,"
+        " (SELECT coalesce(sum(stake), 0) FROM bets WHERE user_id = u.id AND status = 'confirmed'),"
+        " (SELECT count(*) FROM bets WHERE user_id = u.id AND status = 'confirmed')"
+        " FROM users u WHERE u.id = ?",
+        (user_id,),
+    ).fetchone()
+    if r is None:
+        return None
+    return {"address": r[0], "balance": r[1], "created_at": r[2], "open_stakes": r[3], "open_bets": r[4]}

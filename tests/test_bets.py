@@ -1,0 +1,322 @@
+"""Bet placement through the real app in-process (writer, sim feed and grid publisher running)."""
+
+import time
+
+import gevent
+import pytest
+from flask import Flask
+
+from app.config import Settings
+from app.services import services
+from tests.traders import Trader
+
+
+@pytest.fixture
+def settings(tmp_path, redis_url):
+    return Settings.from_env(
+        {}, data_dir=tmp_path / "data", redis_url=redis_url, dev_mode=True, rate_per_address=0, rate_per_ip=0
+    )
+
+
+@pytest.fixture
+def live(running_app: Flask) -> Flask:
+    svc = services(running_app)
+    deadline = time.monotonic() + 10
+    while svc.quotes.book is None and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    assert svc.quotes.book is not None, "no quote book: is the sim feed running?"
+    return running_app
+
+
+@pytest.fixture
+def trader(live, settings) -> Trader:
+    t = Trader(live.test_client(), settings).login()
+    t.deposit("100")
+    return t
+
+
+def _grid(trader):
+    status, grid, _ = trader.call("GET", "/api/v1/grid")
+    assert status == 200
+    return grid
+
+
+def _cell(grid, col=0, row_offset=0):
+    rows = grid["rows"]
+    return f"{grid['columns'][col]}:{rows[len(rows) // 2 + row_offset]}"
+
+
+def _wait_status(trader, bet_id, want=("confirmed", "rejected"), timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body, _ = trader.call("GET", f"/api/v1/bets/{bet_id}")
+        assert status == 200, body
+        if body["status"] in want:
+            return body
+        gevent.sleep(0.02)
+    pytest.fail(f"bet {bet_id} still {body['status']}")
+
+
+def test_accepted_bet_is_pending_then_confirmed_with_ledger_row(trader):
+    grid = _grid(trader)
+    cell = _cell(grid, col=1, row_offset=3)
+    status, body, _ = trader.bet(cell, "10", "1.01")
+    assert status == 202, body
+    assert body["status"] == "pending" and body["cell"] == cell and body["stake"] == "10"
+    mult = body["multiplier"]
+    assert int(body["payout"].split(".")[0]) >= 10
+    confirmed = _wait_status(trader, body["bet_id"])
+    assert confirmed["status"] == "confirmed" and confirmed["multiplier"] == mult
+    _, me, _ = trader.call("GET", "/api/v1/me")
+    assert me["balance"] == "90" and me["open_stakes"] == "10" and me["open_bets"] == 1
+    _, ledger, _ = trader.call("GET", "/api/v1/ledger")
+    assert [(e["ref_type"], e["amount"], e["balance_after"]) for e in ledger["entries"]] == [
+        ("bet", "-10", "90"),
+        ("deposit", "100", "100"),
+    ]
+    assert ledger["entries"][0]["ref_id"] == body["bet_id"]
+
+
+def test_quote_comes_from_the_grid_the_trader_saw(trader):
+    grid = _grid(trader)
+    i, j = 3, 14
+    cell = f"{grid['columns'][i]}:{grid['rows'][j]}"
+    shown = grid["quotes"][i][j]
+    status, body, _ = trader.bet(cell, "1", "1.01")
+    assert status == 202, body
+    # the book may have been rebuilt on a newer tick in between; it is the same function of the same feed
+    assert abs(float(body["multiplier"]) - float(shown)) / float(shown) < 0.5
+
+
+def test_second_tap_on_a_cell_is_refused(trader):
+    cell = _cell(_grid(trader), col=2)
+    assert trader.bet(cell, "1")[0] == 202
+    status, body, _ = trader.bet(cell, "1")
+    assert status == 409 and body["error"]["code"] == "duplicate_cell"
+
+
+def test_same_nonce_same_body_is_the_same_bet(trader):
+    cell = _cell(_grid(trader), col=3)
+    body = trader.bet_body(cell, "2")
+    s1, b1, _ = trader.call("POST", "/api/v1/bets", body)
+    s2, b2, _ = trader.call("POST", "/api/v1/bets", body)
+    assert s1 == s2 == 202
+    assert b2["bet_id"] == b1["bet_id"]
+    _wait_status(trader, b1["bet_id"])
+    s3, b3, _ = trader.call("POST", "/api/v1/bets", body)
+    assert s3 == 202 and b3["bet_id"] == b1["bet_id"] and b3["status"] == "confirmed"
+    _, me, _ = trader.call("GET", "/api/v1/me")
+    assert me["balance"] == "98"  # charged once
+
+
+def test_same_nonce_different_body_is_409(trader):
+    grid = _grid(trader)
+    first = trader.bet_body(_cell(grid, col=4), "1", nonce="fixednonce1")
+    assert trader.call("POST", "/api/v1/bets", first)[0] == 202
+    second = trader.bet_body(_cell(grid, col=5), "1", nonce="fixednonce1")
+    status, body, _ = trader.call("POST", "/api/v1/bets", second)
+    assert status == 409 and body["error"]["code"] == "nonce_conflict"
+
+
+def test_insufficient_funds_is_rejected_after_acceptance_and_frees_the_cell(trader):
+    cell = _cell(_grid(trader), col=6)
+    status, body, _ = trader.bet(cell, "500")
+    assert status == 202
+    rejected = _wait_status(trader, body["bet_id"])
+    assert rejected["status"] == "rejected" and rejected["reason"] == "insufficient_funds"
+    _, me, _ = trader.call("GET", "/api/v1/me")
+    assert me["balance"] == "100"
+    gevent.sleep(0.1)  # the rejection has freed the cell
+    status, body, _ = trader.bet(cell, "5")
+    assert status == 202, body
+
+
+@pytest.mark.parametrize(
+    ("stake", "min_mult", "code", "http"),
+    [
+        (10, "1.01", "invalid_request", 400),  # a number where a string is expected
+        ("10.0000001", "1.01", "invalid_stake", 400),
+        ("-1", "1.01", "invalid_stake", 400),
+        ("0", "1.01", "invalid_stake", 400),
+        ("1e2", "1.01", "invalid_stake", 400),
+        ("10", "1.00001", "invalid_min_multiplier", 400),
+        ("10", 2, "invalid_request", 400),
+        ("0.5", "1.01", "stake_too_small", 422),
+        ("1000.000001", "1.01", "stake_too_large", 422),
+        ("10", "100.0000", "multiplier_below_minimum", 422),
+    ],
+)
+def test_bad_amounts(trader, stake, min_mult, code, http):
+    cell = _cell(_grid(trader), col=7)
+    body = trader.bet_body(cell, str(stake), str(min_mult))
+    body["stake"], body["min_multiplier"] = stake, min_mult
+    status, resp, _ = trader.call("POST", "/api/v1/bets", body)
+    assert (status, resp["error"]["code"]) == (http, code), resp
+
+
+@pytest.mark.parametrize(
+    ("col_offset", "row_offset", "code"),
+    [
+        (-3, 0, "cell_too_soon"),
+        (0, 0, "cell_too_soon"),
+        (1, 0, "cell_too_soon"),
+        (12, 0, "cell_too_far"),
+        (4, 11, "row_out_of_range"),
+        (4, -11, "row_out_of_range"),
+    ],
+)
+def test_non_placeable_cells(trader, live, col_offset, row_offset, code):
+    spec = services(live).grid
+    now_col = spec.column_of(time.time())
+    row = services(live).quotes.book.current_row + row_offset
+    status, body, _ = trader.bet(f"{now_col + col_offset * spec.column_seconds}:{row}", "1")
+    assert status == 422 and body["error"]["code"] == code, body
+
+
+def test_checks_run_in_spec_order(trader, live):
+    """A bad signature wins over a bad cell; a reused nonce wins over a suspended feed."""
+    grid = _grid(trader)
+    body = trader.bet_body("5:1", "1")  # a past cell
+    body["signature"] = trader.bet_body("5:1", "2")["signature"]
+    status, resp, _ = trader.call("POST", "/api/v1/bets", body)
+    assert status == 401
+    ok = trader.bet_body(_cell(grid, col=8), "1")
+    assert trader.call("POST", "/api/v1/bets", ok)[0] == 202
+    feed = services(live).feed
+    feed._last_seen -= 60  # the feed looks dead: betting suspended
+    try:
+        status, resp, headers = trader.call("POST", "/api/v1/bets", ok)
+        assert status == 202  # the retry is answered from the nonce before the breaker
+        status, resp, headers = trader.bet(_cell(grid, col=9), "1")
+        assert status == 503 and resp["error"]["code"] == "betting_suspended" and headers["Retry-After"]
+    finally:
+        feed._last_seen += 60
+
+
+def test_other_peoples_bets(trader, live, settings):
+    cell = _cell(_grid(trader), col=5, row_offset=-2)
+    _, body, _ = trader.bet(cell, "1")
+    other = Trader(live.test_client(), settings).login()
+    status, resp, _ = other.call("GET", f"/api/v1/bets/{body['bet_id']}")
+    assert status == 403 and resp["error"]["code"] == "not_your_bet"
+    status, resp, _ = other.call("GET", "/api/v1/bets/ffffffffffffffffffffff")
+    assert status == 404 and resp["error"]["code"] == "bet_not_found"
+
+
+def test_history_pages_with_a_cursor_and_filters(trader):
+    grid = _grid(trader)
+    ids = []
+    for col in range(5):
+        status, body, _ = trader.bet(_cell(grid, col=col, row_offset=-5), "1")
+        assert status == 202, body
+        ids.append(body["bet_id"])
+    for bet_id in ids:
+        _wait_status(trader, bet_id)
+    _, page1, _ = trader.call("GET", "/api/v1/bets?limit=2")
+    _, page2, _ = trader.call("GET", f"/api/v1/bets?limit=2&cursor={page1['next_cursor']}")
+    _, page3, _ = trader.call("GET", f"/api/v1/bets?limit=2&cursor={page2['next_cursor']}")
+    seen = [b["bet_id"] for p in (page1, page2, page3) for b in p["bets"]]
+    assert seen == list(reversed(ids)) and page3["next_cursor"] is None
+    _, won, _ = trader.call("GET", "/api/v1/bets?status=won")
+    assert won["bets"] == []
+    for query, code in (
+        ("status=maybe", "invalid_status"),
+        ("cursor=zzz", "invalid_cursor"),
+        ("limit=0", "invalid_limit"),
+        ("limit=x", "invalid_limit"),
+    ):
+        status, resp, _ = trader.call("GET", f"/api/v1/bets?{query}")
+        assert status == 400 and resp["error"]["code"] == code
+
+
+def test_withdrawal_is_a_conditional_deduction(trader):
+    status, body, _ = trader.call("POST", "/api/v1/withdrawals", {"amount": "30.5"})
+    assert status == 200 and body["balance"] == "69.5"
+    status, body, _ = trader.call("POST", "/api/v1/withdrawals", {"amount": "69.500001"})
+    assert status == 422 and body["error"]["code"] == "insufficient_funds"
+    status, body, _ = trader.call("POST", "/api/v1/withdrawals", {"amount": 5})
+    assert status == 400
+    _, ledger, _ = trader.call("GET", "/api/v1/ledger")
+    assert [e["amount"] for e in ledger["entries"]] == ["-30.5", "100"]
+
+
+def test_deposits_need_dev_mode(tmp_path, redis_url):
+    from app import create_app
+    from app.db import prepare_database
+    from workers import runtime
+
+    s = Settings.from_env({}, data_dir=tmp_path / "prod", redis_url=redis_url, dev_mode=False)
+    prepare_database(s.db_dir, time.time())
+    app = create_app(s)
+    runtime.start(app)
+    try:
+        t = Trader(app.test_client(), s).login()
+        status, body, _ = t.call("POST", "/api/v1/deposits", {"amount": "10"})
+        assert status == 403 and body["error"]["code"] == "dev_mode_only"
+    finally:
+        runtime.stop(app)
+
+
+def test_full_queue_answers_503_and_writes_nothing_half(tmp_path, redis_url):
+    from gevent.monkey import get_original
+
+    from app import create_app
+    from app.db import prepare_database
+    from workers import runtime
+
+    s = Settings.from_env(
+        {},
+        data_dir=tmp_path / "q",
+        redis_url=redis_url,
+        dev_mode=True,
+        write_queue_max=3,
+        rate_per_address=0,
+        rate_per_ip=0,
+    )
+    prepare_database(s.db_dir, time.time())
+    app = create_app(s)
+    runtime.start(app)
+    svc = services(app)
+    try:
+        deadline = time.monotonic() + 10
+        while svc.quotes.book is None and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        t = Trader(app.test_client(), s).login()
+        t.deposit("50")
+        grid = _grid(t)
+        block = svc.writes.submit(lambda conn: get_original("time", "sleep")(0.8))  # the writer is busy
+        gevent.sleep(0.05)
+        results = [t.bet(_cell(grid, col=c, row_offset=1), "1") for c in range(8)]
+        codes = [r[0] for r in results]
+        assert codes.count(503) >= 5 and codes.count(202) <= 3, codes
+        for status, body, headers in results:
+            if status == 503:
+                assert body["error"]["code"] == "overloaded" and headers["Retry-After"]
+        block.get(5)
+        accepted = [r[1]["bet_id"] for r in results if r[0] == 202]
+        for bet_id in accepted:
+            assert _wait_status(t, bet_id)["status"] == "confirmed"
+        _, me, _ = t.call("GET", "/api/v1/me")
+        assert me["balance"] == str(50 - len(accepted))
+        _, ledger, _ = t.call("GET", "/api/v1/ledger")
+        assert len(ledger["entries"]) == 1 + len(accepted)
+        # a refused request can simply be retried: its nonce and cell were released
+        refused = next(i for i, r in enumerate(results) if r[0] == 503)
+        status, body, _ = t.bet(_cell(grid, col=refused, row_offset=1), "1")
+        assert status == 202, body
+    finally:
+        runtime.stop(app)
+
+
+def test_integrity_check_passes_after_activity_and_names_tampered_rows(trader, live, runner):
+    grid = _grid(trader)
+    for col in range(3):
+        _, body, _ = trader.bet(_cell(grid, col=col, row_offset=4), "3")
+        _wait_status(trader, body["bet_id"])
+    result = runner.invoke(args=["integrity-check"])
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output
+    services(live).writes.call(lambda conn: conn.execute("UPDATE users SET balance = balance + 1"))
+    result = runner.invoke(args=["integrity-check"])
+    assert result.exit_code == 1
+    assert "balance_mismatch" in result.output and trader.address in result.output

@@ -1,0 +1,156 @@
+"""Money safety through real processes: gunicorn (gevent worker), real Redis, real SQLite file."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import apsw
+import gevent
+import pytest
+
+from app.config import Settings
+from app.db import current_week_file
+from tests.servers import ROOT, Gunicorn, http_get, wait_until
+from tests.traders import HttpClient, Trader
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stack(tmp_path, redis_url):
+    env = {
+        "TAP_DATA_DIR": str(tmp_path / "data"),
+        "TAP_REDIS_URL": redis_url,
+        "TAP_DEV_MODE": "1",
+        "TAP_RATE_PER_ADDRESS": "0",
+        "TAP_RATE_PER_IP": "0",
+        "TAP_COLUMNS_AHEAD": "14",
+    }
+    server = Gunicorn(env, tmp_path / "gunicorn.log")
+    server.start()
+    settings = Settings.from_env(env)
+    yield server, settings, env
+    server.stop()
+
+
+def _placeable_cells(trader):
+    status, grid, _ = trader.call("GET", "/api/v1/grid")
+    assert status == 200
+    # skip the first column: it may close while 200 requests are in flight
+    return [f"{t}:{r}" for t in grid["columns"][1:] for r in grid["rows"]]
+
+
+def test_double_spend_200_concurrent_bets_exactly_k_confirmed(stack):
+    server, settings, _ = stack
+    trader = Trader(HttpClient(server.url), settings).login()
+    k = 37
+    assert trader.deposit(str(k)) == str(k)
+    cells = _placeable_cells(trader)[:200]
+    assert len(cells) == 200
+    bodies = [trader.bet_body(c, "1") for c in cells]  # signed ahead, fired together
+    results = [None] * 200
+
+    def fire(i):
+        results[i] = trader.call("POST", "/api/v1/bets", bodies[i])
+
+    gevent.joinall([gevent.spawn(fire, i) for i in range(200)], timeout=60)
+    assert all(r is not None and r[0] == 202 for r in results), [r[:2] for r in results if r and r[0] != 202][
+        :3
+    ]
+    ids = [r[1]["bet_id"] for r in results]
+    final = {}
+    deadline = time.monotonic() + 20
+    while len(final) < 200 and time.monotonic() < deadline:
+        for bet_id in ids:
+            if bet_id not in final:
+                _, body, _ = trader.call("GET", f"/api/v1/bets/{bet_id}")
+                if body["status"] in ("confirmed", "rejected"):
+                    final[bet_id] = body
+        gevent.sleep(0.05)
+    statuses = [b["status"] for b in final.values()]
+    assert statuses.count("confirmed") == k
+    assert statuses.count("rejected") == 200 - k
+    assert {b["reason"] for b in final.values() if b["status"] == "rejected"} == {"insufficient_funds"}
+    _, me, _ = trader.call("GET", "/api/v1/me")
+    assert me["balance"] == "0" and me["open_stakes"] == str(k)
+    entries, cursor = [], None
+    while True:
+        _, page, _ = trader.call("GET", "/api/v1/ledger?limit=200" + (f"&cursor={cursor}" if cursor else ""))
+        entries += page["entries"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(entries) == k + 1
+    assert sum(int(e["amount"]) for e in entries) == 0  # k × -1 + the deposit of k
+
+
+def _integrity(env):
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "integrity-check"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_kill_9_of_the_worker_under_load_loses_no_confirmed_bet(stack):
+    server, settings, env = stack
+    traders = [Trader(HttpClient(server.url), settings).login() for _ in range(8)]
+    for t in traders:
+        t.deposit("1000")
+    confirmed: set[str] = set()
+    accepted: list[tuple[Trader, str]] = []
+    stop = False
+    rng = random.Random(1)
+
+    def place(t):
+        cells = _placeable_cells(t)
+        rng.shuffle(cells)
+        while not stop and cells:
+            try:
+                status, body, _ = t.bet(cells.pop(), "1")
+            except OSError:
+                gevent.sleep(0.05)  # the worker is being killed / restarted
+                continue
+            if status == 202:
+                accepted.append((t, body["bet_id"]))
+            elif status in (409, 422):
+                pass  # the cell closed meanwhile
+            gevent.sleep(0)
+
+    def watch():
+        while not stop:
+            for t, bet_id in list(accepted):
+                if bet_id in confirmed:
+                    continue
+                try:
+                    status, body, _ = t.call("GET", f"/api/v1/bets/{bet_id}")
+                except OSError:
+                    continue
+                if status == 200 and body["status"] == "confirmed":
+                    confirmed.add(bet_id)
+            gevent.sleep(0.02)
+
+    greenlets = [gevent.spawn(place, t) for t in traders] + [gevent.spawn(watch)]
+    gevent.sleep(2.0)
+    (worker,) = server.worker_pids()
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: server.worker_pids() and server.worker_pids() != [worker], timeout=20, what="respawn")
+    wait_until(lambda: http_get(server.url + "/readyz")[0] == 200, timeout=20, what="ready after kill -9")
+    gevent.sleep(2.0)
+    stop = True
+    gevent.joinall(greenlets, timeout=20)
+    assert len(confirmed) > 20, "the load was too light to mean anything"
+
+    path = current_week_file(settings.db_dir)
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    in_db = {r[0] for r in conn.execute("SELECT bet_id FROM bets")}
+    conn.close()
+    assert confirmed <= in_db, f"confirmed but lost: {sorted(confirmed - in_db)[:5]}"
+    result = _integrity(env)
+    assert result.returncode == 0, result.stdout + result.stderr
