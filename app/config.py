@@ -273,6 +273,33 @@ class Settings:
     log_level: str = _setting(
         "TAP_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Log level"
     )
+    rate_auth_per_ip: int = _setting(
+        "TAP_RATE_AUTH_PER_IP", _int(0, 1_000_000), "60", "Nonce + login requests per IP per minute (0: off)"
+    )
+    rate_per_ip: int = _setting(
+        "TAP_RATE_PER_IP", _int(0, 1_000_000), "1000", "Authenticated requests per IP per second (0: off)"
+    )
+    rate_per_address: int = _setting(
+        "TAP_RATE_PER_ADDRESS", _int(0, 1_000_000), "20", "Authenticated requests per wallet per s (0: off)"
+    )
+    feed_source_fresh_s: float = _setting(
+        "TAP_FEED_SOURCE_FRESH_S",
+        _seconds,
+        "2",
+        "A source's quote counts while its exchange and receive times are this recent",
+    )
+    feed_max_deviation: int = _setting(
+        "TAP_FEED_MAX_DEVIATION",
+        _fraction,
+        "0.01",
+        "Sources further than this fraction from the median are dropped",
+    )
+    feed_publish_ms: int = _setting(
+        "TAP_FEED_PUBLISH_MS", _int(10, 60000), "250", "Shortest interval between two normalised ticks"
+    )
+    feed_idle_s: float = _setting(
+        "TAP_FEED_IDLE_S", _seconds, "5", "Reconnect an exchange websocket that sent no data this long"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

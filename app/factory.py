@@ -9,16 +9,23 @@ import orjson
 from flask import Flask, Request
 from flask.json.provider import JSONProvider
 
-from app import errors, metrics
+from app import auth, errors, metrics, openapi
+from app.account import bp as account_bp
+from app.bets.claims import BetClaims
+from app.bets.notify import BetNotifier
+from app.bets.routes import bp as bets_bp
 from app.cli import register_cli
 from app.config import Settings
 from app.db import ReadPool
 from app.errors import ApiError, BadRequest
 from app.fanout import Fanout
 from app.feed import FeedMonitor
+from app.grid import GridSpec
+from app.grid_api import bp as grid_bp
 from app.health import bp as health_bp
 from app.metrics import Metrics
 from app.prices_api import bp as prices_bp
+from app.quotes import QuoteState
 from app.redis_client import make_redis
 from app.services import Services
 from app.writes import WriteQueue
@@ -81,17 +88,23 @@ def build_app(settings: Settings | None = None) -> Flask:
     )
 
     m = Metrics()
+    redis_client = make_redis(
+        settings.redis_url, pool_size=settings.redis_pool_size, timeout_s=settings.redis_timeout_s
+    )
     svc = Services(
         settings=settings,
-        redis=make_redis(
-            settings.redis_url, pool_size=settings.redis_pool_size, timeout_s=settings.redis_timeout_s
-        ),
+        redis=redis_client,
         reads=ReadPool(settings.db_dir),
         writes=WriteQueue(settings.write_queue_max),
         metrics=m,
         fanout=Fanout(settings.ws_queue_max, on_drop=m.ws_dropped.inc),
-        feed=FeedMonitor(settings.feed_degraded_s, settings.feed_critical_s),
+        feed=FeedMonitor(settings.feed_degraded_s, settings.feed_critical_s, settings.feed_recovery_s),
+        grid=GridSpec.from_settings(settings),
+        quotes=QuoteState(),
+        bet_claims=BetClaims(redis_client),
+        bet_notifier=BetNotifier(redis_client, m),
     )
+    svc.writes.batch_listeners.append(svc.bet_notifier.flush)
     app.extensions["tap"] = svc
     m.write_queue_depth.set_function(svc.writes.depth)
     m.ws_clients.set_function(lambda: len(svc.fanout))
@@ -103,6 +116,11 @@ def build_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(health_bp)
     app.register_blueprint(prices_bp)
+    auth.init_app(app)
+    app.register_blueprint(bets_bp)
+    app.register_blueprint(account_bp)
+    app.register_blueprint(grid_bp)
+    openapi.init_app(app)
     sock.init_app(app)
     register_cli(app)
 

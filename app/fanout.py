@@ -1,7 +1,8 @@
 """Websocket fan-out: one bounded queue per connected client.
 
-The pub/sub listener greenlet (``workers.pubsub_listener``) and the status watcher push encoded
-messages here; each websocket's own greenlet is the only one that writes to its socket. A client
+The pub/sub listener greenlet (``workers.pubsub_listener``), the status watcher and the grid
+publisher push messages here, already framed as websocket frames; each websocket's own greenlet is
+the only one that writes them to its socket. A client
 whose queue is full is not keeping up: it is dropped (its greenlet killed, its socket closed) so it
 can never slow the others or grow memory without bound.
 """
@@ -15,6 +16,24 @@ import gevent
 from gevent.queue import Full, Queue
 
 log = logging.getLogger(__name__)
+
+
+def text_frame(text: str | bytes) -> bytes:
+    """One unfragmented, unmasked websocket text frame (RFC 6455 §5.2), as a server sends it.
+
+    Server frames are not masked, so the same bytes can go to every client: a broadcast is framed
+    once instead of once per connection (the per-connection wsproto framing was most of the
+    fan-out's CPU at thousands of clients).
+    """
+    payload = text.encode() if isinstance(text, str) else text
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 1 << 16:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
 
 
 class Client:
@@ -53,13 +72,19 @@ class Fanout:
                 if not peers:
                     del self._by_address[client.address]
 
-    def broadcast(self, raw: bytes | str) -> None:
+    def broadcast(self, text: str | bytes) -> None:
+        """Queue one JSON text message for every client, framed once for all of them."""
+        frame = text_frame(text)
         for client in list(self._clients):
-            self._offer(client, raw)
+            self._offer(client, frame)
 
-    def send_to(self, address: str, raw: bytes | str) -> None:
-        for client in list(self._by_address.get(address, ())):
-            self._offer(client, raw)
+    def send_to(self, address: str, text: str | bytes) -> None:
+        """Queue a message for every connection of one trader (bet:* and balance events)."""
+        clients = self._by_address.get(address)
+        if clients:
+            frame = text_frame(text)
+            for client in list(clients):
+                self._offer(client, frame)
 
     def close_all(self) -> None:
         """Ask every client greenlet to end (used when the worker shuts down)."""
@@ -67,9 +92,9 @@ class Fanout:
             self.unregister(client)
             client.greenlet.kill(block=False)
 
-    def _offer(self, client: Client, raw: bytes | str) -> None:
+    def _offer(self, client: Client, frame: bytes) -> None:
         try:
-            client.queue.put_nowait(raw)
+            client.queue.put_nowait(frame)
         except Full:
             self._drop(client)
 

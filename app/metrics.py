@@ -58,9 +58,60 @@ class Metrics:
         self.ticks_published = Counter(
             "tap_price_ticks_published", "Price ticks published", ["source"], registry=r
         )
+        # price ingestion and the circuit breaker (workers/aggregator.py, workers/exchanges/, app/feed.py)
+        self.feed_betting = Gauge(
+            "tap_feed_betting_open",
+            "1 while bets are accepted, 0 while the breaker suspends them",
+            registry=r,
+        )
+        self.feed_transitions = Counter(
+            "tap_feed_status_changes", "Changes of the websocket status message", ["feed"], registry=r
+        )
+        self.source_quotes = Counter(
+            "tap_feed_source_quotes", "Quotes accepted from a price source", ["source"], registry=r
+        )
+        self.source_dropped = Counter(
+            "tap_feed_source_dropped",
+            "Source messages or quotes dropped "
+            "(garbage, outlier, late, future, out_of_order, stale_sequence)",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.source_fresh = Gauge(
+            "tap_feed_source_fresh",
+            "1 if the source's latest quote is fresh enough to count",
+            ["source"],
+            registry=r,
+        )
+        self.source_reconnects = Counter(
+            "tap_feed_source_reconnects",
+            "Exchange websocket (re)connections",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.source_gaps = Counter(
+            "tap_feed_source_gaps",
+            "Messages the exchange says we missed (Coinbase heartbeat)",
+            ["source"],
+            registry=r,
+        )
+        self.wall_clock_offset = Gauge(
+            "tap_wall_clock_offset_seconds", "System wall clock minus the feed's steady clock", registry=r
+        )
+        self.ws_private = Counter(
+            "tap_ws_private_messages", "Per-user messages relayed from tap:user:* to websockets", registry=r
+        )
         self.ws_clients = Gauge("tap_ws_clients", "Connected websocket clients", registry=r)
         self.ws_dropped = Counter(
             "tap_ws_dropped", "Websocket clients dropped for not keeping up", registry=r
+        )
+        self.bets_accepted = Counter("tap_bets_accepted", "Bets accepted (202) and queued", registry=r)
+        self.bets_confirmed = Counter("tap_bets_confirmed", "Bets committed", registry=r)
+        self.bets_rejected = Counter(
+            "tap_bets_rejected", "Bets rejected after acceptance", ["reason"], registry=r
+        )
+        self.bet_confirm_seconds = Histogram(
+            "tap_bet_confirm_seconds", "From acceptance to commit", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.worker_restarts = Counter(
             "tap_worker_restarts", "Worker greenlets restarted after a crash", ["worker"], registry=r

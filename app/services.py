@@ -7,11 +7,15 @@ from dataclasses import dataclass
 import redis
 from flask import Flask, current_app
 
+from app.bets.claims import BetClaims
+from app.bets.notify import BetNotifier
 from app.config import Settings
 from app.db import ReadPool
 from app.fanout import Fanout
 from app.feed import FeedMonitor
+from app.grid import GridSpec
 from app.metrics import Metrics
+from app.quotes import QuoteState
 from app.writes import WriteQueue
 
 
@@ -24,6 +28,10 @@ class Services:
     metrics: Metrics
     fanout: Fanout
     feed: FeedMonitor
+    grid: GridSpec
+    quotes: QuoteState
+    bet_claims: BetClaims
+    bet_notifier: BetNotifier
 
 
 def services(app: Flask | None = None) -> Services:

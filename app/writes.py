@@ -26,10 +26,16 @@ from app.errors import Overloaded, Unavailable
 WriteFn = Callable[[apsw.Connection], Any]
 
 
+class Expired(Exception):
+    """The job waited longer than its deadline and was not run (so it can never commit late)."""
+
+
 @dataclass(slots=True)
 class WriteJob:
     fn: WriteFn
     result: AsyncResult = field(default_factory=AsyncResult)
+    on_done: Callable[[bool, Any], None] | None = None
+    expires_at: float | None = None  # monotonic
     enqueued_at: float = field(default_factory=time.monotonic)
 
 
@@ -39,6 +45,8 @@ class WriteQueue:
         self._queue: Queue = Queue(maxsize)
         self.accepting = True
         self._heartbeat: float | None = None
+        # Called by the writer after each committed batch (e.g. to publish results in one round trip).
+        self.batch_listeners: list[Callable[[], None]] = []
 
     def beat(self) -> None:
         """Called by the writer on every loop so readiness can tell that it is alive."""
@@ -47,11 +55,23 @@ class WriteQueue:
     def heartbeat_age(self) -> float | None:
         return None if self._heartbeat is None else time.monotonic() - self._heartbeat
 
-    def submit(self, fn: WriteFn) -> AsyncResult:
-        """Queue `fn(conn)` for the writer; raise Overloaded if the queue is full."""
+    def submit(
+        self,
+        fn: WriteFn,
+        *,
+        on_done: Callable[[bool, Any], None] | None = None,
+        max_wait_s: float | None = None,
+    ) -> AsyncResult:
+        """Queue `fn(conn)` for the writer; raise Overloaded if the queue is full.
+
+        `on_done(ok, value)` runs in the writer greenlet after the commit (or the job's failure).
+        A job still queued after `max_wait_s` fails with `Expired` instead of running.
+        """
         if not self.accepting:
             raise Unavailable("The server is restarting; try again.", code="shutting_down", retry_after=1)
-        job = WriteJob(fn)
+        job = WriteJob(fn, on_done=on_done)
+        if max_wait_s is not None:
+            job.expires_at = job.enqueued_at + max_wait_s
         try:
             self._queue.put_nowait(job)
         except Full:

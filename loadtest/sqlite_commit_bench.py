@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import db  # noqa: E402
-from app.writes import WriteJob  # noqa: E402
-from workers.sqlite_writer import run_batch  # noqa: E402
+from app import db
+from app.writes import WriteJob
+from workers.sqlite_writer import run_batch
 
 USERS = 1000
 

@@ -117,7 +117,8 @@ def _check_reachable_by_nobody(prefix: Path) -> None:
         if st.st_uid != UNPRIVILEGED_UID and not st.st_mode & 0o001:
             raise SystemExit(
                 f"nginx runs as 'nobody' but cannot enter {parent} (mode {st.st_mode & 0o777:o}); "
-                f"set TAP_DATA_DIR to a directory outside it (e.g. /var/lib/tap-trading) or chmod o+x {parent}"
+                f"set TAP_DATA_DIR to a directory outside it (e.g. /var/lib/tap-trading) "
+                f"or chmod o+x {parent}"
             )
 
 

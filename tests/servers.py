@@ -34,7 +34,7 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: s
         try:
             if predicate():
                 return
-        except Exception:  # noqa: BLE001 - still starting
+        except Exception:
             pass
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
@@ -47,7 +47,7 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -74,10 +74,26 @@ class RedisServer:
 
     def start(self) -> None:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(  # noqa: S603
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--daemonize", "no", "--logfile", str(self.workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(lambda: self.client().ping(), what=f"redis-server on {self.port}")
 
@@ -103,16 +119,19 @@ class Gunicorn:
 
     def start(self, wait_ready: bool = True) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         wait_until(lambda: http_get(self.url + "/healthz")[0] == 200, timeout=20, what="gunicorn /healthz")
         if wait_ready:
             wait_until(lambda: http_get(self.url + "/readyz")[0] == 200, timeout=20, what="gunicorn /readyz")
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)  # noqa: S607
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
     def log(self) -> str:
@@ -149,7 +168,7 @@ class Nginx:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         port = self.settings.http_port
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] in (200, 502), what="nginx")
 

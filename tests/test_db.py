@@ -54,7 +54,7 @@ def test_migrations_are_idempotent(tmp_path):
 def test_a_new_migration_is_applied_once(tmp_path):
     sql_dir = tmp_path / "sql"
     sql_dir.mkdir()
-    for version, p in db.migrations():
+    for _version, p in db.migrations():
         (sql_dir / p.name).write_text(p.read_text())
     n = len(db.migrations())
     (sql_dir / f"{n + 1:03d}_extra.sql").write_text("CREATE TABLE extra (x INTEGER) STRICT;")
@@ -142,7 +142,13 @@ def test_readers_do_not_block_on_an_open_write_transaction(tmp_path):
     writer.execute("INSERT INTO week_meta (key, value) VALUES ('uncommitted', '1')")
     pool = db.ReadPool(tmp_path)
     # WAL: the reader sees the last committed state immediately, without waiting for the writer.
-    assert pool.run(lambda c: c.execute("SELECT count(*) FROM week_meta WHERE key='uncommitted'").fetchone()[0]) == 0
+    assert (
+        pool.run(lambda c: c.execute("SELECT count(*) FROM week_meta WHERE key='uncommitted'").fetchone()[0])
+        == 0
+    )
     writer.execute("COMMIT")
-    assert pool.run(lambda c: c.execute("SELECT count(*) FROM week_meta WHERE key='uncommitted'").fetchone()[0]) == 1
+    assert (
+        pool.run(lambda c: c.execute("SELECT count(*) FROM week_meta WHERE key='uncommitted'").fetchone()[0])
+        == 1
+    )
     pool.close()

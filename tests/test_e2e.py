@@ -59,8 +59,12 @@ def test_ws_streams_prices_from_gunicorn(gunicorn):
 
 def test_everything_through_nginx(env, gunicorn, tmp_path):
     settings = Settings.from_env(
-        {**env, "TAP_BIND": f"127.0.0.1:{gunicorn.port}", "TAP_HTTP_PORT": str(free_port()),
-         "TAP_HTTPS_PORT": str(free_port())}
+        {
+            **env,
+            "TAP_BIND": f"127.0.0.1:{gunicorn.port}",
+            "TAP_HTTP_PORT": str(free_port()),
+            "TAP_HTTPS_PORT": str(free_port()),
+        }
     )
     nginx = Nginx(settings)
     nginx.start()
@@ -78,7 +82,9 @@ def test_everything_through_nginx(env, gunicorn, tmp_path):
             status, body = http_get(base + "/api/v1/nope")
             assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
         _assert_stream(_messages(f"ws://127.0.0.1:{settings.http_port}/ws", 6))
-        _assert_stream(_messages(f"wss://127.0.0.1:{settings.https_port}/ws", 6, sslopt={"cert_reqs": ssl.CERT_NONE}))
+        _assert_stream(
+            _messages(f"wss://127.0.0.1:{settings.https_port}/ws", 6, sslopt={"cert_reqs": ssl.CERT_NONE})
+        )
         status, _ = http_get(base + "/metrics")
         assert status == 200  # loopback is allowed; other addresses get 403 from nginx
     finally:
@@ -89,7 +95,11 @@ def test_readyz_follows_a_redis_outage_without_restart(tmp_path):
     redis_srv = RedisServer(tmp_path / "own-redis")
     (tmp_path / "own-redis").mkdir()
     redis_srv.start()
-    env = {"TAP_DATA_DIR": str(tmp_path / "data"), "TAP_REDIS_URL": redis_srv.url, "TAP_REDIS_TIMEOUT_S": "0.5"}
+    env = {
+        "TAP_DATA_DIR": str(tmp_path / "data"),
+        "TAP_REDIS_URL": redis_srv.url,
+        "TAP_REDIS_TIMEOUT_S": "0.5",
+    }
     server = Gunicorn(env, tmp_path / "gunicorn.log")
     server.start()
     try:

@@ -50,3 +50,20 @@ def test_send_to_reaches_only_that_address():
     fanout.unregister(a2)
     fanout.send_to("0xa", "again")  # nobody left: no error, nothing queued
     assert a1.queue.qsize() == 1
+
+
+def test_frames_are_valid_unmasked_text_frames():
+    from app.fanout import text_frame
+
+    for size in (0, 125, 126, 65535, 65536):
+        payload = "x" * size
+        frame = text_frame(payload)
+        assert frame[0] == 0x81  # FIN + text
+        assert not frame[1] & 0x80  # server frames are not masked
+        n = frame[1] & 0x7F
+        if size < 126:
+            assert n == size and frame[2:] == payload.encode()
+        elif size < 65536:
+            assert n == 126 and int.from_bytes(frame[2:4], "big") == size and len(frame) == 4 + size
+        else:
+            assert n == 127 and int.from_bytes(frame[2:10], "big") == size and len(frame) == 10 + size

@@ -122,7 +122,11 @@ def test_prices_backfill_returns_recent_ticks(running_app):
     body = client.get("/api/v1/prices").get_json()
     assert len(body["prices"]) >= 2
     first = body["prices"][0]
-    assert isinstance(first["price"], str) and first["price"].count(".") == 1 and len(first["price"].split(".")[1]) == 2
+    assert (
+        isinstance(first["price"], str)
+        and first["price"].count(".") == 1
+        and len(first["price"].split(".")[1]) == 2
+    )
     ts = [p["ts"] for p in body["prices"]]
     assert ts == sorted(ts)
     later = client.get(f"/api/v1/prices?since={ts[-1]}").get_json()["prices"]

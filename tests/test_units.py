@@ -23,7 +23,8 @@ def test_money_round_trip(wire, micro):
 
 
 @pytest.mark.parametrize(
-    "bad", [10, 2.5, None, "", "-1", "+1", "1e3", "01", "1.", ".5", "0", "0.0", "1.0000001", " 1", "1 ", "NaN", "٣"]
+    "bad",
+    [10, 2.5, None, "", "-1", "+1", "1e3", "01", "1.", ".5", "0", "0.0", "1.0000001", " 1", "1 ", "NaN", "٣"],
 )
 def test_money_rejects_anything_but_a_plain_positive_decimal_string(bad):
     with pytest.raises(UnitError):

@@ -1,5 +1,6 @@
 """The single SQLite writer: batching, isolation of failing jobs, back-pressure, flush on stop."""
 
+import itertools
 import time
 
 import apsw
@@ -142,7 +143,7 @@ def test_hub_keeps_running_during_a_slow_write(db_dir):
     result.get(5)
     t.join(5)
     assert len(ticks) == 30
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert max(gaps) < 0.2, f"hub was blocked for {max(gaps):.3f}s"
     writer.stop()
     g.join(5)
@@ -150,7 +151,7 @@ def test_hub_keeps_running_during_a_slow_write(db_dir):
 
 def test_commit_failure_reports_every_job_and_writer_recovers(db_dir):
     q = WriteQueue(10)
-    writer, g = _start(q, db_dir)
+    _, g = _start(q, db_dir)
 
     def breaks_transaction(conn):
         conn.execute("COMMIT")  # ends the batch's transaction under the writer's feet

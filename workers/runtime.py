@@ -7,8 +7,11 @@ import logging
 from flask import Flask
 
 from app.services import services
+from workers.aggregator import PriceAggregator
+from workers.exchanges import BinanceSource, CoinbaseSource
 from workers.feed_watch import FeedWatch
-from workers.price_sim import SimulatedFeed
+from workers.grid_publisher import GridPublisher
+from workers.price_sim import SimSource
 from workers.pubsub_listener import PubSubListener
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor, Worker
@@ -27,21 +30,41 @@ def build_workers(app: Flask) -> list[Worker]:
             svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, batch_max=s.batch_max, metrics=svc.metrics
         ),
         PubSubListener(svc.redis, svc.fanout, svc.feed, svc.metrics),
-        FeedWatch(svc.feed, svc.fanout),
+        FeedWatch(svc.feed, svc.fanout, svc.metrics),
+        GridPublisher(svc.redis, svc.grid, svc.quotes, svc.feed, svc.fanout, house_edge=s.house_edge,
+                      prior_vol=s.sim_volatility / 10_000, metrics=svc.metrics),
     ]
+    # The app factory builds the monitor with the two thresholds; the recovery period comes from here.
+    # Price ingestion: every source feeds one aggregator, which publishes while it holds the lease.
+    aggregator = PriceAggregator(
+        svc.redis,
+        fresh_s=s.feed_source_fresh_s,
+        max_deviation=s.feed_max_deviation,
+        publish_ms=s.feed_publish_ms,
+        metrics=svc.metrics,
+    )
     for source in s.price_sources:
         if source == "sim":
             workers.append(
-                SimulatedFeed(
+                SimSource(
+                    aggregator,
                     svc.redis,
                     annual_vol=s.sim_volatility / 10_000,
                     tick_ms=s.sim_tick_ms,
                     start_price=s.sim_start_price,
-                    metrics=svc.metrics,
                 )
             )
-        else:
-            raise RuntimeError(f"TAP_PRICE_SOURCES: source {source!r} is not available in this build")
+        elif source == "binance":
+            workers.append(
+                BinanceSource(s.binance_ws_url, aggregator, idle_s=s.feed_idle_s, metrics=svc.metrics)
+            )
+        elif source == "coinbase":
+            workers.append(
+                CoinbaseSource(s.coinbase_ws_url, aggregator, idle_s=s.feed_idle_s, metrics=svc.metrics)
+            )
+        else:  # pragma: no cover - Settings refuses unknown sources
+            raise RuntimeError(f"TAP_PRICE_SOURCES: unknown source {source!r}")
+    workers.append(aggregator)  # stopped first: no tick is published once shutdown begins
     return workers
 
 

@@ -19,7 +19,7 @@ from gevent.threadpool import ThreadPool
 
 from app.db import connect, current_week_file
 from app.metrics import Metrics
-from app.writes import WriteJob, WriteQueue
+from app.writes import Expired, WriteJob, WriteQueue
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,13 @@ def run_batch(conn: apsw.Connection, jobs: list[WriteJob]) -> list[tuple[bool, A
     propagates: no job is reported committed.
     """
     outcomes: list[tuple[bool, Any]] = []
+    now = time.monotonic()
     conn.execute("BEGIN IMMEDIATE")
     try:
         for job in jobs:
+            if job.expires_at is not None and now > job.expires_at:
+                outcomes.append((False, Expired(f"waited {now - job.enqueued_at:.1f}s in the write queue")))
+                continue
             conn.execute("SAVEPOINT job")
             try:
                 value = job.fn(conn)
@@ -96,23 +100,35 @@ class SqliteWriter:
             except BaseException as exc:
                 # Nothing of this batch committed: tell every caller, then let the supervisor restart
                 # us with a fresh connection.
-                for job in jobs:
-                    job.result.set_exception(
-                        exc if isinstance(exc, Exception) else RuntimeError("writer stopped")
-                    )
+                err = exc if isinstance(exc, Exception) else RuntimeError("writer stopped")
+                self._deliver(jobs, [(False, err)] * len(jobs))
                 self._close()
                 raise
             if self.metrics:
                 self.metrics.write_batch_size.observe(len(jobs))
                 self.metrics.write_commit_seconds.observe(time.perf_counter() - t0)
-            for job, (ok, value) in zip(jobs, outcomes, strict=True):
-                if ok:
-                    job.result.set(value)
-                else:
-                    if self.metrics:
-                        self.metrics.write_failures.inc()
-                    job.result.set_exception(value)
+            self._deliver(jobs, outcomes)
         self._close()
+
+    def _deliver(self, jobs: list[WriteJob], outcomes: list[tuple[bool, Any]]) -> None:
+        """Hand each job its outcome, then tell the batch listeners; a failing callback is only logged."""
+        for job, (ok, value) in zip(jobs, outcomes, strict=True):
+            if ok:
+                job.result.set(value)
+            else:
+                if self.metrics:
+                    self.metrics.write_failures.inc()
+                job.result.set_exception(value)
+            if job.on_done is not None:
+                try:
+                    job.on_done(ok, value)
+                except Exception:
+                    log.exception("on_done callback of a write job failed")
+        for listener in self.queue.batch_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("write batch listener failed")
 
     def stop(self) -> None:
         """Refuse new writes, commit what is queued, then return from run()."""
