@@ -62,7 +62,7 @@ def ledger() -> Response:
             }
             for r in rows
         ],
-        next_cursor=encode_cursor(rows[-1]["id"]) if more else None,
+        next_cursor=encode_cursor(rows[-1]["week"], rows[-1]["id"]) if more else None,
     )
 
 

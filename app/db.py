@@ -218,6 +218,34 @@ def migrate(conn: apsw.Connection, sql_dir: Path = SQL_DIR) -> list[int]:
 
 # ---- reads -------------------------------------------------------------------------------------
 
+HISTORY_WEEKS = 4  # closed weeks kept local and attached read-only (older ones are archived)
+
+
+def history_files(db_dir: Path, current: Path) -> list[Path]:
+    """The closed week files attached for history: the `HISTORY_WEEKS` newest before `current`."""
+    cur = parse_week_filename(current.name)
+    older = [p for p in list_week_files(db_dir) if (parse_week_filename(p.name) or (0, 0)) < (cur or (0, 0))]
+    return list(reversed(older))[:HISTORY_WEEKS]
+
+
+def attach_history(conn: apsw.Connection, db_dir: Path, current: Path) -> list[str]:
+    """ATTACH the previous weeks read-only as w1 (newest) … w4; returns the schema names."""
+    names = []
+    for i, path in enumerate(history_files(db_dir, current), start=1):
+        conn.execute(f"ATTACH DATABASE ? AS w{i}", (f"file:{path}?mode=ro",))
+        names.append(f"w{i}")
+    return names
+
+
+def week_schemas(conn: apsw.Connection) -> list[tuple[str, str]]:
+    """(schema, week) for the current file (``main``) and every attached week, newest first."""
+    out = []
+    for _, name, _ in conn.execute("PRAGMA database_list"):
+        if name == "main" or re.fullmatch(r"w[0-9]+", name):
+            row = conn.execute(f"SELECT value FROM {name}.week_meta WHERE key = 'week'").fetchone()  # noqa: S608
+            out.append((name, row[0] if row else name))
+    return sorted(out, key=lambda item: (item[0] != "main", item[0]))
+
 
 class ReadPool:
     """A few read-only connections to the current week file, used on the hub's threadpool.
@@ -239,7 +267,9 @@ class ReadPool:
                 path = current_week_file(self.db_dir)
                 if path is None:
                     raise FileNotFoundError(f"no current week file in {self.db_dir}")
-                return connect(path, readonly=True), path
+                conn = connect(path, readonly=True)
+                attach_history(conn, self.db_dir, path)
+                return conn, path
             except BaseException:
                 self._created -= 1
                 raise

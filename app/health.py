@@ -9,12 +9,14 @@ import gevent
 from flask import Blueprint, Response, jsonify
 
 from app.feed import FeedState
+from app.resolution import oldest_open_window
 from app.services import Services, services
 
 bp = Blueprint("health", __name__)
 
 CHECK_TIMEOUT_S = 1.0
 WRITER_STALE_S = 5.0
+RESOLVER_LAG_MAX_S = 300.0  # settling more than 5 minutes late means the resolver is stuck
 
 
 @bp.get("/healthz")
@@ -32,6 +34,7 @@ def readyz() -> Response:
         "redis": _timed(_check_redis, svc),
         "feed": _check_feed(svc),
         "writer": _check_writer(svc),
+        "resolver": _timed(_check_resolver, svc),
     }
     ok = all(c["ok"] for c in checks.values())
     resp = jsonify(status="ready" if ok else "unavailable", checks=checks)
@@ -47,15 +50,24 @@ def metrics() -> Response:
 
 
 def _timed(check, svc: Services) -> dict[str, Any]:
+    """Run one check under a deadline; any failure becomes {"ok": false, "error": ...}."""
     t0 = time.perf_counter()
     try:
         with gevent.Timeout(CHECK_TIMEOUT_S):
-            check(svc)
+            result = check(svc) or {}
     except gevent.Timeout:
         return {"ok": False, "error": f"no answer within {CHECK_TIMEOUT_S:g}s"}
     except Exception as exc:  # noqa: BLE001 - a readiness probe reports any failure, it does not raise
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
-    return {"ok": True, "ms": round((time.perf_counter() - t0) * 1000, 2)}
+    return {"ok": True, "ms": round((time.perf_counter() - t0) * 1000, 2), **result}
+
+
+def _check_resolver(svc: Services) -> dict[str, Any]:
+    """Lag = age of the oldest closed window still holding open bets (0 when all are settled)."""
+    oldest = svc.reads.run(oldest_open_window)
+    end = None if oldest is None else oldest + svc.settings.column_seconds
+    lag = 0.0 if end is None else max(0.0, time.time() - end)
+    return {"ok": lag < RESOLVER_LAG_MAX_S, "lag_s": round(lag, 1)}
 
 
 def _check_sqlite(svc: Services) -> None:

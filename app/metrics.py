@@ -113,6 +113,12 @@ class Metrics:
         self.bet_confirm_seconds = Histogram(
             "tap_bet_confirm_seconds", "From acceptance to commit", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.bets_settled = Counter("tap_bets_settled", "Bets settled (won, lost or void)", registry=r)
+        self.resolver_lag = Gauge(
+            "tap_resolver_lag_seconds",
+            "Age of the oldest closed window that still holds open bets",
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "tap_worker_restarts", "Worker greenlets restarted after a crash", ["worker"], registry=r
         )

@@ -144,6 +144,9 @@ class WindowStats:
     max_gap_ms: int
     ticks: int
     complete: bool
+    last_ts: int | None = None  # the newest known tick up to the window end (inside, else the opening one)
+    next_ts: int | None = None  # the first tick at or after the window end, if any yet
+    known_gap_ms: int = 0  # longest interval between known ticks that overlaps the window
 
 
 def window_stats(r: redis.Redis, t_start_s: int, column_s: int) -> WindowStats | None:
@@ -172,6 +175,8 @@ def window_stats(r: redis.Redis, t_start_s: int, column_s: int) -> WindowStats |
         max_gap = max(b - a for a, b in itertools.pairwise(edges))
     else:
         max_gap = end_ms - start_ms
+    following = _parse_member(after[0]) if after else None
+    known = [t.ts for t in ([opening] if opening else []) + ticks + ([following] if following else [])]
     return WindowStats(
         t_start_ms=start_ms,
         t_end_ms=end_ms,
@@ -182,4 +187,7 @@ def window_stats(r: redis.Redis, t_start_s: int, column_s: int) -> WindowStats |
         max_gap_ms=max_gap,
         ticks=len(ticks),
         complete=bool(after),
+        last_ts=ticks[-1].ts if ticks else (opening.ts if opening else None),
+        next_ts=following.ts if following else None,
+        known_gap_ms=max((b - a for a, b in itertools.pairwise(known)), default=0),
     )

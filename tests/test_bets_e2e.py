@@ -28,6 +28,7 @@ def stack(tmp_path, redis_url):
         "TAP_RATE_PER_ADDRESS": "0",
         "TAP_RATE_PER_IP": "0",
         "TAP_COLUMNS_AHEAD": "14",
+        "TAP_ROWS_EACH_SIDE": "30",
     }
     server = Gunicorn(env, tmp_path / "gunicorn.log")
     server.start()
@@ -39,8 +40,10 @@ def stack(tmp_path, redis_url):
 def _placeable_cells(trader):
     status, grid, _ = trader.call("GET", "/api/v1/grid")
     assert status == 200
-    # skip the first column: it may close while 200 requests are in flight
-    return [f"{t}:{r}" for t in grid["columns"][1:] for r in grid["rows"]]
+    # Skip the first column (it may close while 200 requests are in flight) and keep to the 21 rows
+    # around the price: with ±30 placeable, a price move of up to 20 rows meanwhile changes nothing.
+    mid = len(grid["rows"]) // 2
+    return [f"{t}:{r}" for t in grid["columns"][1:] for r in grid["rows"][mid - 10 : mid + 11]]
 
 
 def test_double_spend_200_concurrent_bets_exactly_k_confirmed(stack):
@@ -154,3 +157,69 @@ def test_kill_9_of_the_worker_under_load_loses_no_confirmed_bet(stack):
     assert confirmed <= in_db, f"confirmed but lost: {sorted(confirmed - in_db)[:5]}"
     result = _integrity(env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_trader_websocket_sees_confirmation_resolution_and_balance(tmp_path, redis_url):
+    """Short columns so the whole life of a bet fits in a few seconds: placed, committed, settled."""
+    import json
+
+    import websocket
+
+    env = {
+        "TAP_DATA_DIR": str(tmp_path / "data"),
+        "TAP_REDIS_URL": redis_url,
+        "TAP_DEV_MODE": "1",
+        "TAP_COLUMN_SECONDS": "1",
+        "TAP_MIN_LEAD_COLUMNS": "2",
+        "TAP_COLUMNS_AHEAD": "4",
+        "TAP_RATE_PER_ADDRESS": "0",
+    }
+    server = Gunicorn(env, tmp_path / "gunicorn.log")
+    server.start()
+    try:
+        settings = Settings.from_env(env)
+        trader = Trader(HttpClient(server.url), settings).login()
+        trader.deposit("20")
+        ws = websocket.create_connection(
+            f"{server.url.replace('http', 'ws')}/ws?token={trader.token}", timeout=10
+        )
+        _, grid, _ = trader.call("GET", "/api/v1/grid")
+        cells = [f"{grid['columns'][-1]}:{r}" for r in grid["rows"][8:13]]  # around the current price
+        placed = {}
+        for cell in cells:
+            status, body, _ = trader.bet(cell, "1")
+            assert status == 202, body
+            placed[body["bet_id"]] = body
+        seen: dict[str, list[dict]] = {}
+        balances = []
+        deadline = time.monotonic() + 20
+        while (
+            time.monotonic() < deadline
+            and sum(1 for m in seen.values() for x in m if x["type"] == "bet:resolved") < 5
+        ):
+            msg = json.loads(ws.recv())
+            if msg["type"].startswith("bet:"):
+                seen.setdefault(msg["bet_id"], []).append(msg)
+            elif msg["type"] == "balance":
+                balances.append(msg["balance"])
+        until = time.monotonic() + 1.0  # the balance after the payouts follows the bet:resolved messages
+        while time.monotonic() < until:
+            msg = json.loads(ws.recv())
+            if msg["type"] == "balance":
+                balances.append(msg["balance"])
+        ws.close()
+        assert set(seen) == set(placed)
+        for bet_id, msgs in seen.items():
+            kinds = [m["type"] for m in msgs]
+            assert kinds == ["bet:confirmed", "bet:resolved"], kinds
+            resolved = msgs[1]
+            assert resolved["status"] in ("won", "lost", "void")
+            _, body, _ = trader.call("GET", f"/api/v1/bets/{bet_id}")
+            assert body["status"] == resolved["status"] and body["payout"] == resolved["payout"]
+        _, me, _ = trader.call("GET", "/api/v1/me")
+        assert balances and balances[-1] == me["balance"]
+        assert me["open_bets"] == 0
+        result = _integrity(env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        server.stop()

@@ -13,8 +13,10 @@ from workers.feed_watch import FeedWatch
 from workers.grid_publisher import GridPublisher
 from workers.price_sim import SimSource
 from workers.pubsub_listener import PubSubListener
+from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor, Worker
+from workers.week_rollover import WeekRollover
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,26 @@ def build_workers(app: Flask) -> list[Worker]:
         ),
         PubSubListener(svc.redis, svc.fanout, svc.feed, svc.metrics),
         FeedWatch(svc.feed, svc.fanout, svc.metrics),
-        GridPublisher(svc.redis, svc.grid, svc.quotes, svc.feed, svc.fanout, house_edge=s.house_edge,
-                      prior_vol=s.sim_volatility / 10_000, metrics=svc.metrics),
+        GridPublisher(
+            svc.redis,
+            svc.grid,
+            svc.quotes,
+            svc.feed,
+            svc.fanout,
+            house_edge=s.house_edge,
+            prior_vol=s.sim_volatility / 10_000,
+            metrics=svc.metrics,
+        ),
+        Resolver(
+            svc.redis,
+            svc.reads,
+            svc.writes,
+            column_s=s.column_seconds,
+            critical_s=s.feed_critical_s,
+            metrics=svc.metrics,
+        ),
+        WeekRollover(svc.writes, s.db_dir, synchronous=s.sqlite_synchronous),
     ]
-    # The app factory builds the monitor with the two thresholds; the recovery period comes from here.
     # Price ingestion: every source feeds one aggregator, which publishes while it holds the lease.
     aggregator = PriceAggregator(
         svc.redis,

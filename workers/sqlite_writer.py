@@ -30,9 +30,14 @@ def run_batch(conn: apsw.Connection, jobs: list[WriteJob]) -> list[tuple[bool, A
     Called on the writer thread. If COMMIT itself fails, everything is rolled back and the exception
     propagates: no job is reported committed.
     """
+    conn.execute("BEGIN IMMEDIATE")
+    return _run_jobs(conn, jobs)
+
+
+def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> list[tuple[bool, Any]]:
+    """The body of `run_batch`, inside a transaction already begun; commits it."""
     outcomes: list[tuple[bool, Any]] = []
     now = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
     try:
         for job in jobs:
             if job.expires_at is not None and now > job.expires_at:
@@ -75,18 +80,38 @@ class SqliteWriter:
         self.metrics = metrics
         self._pool = ThreadPool(1)
         self._conn: apsw.Connection | None = None
+        self._path: Path | None = None
         self._stopping = False
 
     def _open(self) -> apsw.Connection:
         path = current_week_file(self.db_dir)
         if path is None:
             raise RuntimeError(f"no current week file in {self.db_dir}; run `flask init-db`")
+        self._path = path
         return self._pool.apply(connect, (path,), {"synchronous": self.synchronous})
+
+    def _execute(self, jobs: list[WriteJob]) -> list[tuple[bool, Any]]:
+        """On the writer thread: lock the file, make sure it is still CURRENT, run the batch.
+
+        CURRENT is re-read *after* taking the write lock: a week rollover switches CURRENT while it
+        holds the old file's lock, so a writer (this one, or the other worker's during a reload) can
+        never commit into a week file that has just been closed.
+        """
+        assert self._conn is not None
+        while True:
+            self._conn.execute("BEGIN IMMEDIATE")
+            current = current_week_file(self.db_dir)
+            if current == self._path:
+                return _run_jobs(self._conn, jobs)
+            self._conn.execute("ROLLBACK")
+            log.info("CURRENT moved to %s; the writer switches files", current)
+            self._conn.close()
+            self._conn = connect(current, synchronous=self.synchronous)  # type: ignore[arg-type]
+            self._path = current
 
     def run(self) -> None:
         if self._conn is None:
             self._conn = self._open()
-        conn = self._conn
         while True:
             self.queue.beat()
             jobs = self.queue.take(self.batch_max, timeout=0.5)
@@ -96,7 +121,7 @@ class SqliteWriter:
                 continue
             t0 = time.perf_counter()
             try:
-                outcomes = self._pool.apply(run_batch, (conn, jobs))
+                outcomes = self._pool.apply(self._execute, (jobs,))
             except BaseException as exc:
                 # Nothing of this batch committed: tell every caller, then let the supervisor restart
                 # us with a fresh connection.

@@ -189,7 +189,8 @@ def list_own() -> Response:
     more = len(rows) > limit
     rows = rows[:limit]
     return jsonify(
-        bets=[_bet_json(r) for r in rows], next_cursor=encode_cursor(rows[-1]["id"]) if more else None
+        bets=[_bet_json(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1]["week"], rows[-1]["id"]) if more else None,
     )
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import apsw
 
+from app.db import week_schemas
+
 
 class Rejected(Exception):
     """A business refusal decided inside the transaction (rolled back alone); `reason` is the wire code."""
@@ -124,42 +126,75 @@ def bet_row_to_dict(r: tuple) -> dict[str, Any]:
     return dict(zip(BET_KEYS, r, strict=True))
 
 
+Cursor = tuple[str, int] | None  # (week, row id) to continue below
+
+
 def get_bet(conn: apsw.Connection, bet_id: str) -> dict[str, Any] | None:
-    r = conn.execute(f"SELECT {BET_COLUMNS} FROM bets WHERE bet_id = ?", (bet_id,)).fetchone()  # noqa: S608
-    return bet_row_to_dict(r) if r else None
+    """The bet from the current week, else from the attached previous weeks (newest first)."""
+    for schema, week in week_schemas(conn):
+        r = conn.execute(f"SELECT {BET_COLUMNS} FROM {schema}.bets WHERE bet_id = ?", (bet_id,)).fetchone()  # noqa: S608
+        if r:
+            return bet_row_to_dict(r) | {"week": week}
+    return None
+
+
+def _across_weeks(conn: apsw.Connection, cursor: Cursor, limit: int, query) -> list[dict[str, Any]]:
+    """Fill a page newest-first from the current week, then the attached ones; each row gets its week.
+
+    `query(schema, is_current, before_id, n)` returns up to n row dicts of one week file.
+    """
+    schemas = week_schemas(conn)
+    start, before = 0, None
+    if cursor is not None:
+        weeks = [w for _, w in schemas]
+        if cursor[0] not in weeks:
+            return []  # that week has been archived meanwhile: the history ends here
+        start, before = weeks.index(cursor[0]), cursor[1]
+    out: list[dict[str, Any]] = []
+    for i, (schema, week) in enumerate(schemas[start:], start=start):
+        rows = query(schema, schema == "main", before if i == start else None, limit - len(out))
+        out += [r | {"week": week} for r in rows]
+        if len(out) >= limit:
+            break
+    return out
 
 
 def list_bets(
-    conn: apsw.Connection, user_id: int, status: str | None, before_id: int | None, limit: int
+    conn: apsw.Connection, user_id: int, status: str | None, cursor: Cursor, limit: int
 ) -> list[dict[str, Any]]:
-    sql = f"SELECT {BET_COLUMNS} FROM bets WHERE user_id = ?"  # noqa: S608
-    args: list[Any] = [user_id]
-    if status:
-        sql += " AND status = ?"
-        args.append(status)
-    if before_id is not None:
-        sql += " AND id < ?"
-        args.append(before_id)
-    sql += " ORDER BY id DESC LIMIT ?"
-    args.append(limit)
-    return [bet_row_to_dict(r) for r in conn.execute(sql, args)]
+    def query(schema: str, is_current: bool, before_id: int | None, n: int) -> list[dict[str, Any]]:
+        sql = f"SELECT {BET_COLUMNS} FROM {schema}.bets WHERE user_id = ?"  # noqa: S608
+        args: list[Any] = [user_id]
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if not is_current:
+            sql += " AND status != 'confirmed'"  # still open at rollover: listed from the newer week
+        if before_id is not None:
+            sql += " AND id < ?"
+            args.append(before_id)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(n)
+        return [bet_row_to_dict(r) for r in conn.execute(sql, args)]
+
+    return _across_weeks(conn, cursor, limit, query)
 
 
-def list_ledger(
-    conn: apsw.Connection, user_id: int, before_id: int | None, limit: int
-) -> list[dict[str, Any]]:
-    sql = (
-        "SELECT id, amount, balance_after, ref_type, ref_id, created_at FROM transaction_ledger"
-        " WHERE user_id = ?"
-    )
-    args: list[Any] = [user_id]
-    if before_id is not None:
-        sql += " AND id < ?"
-        args.append(before_id)
-    sql += " ORDER BY id DESC LIMIT ?"
-    args.append(limit)
-    keys = ("id", "amount", "balance_after", "ref_type", "ref_id", "created_at")
-    return [dict(zip(keys, r, strict=True)) for r in conn.execute(sql, args)]
+LEDGER_KEYS = ("id", "amount", "balance_after", "ref_type", "ref_id", "created_at")
+
+
+def list_ledger(conn: apsw.Connection, user_id: int, cursor: Cursor, limit: int) -> list[dict[str, Any]]:
+    def query(schema: str, _is_current: bool, before_id: int | None, n: int) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(LEDGER_KEYS)} FROM {schema}.transaction_ledger WHERE user_id = ?"  # noqa: S608
+        args: list[Any] = [user_id]
+        if before_id is not None:
+            sql += " AND id < ?"
+            args.append(before_id)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(n)
+        return [dict(zip(LEDGER_KEYS, r, strict=True)) for r in conn.execute(sql, args)]
+
+    return _across_weeks(conn, cursor, limit, query)
 
 
 def account(conn: apsw.Connection, user_id: int) -> dict[str, Any] | None:

@@ -1,0 +1,110 @@
+"""Weekly rollover of the read-write week file (ADR-006), as a job for the single writer.
+
+Runs on the writer's thread inside the old file's write transaction (so no writer, ours or the
+other worker's during a reload, can commit into the old file meanwhile):
+
+1. create the new week file from scratch (leftovers of a crashed attempt are deleted first);
+2. copy every user with its balance, write one ``opening`` ledger row per user (amount = balance
+   carried in), copy every still-open bet with ``carried = 1``; commit the new file (fsync);
+3. switch ``CURRENT`` to the new file (atomic rename + directory fsync);
+4. mark the old file closed; the writer's COMMIT of the old transaction follows the job.
+
+A crash before step 3 leaves ``CURRENT`` on the old file, which stays authoritative and complete; the
+half-made new file is ignored and rebuilt next time. After step 3 the new file is complete and
+durable. Each week file therefore checks on its own: balance = opening row + the week's ledger rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import apsw
+
+from app.db import connect, current_week_file, migrate, set_current_week_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RolloverResult:
+    old: str
+    new: str
+    users: int
+    carried_bets: int
+    seconds: float
+    already_done: bool = False
+
+
+def rollover_job(
+    db_dir: Path,
+    new_path: Path,
+    synchronous: str = "FULL",
+    now_ms: int | None = None,
+    fail_before_switch: bool = False,
+):
+    """The writer job that rolls the current week file over to `new_path`.
+
+    `fail_before_switch` exists for the crash test: it raises after the new file is written and
+    before CURRENT moves, as a crash at the worst moment would.
+    """
+
+    def job(old: apsw.Connection) -> RolloverResult:
+        t0 = time.perf_counter()
+        current = current_week_file(db_dir)
+        assert current is not None
+        if current == new_path:
+            return RolloverResult(current.name, new_path.name, 0, 0, 0.0, already_done=True)
+        stamp = int(time.time() * 1000) if now_ms is None else now_ms
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{new_path}{suffix}").unlink(missing_ok=True)
+        new = connect(new_path, synchronous=synchronous)
+        try:
+            migrate(new)
+            week = new_path.stem.removeprefix("bets_")
+            new.execute("BEGIN IMMEDIATE")
+            new.executemany(
+                "INSERT INTO week_meta (key, value) VALUES (?, ?)",
+                [("week", week), ("opened_at", str(stamp)), ("previous", current.name)],
+            )
+            users = old.execute("SELECT id, address, balance, created_at FROM users ORDER BY id").fetchall()
+            new.executemany("INSERT INTO users (id, address, balance, created_at) VALUES (?, ?, ?, ?)", users)
+            new.executemany(
+                "INSERT INTO transaction_ledger"
+                " (user_id, amount, balance_after, ref_type, ref_id, created_at)"
+                " VALUES (?, ?, ?, 'opening', ?, ?)",
+                [(uid, bal, bal, f"{week}:{uid}", stamp) for uid, _, bal, _ in users],
+            )
+            bets = old.execute(
+                "SELECT bet_id, user_id, target_time, row, min_price, max_price, stake, multiplier, payout,"
+                " nonce, placed_at FROM bets WHERE status = 'confirmed' ORDER BY id"
+            ).fetchall()
+            new.executemany(
+                "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake,"
+                " multiplier, payout, nonce, placed_at, carried) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                bets,
+            )
+            new.execute("COMMIT")
+        finally:
+            new.close()
+        if fail_before_switch:
+            raise RuntimeError("simulated crash before CURRENT moves")
+        set_current_week_file(db_dir, new_path)
+        old.executemany(
+            "INSERT OR REPLACE INTO week_meta (key, value) VALUES (?, ?)",
+            [("closed_at", str(stamp)), ("next", new_path.name)],
+        )
+        result = RolloverResult(current.name, new_path.name, len(users), len(bets), time.perf_counter() - t0)
+        log.info(
+            "week rollover %s -> %s: %d users, %d open bets carried, %.2fs",
+            result.old,
+            result.new,
+            result.users,
+            result.carried_bets,
+            result.seconds,
+        )
+        return result
+
+    return job

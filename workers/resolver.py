@@ -1,0 +1,187 @@
+"""The bet resolver: settles every column once it has closed (SPEC §3, ADR-006).
+
+Every `poll_s` it asks SQLite (partial index of open bets) which closed windows still hold open
+bets, reads each window's touch data from the Redis price history (`app.prices.window_stats`) and
+settles it through the writer in chunks:
+
+- resolved once the window is *complete* (a tick at or after its end exists, so no late tick can
+  land inside) and `grace_s` has passed since its end, or once it ended more than
+  `TAP_FEED_CRITICAL_S` ago (then the trailing gap is already too long and the window is void);
+- void (refund) if the price path is unknown for longer than `TAP_FEED_CRITICAL_S` across it: no
+  price in force at the start, or two consecutive known ticks (the one in force at the start, those
+  inside, the first after the end) that far apart — with 5 s columns and a 10 s threshold such a gap
+  necessarily reaches outside the window, and the touch cannot be known, so it is never guessed.
+
+Only the holder of the resolver lease works (two workers overlap during a reload); even without it
+every bet would settle once (status guard + unique ledger rows). Traders get `bet:resolved` and
+`balance` after the commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import gevent
+import orjson
+import redis
+
+from app.bets.notify import user_channel
+from app.db import ReadPool
+from app.metrics import Metrics
+from app.prices import WindowStats, window_stats
+from app.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
+from app.units import format_money
+from app.writes import WriteQueue
+from workers.lease import RedisLease
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = "tap:lease:resolver"
+
+
+def decide(stats: WindowStats, now_ms: int, critical_s: float, grace_s: float) -> Outcome | None:
+    """The outcome of a closed window, or None to wait for more price data."""
+    critical_ms = int(critical_s * 1000)
+    overdue = now_ms >= stats.t_end_ms + critical_ms
+    ready = stats.complete and now_ms >= stats.t_end_ms + grace_s * 1000
+    if not (ready or overdue):
+        return None
+    if stats.open_ts is None:
+        return Outcome(void=True)
+    # The path is unknown between two known ticks; a gap that long overlapping the window voids it.
+    # Without a tick after the window yet, the trailing gap runs until now.
+    trailing = (stats.next_ts or now_ms) - (stats.last_ts or stats.open_ts)
+    if max(stats.known_gap_ms, trailing) > critical_ms:
+        return Outcome(void=True)
+    return Outcome(void=False, lo=stats.lo, hi=stats.hi)
+
+
+class Resolver:
+    name = "resolver"
+    poll_s = 0.5
+    chunk = 5000
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        reads: ReadPool,
+        writes: WriteQueue,
+        *,
+        column_s: int,
+        critical_s: float,
+        grace_s: float = 1.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.r = r
+        self.reads = reads
+        self.writes = writes
+        self.column_s = column_s
+        self.critical_s = critical_s
+        self.grace_s = grace_s
+        self.metrics = metrics
+        self.lease = RedisLease(r, LEASE_KEY, 5000)
+        self._stopping = False
+
+    def run(self) -> None:
+        last_renew = 0.0
+        while not self._stopping:
+            try:
+                if not self.lease.held:
+                    if not self.lease.acquire():
+                        gevent.sleep(1.0)
+                        continue
+                    log.info("resolver holds the resolver lease")
+                if time.monotonic() - last_renew >= 1.0:
+                    last_renew = time.monotonic()
+                    if not self.lease.renew():
+                        log.warning("resolver lost its lease")
+                        continue
+                self.resolve_due(int(time.time() * 1000))
+            except redis.RedisError as exc:
+                log.warning("resolver: redis unavailable (%s); retrying", exc)
+                self.lease.held = False
+                gevent.sleep(1.0)
+                continue
+            gevent.sleep(self.poll_s)
+        with contextlib.suppress(redis.RedisError):
+            self.lease.release()
+
+    def resolve_due(self, now_ms: int) -> int:
+        """Settle every closed window that can be settled now; returns the number of bets settled."""
+        closed_before = (now_ms // 1000) - self.column_s  # windows that started before this have ended
+        windows = self.reads.run(lambda c: open_windows(c, closed_before + 1))
+        settled = 0
+        for t_start in windows:
+            if t_start + self.column_s > now_ms / 1000:
+                continue
+            stats = window_stats(self.r, t_start, self.column_s)
+            if stats is None:  # no price at all: void once the window is surely unrecoverable
+                overdue = now_ms >= (t_start + self.column_s + self.critical_s) * 1000
+                outcome = Outcome(void=True) if overdue else None
+            else:
+                outcome = decide(stats, now_ms, self.critical_s, self.grace_s)
+            if outcome is None:
+                continue
+            settled += self.settle_window(t_start, outcome, now_ms)
+        self._record_lag(now_ms)
+        return settled
+
+    def settle_window(self, t_start: int, outcome: Outcome, now_ms: int) -> int:
+        total = 0
+        while True:
+            rows: list[Settled] = self.writes.call(
+                settle_chunk(t_start, outcome, now_ms, self.chunk), timeout=60
+            )
+            total += len(rows)
+            if rows:
+                self._notify(rows)
+            if len(rows) < self.chunk:
+                break
+        if total:
+            log.info(
+                "window %s settled: %d bets (%s)",
+                t_start,
+                total,
+                "void" if outcome.void else f"range {outcome.lo}-{outcome.hi}",
+            )
+            if self.metrics:
+                self.metrics.bets_settled.inc(total)
+        return total
+
+    def _notify(self, rows: list[Settled]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        last_balance: dict[str, int] = {}
+        for s in rows:
+            pipe.publish(
+                user_channel(s.address),
+                orjson.dumps(
+                    {
+                        "type": "bet:resolved",
+                        "bet_id": s.bet_id,
+                        "status": s.status,
+                        "payout": format_money(s.paid),
+                    }
+                ),
+            )
+            if s.balance is not None:
+                last_balance[s.address] = s.balance
+        for address, balance in last_balance.items():
+            pipe.publish(
+                user_channel(address), orjson.dumps({"type": "balance", "balance": format_money(balance)})
+            )
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not publish %d resolutions: %s", len(rows), exc)
+
+    def _record_lag(self, now_ms: int) -> None:
+        if self.metrics is None:
+            return
+        oldest = self.reads.run(oldest_open_window)
+        lag = 0.0 if oldest is None else max(0.0, now_ms / 1000 - (oldest + self.column_s))
+        self.metrics.resolver_lag.set(lag)
+
+    def stop(self) -> None:
+        self._stopping = True
