@@ -1,5 +1,5 @@
 # The two commands. Both install whatever is missing first (scripts/setup.sh).
-.PHONY: run test lint format bench-healthz clean
+.PHONY: run test lint format bench-healthz bench-bets clean
 
 run:  ## start Redis, gunicorn and nginx; Ctrl-C stops them
 	bash scripts/run.sh
@@ -12,6 +12,12 @@ lint:
 
 format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+bench-healthz:  ## /healthz through gunicorn, worker classes x yield on/off (BENCHMARKS.md)
+	bash loadtest/healthz_bench.sh -r 2
+
+bench-bets:  ## signed-bet ceiling at 500..3000 bets/s offered (BENCHMARKS.md)
+	.venv/bin/python loadtest/bet_ceiling.py --rates 500,1000,2000,3000 --duration 20 --ws-traders 100 --healthz 10
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -9,7 +9,7 @@
 - `schemas`     marshmallow schemas (also feed /api/openapi.json), `load_json`
 - `errors`      every auth error code; `state` the per-app clock (injectable), limits, lookup script
 
-Error codes and the order of checks: docs/API.md. Verification cost: docs/bench-auth.md.
+Error codes and the order of checks: docs/API.md. Verification cost: BENCHMARKS.md.
 """
 
 from __future__ import annotations

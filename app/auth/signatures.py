@@ -19,7 +19,7 @@ so a signature made for another deployment or chain recovers some other address 
 
 Fast path: keccak-256 (pycryptodome) of the EIP-191 message, then libsecp256k1's public-key recovery
 through coincurve, then keccak of the public key: about 67 µs here against about 180 µs for
-``eth_account.Account.recover_message`` (``loadtest/bench_sigverify.py``; figures in docs/bench-auth.md).
+``eth_account.Account.recover_message`` (``loadtest/bench_sigverify.py``; figures in BENCHMARKS.md).
 A property test proves both give the same address on random keys and messages.
 """
 
