@@ -320,3 +320,19 @@ def test_integrity_check_passes_after_activity_and_names_tampered_rows(trader, l
     result = runner.invoke(args=["integrity-check"])
     assert result.exit_code == 1
     assert "balance_mismatch" in result.output and trader.address in result.output
+
+
+def test_a_refused_request_can_be_retried_with_the_same_signature(trader, live, monkeypatch):
+    """503 betting_suspended says "retry after": the same signed body is judged afresh, and accepted
+    once betting reopens; a nonce that was *accepted* can never produce a second bet."""
+    grid = _grid(trader)
+    body = trader.bet_body(_cell(grid, col=7, row_offset=2), "1")
+    feed = services(live).feed
+    with monkeypatch.context() as m:
+        m.setattr(feed, "betting_open", lambda: False)  # the breaker is open for this one request
+        status, resp, _ = trader.call("POST", "/api/v1/bets", body)
+        assert status == 503 and resp["error"]["code"] == "betting_suspended"
+    status, first, _ = trader.call("POST", "/api/v1/bets", body)
+    assert status == 202, first
+    status, again, _ = trader.call("POST", "/api/v1/bets", body)
+    assert status == 202 and again["bet_id"] == first["bet_id"]

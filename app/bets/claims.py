@@ -2,8 +2,10 @@
 
 One Lua script, so the three happen atomically and cost one round trip on the hot path:
 
-- ``tap:bn:<address>:<nonce>`` = ``<fingerprint>|<bet id>`` for 90 s (ADR-007). Taken first and kept even
-  if a later check refuses the bet: a nonce is single use.
+- ``tap:bn:<address>:<nonce>`` = ``<fingerprint>|<bet id>`` for 90 s (ADR-007), taken only when the bet
+  is accepted. A request refused by a check leaves no trace, so the same signed body can be retried
+  (e.g. after a 503 `betting_suspended` and its Retry-After) and is judged afresh; a nonce that was
+  accepted once answers every retry with that same bet.
 - ``tap:cell:<address>:<cell>`` = bet id, until the column has ended: the fast answer to a second tap
   on the same cell (the database's UNIQUE constraint is the final word). Freed if the bet is rejected.
 - ``tap:bet:<bet id>`` = the pending bet as JSON, so `GET /bets/<id>` and a retry can see it before
@@ -21,10 +23,10 @@ from app.auth.signatures import NONCE_TTL_S, nonce_key
 _CLAIM = """
 local old = redis.call('GET', KEYS[1])
 if old then return {0, old} end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if ARGV[3] == '0' then return {1, ''} end
 local owner = redis.call('GET', KEYS[2])
 if owner then return {2, owner} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
 redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
 return {3, ''}
@@ -35,7 +37,7 @@ PENDING_TTL_S = 24 * 3600
 
 class Claim(IntEnum):
     NONCE_USED = 0  # detail: "<fingerprint>|<bet id>" stored by the first request
-    NONCE_ONLY = 1  # nonce taken; the bet was refused by an earlier check
+    REFUSED = 1  # nonce unused and nothing stored: an earlier check refused the bet
     CELL_TAKEN = 2  # detail: the bet id holding the cell
     ACCEPTED = 3
 
@@ -65,7 +67,7 @@ class BetClaims:
         cell_ttl_s: int,
         pending_json: bytes,
     ) -> tuple[Claim, str]:
-        """Run the claim script. With `proceed` False only the nonce is taken (a check already failed)."""
+        """Run the claim script. With `proceed` False it only looks the nonce up (a check already failed)."""
         res = self._script(
             keys=[nonce_key(address, nonce), cell_key(address, cell), bet_key(bet_id)],
             args=[

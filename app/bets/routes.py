@@ -11,7 +11,14 @@ from flask import Blueprint, Response, jsonify, request
 
 from app.auth.decorators import current_session, login_required
 from app.auth.schemas import load_json
-from app.auth.signatures import bet_signing_text, check_timestamp, request_fingerprint, verify_signer
+from app.auth.signatures import (
+    NonceRecord,
+    bet_signing_text,
+    check_timestamp,
+    request_fingerprint,
+    same_request_or_conflict,
+    verify_signer,
+)
 from app.auth.state import auth_state
 from app.bets.claims import Claim
 from app.bets.notify import pending_json
@@ -123,24 +130,21 @@ def place_bet() -> tuple[Response, int]:  # noqa: PLR0912, PLR0915 - the hot pat
     )
 
     # 5. nonce (+ cell claim + pending record): one Redis round trip
+    fingerprint = request_fingerprint(text)
     outcome, detail = svc.bet_claims.claim(
         address=session.address,
         nonce=body["nonce"],
-        fingerprint=request_fingerprint(text),
+        fingerprint=fingerprint,
         bet_id=bet_id,
         cell=body["cell"],
         proceed=refusal is None,
         cell_ttl_s=t_start + spec.column_seconds - now_ms // 1000 + 60,
         pending_json=pending_json(bet),
     )
-    if outcome is Claim.NONCE_USED:
-        fingerprint, _, first_bet_id = detail.partition("|")
-        if fingerprint != request_fingerprint(text):
-            raise Conflict(
-                "This nonce was already used for a different request; sign again with a fresh nonce.",
-                code="nonce_conflict",
-            )
-        return jsonify(_load_bet(first_bet_id, session.user_id)), 202  # an idempotent retry
+    if outcome is Claim.NONCE_USED:  # a retry (same signed text) gets the same bet; else 409
+        stored_fp, _, first_bet_id = detail.partition("|")
+        same_request_or_conflict(NonceRecord(stored_fp, first_bet_id), fingerprint)
+        return jsonify(_load_bet(first_bet_id, session.user_id)), 202
     if refusal is not None:
         raise refusal
     if outcome is Claim.CELL_TAKEN:
