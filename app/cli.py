@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -38,3 +39,95 @@ def register_cli(app: Flask) -> None:
             click.echo(f"{path.name}: {'OK' if not violations else f'{len(violations)} violation(s)'}")
         if bad:
             raise SystemExit(1)
+
+    register_archive_cli(app)
+
+
+# ---- archive (ADR-006; app/archive.py, runbook in docs/OPERATIONS.md) ---------------------------
+
+
+def register_archive_cli(app: Flask) -> None:
+    @app.cli.group("archive")
+    def archive() -> None:
+        """Weekly archival of closed week files to S3 (or TAP_ARCHIVE_DIR without a bucket)."""
+
+    def _archiver(quiet: bool, **kwargs):
+        from app.archive import Archiver
+
+        return Archiver(
+            services(app).settings,
+            say=(lambda _m: None) if quiet else click.echo,
+            progress=None if quiet else sys.stderr,
+            **kwargs,
+        )
+
+    def _week(value: str | None):
+        from app.archive import Week
+
+        return Week.parse(value) if value else None
+
+    @archive.command("run")
+    @click.option("--week", "week", metavar="YYYY_WW", help="Archive this eligible week only.")
+    @click.option("--dry-run", is_flag=True, help="Print what would be archived; change nothing.")
+    @click.option("--verify-download", is_flag=True, help="Re-download and hash every object after upload.")
+    @click.option("--no-ledger-check", is_flag=True, help="Skip the ledger checks on the snapshot.")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress or status lines (cron); errors only.")
+    def archive_run(
+        week: str | None, dry_run: bool, verify_download: bool, no_ledger_check: bool, quiet: bool
+    ):
+        """Archive every closed week older than four weeks (oldest first), then remove it locally."""
+        from app.archive import ArchiveError
+
+        try:
+            _archiver(quiet, verify_download=verify_download, ledger_check=not no_ledger_check).run(
+                _week(week), dry_run=dry_run
+            )
+        except ArchiveError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @archive.command("list")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def archive_list(as_json: bool) -> None:
+        """Local week files (current / attached / eligible) and archived weeks, with sizes."""
+        import json
+
+        from app.archive import ArchiveError, fmt_bytes
+
+        try:
+            listing = _archiver(True).listing()
+        except ArchiveError as exc:
+            raise click.ClickException(str(exc)) from None
+        if as_json:
+            click.echo(json.dumps(listing, indent=2))
+            return
+        click.echo(f"local week files ({listing['db_dir']}):")
+        for lw in reversed(listing["local"]):
+            click.echo(f"  {lw['file']:<18} {lw['state']:<9} {fmt_bytes(lw['size']):>10}")
+        if not listing["local"]:
+            click.echo("  (none)")
+        click.echo(f"archived ({listing['target']}):")
+        for a in reversed(listing["archived"]):
+            raw = f" (raw {fmt_bytes(a['raw_size'])})" if a["raw_size"] else ""
+            extra = f" {a['storage_class']}" if a["storage_class"] else ""
+            restored = "  [restored]" if a["restored"] else ""
+            click.echo(
+                f"  {a['week']:<8} {fmt_bytes(a['compressed_size']):>10}{raw}{extra}"
+                f"  sha256 {(a['sha256'] or '?')[:16]}…{restored}"
+            )
+        if not listing["archived"]:
+            click.echo("  (none)")
+
+    @archive.command("restore")
+    @click.argument("week", metavar="YYYY_WW")
+    @click.option("--force", is_flag=True, help="Replace a restored copy that differs from the archive.")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+    def archive_restore(week: str, force: bool, quiet: bool) -> None:
+        """Fetch, verify and decompress an archived week to <data dir>/db/restored/ (read-only)."""
+        from app.archive import ArchiveError
+
+        try:
+            path = _archiver(quiet).restore(_week(week), force=force)
+        except ArchiveError as exc:
+            raise click.ClickException(str(exc)) from None
+        if quiet:
+            click.echo(str(path))

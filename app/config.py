@@ -154,6 +154,28 @@ def _bind(raw: str) -> str:
     return raw
 
 
+def _s3_prefix(raw: str) -> str:
+    prefix = raw.strip().lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if not re.fullmatch(r"[A-Za-z0-9._/=-]*", prefix) or "//" in prefix:
+        raise ValueError("must be a key prefix of letters, digits and . _ - = /")
+    return prefix
+
+
+# Objects must stay readable without a restore request, so GLACIER and DEEP_ARCHIVE are not offered.
+S3_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
+
+
+def _storage_class(raw: str) -> str | None:
+    v = raw.strip().upper()
+    if not v:
+        return None
+    if v not in S3_STORAGE_CLASSES:
+        raise ValueError(f"must be one of {', '.join(S3_STORAGE_CLASSES)} or empty")
+    return v
+
+
 def _setting(env: str, parse: Callable[[str], Any], default: str, doc: str) -> Any:
     return field(metadata={"env": env, "parse": parse, "default": default, "doc": doc})
 
@@ -299,6 +321,27 @@ class Settings:
     )
     feed_idle_s: float = _setting(
         "TAP_FEED_IDLE_S", _seconds, "5", "Reconnect an exchange websocket that sent no data this long"
+    )
+    s3_prefix: str = _setting(
+        "TAP_S3_PREFIX", _s3_prefix, "weeks/", "Key prefix of weekly archives in TAP_S3_BUCKET"
+    )
+    s3_storage_class: str | None = _setting(
+        "TAP_S3_STORAGE_CLASS",
+        _storage_class,
+        "STANDARD_IA",
+        "S3 storage class of archives (empty: the bucket's default)",
+    )
+    archive_zstd_level: int = _setting(
+        "TAP_ARCHIVE_ZSTD_LEVEL", _int(1, 19), "3", "zstd level for weekly archives; see BENCHMARKS.md"
+    )
+    archive_zstd_threads: int = _setting(
+        "TAP_ARCHIVE_ZSTD_THREADS", _int(0, 16), "1", "zstd worker threads for archives (0: in the caller)"
+    )
+    archive_verify_download_mb: int = _setting(
+        "TAP_ARCHIVE_VERIFY_DOWNLOAD_MB",
+        _int(0, 1 << 30),
+        "1024",
+        "Archives up to this size are re-downloaded and hashed after upload",
     )
 
     @classmethod
