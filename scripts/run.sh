@@ -10,7 +10,7 @@ export TAP_DATA_DIR=${TAP_DATA_DIR:-$ROOT/var}
 export TAP_DEV_MODE=${TAP_DEV_MODE:-1}   # mock deposits on: this command is for local use
 export TAP_REDIS_URL=${TAP_REDIS_URL:-redis://127.0.0.1:6390/0}
 PY=.venv/bin/python
-log() { printf '[run] %s\n' "$*"; }
+log() { printf '[run] %s\n' "$*" 2>/dev/null || true; }
 
 # Validate every TAP_* setting first: one line naming the bad variable, then stop.
 eval "$($PY - <<'PYEOF'
@@ -31,7 +31,9 @@ mkdir -p "$TAP_DATA_DIR/redis" "$TAP_DATA_DIR/logs"
 
 pids=()
 cleanup() {
-  trap - INT TERM EXIT
+  # Nothing may interrupt the shutdown: not a second Ctrl-C, not a closed terminal or pipe (| tee).
+  trap '' INT TERM HUP PIPE
+  trap - EXIT
   log "stopping…"
   [ -n "${NGINX_PID:-}" ] && kill -QUIT "$NGINX_PID" 2>/dev/null || true
   [ -n "${GUNICORN_PID:-}" ] && kill -TERM "$GUNICORN_PID" 2>/dev/null || true
@@ -49,6 +51,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT    # exit runs the EXIT trap: one cleanup, whatever the signal
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 if port_busy "$REDIS_HOST" "$REDIS_PORT"; then
