@@ -66,7 +66,9 @@ def populate(path: Path, users: int, per_user: int) -> None:
                 bal[u] = 10**12 - stake * (k + 1)
                 bet_id = f"b{u:07d}{k:02d}"
                 row = 6695 + k
-                rows.append((bet_id, u, T0, row, row * 1000, (row + 1) * 1000, stake, 30000, 3 * stake, bet_id, 0))
+                rows.append(
+                    (bet_id, u, T0, row, row * 1000, (row + 1) * 1000, stake, 30000, 3 * stake, bet_id, 0)
+                )
                 if len(rows) >= 50_000:
                     _insert(conn, rows, stake)
                     rows = []
@@ -99,8 +101,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="resbench-", dir=ROOT / "var"))
     port = free_port()
     redis_proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(work)], stdout=subprocess.DEVNULL)
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         r = redis.Redis(port=port)
         for _ in range(100):
@@ -113,10 +128,18 @@ def main() -> None:
         t = time.perf_counter()
         populate(path, args.users, args.bets_per_user)
         n_bets = args.users * args.bets_per_user
-        print(f"populated {args.users:,} users and {n_bets:,} bets in one window in {time.perf_counter() - t:.1f}s; "
-              f"file {path.stat().st_size / 1e6:.0f} MB")
-        r.zadd(HISTORY_KEY, {f"{(T0 - 1) * 1000}:6697500": (T0 - 1) * 1000, f"{(T0 + 2) * 1000}:6699000": (T0 + 2) * 1000,
-                             f"{(T0 + 6) * 1000}:6699000": (T0 + 6) * 1000})
+        print(
+            f"populated {args.users:,} users and {n_bets:,} bets in one window in {time.perf_counter() - t:.1f}s; "
+            f"file {path.stat().st_size / 1e6:.0f} MB"
+        )
+        r.zadd(
+            HISTORY_KEY,
+            {
+                f"{(T0 - 1) * 1000}:6697500": (T0 - 1) * 1000,
+                f"{(T0 + 2) * 1000}:6699000": (T0 + 2) * 1000,
+                f"{(T0 + 6) * 1000}:6699000": (T0 + 6) * 1000,
+            },
+        )
         writes = WriteQueue(10_000)
         writer = SqliteWriter(writes, work, synchronous="FULL", batch_max=100)
         g = gevent.spawn(writer.run)
@@ -125,15 +148,19 @@ def main() -> None:
         t = time.perf_counter()
         settled = res.resolve_due((T0 + COL + 2) * 1000)
         dt = time.perf_counter() - t
-        print(f"| resolve one window | {settled:,} bets | {dt:.1f} s | {settled / dt:,.0f} bets/s | chunk {args.chunk} |")
+        print(
+            f"| resolve one window | {settled:,} bets | {dt:.1f} s | {settled / dt:,.0f} bets/s | chunk {args.chunk} |"
+        )
         t = time.perf_counter()
         violations = check_file(path)
         print(f"integrity-check of the file: {len(violations)} violations in {time.perf_counter() - t:.1f}s")
         new = work / db.week_filename(*db.iso_week(T0 + 7 * 86400))
         t = time.perf_counter()
         result = writes.call(rollover_job(work, new, "FULL"), timeout=600)
-        print(f"| rollover | {result.users:,} users, {result.carried_bets:,} open bets carried |"
-              f" {time.perf_counter() - t:.2f} s (inside the writer: {result.seconds:.2f} s) |")
+        print(
+            f"| rollover | {result.users:,} users, {result.carried_bets:,} open bets carried |"
+            f" {time.perf_counter() - t:.2f} s (inside the writer: {result.seconds:.2f} s) |"
+        )
         writer.stop()
         g.join(30)
     finally:

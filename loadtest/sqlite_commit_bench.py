@@ -30,7 +30,9 @@ def bet_job(i: int):
     stake = 1_000_000
 
     def fn(conn):
-        conn.execute("UPDATE users SET balance = balance - ? WHERE id = ? AND balance >= ?", (stake, uid, stake))
+        conn.execute(
+            "UPDATE users SET balance = balance - ? WHERE id = ? AND balance >= ?", (stake, uid, stake)
+        )
         if conn.changes() == 0:
             raise ValueError("insufficient_funds")
         (bal,) = conn.execute("SELECT balance FROM users WHERE id = ?", (uid,)).fetchone()
@@ -42,8 +44,18 @@ def bet_job(i: int):
         conn.execute(
             "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake, multiplier, payout,"
             " nonce, placed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 25000, ?, ?, ?)",
-            (f"b{i}", uid, 1_800_000_000 + 5 * (i // USERS), i % 20, 6_700_000, 6_701_000, stake,
-             stake * 25 // 10, f"n{i}", i),
+            (
+                f"b{i}",
+                uid,
+                1_800_000_000 + 5 * (i // USERS),
+                i % 20,
+                6_700_000,
+                6_701_000,
+                stake,
+                stake * 25 // 10,
+                f"n{i}",
+                i,
+            ),
         )
 
     return fn

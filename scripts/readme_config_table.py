@@ -1,6 +1,6 @@
 """Rewrite the configuration table in README.md from app.config (run after adding a setting).
 
-    .venv/bin/python scripts/readme_config_table.py
+.venv/bin/python scripts/readme_config_table.py
 """
 
 import re
