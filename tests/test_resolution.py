@@ -380,3 +380,24 @@ def test_kill_9_mid_resolution_then_rerun_pays_each_winner_once(world, redis_url
     winners = [b for b in bets if world.status(b) == "won"]
     assert sorted(b for b, _ in payouts) == sorted(winners)  # each winner exactly once
     assert check_file(db.current_week_file(world.db_dir)) == []
+
+
+def test_integrity_check_names_a_tampered_ledger_row_and_a_double_payout(world):
+    world.user("mo")
+    won = world.bet("mo", 6700)
+    world.ticks((-0.5, 6_700_500), (5.5, 6_700_500))
+    _settle(world)
+    path = db.current_week_file(world.db_dir)
+    assert check_file(path) == []
+    conn = db.connect(path)
+    conn.execute("DROP TRIGGER ledger_no_update")  # what an attacker with file access could do
+    conn.execute("UPDATE transaction_ledger SET amount = amount + 1 WHERE ref_type = 'payout'")
+    conn.execute(
+        "INSERT INTO transaction_ledger (user_id, amount, balance_after, ref_type, ref_id, created_at)"
+        " SELECT user_id, amount, balance_after + amount, 'refund', ref_id, 0 FROM transaction_ledger"
+        " WHERE ref_type = 'payout'"
+    )
+    conn.close()
+    kinds = {v.kind for v in check_file(path)}
+    assert {"chain_broken", "payout_missing", "orphan_payout", "orphan_refund", "balance_mismatch"} <= kinds
+    assert any(won in v.detail for v in check_file(path))
