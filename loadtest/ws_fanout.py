@@ -154,8 +154,27 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
+def bet_load(url: str, port: int, rate: float, seconds: float):
+    """Signed bets at `rate`/s for `seconds`, offered open-loop during the measured window (the
+    loadtest/bet_ceiling.py machinery: SIWE traders with session keys, bodies signed just before).
+    Returns a function that starts the load and returns a greenlet with its RunResult."""
+    from loadtest import bet_ceiling as bc
+
+    api = bc.Api("127.0.0.1", port)
+    n = int(rate * seconds)
+    cells_each = bc.cells_per_trader_estimate(seconds, 5.0)
+    traders = [bc.login_trader(api, "localhost:8443", 1, index=i) for i in range((n // max(1, cells_each)) + 2)]
+    _, grid = api.call("GET", "/api/v1/grid")
+    now = time.time()
+    cells = bc.plan_cells(grid, now, now + seconds + 5, row_margin=6)
+    reqs, _ = bc.sign_bodies(traders, cells, n, "localhost:8443", 1, int((now + seconds / 2) * 1000),
+                             f"127.0.0.1:{port}", "1")
+    return lambda: gevent.spawn(bc.open_loop, "127.0.0.1", port, reqs, rate, 32, 5.0)
+
+
 def run_size(
-    url: str, port: int, r: redis.Redis, worker: psutil.Process, n: int, seconds: float, rate: float
+    url: str, port: int, r: redis.Redis, worker: psutil.Process, n: int, seconds: float, rate: float,
+    bets: float = 0.0,
 ):
     stats = Stats()
     gate = gevent.lock.Semaphore(200)  # at most 200 handshakes in flight
@@ -165,16 +184,23 @@ def run_size(
     price = 6_700_000
     rng = random.Random(1)
 
+    step = 200 if bets else 500  # a calmer walk under bet load, so pre-signed cells stay placeable
+
     def publish(count: int) -> None:
         nonlocal price
         next_at = time.monotonic()
         for _ in range(count):
-            price = max(1, price + rng.randint(-500, 500))
+            price = max(1, price + rng.randint(-step, step))
             publish_tick(r, Tick(price, int(time.time() * 1000)))
             next_at += 1 / rate
             gevent.sleep(max(0.0, next_at - time.monotonic()))
 
     publish(int(rate * 3))  # warm-up: 3 s of ticks, not measured
+    start_bets = None
+    if bets:
+        warm = gevent.spawn(publish, int(rate * 15))  # keep the feed healthy while traders log in
+        start_bets = bet_load(url, port, bets, seconds)
+        warm.kill()
     gevent.sleep(0.5)
     cpu0 = worker.cpu_times()
     t0 = time.monotonic()
@@ -184,6 +210,7 @@ def run_size(
     )
     stats.measuring = True
     ticks = int(rate * seconds)
+    bet_run = start_bets() if start_bets else None
     publish(ticks)
     gevent.sleep(1.0)  # let the last tick reach everyone
     stats.measuring = False
@@ -208,6 +235,14 @@ def run_size(
         "dropped_clients": dropped,
         "closed_clients": stats.closed,
     }
+    if bet_run is not None:
+        from loadtest import bet_ceiling as bc
+
+        bet_res = bet_run.get(timeout=60)
+        accepted = sum(1 for x in bet_res.status if x == 202)
+        result["bets_offered_per_s"] = bets
+        result["bets_accepted_per_s"] = round(accepted / seconds, 1)
+        result["bets_http"] = bc.latency_summary(bet_res, ok_status=202)
     gevent.killall(greenlets, timeout=10)
     wait_until(lambda: metric(url, "tap_ws_clients") == 0, timeout=60, what="clients gone")
     return result
@@ -220,6 +255,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=4)
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", type=int, default=1)
+    ap.add_argument("--bets", type=float, default=0, help="also offer this many signed bets/s during the window")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -242,6 +278,8 @@ def main() -> None:
         "TAP_BINANCE_WS_URL": f"ws://127.0.0.1:{free_port()}/ws/btcusdt@aggTrade",
         "TAP_LOG_LEVEL": "WARNING",
     }
+    if args.bets:  # load from one IP, mock deposits
+        env.update(TAP_DEV_MODE="1", TAP_RATE_PER_IP="0", TAP_RATE_PER_ADDRESS="0", TAP_RATE_AUTH_PER_IP="0")
     log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115
     taskset = shutil.which("taskset")
     cmd = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py"]
@@ -259,7 +297,7 @@ def main() -> None:
             os.sched_setaffinity(0, {args.client_cpu})
         r = redis.Redis.from_url(redis_srv.url)
         for n in args.clients:
-            res = run_size(url, port, r, worker, n, args.seconds, args.rate)
+            res = run_size(url, port, r, worker, n, args.seconds, args.rate, args.bets)
             print(json.dumps(res), flush=True)
             results.append(res)
     finally:
