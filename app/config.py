@@ -343,6 +343,12 @@ class Settings:
         "1024",
         "Archives up to this size are re-downloaded and hashed after upload",
     )
+    quote_prior_vol: int = _setting(
+        "TAP_QUOTE_PRIOR_VOL",
+        _fraction,
+        "0.60",
+        "Annualised volatility the quotes assume until 30 ticks of history exist",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -40,7 +40,7 @@ def build_workers(app: Flask) -> list[Worker]:
             svc.feed,
             svc.fanout,
             house_edge=s.house_edge,
-            prior_vol=s.sim_volatility / 10_000,
+            prior_vol=s.quote_prior_vol / 10_000,
             metrics=svc.metrics,
         ),
         Resolver(
