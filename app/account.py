@@ -4,7 +4,6 @@ conditional deduction and ledger row as a bet (ADR-009/010)."""
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import orjson
@@ -14,7 +13,7 @@ from app.auth.decorators import current_session, login_required
 from app.auth.schemas import load_json
 from app.bets.notify import user_channel
 from app.bets.schemas import MoneyRequestSchema
-from app.bets.store import Rejected, account, credit, debit, list_ledger
+from app.bets.store import Rejected, account, credit, debit, list_ledger, time_ordered_id
 from app.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from app.pagination import cursor_param, encode_cursor, page_limit
 from app.services import services
@@ -76,8 +75,8 @@ def _amount() -> int:
 
 def _move(kind: str, amount: int) -> Response:
     svc, session = services(), current_session()
-    ref_id = f"{kind[0]}{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
     now_ms = int(time.time() * 1000)
+    ref_id = time_ordered_id(now_ms, prefix=kind[0])
     if kind == "deposit":
         job = lambda conn: credit(conn, session.user_id, amount, "deposit", ref_id, now_ms)  # noqa: E731
     else:

@@ -17,7 +17,6 @@ import redis
 from app.fanout import Fanout
 from app.feed import FeedMonitor
 from app.grid import GridSpec
-from app.metrics import Metrics
 from app.prices import ticks_since
 from app.quotes import QuoteBook, QuoteState, estimate_sigma, grid_message
 
@@ -42,7 +41,6 @@ class GridPublisher:
         *,
         house_edge: int,
         prior_vol: float,
-        metrics: Metrics | None = None,
     ) -> None:
         self.r = r
         self.spec = spec
@@ -51,7 +49,6 @@ class GridPublisher:
         self.fanout = fanout
         self.house_edge = house_edge
         self.prior_vol = prior_vol
-        self.metrics = metrics
         self._stopping = False
 
     def refresh_sigma(self) -> None:

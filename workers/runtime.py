@@ -41,7 +41,6 @@ def build_workers(app: Flask) -> list[Worker]:
             svc.fanout,
             house_edge=s.house_edge,
             prior_vol=s.quote_prior_vol / 10_000,
-            metrics=svc.metrics,
         ),
         Resolver(
             svc.redis,

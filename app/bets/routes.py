@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
@@ -23,8 +22,17 @@ from app.auth.state import auth_state
 from app.bets.claims import Claim
 from app.bets.notify import pending_json
 from app.bets.schemas import BetRequestSchema
-from app.bets.store import NewBet, get_bet, insert_bet, list_bets
-from app.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from app.bets.store import NewBet, get_bet, insert_bet, list_bets, time_ordered_id
+from app.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Overloaded,
+    Unavailable,
+    Unprocessable,
+)
 from app.grid import check_placeable, parse_cell
 from app.pagination import cursor_param, encode_cursor, page_limit
 from app.services import services
@@ -38,11 +46,6 @@ LOST_AFTER_MS = 30_000  # a pending bet older than this that is not in SQLite wi
 STATUSES = ("confirmed", "won", "lost", "void")
 
 
-def new_bet_id(now_ms: int) -> str:
-    """Time-ordered and unguessable: 12 hex of Unix ms + 10 random hex."""
-    return f"{now_ms:012x}{secrets.token_hex(5)}"
-
-
 @bp.post("/bets")
 @login_required
 def place_bet() -> tuple[Response, int]:  # noqa: PLR0912, PLR0915 - the hot path, top to bottom
@@ -50,7 +53,7 @@ def place_bet() -> tuple[Response, int]:  # noqa: PLR0912, PLR0915 - the hot pat
     svc = services()
     s = svc.settings
     if svc.writes.depth() >= svc.writes.maxsize:  # shed load before doing any work
-        raise Unavailable("Too many bets in flight; try again shortly.", code="overloaded", retry_after=1)
+        raise Overloaded("Too many bets in flight; try again shortly.", retry_after=1)
 
     # 1. schema (and units: a number where a string is expected, too many decimals, zero → 400)
     body = load_json(_bet_schema)
@@ -112,7 +115,7 @@ def place_bet() -> tuple[Response, int]:  # noqa: PLR0912, PLR0915 - the hot pat
             refusal = exc
 
     lo, hi = spec.band(row)
-    bet_id = new_bet_id(now_ms)
+    bet_id = time_ordered_id(now_ms)
     bet = NewBet(
         bet_id=bet_id,
         user_id=session.user_id,

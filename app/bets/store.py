@@ -5,12 +5,18 @@ commit together or not at all (ADR-009/010). Amounts are integer micro-units.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import apsw
 
 from app.db import week_schemas
+
+
+def time_ordered_id(now_ms: int, prefix: str = "") -> str:
+    """Time-ordered and unguessable: 12 hex of Unix ms + 10 random hex (B-tree inserts stay appends)."""
+    return f"{prefix}{now_ms:012x}{secrets.token_hex(5)}"
 
 
 class Rejected(Exception):
