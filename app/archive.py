@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import apsw
 import zstandard
@@ -933,7 +933,7 @@ class Archiver:
             raise ArchiveError(f"cannot open {src_path}: {exc}") from None
         try:
             src.execute("PRAGMA busy_timeout = 5000")
-            page_size = src.execute("PRAGMA page_size").fetchone()[0]
+            page_size = src.execute("PRAGMA page_size").get
             dst = apsw.Connection(str(snap))
             try:
                 dst.execute("PRAGMA cache_size = -8192")  # 8 MiB: the copy streams through, memory flat
@@ -943,7 +943,7 @@ class Archiver:
                         backup.step(1024)
                         progress.set((backup.pagecount - backup.remaining) * page_size)
                 progress.finish()
-                if dst.execute("PRAGMA journal_mode = DELETE").fetchone()[0] != "delete":
+                if dst.execute("PRAGMA journal_mode = DELETE").get != "delete":
                     raise ArchiveError(f"{snap}: could not leave WAL mode")
             finally:
                 dst.close()
@@ -986,8 +986,8 @@ class Archiver:
         counts = _row_counts(conn)
         out: dict[str, Any] = {
             "row_counts": counts,
-            "schema_version": conn.execute("PRAGMA user_version").fetchone()[0],
-            "page_size": conn.execute("PRAGMA page_size").fetchone()[0],
+            "schema_version": conn.execute("PRAGMA user_version").get,
+            "page_size": conn.execute("PRAGMA page_size").get,
             "week_meta": dict(conn.execute("SELECT key, value FROM week_meta"))
             if "week_meta" in counts
             else {},
@@ -1031,7 +1031,14 @@ class Archiver:
         with open(snap, "rb") as fin, open(tmp, "wb") as fout:
             reader = _HashingReader(fin, progress)
             writer = _HashingWriter(fout)
-            cctx.copy_stream(reader, writer, size=raw_size, read_size=CHUNK, write_size=CHUNK)
+            # zstandard only calls read()/write() on these: file-like enough for its IO[bytes] stub
+            cctx.copy_stream(
+                cast(IO[bytes], reader),
+                cast(IO[bytes], writer),
+                size=raw_size,
+                read_size=CHUNK,
+                write_size=CHUNK,
+            )
             fout.flush()
             os.fsync(fout.fileno())
         if reader.size != raw_size:
@@ -1206,7 +1213,9 @@ class Archiver:
             writer = _HashingWriter(fout)
             broken = None
             try:
-                dctx.copy_stream(reader, writer, read_size=CHUNK, write_size=CHUNK)
+                dctx.copy_stream(
+                    cast(IO[bytes], reader), cast(IO[bytes], writer), read_size=CHUNK, write_size=CHUNK
+                )
             except zstandard.ZstdError as exc:
                 broken = exc
                 while reader.read(CHUNK):  # hash the rest: report a mismatch rather than a codec error
@@ -1293,7 +1302,7 @@ def _row_counts(conn: apsw.Connection) -> dict[str, int]:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
         )
     ]
-    return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}  # noqa: S608
+    return {t: conn.execute(f'SELECT count(*) FROM "{t}"').get for t in tables}  # noqa: S608
 
 
 def _now_iso() -> str:

@@ -211,6 +211,11 @@ class PriceAggregator(Stoppable):
         self._wake.set()
         return True
 
+    def latest(self, source: str) -> Quote | None:
+        """The newest quote accepted from `source` (fresh or not), for health views and tests."""
+        st = self._states.get(source)
+        return None if st is None else st.quote
+
     def forget(self, source: str) -> None:
         """Discard a source's latest quote (the simulator after it re-seeds)."""
         self._states.pop(source, None)
