@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db  # noqa: E402
+from app import db
 
 PRESETS = (1_000_000, 5_000_000, 10_000_000, 25_000_000, 100_000_000)  # micro-units
 COLUMN_S = 5

@@ -43,7 +43,7 @@ from locust import between, constant_pacing, events, task  # noqa: F401
 from locust.contrib.fasthttp import FastHttpUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtest.bet_ceiling import Key, bet_text, siwe_message
+from loadtest.lib.signing import Key, bet_text, siwe_message
 
 BET_INTERVAL = float(os.environ.get("TAP_LOCUST_BET_INTERVAL", "1.0"))
 STAKE = os.environ.get("TAP_LOCUST_STAKE", "1")

@@ -235,7 +235,7 @@ def _stages(n: int, r) -> None:
     from app.config import Settings
     from app.redis_client import make_redis
     from app.units import parse_money, parse_multiplier
-    from loadtest.bet_ceiling import Key, bet_text
+    from loadtest.lib.signing import Key, bet_text
 
     s = Settings.from_env()
     app_r = make_redis(s.redis_url, pool_size=s.redis_pool_size, timeout_s=s.redis_timeout_s)
@@ -502,7 +502,7 @@ def _flask_stages(n: int, s, token: str, key, wallet, r) -> None:
         "WSGI call (no server): a bare WSGI function, same answer (the floor without Flask)",
         lambda: b"".join(bare(dict(env0), lambda st, h: None)),
     )
-    from loadtest.bet_ceiling import bet_text
+    from loadtest.lib.signing import bet_text
 
     old_ts = int(time.time() * 1000) - 120_000  # refused at the freshness check, after the signature
     text = bet_text(

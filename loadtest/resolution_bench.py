@@ -12,28 +12,28 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import gevent  # noqa: E402
-import redis  # noqa: E402
+import gevent
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db  # noqa: E402
-from app.integrity import check_file  # noqa: E402
-from app.prices import HISTORY_KEY  # noqa: E402
-from app.rollover import rollover_job  # noqa: E402
-from app.writes import WriteQueue  # noqa: E402
-from workers.resolver import Resolver  # noqa: E402
-from workers.sqlite_writer import SqliteWriter  # noqa: E402
+from app import db
+from app.integrity import check_file
+from app.prices import HISTORY_KEY
+from app.rollover import rollover_job
+from app.writes import WriteQueue
+from workers.resolver import Resolver
+from workers.sqlite_writer import SqliteWriter
 
 T0 = 1_800_000_000
 COL = 5

@@ -25,33 +25,33 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
-import base64  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from array import array  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import base64
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from pathlib import Path
 
-import gevent  # noqa: E402
-import gevent.lock  # noqa: E402
-import psutil  # noqa: E402
-import redis  # noqa: E402
+import gevent
+import gevent.lock
+import psutil
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.prices import Tick, publish_tick  # noqa: E402
-from tests.servers import RedisServer, free_port, http_get, wait_until  # noqa: E402
+from app.prices import Tick, publish_tick
+from tests.servers import RedisServer, free_port, http_get, wait_until
 
 _TS = re.compile(rb'\{"type":"price","price":"[0-9.]+","ts":([0-9]+)')
 
@@ -158,21 +158,21 @@ def bet_load(url: str, port: int, rate: float, seconds: float):
     """Signed bets at `rate`/s for `seconds`, offered open-loop during the measured window (the
     loadtest/bet_ceiling.py machinery: SIWE traders with session keys, bodies signed just before).
     Returns a function that starts the load and returns a greenlet with its RunResult."""
-    from loadtest import bet_ceiling as bc
+    from loadtest.lib.cells import cells_per_trader_estimate, plan_cells, sign_bodies
+    from loadtest.lib.openloop import open_loop
+    from loadtest.lib.rawhttp import Api, login_trader
 
-    api = bc.Api("127.0.0.1", port)
+    api = Api("127.0.0.1", port)
     n = int(rate * seconds)
-    cells_each = bc.cells_per_trader_estimate(seconds, 5.0)
-    traders = [
-        bc.login_trader(api, "localhost:8443", 1, index=i) for i in range((n // max(1, cells_each)) + 2)
-    ]
+    cells_each = cells_per_trader_estimate(seconds, 5.0)
+    traders = [login_trader(api, "localhost:8443", 1, index=i) for i in range((n // max(1, cells_each)) + 2)]
     _, grid = api.call("GET", "/api/v1/grid")
     now = time.time()
-    cells = bc.plan_cells(grid, now, now + seconds + 5, row_margin=6)
-    reqs, _ = bc.sign_bodies(
+    cells = plan_cells(grid, now, now + seconds + 5, row_margin=6)
+    reqs, _ = sign_bodies(
         traders, cells, n, "localhost:8443", 1, int((now + seconds / 2) * 1000), f"127.0.0.1:{port}", "1"
     )
-    return lambda: gevent.spawn(bc.open_loop, "127.0.0.1", port, reqs, rate, 32, 5.0)
+    return lambda: gevent.spawn(open_loop, "127.0.0.1", port, reqs, rate, 32, 5.0)
 
 
 def run_size(
@@ -245,13 +245,13 @@ def run_size(
         "closed_clients": stats.closed,
     }
     if bet_run is not None:
-        from loadtest import bet_ceiling as bc
+        from loadtest.lib.openloop import latency_summary
 
         bet_res = bet_run.get(timeout=60)
         accepted = sum(1 for x in bet_res.status if x == 202)
         result["bets_offered_per_s"] = bets
         result["bets_accepted_per_s"] = round(accepted / seconds, 1)
-        result["bets_http"] = bc.latency_summary(bet_res, ok_status=202)
+        result["bets_http"] = latency_summary(bet_res, ok_status=202)
     gevent.killall(greenlets, timeout=10)
     wait_until(lambda: metric(url, "tap_ws_clients") == 0, timeout=60, what="clients gone")
     return result
