@@ -1,13 +1,17 @@
 """Weekly rollover of the read-write week file (ADR-006), as a job for the single writer.
 
 Runs on the writer's thread inside the old file's write transaction (so no writer, ours or the
-other worker's during a reload, can commit into the old file meanwhile):
+other worker's during a reload, can commit into the old file meanwhile). The job is *solo*
+(`app.writes.mark_solo`): the writer commits every job taken before it, runs it in a transaction
+of its own, and starts a new transaction for the jobs after it, so the copy is made from committed
+state only and nothing lands in the old file after it (issue 10 items 1 and 2):
 
 1. create the new week file from scratch (leftovers of a crashed attempt are deleted first);
 2. copy every user with its balance, write one ``opening`` ledger row per user (amount = balance
    carried in), copy every still-open bet with ``carried = 1``; commit the new file (fsync);
 3. switch ``CURRENT`` to the new file (atomic rename + directory fsync);
-4. mark the old file closed; the writer's COMMIT of the old transaction follows the job.
+4. mark the old file closed; the writer's COMMIT of the old transaction follows the job (if that
+   COMMIT fails, only the ``closed_at``/``next`` marks are lost: the transaction held nothing else).
 
 A crash before step 3 leaves ``CURRENT`` on the old file, which stays authoritative and complete; the
 half-made new file is ignored and rebuilt next time. After step 3 the new file is complete and
@@ -24,6 +28,7 @@ from pathlib import Path
 import apsw
 
 from app.db import connect, current_week_file, migrate, set_current_week_file
+from app.writes import mark_solo
 
 log = logging.getLogger(__name__)
 
@@ -107,4 +112,4 @@ def rollover_job(
         )
         return result
 
-    return job
+    return mark_solo(job)
