@@ -1,5 +1,5 @@
 # The two commands. Both install whatever is missing first (scripts/setup.sh).
-.PHONY: run test lint format bench-healthz bench-bets clean
+.PHONY: run test quick lint typecheck format bench-healthz bench-bets clean
 
 run:  ## start Redis, gunicorn and nginx; Ctrl-C stops them
 	bash scripts/run.sh
@@ -7,8 +7,14 @@ run:  ## start Redis, gunicorn and nginx; Ctrl-C stops them
 test:  ## install, start what the tests need, run the whole suite
 	bash scripts/test.sh
 
+quick:  ## the inner loop: linters + every test that starts no gunicorn/nginx process, stop at the first failure
+	QUICK=1 bash scripts/test.sh -x -q
+
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+typecheck:
+	.venv/bin/mypy
 
 format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .

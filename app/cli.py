@@ -75,7 +75,7 @@ def register_cli(app: Flask) -> None:
     register_archive_cli(app)
 
 
-# ---- archive (ADR-006; app/archive.py, runbook in docs/OPERATIONS.md) ---------------------------
+# ---- archive (ADR-006; app/archive/, runbook in docs/OPERATIONS.md) ---------------------------
 
 
 def register_archive_cli(app: Flask) -> None:

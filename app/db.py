@@ -16,11 +16,13 @@ threadpool: apsw releases the GIL inside SQLite, and the hub keeps serving other
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import logging
 import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,11 +30,11 @@ import apsw
 import gevent
 from gevent.queue import Queue
 
-from app.config import PROJECT_ROOT
-
 log = logging.getLogger(__name__)
 
-SQL_DIR = PROJECT_ROOT / "sql"
+# The migrations ship as package data of the top-level `sql` package, so an installed wheel (not only
+# a checkout) finds them.
+SQL_DIR: Traversable = importlib.resources.files("sql")
 CURRENT_POINTER = "CURRENT"
 _WEEK_RE = re.compile(r"bets_(\d{4})_(\d{2})\.db")
 _MIGRATION_RE = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
@@ -158,7 +160,7 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "FULL") ->
         for pragma in _READER_PRAGMAS:
             conn.execute(pragma)
     else:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = conn.execute("PRAGMA journal_mode = WAL").get
         if mode != "wal":
             raise RuntimeError(f"{path}: could not switch to WAL (got {mode})")
         if synchronous not in ("FULL", "NORMAL"):
@@ -169,14 +171,14 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "FULL") ->
     return conn
 
 
-def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
+def migrations(sql_dir: Traversable = SQL_DIR) -> list[tuple[int, Traversable]]:
     """(version, file) for every ``NNN_name.sql`` in `sql_dir`, in order; versions must be 1..n."""
     found = []
     for p in sql_dir.iterdir():
         m = _MIGRATION_RE.fullmatch(p.name)
         if m:
             found.append((int(m.group(1)), p))
-    found.sort()
+    found.sort(key=lambda vp: vp[0])
     for expected, (version, p) in enumerate(found, start=1):
         if version != expected:
             raise RuntimeError(f"migration {p.name}: expected version {expected:03d}")
@@ -184,10 +186,10 @@ def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
 
 
 def schema_version(conn: apsw.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchone()[0]
+    return int(conn.execute("PRAGMA user_version").get)
 
 
-def migrate(conn: apsw.Connection, sql_dir: Path = SQL_DIR) -> list[int]:
+def migrate(conn: apsw.Connection, sql_dir: Traversable = SQL_DIR) -> list[int]:
     """Apply every migration newer than ``user_version``, each in its own IMMEDIATE transaction.
 
     Idempotent: running it again applies nothing. Returns the versions applied.

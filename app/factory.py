@@ -35,17 +35,17 @@ from app.ws import sock
 class OrjsonProvider(JSONProvider):
     """orjson for every JSON body: faster, and it refuses NaN/Infinity instead of emitting them."""
 
-    def dumps(self, obj, **kwargs):  # type: ignore[override]
+    def dumps(self, obj, **kwargs):
         return orjson.dumps(obj).decode()
 
-    def loads(self, s, **kwargs):  # type: ignore[override]
+    def loads(self, s, **kwargs):
         return orjson.loads(s)
 
 
 class ApiRequest(Request):
     """Malformed JSON is a 400 with its own stable code, not werkzeug's generic page."""
 
-    def on_json_loading_failed(self, e: ValueError | None):  # type: ignore[override]
+    def on_json_loading_failed(self, e: ValueError | None):
         if e is None:  # wrong or missing Content-Type
             raise ApiError(
                 "Send the body as JSON with Content-Type: application/json.",

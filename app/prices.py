@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 import redis
@@ -106,13 +107,13 @@ def last_tick(r: redis.Redis) -> Tick | None:
 
 def ticks_since(r: redis.Redis, since_ms: int, limit: int = 5000) -> list[Tick]:
     """Ticks with ts >= since_ms, oldest first, at most `limit`."""
-    members = r.zrangebyscore(HISTORY_KEY, since_ms, "+inf", start=0, num=limit)
+    members = cast("list[bytes]", r.zrangebyscore(HISTORY_KEY, since_ms, "+inf", start=0, num=limit))
     return [_parse_member(m) for m in members]
 
 
 def tick_at_or_before(r: redis.Redis, ts_ms: int) -> Tick | None:
     """The price in force at `ts_ms`: the newest tick with ts <= ts_ms, if the history has one."""
-    members = r.zrevrangebyscore(HISTORY_KEY, ts_ms, "-inf", start=0, num=1)
+    members = cast("list[bytes]", r.zrevrangebyscore(HISTORY_KEY, ts_ms, "-inf", start=0, num=1))
     return _parse_member(members[0]) if members else None
 
 

@@ -39,13 +39,14 @@ def settle_chunk(t_start: int, outcome: Outcome, now_ms: int, limit: int):
     """A writer job settling up to `limit` open bets of the window; returns the `Settled` rows."""
 
     def job(conn: apsw.Connection) -> list[Settled]:
+        rows: list[tuple[str, int, str, int]]  # (bet_id, user_id, status, stake-or-payout), SQLite types
         if outcome.void:
             rows = conn.execute(
                 "UPDATE bets SET status = 'void', settled_at = :now WHERE id IN"
                 " (SELECT id FROM bets WHERE target_time = :t AND status = 'confirmed' LIMIT :n)"
                 " RETURNING bet_id, user_id, status, stake",
                 {"t": t_start, "n": limit, "now": now_ms},
-            ).fetchall()
+            ).fetchall()  # type: ignore[assignment]  # apsw types rows loosely
         else:
             rows = conn.execute(
                 "UPDATE bets SET settled_at = :now,"
@@ -53,7 +54,7 @@ def settle_chunk(t_start: int, outcome: Outcome, now_ms: int, limit: int):
                 " WHERE id IN (SELECT id FROM bets WHERE target_time = :t AND status = 'confirmed' LIMIT :n)"
                 " RETURNING bet_id, user_id, status, payout",
                 {"t": t_start, "n": limit, "now": now_ms, "lo": outcome.lo, "hi": outcome.hi},
-            ).fetchall()
+            ).fetchall()  # type: ignore[assignment]
         if not rows:
             return []
         user_ids = sorted({r[1] for r in rows})

@@ -163,17 +163,26 @@ def bet_load(url: str, port: int, rate: float, seconds: float):
     api = bc.Api("127.0.0.1", port)
     n = int(rate * seconds)
     cells_each = bc.cells_per_trader_estimate(seconds, 5.0)
-    traders = [bc.login_trader(api, "localhost:8443", 1, index=i) for i in range((n // max(1, cells_each)) + 2)]
+    traders = [
+        bc.login_trader(api, "localhost:8443", 1, index=i) for i in range((n // max(1, cells_each)) + 2)
+    ]
     _, grid = api.call("GET", "/api/v1/grid")
     now = time.time()
     cells = bc.plan_cells(grid, now, now + seconds + 5, row_margin=6)
-    reqs, _ = bc.sign_bodies(traders, cells, n, "localhost:8443", 1, int((now + seconds / 2) * 1000),
-                             f"127.0.0.1:{port}", "1")
+    reqs, _ = bc.sign_bodies(
+        traders, cells, n, "localhost:8443", 1, int((now + seconds / 2) * 1000), f"127.0.0.1:{port}", "1"
+    )
     return lambda: gevent.spawn(bc.open_loop, "127.0.0.1", port, reqs, rate, 32, 5.0)
 
 
 def run_size(
-    url: str, port: int, r: redis.Redis, worker: psutil.Process, n: int, seconds: float, rate: float,
+    url: str,
+    port: int,
+    r: redis.Redis,
+    worker: psutil.Process,
+    n: int,
+    seconds: float,
+    rate: float,
     bets: float = 0.0,
 ):
     stats = Stats()
@@ -255,7 +264,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=4)
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", type=int, default=1)
-    ap.add_argument("--bets", type=float, default=0, help="also offer this many signed bets/s during the window")
+    ap.add_argument(
+        "--bets", type=float, default=0, help="also offer this many signed bets/s during the window"
+    )
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -6,6 +6,7 @@ import gevent
 import pytest
 from flask import Flask
 
+from app.auth.state import auth_state, set_clock
 from app.config import Settings
 from app.services import services
 from tests.traders import Trader
@@ -20,17 +21,26 @@ def settings(tmp_path, redis_url):
 
 @pytest.fixture
 def live(running_app: Flask) -> Flask:
+    """The running app with its clock frozen at the first quote book's instant.
+
+    The grid's columns come from the newest book, the placeable check from the frozen clock: a cell
+    the test read from the grid stays placeable however long the machine takes to send it (until the
+    real time is three columns past the frozen one), so no test races a column boundary.
+    """
     svc = services(running_app)
     deadline = time.monotonic() + 10
     while svc.quotes.book is None and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    assert svc.quotes.book is not None, "no quote book: is the sim feed running?"
+    book = svc.quotes.book
+    assert book is not None, "no quote book: is the sim feed running?"
+    frozen = book.now
+    set_clock(running_app, lambda: frozen)
     return running_app
 
 
 @pytest.fixture
 def trader(live, settings) -> Trader:
-    t = Trader(live.test_client(), settings).login()
+    t = Trader(live.test_client(), settings, clock=auth_state(live).clock).login()
     t.deposit("100")
     return t
 
@@ -167,13 +177,13 @@ def test_bad_amounts(trader, stake, min_mult, code, http):
 )
 def test_non_placeable_cells(trader, live, col_offset, row_offset, code):
     spec = services(live).grid
-    now_col = spec.column_of(time.time())
+    now_col = spec.column_of(auth_state(live).clock())
     row = services(live).quotes.book.current_row + row_offset
     status, body, _ = trader.bet(f"{now_col + col_offset * spec.column_seconds}:{row}", "1")
     assert status == 422 and body["error"]["code"] == code, body
 
 
-def test_checks_run_in_spec_order(trader, live):
+def test_checks_run_in_spec_order(trader, live, monkeypatch):
     """A bad signature wins over a bad cell; a reused nonce wins over a suspended feed."""
     grid = _grid(trader)
     body = trader.bet_body("5:1", "1")  # a past cell
@@ -182,21 +192,17 @@ def test_checks_run_in_spec_order(trader, live):
     assert status == 401
     ok = trader.bet_body(_cell(grid, col=8), "1")
     assert trader.call("POST", "/api/v1/bets", ok)[0] == 202
-    feed = services(live).feed
-    feed._last_seen -= 60  # the feed looks dead: betting suspended
-    try:
-        status, resp, headers = trader.call("POST", "/api/v1/bets", ok)
-        assert status == 202  # the retry is answered from the nonce before the breaker
-        status, resp, headers = trader.bet(_cell(grid, col=9), "1")
-        assert status == 503 and resp["error"]["code"] == "betting_suspended" and headers["Retry-After"]
-    finally:
-        feed._last_seen += 60
+    monkeypatch.setattr(services(live).feed, "betting_open", lambda: False)  # the breaker is open
+    status, resp, headers = trader.call("POST", "/api/v1/bets", ok)
+    assert status == 202  # the retry is answered from the nonce before the breaker
+    status, resp, headers = trader.bet(_cell(grid, col=9), "1")
+    assert status == 503 and resp["error"]["code"] == "betting_suspended" and headers["Retry-After"]
 
 
 def test_other_peoples_bets(trader, live, settings):
     cell = _cell(_grid(trader), col=5, row_offset=-2)
     _, body, _ = trader.bet(cell, "1")
-    other = Trader(live.test_client(), settings).login()
+    other = Trader(live.test_client(), settings, clock=auth_state(live).clock).login()
     status, resp, _ = other.call("GET", f"/api/v1/bets/{body['bet_id']}")
     assert status == 403 and resp["error"]["code"] == "not_your_bet"
     status, resp, _ = other.call("GET", "/api/v1/bets/ffffffffffffffffffffff")
@@ -284,9 +290,11 @@ def test_full_queue_answers_503_and_writes_nothing_half(tmp_path, redis_url):
         t = Trader(app.test_client(), s).login()
         t.deposit("50")
         grid = _grid(t)
-        block = svc.writes.submit(lambda conn: get_original("time", "sleep")(0.8))  # the writer is busy
-        gevent.sleep(0.05)
+        # The writer is busy until the test says so: its native thread waits on a real threading.Event.
+        gate = get_original("threading", "Event")()
+        block = svc.writes.submit(lambda conn: gate.wait(10))
         results = [t.bet(_cell(grid, col=c, row_offset=1), "1") for c in range(8)]
+        gate.set()
         codes = [r[0] for r in results]
         assert codes.count(503) >= 5 and codes.count(202) <= 3, codes
         for status, body, headers in results:

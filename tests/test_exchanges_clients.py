@@ -52,8 +52,7 @@ def value(m, name, **labels):
 
 
 def latest(agg, source):
-    st = agg._states.get(source)
-    return None if st is None else st.quote
+    return agg.latest(source)
 
 
 class Running:

@@ -7,6 +7,7 @@ import json
 import secrets
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from eth_account import Account
@@ -47,6 +48,7 @@ class Trader:
     wallet: object = field(default_factory=Account.create)
     key: object = field(default_factory=Account.create)
     token: str | None = None
+    clock: Callable[[], float] = time.time  # the bet's `ts`; tests that freeze the server's clock pass it
 
     @property
     def address(self) -> str:
@@ -83,7 +85,7 @@ class Trader:
         signer=None,
     ) -> dict:
         nonce = nonce or secrets.token_hex(8)
-        ts = int(time.time() * 1000) if ts is None else ts
+        ts = int(self.clock() * 1000) if ts is None else ts
         text = "\n".join(
             [
                 "tap-trading:bet",

@@ -50,6 +50,7 @@ import redis
 from app.metrics import Metrics
 from app.prices import FencedPublisher, Tick, last_tick
 from workers.lease import RedisLease
+from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class _SourceState:
         self.outlier_counted = False
 
 
-class PriceAggregator:
+class PriceAggregator(Stoppable):
     """The ``price-feed`` worker: median of fresh sources, published while holding the feed lease."""
 
     name = "price-feed"
@@ -166,6 +167,7 @@ class PriceAggregator:
         self.max_deviation = max_deviation  # 1e-4 units: 100 = 1 %
         self.publish_s = publish_ms / 1000
         self.metrics = metrics
+        super().__init__()
         self.clock = clock or SteadyClock()
         self.lease = RedisLease(r, lease_key, lease_ttl_ms)
         self._publisher = FencedPublisher(r, lease_key, self.lease.token, lease_ttl_ms)
@@ -175,8 +177,6 @@ class PriceAggregator:
         self._done_seq = 0  # newest quote seq already considered for a tick
         self._used_seq = 0  # newest quote seq that went into a published tick
         self._wake = gevent.event.Event()
-        self._stopped = gevent.event.Event()
-        self._stopping = False
         self._lease_listeners: list[Callable[[Tick | None], None]] = []
         self.last_published: Tick | None = None
         self._last_pub_mono: float | None = None
@@ -210,6 +210,11 @@ class PriceAggregator:
             self.metrics.source_quotes.labels(quote.source).inc()
         self._wake.set()
         return True
+
+    def latest(self, source: str) -> Quote | None:
+        """The newest quote accepted from `source` (fresh or not), for health views and tests."""
+        st = self._states.get(source)
+        return None if st is None else st.quote
 
     def forget(self, source: str) -> None:
         """Discard a source's latest quote (the simulator after it re-seeds)."""
@@ -276,7 +281,7 @@ class PriceAggregator:
     # ---- the worker -------------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            while not self._stopping:
+            while not self.stopping:
                 try:
                     self._step()
                 except redis.RedisError as exc:
@@ -303,7 +308,7 @@ class PriceAggregator:
                 self._publish_round(now)
         else:
             self._wake.clear()
-            if self._last_seq <= self._done_seq and not self._stopping:
+            if self._last_seq <= self._done_seq and not self.stopping:
                 self._wake.wait(timeout=RENEW_EVERY_S)
         now = self.clock.mono()
         if self.lease.held and now - self._last_renew >= RENEW_EVERY_S:
@@ -353,9 +358,8 @@ class PriceAggregator:
 
     def _sleep(self, seconds: float) -> None:
         # ends early on stop(); a new quote does not shorten a pacing sleep
-        self._stopped.wait(timeout=seconds)
+        self.wait(seconds)
 
     def stop(self) -> None:
-        self._stopping = True
-        self._stopped.set()
+        super().stop()
         self._wake.set()

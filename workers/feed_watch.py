@@ -11,49 +11,46 @@ from __future__ import annotations
 
 import logging
 
-import gevent
 import orjson
 
 from app.fanout import Fanout
 from app.feed import FeedMonitor
 from app.metrics import Metrics
+from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
 
 
-class FeedWatch:
+class FeedWatch(LoopWorker):
     name = "feed-watch"
     interval_s = 0.1
 
     def __init__(self, feed: FeedMonitor, fanout: Fanout, metrics: Metrics | None = None) -> None:
+        super().__init__()
         self.feed = feed
         self.fanout = fanout
         self.metrics = metrics
-        self._stopping = False
+        self._last: dict | None = None
 
-    def run(self) -> None:
-        last = self.feed.status_message()
-        self._gauge(last)
-        while not self._stopping:
-            gevent.sleep(self.interval_s)
-            status = self.feed.status_message()
-            if status != last:
-                log.warning(
-                    "price feed %s/%s -> %s/%s",
-                    last["feed"],
-                    "betting" if last["betting"] else "suspended",
-                    status["feed"],
-                    "betting" if status["betting"] else "suspended",
-                )
-                last = status
-                self._gauge(status)
-                if self.metrics:
-                    self.metrics.feed_transitions.labels(status["feed"]).inc()
-                self.fanout.broadcast(orjson.dumps(status))
+    def step(self) -> None:
+        status = self.feed.status_message()
+        last, self._last = self._last, status
+        if last is None:  # first round (or a restart): the gauge only; clients got status on connect
+            self._gauge(status)
+            return
+        if status != last:
+            log.warning(
+                "price feed %s/%s -> %s/%s",
+                last["feed"],
+                "betting" if last["betting"] else "suspended",
+                status["feed"],
+                "betting" if status["betting"] else "suspended",
+            )
+            self._gauge(status)
+            if self.metrics:
+                self.metrics.feed_transitions.labels(status["feed"]).inc()
+            self.fanout.broadcast(orjson.dumps(status))
 
     def _gauge(self, status: dict) -> None:
         if self.metrics:
             self.metrics.feed_betting.set(1 if status["betting"] else 0)
-
-    def stop(self) -> None:
-        self._stopping = True

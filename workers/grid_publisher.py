@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 
-import gevent
 import orjson
 import redis
 
@@ -19,15 +18,16 @@ from app.feed import FeedMonitor
 from app.grid import GridSpec
 from app.prices import ticks_since
 from app.quotes import QuoteBook, QuoteState, estimate_sigma, grid_message
+from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
 
 VOL_WINDOW_MS = 5 * 60 * 1000
 
 
-class GridPublisher:
+class GridPublisher(LoopWorker):
     name = "grid-publisher"
-    poll_s = 0.05
+    interval_s = 0.05
     broadcast_every_s = 1.0
     sigma_every_s = 5.0
 
@@ -42,6 +42,7 @@ class GridPublisher:
         house_edge: int,
         prior_vol: float,
     ) -> None:
+        super().__init__()
         self.r = r
         self.spec = spec
         self.quotes = quotes
@@ -49,7 +50,8 @@ class GridPublisher:
         self.fanout = fanout
         self.house_edge = house_edge
         self.prior_vol = prior_vol
-        self._stopping = False
+        self._last_tick: object = None
+        self._last_build = self._last_broadcast = self._last_sigma = 0.0
 
     def refresh_sigma(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -66,26 +68,19 @@ class GridPublisher:
         self.quotes.book = book
         return book
 
-    def run(self) -> None:
-        last_tick = None
-        last_build = last_broadcast = last_sigma = 0.0
-        while not self._stopping:
-            now = time.monotonic()
-            try:
-                if now - last_sigma >= self.sigma_every_s or self.quotes.sigma is None:
-                    self.refresh_sigma()
-                    last_sigma = now
-            except redis.RedisError as exc:
-                log.warning("grid-publisher: cannot read price history (%s)", exc)
-                last_sigma = now
-            tick = self.feed.last_tick
-            if tick is not last_tick or now - last_build >= 1.0:
-                book = self.rebuild()
-                last_tick, last_build = tick, now
-                if book is not None and now - last_broadcast >= self.broadcast_every_s:
-                    self.fanout.broadcast(orjson.dumps(grid_message(book, int(time.time() * 1000))))
-                    last_broadcast = now
-            gevent.sleep(self.poll_s)
-
-    def stop(self) -> None:
-        self._stopping = True
+    def step(self) -> None:
+        now = time.monotonic()
+        try:
+            if now - self._last_sigma >= self.sigma_every_s or self.quotes.sigma is None:
+                self.refresh_sigma()
+                self._last_sigma = now
+        except redis.RedisError as exc:
+            log.warning("grid-publisher: cannot read price history (%s)", exc)
+            self._last_sigma = now
+        tick = self.feed.last_tick
+        if tick is not self._last_tick or now - self._last_build >= 1.0:
+            book = self.rebuild()
+            self._last_tick, self._last_build = tick, now
+            if book is not None and now - self._last_broadcast >= self.broadcast_every_s:
+                self.fanout.broadcast(orjson.dumps(grid_message(book, int(time.time() * 1000))))
+                self._last_broadcast = now

@@ -19,12 +19,12 @@ import math
 import random
 
 import gevent
-import gevent.event
 import redis
 
 from app.metrics import Metrics
 from app.prices import Tick, last_tick
 from workers.aggregator import LEASE_KEY, PriceAggregator, Quote
+from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RandomWalk:
         return max(1, round(math.exp(self.log_price)))
 
 
-class SimSource:
+class SimSource(Stoppable):
     """The ``source-sim`` worker: one quote per tick interval, stamped with the feed's steady clock."""
 
     name = "source-sim"
@@ -65,6 +65,7 @@ class SimSource:
         start_price: int,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__()
         self.aggregator = aggregator
         self.r = r
         self.annual_vol = annual_vol
@@ -73,8 +74,6 @@ class SimSource:
         self.rng = rng or random.Random()
         self._walk: RandomWalk | None = None
         self._reseed: int | None = None
-        self._stopping = False
-        self._stopped = gevent.event.Event()
         aggregator.on_lease_acquired(self._on_lease)
 
     def _on_lease(self, prev: Tick | None) -> None:
@@ -96,21 +95,16 @@ class SimSource:
 
     def run(self) -> None:
         clock = self.aggregator.clock
-        while not self._stopping:
+        while not self.stopping:
             if self._walk is None:
                 self._walk = self._start_walk()
             dt = self.tick_s * self.rng.uniform(0.8, 1.2)
-            self._stopped.wait(timeout=dt)
-            if self._stopping:
+            if self.wait(dt):
                 break
             walk = self._walk
             if walk is None:  # re-seeded while we slept
                 continue
             self.aggregator.offer(Quote(self.source, walk.step(dt), clock.wall_ms(), clock.mono()))
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._stopped.set()
 
 
 class SimulatedFeed:

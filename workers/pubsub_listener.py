@@ -22,13 +22,13 @@ import re
 import time
 from collections.abc import Callable
 
-import gevent
 import redis
 
 from app.fanout import Fanout
 from app.feed import FeedMonitor
 from app.metrics import Metrics
 from app.prices import CHANNEL_PRICE, Tick, tick_at_or_before, ticks_since
+from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def user_channel(address: str) -> str:
     return USER_PREFIX + address.lower()
 
 
-class PubSubListener:
+class PubSubListener(Stoppable):
     name = "pubsub-listener"
 
     def __init__(
@@ -56,30 +56,30 @@ class PubSubListener:
         *,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.r = r
         self.fanout = fanout
         self.feed = feed
         self.metrics = metrics
         self._wall = wall
-        self._stopping = False
         self._price = CHANNEL_PRICE.encode()
         self._public = CHANNEL_PUBLIC.encode()
         self._user_prefix = USER_PREFIX.encode()
 
     def run(self) -> None:
-        while not self._stopping:
+        while not self.stopping:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(CHANNEL_PRICE, CHANNEL_PUBLIC)
                 pubsub.psubscribe(USER_PATTERN)
                 self._bootstrap()
-                while not self._stopping:
+                while not self.stopping:
                     msg = pubsub.get_message(timeout=0.25)  # bounds how long stop() waits
                     if msg is not None:
                         self._dispatch(msg)
             except redis.RedisError as exc:
                 log.warning("pub/sub listener: redis unavailable (%s); reconnecting in 1s", exc)
-                gevent.sleep(1.0)
+                self.wait(1.0)
             finally:
                 with contextlib.suppress(redis.RedisError):
                     pubsub.close()
@@ -126,9 +126,6 @@ class PubSubListener:
             self.fanout.send_to(address.decode(), text)
             if self.metrics:
                 self.metrics.ws_private.inc()
-
-    def stop(self) -> None:
-        self._stopping = True
 
 
 def _text(data: bytes) -> str | None:

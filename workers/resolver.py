@@ -1,6 +1,6 @@
 """The bet resolver: settles every column once it has closed (SPEC §3, ADR-006).
 
-Every `poll_s` it asks SQLite (partial index of open bets) which closed windows still hold open
+Every `interval_s` it asks SQLite (partial index of open bets) which closed windows still hold open
 bets, reads each window's touch data from the Redis price history (`app.prices.window_stats`) and
 settles it through the writer in chunks:
 
@@ -36,6 +36,7 @@ from app.resolution import Outcome, Settled, oldest_open_window, open_windows, s
 from app.units import format_money
 from app.writes import OutcomeUnknown, WriteQueue
 from workers.lease import RedisLease
+from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ def decide(stats: WindowStats, now_ms: int, critical_s: float, grace_s: float) -
     return Outcome(void=False, lo=stats.lo, hi=stats.hi)
 
 
-class Resolver:
+class Resolver(LoopWorker):
     name = "resolver"
-    poll_s = 0.5
+    interval_s = 0.5
+    standby_s = 1.0  # pause while another worker holds the lease, or Redis is away
     chunk = 5000
 
     def __init__(
@@ -75,6 +77,7 @@ class Resolver:
         grace_s: float = 1.0,
         metrics: Metrics | None = None,
     ) -> None:
+        super().__init__()
         self.r = r
         self.reads = reads
         self.writes = writes
@@ -83,29 +86,27 @@ class Resolver:
         self.grace_s = grace_s
         self.metrics = metrics
         self.lease = RedisLease(r, LEASE_KEY, 5000)
-        self._stopping = False
+        self._last_renew = 0.0
 
-    def run(self) -> None:
-        last_renew = 0.0
-        while not self._stopping:
-            try:
-                if not self.lease.held:
-                    if not self.lease.acquire():
-                        gevent.sleep(1.0)
-                        continue
-                    log.info("resolver holds the resolver lease")
-                if time.monotonic() - last_renew >= 1.0:
-                    last_renew = time.monotonic()
-                    if not self.lease.renew():
-                        log.warning("resolver lost its lease")
-                        continue
-                self.resolve_due(int(time.time() * 1000))
-            except redis.RedisError as exc:
-                log.warning("resolver: redis unavailable (%s); retrying", exc)
-                self.lease.held = False
-                gevent.sleep(1.0)
-                continue
-            gevent.sleep(self.poll_s)
+    def step(self) -> float | None:
+        try:
+            if not self.lease.held:
+                if not self.lease.acquire():
+                    return self.standby_s
+                log.info("resolver holds the resolver lease")
+            if time.monotonic() - self._last_renew >= 1.0:
+                self._last_renew = time.monotonic()
+                if not self.lease.renew():
+                    log.warning("resolver lost its lease")
+                    return 0.0
+            self.resolve_due(int(time.time() * 1000))
+        except redis.RedisError as exc:
+            log.warning("resolver: redis unavailable (%s); retrying", exc)
+            self.lease.held = False
+            return self.standby_s
+        return None
+
+    def on_stop(self) -> None:
         with contextlib.suppress(redis.RedisError):
             self.lease.release()
 
@@ -193,6 +194,3 @@ class Resolver:
         oldest = self.reads.run(oldest_open_window)
         lag = 0.0 if oldest is None else max(0.0, now_ms / 1000 - (oldest + self.column_s))
         self.metrics.resolver_lag.set(lag)
-
-    def stop(self) -> None:
-        self._stopping = True

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class Worker(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def run(self) -> None: ...
 

@@ -13,13 +13,14 @@ from app.db import current_week_file, iso_week, parse_week_filename, week_filena
 from app.errors import ApiError
 from app.rollover import RolloverResult, rollover_job
 from app.writes import OutcomeUnknown, WriteQueue
+from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
 
 
-class WeekRollover:
+class WeekRollover(LoopWorker):
     name = "week-rollover"
-    poll_s = 5.0
+    interval_s = 5.0
 
     def __init__(
         self,
@@ -29,11 +30,11 @@ class WeekRollover:
         synchronous: str = "FULL",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.writes = writes
         self.db_dir = db_dir
         self.synchronous = synchronous
         self.clock = clock
-        self._stopping = False
 
     def due(self) -> Path | None:
         """The new week file to roll over to, if the calendar has moved past CURRENT's week."""
@@ -62,10 +63,5 @@ class WeekRollover:
             log.warning("week rollover to %s not done now (%r); retried at the next check", target.name, exc)
             return None
 
-    def run(self) -> None:
-        while not self._stopping:
-            self.check()
-            gevent.sleep(self.poll_s)
-
-    def stop(self) -> None:
-        self._stopping = True
+    def step(self) -> None:
+        self.check()

@@ -16,6 +16,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from eth_utils import to_checksum_address
@@ -115,7 +116,7 @@ def create_session(
 def lookup_session(r: redis.Redis, token: str, now_ms: int) -> Session | None:
     """One GET: the session for `token`, or None. (Routes use the rate-counting lookup instead.)"""
     key = session_key_for(token)
-    raw = r.get(key)
+    raw = cast("bytes | None", r.get(key))  # the client returns bytes (decode_responses is off)
     return None if raw is None else decode_session(raw, key, now_ms)
 
 

@@ -49,8 +49,11 @@ _EIP191_PREFIX = b"\x19Ethereum Signed Message:\n"
 
 
 class SessionLike(Protocol):
-    address: str  # lowercase 0x hex
-    session_key: str | None  # lowercase 0x hex
+    @property
+    def address(self) -> str: ...  # lowercase 0x hex
+
+    @property
+    def session_key(self) -> str | None: ...  # lowercase 0x hex
 
 
 class NonceRecord(NamedTuple):

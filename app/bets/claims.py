@@ -15,6 +15,7 @@ One Lua script, so the three happen atomically and cost one round trip on the ho
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import cast
 
 import redis
 
@@ -88,4 +89,4 @@ class BetClaims:
         self.r.delete(nonce_key(address, nonce), cell_key(address, cell), bet_key(bet_id))
 
     def pending(self, bet_id: str) -> bytes | None:
-        return self.r.get(bet_key(bet_id))
+        return cast("bytes | None", self.r.get(bet_key(bet_id)))  # decode_responses is off: bytes

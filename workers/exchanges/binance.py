@@ -39,23 +39,23 @@ def parse_trade(msg: object) -> tuple[int, int] | None:
     """
     if not isinstance(msg, dict):
         raise BinanceFormatError("not a JSON object")
-    if "stream" in msg and isinstance(msg.get("data"), dict):
-        msg = msg["data"]
-    event = msg.get("e")
+    data = msg.get("data")
+    event_msg: dict = data if "stream" in msg and isinstance(data, dict) else msg
+    event = event_msg.get("e")
     if event in ("aggTrade", "trade"):
-        t = msg.get("T")
+        t = event_msg.get("T")
         if not isinstance(t, int) or isinstance(t, bool) or t <= 0:
             raise BinanceFormatError(f"trade time T is not a positive integer: {t!r}")
         try:
-            price = parse_price_cents(msg.get("p"))
+            price = parse_price_cents(event_msg.get("p"))
         except PriceFormatError as exc:
             raise BinanceFormatError(str(exc)) from None
         return price, t
     if event == "serverShutdown":
         raise Rotate("serverShutdown event")
-    if event is None and "id" in msg and ("result" in msg or "error" in msg):
+    if event is None and "id" in event_msg and ("result" in event_msg or "error" in event_msg):
         return None  # reply to a (live) subscription request
-    raise BinanceFormatError(f"unexpected message {str(msg)[:120]}")
+    raise BinanceFormatError(f"unexpected message {str(event_msg)[:120]}")
 
 
 class BinanceSource(ReconnectingClient):

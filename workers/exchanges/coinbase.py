@@ -61,8 +61,9 @@ def parse_time_ms(value: object) -> int:
     if m is None:
         raise CoinbaseFormatError(f"not an RFC 3339 UTC time: {value[:40]!r}")
     parts = [int(g) for g in m.groups()[:6]]
+    year, month, day, hour, minute, second = parts
     try:
-        dt.datetime(*parts)  # validates the ranges only (month 13, Feb 30 …)
+        dt.datetime(year, month, day, hour, minute, second)  # validates the ranges only (month 13, Feb 30 …)
     except ValueError as exc:
         raise CoinbaseFormatError(str(exc)) from None
     ms = int((m.group(7) or "")[:3].ljust(3, "0"))

@@ -26,11 +26,11 @@ import random
 import time
 from collections.abc import Callable
 
-import gevent.event
 import websocket
 from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
 from app.metrics import Metrics
+from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Backoff:
         self.attempt = 0
 
 
-class ReconnectingClient:
+class ReconnectingClient(Stoppable):
     """Keeps one websocket to `url` open; see the module docstring. A supervisor-style worker."""
 
     source = "exchange"  # label in metrics and logs; set by subclasses
@@ -86,6 +86,7 @@ class ReconnectingClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.url = url
         self.idle_s = idle_s
         self.metrics = metrics
@@ -93,8 +94,6 @@ class ReconnectingClient:
         self.connect_timeout_s = connect_timeout_s
         self.backoff = Backoff(backoff_initial_s, backoff_max_s, rng)
         self._clock = clock
-        self._stopping = False
-        self._stopped = gevent.event.Event()
         self._conn: websocket.WebSocket | None = None
         self._opened = self._last_data = 0.0
         self._stable = False
@@ -124,7 +123,7 @@ class ReconnectingClient:
     # ---- the worker -------------------------------------------------------------------------------
     def run(self) -> None:
         reason = "start"
-        while not self._stopping:
+        while not self.stopping:
             try:
                 conn = self._open(reason)
             except (OSError, WebSocketException) as exc:
@@ -136,13 +135,12 @@ class ReconnectingClient:
             reason = self._pump(conn)
             if self._conn is not None:
                 self._close(self._conn)
-            if self._stopping:
+            if self.stopping:
                 break
             self._pause(self.backoff.next())
 
     def stop(self) -> None:
-        self._stopping = True
-        self._stopped.set()
+        super().stop()
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -176,7 +174,7 @@ class ReconnectingClient:
     def _pump(self, conn: websocket.WebSocket) -> str:
         """Read until the connection ends; return why ("idle", "closed", "error", "reconnect")."""
         self._adopt(conn)
-        while not self._stopping:
+        while not self.stopping:
             now = self._clock()
             if now - self._last_data >= self.idle_s:
                 self.warn_rarely(
@@ -191,7 +189,7 @@ class ReconnectingClient:
             except WebSocketTimeoutException:
                 continue
             except (OSError, WebSocketException) as exc:
-                if not self._stopping:
+                if not self.stopping:
                     self.warn_rarely("lost", "%s: connection lost (%s); reconnecting", self.source, exc)
                 return "error"
             if opcode == ABNF.OPCODE_CLOSE:
@@ -235,7 +233,7 @@ class ReconnectingClient:
         return True
 
     def _close(self, conn: websocket.WebSocket) -> None:
-        if not self._stopping:  # a polite close frame, unless we are in a hurry
+        if not self.stopping:  # a polite close frame, unless we are in a hurry
             with contextlib.suppress(Exception):
                 conn.settimeout(1.0)
                 conn.close(timeout=0.5)
@@ -245,7 +243,7 @@ class ReconnectingClient:
             self._conn = None
 
     def _pause(self, seconds: float) -> None:
-        self._stopped.wait(timeout=seconds)
+        self.wait(seconds)
 
     def _count(self, reason: str) -> None:
         if self.metrics:
