@@ -8,8 +8,8 @@ import time
 import click
 from flask import Flask
 
-from app.db import current_week_file, list_week_files, prepare_database
-from app.integrity import check_file
+from app.db import current_week_file, list_week_files, parse_week_filename, prepare_database
+from app.integrity import check_file, check_link, previous_week_file
 from app.services import services
 
 
@@ -24,7 +24,8 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("integrity-check")
     @click.option("--all-weeks", is_flag=True, help="Check every local week file, not only the current one.")
     def integrity_check(all_weeks: bool) -> None:
-        """Prove the ledger of the current week file (SPEC §10); exit 1 naming every bad row."""
+        """Prove the ledger of the current week file (SPEC §10) and its carry from the previous week;
+        exit 1 naming every bad row."""
         settings = services(app).settings
         current = current_week_file(settings.db_dir)
         files = list_week_files(settings.db_dir) if all_weeks else ([current] if current else [])
@@ -37,8 +38,39 @@ def register_cli(app: Flask) -> None:
             for v in violations:
                 click.echo(str(v), err=True)
             click.echo(f"{path.name}: {'OK' if not violations else f'{len(violations)} violation(s)'}")
+            # and the carry from the week before, if that file is still local (issue 10 item 8)
+            prev = previous_week_file(path)
+            if prev is not None:
+                violations = check_link(prev, path)
+                bad += len(violations)
+                for v in violations:
+                    click.echo(str(v), err=True)
+                status = "OK" if not violations else f"{len(violations)} violation(s)"
+                click.echo(f"{prev.name} -> {path.name}: {status}")
         if bad:
             raise SystemExit(1)
+
+    @app.cli.command("rollover")
+    @click.option("--to", "to_week", metavar="YYYY_WW", help="Week to roll over to (default: the next one).")
+    def rollover(to_week: str | None) -> None:
+        """Roll the current week file over now, while the server runs (tests, drills, a stuck Monday)."""
+        from app.rollover import force_rollover
+
+        settings = services(app).settings
+        target = settings.db_dir / f"bets_{to_week}.db" if to_week else None
+        if target is not None and parse_week_filename(target.name) is None:
+            raise click.BadParameter("expected YYYY_WW, e.g. 2026_49", param_hint="--to")
+        try:
+            result = force_rollover(settings.db_dir, target, settings.sqlite_synchronous)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        if result.already_done:
+            click.echo(f"already on {result.new}")
+        else:
+            click.echo(
+                f"rolled over {result.old} -> {result.new}: {result.users} users,"
+                f" {result.carried_bets} open bets carried, {result.seconds:.2f}s"
+            )
 
     register_archive_cli(app)
 

@@ -85,13 +85,24 @@ def _check_feed(svc: Services) -> dict[str, Any]:
 
 
 def _check_writer(svc: Services) -> dict[str, Any]:
+    """Alive, accepting, not full — and committing: a writer whose last COMMIT failed (disk full,
+    I/O error) is restarted every few seconds with a fresh heartbeat, so the heartbeat alone would
+    say ready while nothing can be written. Not ready until a commit succeeds again (the writer
+    probes with a one-row commit while failing)."""
     writes = svc.writes
     depth = writes.depth()
     beat = writes.heartbeat_age()
     alive = beat is not None and beat < WRITER_STALE_S
+    commits = writes.commits
+    now = time.monotonic()
     return {
-        "ok": alive and writes.accepting and depth < writes.maxsize,
+        "ok": alive and writes.accepting and depth < writes.maxsize and not commits.failing,
         "running": alive,
         "depth": depth,
         "max": writes.maxsize,
+        "priority_depth": writes.priority_depth(),
+        "commit_failing": commits.failing,
+        "commit_failures_in_a_row": commits.failures_in_a_row,
+        "last_commit_ok_age_s": None if commits.last_ok_at is None else round(now - commits.last_ok_at, 1),
+        "last_commit_error": commits.last_error,
     }

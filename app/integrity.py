@@ -100,3 +100,122 @@ def check_file(path: Path) -> list[Violation]:
             conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def _meta(conn: apsw.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM week_meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def previous_week_file(path: Path) -> Path | None:
+    """The week file `path` was rolled over from (``week_meta.previous``), if it is still local."""
+    conn = connect(path, readonly=True)
+    try:
+        name = _meta(conn, "previous")
+    finally:
+        conn.close()
+    if name is None:
+        return None
+    prev = path.parent / name
+    return prev if prev.exists() else None
+
+
+def check_link(prev: Path, nxt: Path) -> list[Violation]:
+    """Violations of the carry from `prev` (closed) into `nxt` (the week rolled over to)."""
+    name = f"{prev.name} -> {nxt.name}"
+    a = connect(prev, readonly=True)
+    b = connect(nxt, readonly=True)
+    try:
+        a.execute("BEGIN")
+        b.execute("BEGIN")
+        return [
+            *_link_balances(a, b, name, prev.name, nxt.name),
+            *_link_bets(a, b, name, prev.name, nxt.name),
+        ]
+    finally:
+        for conn in (a, b):
+            if not conn.getautocommit():
+                conn.execute("COMMIT")
+            conn.close()
+
+
+def _link_balances(
+    a: apsw.Connection, b: apsw.Connection, name: str, prev: str, nxt: str
+) -> Iterator[Violation]:
+    """Closing balance in `prev` == opening row in `nxt`, user by user."""
+    closing = {
+        uid: (address, bal) for uid, address, bal in a.execute("SELECT id, address, balance FROM users")
+    }
+    opening: dict[int, tuple[int, int]] = {}
+    for lid, uid, amount in b.execute(
+        "SELECT id, user_id, amount FROM transaction_ledger WHERE ref_type = 'opening' ORDER BY id"
+    ):
+        if uid in opening:
+            yield Violation(
+                name, "opening_duplicated", f"user {uid}: opening rows {opening[uid][0]} and {lid}"
+            )
+        opening[uid] = (lid, amount)
+    addresses = dict(b.execute("SELECT id, address FROM users"))
+    for uid, (address, bal) in sorted(closing.items()):
+        if uid not in opening:
+            yield Violation(
+                name,
+                "opening_missing",
+                f"user {uid} ({address}) closes at {bal} in {prev}; no opening row in {nxt}",
+            )
+            continue
+        lid, amount = opening[uid]
+        if amount != bal:
+            yield Violation(
+                name,
+                "opening_mismatch",
+                f"user {uid} ({address}) closes at {bal} in {prev} but opens at {amount} in {nxt}"
+                f" (ledger row {lid}): {amount - bal:+d}",
+            )
+        if addresses.get(uid) != address:
+            yield Violation(
+                name, "user_mismatch", f"user {uid} is {address} in {prev}, {addresses.get(uid)} in {nxt}"
+            )
+    for uid in sorted(set(opening) - set(closing)):
+        yield Violation(
+            name,
+            "opening_unknown",
+            f"user {uid}: opening row {opening[uid][0]} in {nxt}, no such user in {prev}",
+        )
+
+
+def _link_bets(a: apsw.Connection, b: apsw.Connection, name: str, prev: str, nxt: str) -> Iterator[Violation]:
+    """Carried into `nxt` == open at the close of `prev`; no bet in both otherwise."""
+    cols = "bet_id, user_id, target_time, row, stake, payout"
+    before = {r[0]: r for r in a.execute(f"SELECT {cols}, status FROM bets")}  # noqa: S608
+    carried = {r[0]: r for r in b.execute(f"SELECT {cols}, status FROM bets WHERE carried = 1")}  # noqa: S608
+    fresh = {r[0] for r in b.execute("SELECT bet_id FROM bets WHERE carried = 0")}
+    for bet_id, row in sorted(before.items()):
+        status = row[-1]
+        if status == "confirmed" and bet_id not in carried:
+            yield Violation(
+                name,
+                "carried_bet_missing",
+                f"bet {bet_id} is open at the close of {prev} but not carried into {nxt}",
+            )
+        if bet_id in fresh:
+            yield Violation(
+                name, "bet_in_both_weeks", f"bet {bet_id} ({status} in {prev}) is also a new bet of {nxt}"
+            )
+    for bet_id, row in sorted(carried.items()):
+        prior = before.get(bet_id)
+        if prior is None:
+            yield Violation(
+                name,
+                "carried_bet_unknown",
+                f"bet {bet_id} is carried into {nxt} but does not exist in {prev}",
+            )
+        elif prior[-1] != "confirmed":
+            kind = "settled_in_both" if row[-1] != "confirmed" else "carried_bet_settled_before"
+            yield Violation(
+                name, kind, f"bet {bet_id} is {prior[-1]} in {prev} and carried into {nxt} ({row[-1]} there)"
+            )
+        elif prior[:-1] != row[:-1]:
+            yield Violation(
+                name, "carried_bet_changed", f"bet {bet_id}: {prior[:-1]} in {prev}, {row[:-1]} in {nxt}"
+            )

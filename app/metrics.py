@@ -50,6 +50,14 @@ class Metrics:
         self.write_failures = Counter(
             "tap_write_job_failures", "Write jobs that raised (rolled back alone)", registry=r
         )
+        self.write_commit_failures = Counter(
+            "tap_write_commit_failures", "Write transactions whose BEGIN or COMMIT failed", registry=r
+        )
+        self.write_outcomes_unknown = Counter(
+            "tap_write_outcomes_unknown",
+            "Write jobs whose commit could not be confirmed or denied (reconciled from SQLite)",
+            registry=r,
+        )
         self.feed_age = Gauge(
             "tap_feed_age_seconds", "Seconds since the last price tick (monotonic)", registry=r
         )

@@ -1,13 +1,17 @@
 """Weekly rollover of the read-write week file (ADR-006), as a job for the single writer.
 
 Runs on the writer's thread inside the old file's write transaction (so no writer, ours or the
-other worker's during a reload, can commit into the old file meanwhile):
+other worker's during a reload, can commit into the old file meanwhile). The job is *solo*
+(`app.writes.mark_solo`): the writer commits every job taken before it, runs it in a transaction
+of its own, and starts a new transaction for the jobs after it, so the copy is made from committed
+state only and nothing lands in the old file after it (issue 10 items 1 and 2):
 
 1. create the new week file from scratch (leftovers of a crashed attempt are deleted first);
 2. copy every user with its balance, write one ``opening`` ledger row per user (amount = balance
    carried in), copy every still-open bet with ``carried = 1``; commit the new file (fsync);
 3. switch ``CURRENT`` to the new file (atomic rename + directory fsync);
-4. mark the old file closed; the writer's COMMIT of the old transaction follows the job.
+4. mark the old file closed; the writer's COMMIT of the old transaction follows the job (if that
+   COMMIT fails, only the ``closed_at``/``next`` marks are lost: the transaction held nothing else).
 
 A crash before step 3 leaves ``CURRENT`` on the old file, which stays authoritative and complete; the
 half-made new file is ignored and rebuilt next time. After step 3 the new file is complete and
@@ -16,6 +20,7 @@ durable. Each week file therefore checks on its own: balance = opening row + the
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -23,7 +28,15 @@ from pathlib import Path
 
 import apsw
 
-from app.db import connect, current_week_file, migrate, set_current_week_file
+from app.db import (
+    connect,
+    current_week_file,
+    migrate,
+    parse_week_filename,
+    set_current_week_file,
+    week_filename,
+)
+from app.writes import mark_solo
 
 log = logging.getLogger(__name__)
 
@@ -107,4 +120,50 @@ def rollover_job(
         )
         return result
 
-    return job
+    return mark_solo(job)
+
+
+def following_week_file(path: Path) -> Path:
+    """The week file after `path` by the ISO calendar (``bets_2026_52.db`` -> ``bets_2026_53.db``)."""
+    year, week = parse_week_filename(path.name) or (0, 0)
+    monday = dt.date.fromisocalendar(year, week, 1) + dt.timedelta(days=7)
+    iso = monday.isocalendar()
+    return path.parent / week_filename(iso[0], iso[1])
+
+
+def force_rollover(
+    db_dir: Path, new_path: Path | None = None, synchronous: str = "FULL", lock_wait_ms: int = 60_000
+) -> RolloverResult:
+    """Roll CURRENT over now, from any process, while the server runs (`flask rollover`, issue 10 item 11).
+
+    Takes the current file's write lock with BEGIN IMMEDIATE — waiting for the writer's batch in
+    flight — and runs the same solo rollover in a transaction of its own. The server's writer takes
+    the same lock for each batch and re-reads CURRENT after it, so its next batch lands in the new
+    file; nothing can commit into the old one after the copy. `new_path` defaults to the week after
+    CURRENT's and must be later than it.
+    """
+    while True:
+        current = current_week_file(db_dir)
+        if current is None:
+            raise RuntimeError(f"no current week file in {db_dir}")
+        target = new_path or following_week_file(current)
+        if (parse_week_filename(target.name) or (0, 0)) <= (parse_week_filename(current.name) or (0, 0)):
+            if target == current:
+                return RolloverResult(current.name, target.name, 0, 0, 0.0, already_done=True)
+            raise ValueError(f"{target.name} is not later than the current week file {current.name}")
+        conn = connect(current, synchronous=synchronous)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(lock_wait_ms)}")
+            conn.execute("BEGIN IMMEDIATE")
+            if current_week_file(db_dir) != current:  # another rollover won while we waited
+                conn.execute("ROLLBACK")
+                continue
+            result = rollover_job(db_dir, target, synchronous)(conn)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if not conn.getautocommit():
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()

@@ -152,3 +152,21 @@ def test_readers_do_not_block_on_an_open_write_transaction(tmp_path):
         == 1
     )
     pool.close()
+
+
+def test_an_idle_read_connection_follows_current_after_a_rollover(tmp_path):
+    """Issue 10 item 9: CURRENT is checked when a connection is taken, not only when it is returned."""
+    old = db.prepare_database(tmp_path, time.time())
+    pool = db.ReadPool(tmp_path, size=1)
+    week = lambda c: c.execute("SELECT value FROM week_meta WHERE key = 'week'").fetchone()[0]  # noqa: E731
+    assert pool.run(week) == old.stem[5:]  # the one connection is now idle, on the old file
+    new = tmp_path / db.week_filename(2099, 1)
+    conn = db.connect(new)
+    db.migrate(conn)
+    conn.execute("INSERT INTO week_meta (key, value) VALUES ('week', '2099_01')")
+    conn.close()
+    db.set_current_week_file(tmp_path, new)
+    assert pool.run(week) == "2099_01"  # the very next read answers from the new week
+    with pool.connection() as c:
+        assert week(c) == "2099_01"
+    pool.close()

@@ -1,5 +1,6 @@
 """The single SQLite writer: batching, isolation of failing jobs, back-pressure, flush on stop."""
 
+import datetime as dt
 import itertools
 import time
 
@@ -9,8 +10,11 @@ import pytest
 from gevent.monkey import get_original
 
 from app import db
+from app.bets.store import NewBet, Rejected, credit, debit, insert_bet
 from app.errors import Overloaded, Unavailable
+from app.integrity import check_file
 from app.metrics import Metrics
+from app.rollover import rollover_job
 from app.writes import WriteQueue
 from workers.sqlite_writer import SqliteWriter
 
@@ -165,3 +169,110 @@ def test_commit_failure_reports_every_job_and_writer_recovers(db_dir):
     assert q.call(_put("after")) == "after"
     writer2.stop()
     g2.join(5)
+
+
+# ---- issue 10: a week rollover inside a writer batch (items 1 and 2) -----------------------------
+
+ALICE = "0x" + "a1" * 20
+
+
+def _next_week_file(db_dir):
+    """The file a rollover from CURRENT to the following ISO week would create."""
+    year, week = db.parse_week_filename(db.current_week_file(db_dir).name)
+    monday = dt.date.fromisocalendar(year, week, 1) + dt.timedelta(days=7)
+    return db_dir / db.week_filename(*monday.isocalendar()[:2])
+
+
+def _user_with_balance(db_dir, balance):
+    conn = db.connect(db.current_week_file(db_dir))
+    conn.execute("INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", (ALICE,))
+    credit(conn, 1, balance, "deposit", "dep-1", 0)
+    conn.close()
+
+
+def _new_bet(bet_id, stake, t_start=1_900_000_000):
+    return NewBet(
+        bet_id, 1, ALICE, f"{t_start}:7", t_start, 7, 7000, 8000, stake, 20_000, 2 * stake, bet_id, 0
+    )
+
+
+def _withdraw(amount, ref):
+    return lambda conn: debit(conn, 1, amount, "withdrawal", ref, 0)
+
+
+def _file_state(path):
+    """(balance of user 1, {ledger ref_id: amount}, {bet_id: (status, carried)}) of one week file."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        balance = conn.execute("SELECT balance FROM users WHERE id = 1").fetchone()[0]
+        ledger = dict(conn.execute("SELECT ref_id, amount FROM transaction_ledger WHERE user_id = 1"))
+        bets = {b: (s, c) for b, s, c in conn.execute("SELECT bet_id, status, carried FROM bets")}
+        meta = dict(conn.execute("SELECT key, value FROM week_meta"))
+    finally:
+        conn.close()
+    return balance, ledger, bets, meta
+
+
+def test_jobs_after_a_rollover_in_the_same_batch_land_in_the_new_week(db_dir):
+    """Issue 10 item 1: balance 100, one batch [rollover, withdraw 50, bet 10]."""
+    _user_with_balance(db_dir, 100)
+    old, new = db.current_week_file(db_dir), _next_week_file(db_dir)
+    q = WriteQueue(100)
+    rolled = q.submit(rollover_job(db_dir, new, "FULL"))
+    withdrawn = q.submit(_withdraw(50, "w1"))
+    bet = q.submit(insert_bet(_new_bet("bet1", 10)))
+    writer, g = _start(q, db_dir)  # all three are taken as one batch
+    assert rolled.get(5).new == new.name
+    assert withdrawn.get(5) == 50 and bet.get(5) == 40
+    assert db.current_week_file(db_dir) == new
+
+    old_balance, old_ledger, old_bets, old_meta = _file_state(old)
+    assert old_balance == 100 and old_ledger == {"dep-1": 100} and old_bets == {}
+    assert old_meta["next"] == new.name
+    new_balance, new_ledger, new_bets, _ = _file_state(new)
+    assert new_balance == 40
+    assert new_ledger == {f"{new.stem[5:]}:1": 100, "w1": -50, "bet1": -10}
+    assert new_bets == {"bet1": ("confirmed", 0)}
+    assert check_file(old) == [] and check_file(new) == []
+
+    with pytest.raises(Rejected, match="insufficient_funds"):  # no second 100 to pay out
+        q.call(_withdraw(100, "w2"))
+    writer.stop()
+    g.join(5)
+
+
+def _poison(conn):
+    """A job whose effect makes the COMMIT itself fail: a deferred foreign-key violation.
+
+    SQLite checks deferred foreign keys at COMMIT, which then fails and leaves the transaction to be
+    rolled back: a real commit failure, deterministic, with no mocking.
+    """
+    conn.execute("PRAGMA defer_foreign_keys = ON")
+    conn.execute(
+        "INSERT INTO transaction_ledger (user_id, amount, balance_after, ref_type, ref_id, created_at)"
+        " VALUES (999, 1, 1, 'deposit', 'ghost', 0)"
+    )
+
+
+def test_a_failed_commit_never_leaves_its_effects_in_the_week_named_by_current(db_dir):
+    """Issue 10 item 2: the rollover must not copy a transaction that then fails to commit."""
+    _user_with_balance(db_dir, 100)
+    old, new = db.current_week_file(db_dir), _next_week_file(db_dir)
+    q = WriteQueue(100)
+    bet = q.submit(insert_bet(_new_bet("bet1", 10)))
+    rolled = q.submit(rollover_job(db_dir, new, "FULL"))
+    poisoned = q.submit(_poison)
+    _, g = _start(q, db_dir)
+    with pytest.raises(apsw.ConstraintError):
+        poisoned.get(5)
+    g.join(5)  # the writer crashed on the failed COMMIT (the supervisor would restart it)
+    live = db.current_week_file(db_dir)
+    balance, ledger, bets, _ = _file_state(live)
+    if bet.successful():  # reported committed: it is in the live file, its debit in the week that made it
+        assert bets["bet1"][0] == "confirmed" and balance == 90
+        assert "bet1" in ledger or "bet1" in _file_state(old)[1]
+    else:  # reported failed: no trace of it anywhere, the money is where it was
+        assert "bet1" not in bets and balance == 100
+        assert all("bet1" not in _file_state(p)[2] for p in (old, new) if p.exists())
+    assert rolled.successful() == (live == new)
+    assert check_file(old) == [] and check_file(live) == []

@@ -23,16 +23,18 @@ import contextlib
 import logging
 import time
 
+import gevent
 import orjson
 import redis
 
 from app.bets.notify import user_channel
 from app.db import ReadPool
+from app.errors import ApiError
 from app.metrics import Metrics
 from app.prices import WindowStats, window_stats
 from app.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.units import format_money
-from app.writes import WriteQueue
+from app.writes import OutcomeUnknown, WriteQueue
 from workers.lease import RedisLease
 from workers.loop import LoopWorker
 
@@ -129,11 +131,21 @@ class Resolver(LoopWorker):
         return settled
 
     def settle_window(self, t_start: int, outcome: Outcome, now_ms: int) -> int:
+        """Settle the window in chunks through the writer's priority lane (never behind taps, never
+        refused for a full queue). If the writer cannot take or finish a chunk now (shutting down,
+        stopped mid-commit, slow), stop here without crashing: settlement is idempotent, and the
+        next poll picks the window up again."""
         total = 0
         while True:
-            rows: list[Settled] = self.writes.call(
-                settle_chunk(t_start, outcome, now_ms, self.chunk), timeout=60
-            )
+            try:
+                rows: list[Settled] = self.writes.call(
+                    settle_chunk(t_start, outcome, now_ms, self.chunk), timeout=60, priority=True
+                )
+            except (ApiError, OutcomeUnknown, gevent.Timeout) as exc:
+                log.warning(
+                    "window %s: settlement paused after %d bets (%r); retried next poll", t_start, total, exc
+                )
+                break
             total += len(rows)
             if rows:
                 self._notify(rows)

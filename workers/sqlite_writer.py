@@ -5,6 +5,17 @@ the GIL inside SQLite, so the hub keeps serving requests during a commit's fsync
 is only ever used from one thread. A batch is one transaction; each job runs in its own SAVEPOINT, so
 a job that raises is rolled back alone and reported to its caller, and the others commit. Results
 are handed back only after COMMIT has returned.
+
+A *solo* job (the week rollover) splits its batch: what came before it commits first, it runs alone
+in a transaction of its own, and what follows goes into a new transaction that re-reads CURRENT
+after taking the lock — so nothing commits into a closed week, and the rollover never copies (nor
+shares the fate of) another job's uncommitted writes (issue 10 items 1 and 2).
+
+Outcomes are never guessed (issue 10 item 4): if the writer greenlet is killed while its thread is
+still inside a transaction, the thread carries on (it cannot be stopped), and the real outcomes are
+delivered when it finishes; if they do not arrive within `late_outcome_wait_s`, each job gets
+`OutcomeUnknown`. A COMMIT that fails with an I/O error is also `OutcomeUnknown`: the commit record
+may be on disk.
 """
 
 from __future__ import annotations
@@ -15,16 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import gevent
 from gevent.threadpool import ThreadPool
 
 from app.db import connect, current_week_file
 from app.metrics import Metrics
-from app.writes import Expired, WriteJob, WriteQueue
+from app.writes import Expired, OutcomeUnknown, WriteJob, WriteQueue
 
 log = logging.getLogger(__name__)
 
+Outcomes = list[tuple[bool, Any]]
 
-def run_batch(conn: apsw.Connection, jobs: list[WriteJob]) -> list[tuple[bool, Any]]:
+
+def run_batch(conn: apsw.Connection, jobs: list[WriteJob]) -> Outcomes:
     """Run `jobs` in one IMMEDIATE transaction; (ok, result-or-exception) for each, in order.
 
     Called on the writer thread. If COMMIT itself fails, everything is rolled back and the exception
@@ -34,9 +48,9 @@ def run_batch(conn: apsw.Connection, jobs: list[WriteJob]) -> list[tuple[bool, A
     return _run_jobs(conn, jobs)
 
 
-def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> list[tuple[bool, Any]]:
+def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> Outcomes:
     """The body of `run_batch`, inside a transaction already begun; commits it."""
-    outcomes: list[tuple[bool, Any]] = []
+    outcomes: Outcomes = []
     now = time.monotonic()
     try:
         for job in jobs:
@@ -53,7 +67,12 @@ def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> list[tuple[bool, A
             else:
                 conn.execute("RELEASE job")
                 outcomes.append((True, value))
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except apsw.IOError as exc:
+            # The commit frame may have reached the WAL before the failing write or fsync: SQLite
+            # cannot say whether this transaction will be found committed, so neither can we.
+            raise OutcomeUnknown(f"COMMIT failed with an I/O error: {exc}") from exc
     except BaseException:
         if not conn.getautocommit():
             conn.execute("ROLLBACK")
@@ -61,8 +80,35 @@ def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> list[tuple[bool, A
     return outcomes
 
 
+def split_solo(jobs: list[WriteJob]) -> list[list[WriteJob]]:
+    """Cut a batch into transactions, in order: every solo job alone, the runs between them together."""
+    out: list[list[WriteJob]] = []
+    run: list[WriteJob] = []
+    for job in jobs:
+        if job.solo:
+            if run:
+                out.append(run)
+                run = []
+            out.append([job])
+        else:
+            run.append(job)
+    if run:
+        out.append(run)
+    return out
+
+
+def _close_quietly(conn: apsw.Connection | None) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except apsw.Error:
+            log.exception("closing the write connection")
+
+
 class SqliteWriter:
     name = "sqlite-writer"
+    late_outcome_wait_s = 120.0  # a killed writer's thread may still be committing (rollover: longer)
+    probe_interval_s = 1.0  # while commits fail, try a tiny one this often so readiness can recover
 
     def __init__(
         self,
@@ -82,67 +128,146 @@ class SqliteWriter:
         self._conn: apsw.Connection | None = None
         self._path: Path | None = None
         self._stopping = False
+        self._last_probe = 0.0
 
-    def _open(self) -> apsw.Connection:
+    def _open(self) -> tuple[apsw.Connection, Path]:
         path = current_week_file(self.db_dir)
         if path is None:
             raise RuntimeError(f"no current week file in {self.db_dir}; run `flask init-db`")
-        self._path = path
-        return self._pool.apply(connect, (path,), {"synchronous": self.synchronous})
+        return self._pool.apply(connect, (path,), {"synchronous": self.synchronous}), path
 
-    def _execute(self, jobs: list[WriteJob]) -> list[tuple[bool, Any]]:
-        """On the writer thread: lock the file, make sure it is still CURRENT, run the batch.
+    def _execute(
+        self, conn: apsw.Connection, path: Path, jobs: list[WriteJob]
+    ) -> tuple[apsw.Connection, Path, Outcomes]:
+        """On the writer thread: lock the file, make sure it is still CURRENT, run one transaction.
 
         CURRENT is re-read *after* taking the write lock: a week rollover switches CURRENT while it
         holds the old file's lock, so a writer (this one, or the other worker's during a reload) can
-        never commit into a week file that has just been closed.
+        never commit into a week file that has just been closed. Returns the connection to keep
+        (another one if CURRENT moved); on failure it closes whatever it holds.
         """
-        assert self._conn is not None
-        while True:
-            self._conn.execute("BEGIN IMMEDIATE")
-            current = current_week_file(self.db_dir)
-            if current == self._path:
-                return _run_jobs(self._conn, jobs)
-            self._conn.execute("ROLLBACK")
-            log.info("CURRENT moved to %s; the writer switches files", current)
-            self._conn.close()
-            self._conn = connect(current, synchronous=self.synchronous)  # type: ignore[arg-type]
-            self._path = current
+        try:
+            while True:
+                conn.execute("BEGIN IMMEDIATE")
+                current = current_week_file(self.db_dir)
+                if current == path:
+                    return conn, path, _run_jobs(conn, jobs)
+                conn.execute("ROLLBACK")
+                log.info("CURRENT moved to %s; the writer switches files", current)
+                conn.close()
+                if current is None:
+                    raise RuntimeError(f"CURRENT disappeared from {self.db_dir}")
+                conn = connect(current, synchronous=self.synchronous)
+                path = current
+        except BaseException:
+            _close_quietly(conn)
+            raise
 
     def run(self) -> None:
         if self._conn is None:
-            self._conn = self._open()
+            self._conn, self._path = self._open()
         while True:
             self.queue.beat()
             jobs = self.queue.take(self.batch_max, timeout=0.5)
             if not jobs:
                 if self._stopping:
                     break
+                self._probe_if_failing()
                 continue
-            t0 = time.perf_counter()
-            try:
-                outcomes = self._pool.apply(self._execute, (jobs,))
-            except BaseException as exc:
-                # Nothing of this batch committed: tell every caller, then let the supervisor restart
-                # us with a fresh connection.
-                err = exc if isinstance(exc, Exception) else RuntimeError("writer stopped")
-                self._deliver(jobs, [(False, err)] * len(jobs))
-                self._close()
-                raise
-            if self.metrics:
-                self.metrics.write_batch_size.observe(len(jobs))
-                self.metrics.write_commit_seconds.observe(time.perf_counter() - t0)
-            self._deliver(jobs, outcomes)
+            transactions = split_solo(jobs)
+            for i, txn in enumerate(transactions):
+                try:
+                    self._commit(txn)
+                except BaseException:
+                    # Those not run yet never touched the file: a known failure, nothing committed.
+                    rest = [job for later in transactions[i + 1 :] for job in later]
+                    if rest:
+                        err = RuntimeError("not run: an earlier transaction of the batch failed")
+                        self._deliver(rest, [(False, err)] * len(rest))
+                    raise
         self._close()
 
-    def _deliver(self, jobs: list[WriteJob], outcomes: list[tuple[bool, Any]]) -> None:
+    def _commit(self, jobs: list[WriteJob]) -> None:
+        """Run one transaction on the thread and deliver its outcomes; raise if it did not commit."""
+        assert self._conn is not None and self._path is not None
+        t0 = time.perf_counter()
+        conn, self._conn = self._conn, None  # the thread owns it until it answers
+        pending = self._pool.spawn(self._execute, conn, self._path, jobs)
+        try:
+            conn, path, outcomes = pending.get()
+        except BaseException as exc:
+            if not pending.ready():
+                # We were killed (shutdown) or interrupted while the thread is still in the
+                # transaction: it will commit or not without us. Deliver what it does, later.
+                log.warning(
+                    "writer stopped with %d jobs in flight; their outcomes follow the thread", len(jobs)
+                )
+                gevent.spawn(self._deliver_late, jobs, pending)
+                raise
+            # BEGIN or COMMIT failed on the thread: rolled back (or unknown), and the connection is
+            # closed; the supervisor restarts us with a fresh one.
+            self.queue.record_commit(False, exc)
+            if self.metrics:
+                self.metrics.write_commit_failures.inc()
+            log.error("write transaction of %d jobs failed: %r", len(jobs), exc)
+            err = exc if isinstance(exc, Exception) else RuntimeError(f"writer stopped: {exc!r}")
+            self._deliver(jobs, [(False, err)] * len(jobs))
+            raise
+        self._conn, self._path = conn, path
+        self.queue.record_commit(True)
+        if self.metrics:
+            self.metrics.write_batch_size.observe(len(jobs))
+            self.metrics.write_commit_seconds.observe(time.perf_counter() - t0)
+        self._deliver(jobs, outcomes)
+
+    def _deliver_late(self, jobs: list[WriteJob], pending: Any) -> None:
+        """After a kill: wait for the thread's transaction and report what really happened."""
+        try:
+            conn, _, outcomes = pending.get(timeout=self.late_outcome_wait_s)
+        except gevent.Timeout:
+            log.error(
+                "no outcome for %d write jobs after %.0fs: reported unknown",
+                len(jobs),
+                self.late_outcome_wait_s,
+            )
+            outcomes = [(False, OutcomeUnknown("the writer stopped before the commit finished"))] * len(jobs)
+        except Exception as exc:  # noqa: BLE001 - the thread's own failure: nothing committed (or unknown)
+            self.queue.record_commit(False, exc)
+            outcomes = [(False, exc)] * len(jobs)
+        else:
+            self.queue.record_commit(True)
+            self._pool.spawn(_close_quietly, conn)
+        self._deliver(jobs, outcomes)
+
+    def _probe_if_failing(self) -> None:
+        """While the last COMMIT failed, commit a one-row write now and then: readiness stays false
+        until a real commit succeeds again, even when no traffic comes (the balancer drained us)."""
+        if not self.queue.commits.failing:
+            return
+        now = time.monotonic()
+        if now - self._last_probe < self.probe_interval_s:
+            return
+        self._last_probe = now
+        stamp = str(int(time.time() * 1000))
+        probe = WriteJob(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO week_meta (key, value) VALUES ('writer_probe_at', ?)", (stamp,)
+            )
+        )
+        self._commit([probe])
+        log.info("writer: commits succeed again")
+
+    def _deliver(self, jobs: list[WriteJob], outcomes: Outcomes) -> None:
         """Hand each job its outcome, then tell the batch listeners; a failing callback is only logged."""
         for job, (ok, value) in zip(jobs, outcomes, strict=True):
             if ok:
                 job.result.set(value)
             else:
                 if self.metrics:
-                    self.metrics.write_failures.inc()
+                    if isinstance(value, OutcomeUnknown):
+                        self.metrics.write_outcomes_unknown.inc()
+                    else:
+                        self.metrics.write_failures.inc()
                 job.result.set_exception(value)
             if job.on_done is not None:
                 try:
@@ -163,7 +288,4 @@ class SqliteWriter:
     def _close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            try:
-                self._pool.apply(conn.close)
-            except apsw.Error:
-                log.exception("closing the write connection")
+            self._pool.apply(_close_quietly, (conn,))

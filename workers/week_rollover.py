@@ -7,9 +7,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import gevent
+
 from app.db import current_week_file, iso_week, parse_week_filename, week_filename
+from app.errors import ApiError
 from app.rollover import RolloverResult, rollover_job
-from app.writes import WriteQueue
+from app.writes import OutcomeUnknown, WriteQueue
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
@@ -44,10 +47,21 @@ class WeekRollover(LoopWorker):
         return self.db_dir / week_filename(*now_week)
 
     def check(self) -> RolloverResult | None:
+        """Roll over if due, through the writer's priority lane (the job is solo: it runs alone).
+
+        A writer that refuses or does not answer in time is logged, not raised: the rollover is
+        idempotent (a repeat finds CURRENT already moved) and the next check tries again.
+        """
         target = self.due()
         if target is None:
             return None
-        return self.writes.call(rollover_job(self.db_dir, target, self.synchronous), timeout=300)
+        try:
+            return self.writes.call(
+                rollover_job(self.db_dir, target, self.synchronous), timeout=300, priority=True
+            )
+        except (ApiError, OutcomeUnknown, gevent.Timeout) as exc:
+            log.warning("week rollover to %s not done now (%r); retried at the next check", target.name, exc)
+            return None
 
     def step(self) -> None:
         self.check()

@@ -21,7 +21,7 @@ from app.bets.claims import PENDING_TTL_S, bet_key, cell_key
 from app.bets.store import NewBet, Rejected
 from app.metrics import Metrics
 from app.units import format_money, format_multiplier
-from app.writes import Expired
+from app.writes import Expired, OutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,13 @@ class BetNotifier:
             if self.metrics:
                 self.metrics.bets_confirmed.inc()
                 self.metrics.bet_confirm_seconds.observe(time.monotonic() - accepted_at)
+        elif isinstance(value, OutcomeUnknown):
+            # The writer cannot tell whether the bet committed (stopped mid-commit): say nothing we do
+            # not know. The pending record and the cell claim stay; GET /bets/<id> reconciles from
+            # SQLite (confirmed if the row is there, `not_committed` once the queue deadline passed).
+            log.warning("bet %s: outcome unknown (%s); left pending for reconciliation", bet.bet_id, value)
+            if self.metrics:
+                self.metrics.bets_rejected.labels("unknown").inc()
         else:
             reason = rejection_reason(value)  # type: ignore[arg-type]
             if reason == "internal_error":
