@@ -87,9 +87,9 @@ def test_two_sighup_reloads_refuse_no_bet_and_finish_promptly(stack):
         t.deposit("1000")
     _, grid, _ = traders[0].call("GET", "/api/v1/grid")
     mid = len(grid["rows"]) // 2
-    # Cells from now on are drawn from this one grid, 30 s and more ahead: they stay placeable for the
+    # Cells from now on are drawn from this one grid, 40 s and more ahead: they stay placeable for the
     # whole test, and the stream does not depend on GET /grid (which the reload must not disturb either).
-    cells = [f"{c}:{r}" for c in grid["columns"][6:] for r in grid["rows"][mid - 10 : mid + 11]]
+    cells = [f"{c}:{r}" for c in grid["columns"][8:] for r in grid["rows"][mid - 10 : mid + 11]]
     answers: list[tuple[int, str]] = []  # (status, error code or "") of every bet offered
     failures: list[str] = []  # a connection refused or reset is a refusal too
     stop = False
