@@ -34,8 +34,6 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: s
         try:
             if predicate():
                 return
-        except AssertionError:
-            raise  # the predicate knows it will never be true
         except Exception:
             pass
         time.sleep(interval)
@@ -168,23 +166,27 @@ class Nginx:
         self.conf = render(settings, prefix=self.prefix, **render_kw)
         self.cmd = command(self.conf)
         self.settings = settings
-        self.error_log_path = Path(tempfile.mkstemp(prefix="tap-nginx-", suffix=".log")[1])
+        fd, log_path = tempfile.mkstemp(prefix="tap-nginx-", suffix=".log")
+        os.close(fd)
+        self.error_log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         with open(self.error_log_path, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=log)
         port = self.settings.http_port
-
-        def up() -> bool:
-            if self.proc.poll() is not None:  # a config error: say so now, not after the timeout
-                raise AssertionError(f"nginx exited with {self.proc.returncode}: {self.error_log()}")
+        deadline = time.monotonic() + 15
+        while True:
+            if self.proc.poll() is not None:  # a config error: say so now, not after a timeout
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}: {self.error_log()}")
             try:
-                return http_get(f"http://127.0.0.1:{port}/healthz")[0] in (200, 502)
+                if http_get(f"http://127.0.0.1:{port}/healthz")[0] in (200, 502):
+                    return
             except OSError:
-                return False
-
-        wait_until(up, what="nginx")
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nginx not answering on {port} after 15 s: {self.error_log()}")
+            time.sleep(0.05)
 
     def error_log(self) -> str:
         return self.error_log_path.read_text(errors="replace")

@@ -47,14 +47,13 @@ class Run:
         return self.out_path.read_text(errors="replace")
 
     def wait_for(self, text: str, timeout: float) -> None:
-        def seen() -> bool:
-            if text in self.output():
-                return True
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
             if self.proc.poll() is not None:
                 raise AssertionError(f"run.sh exited with {self.proc.returncode}:\n{self.output()}")
-            return False
-
-        wait_until(seen, timeout=timeout, what=f"{text!r} from run.sh")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {text!r} from run.sh after {timeout}s:\n{self.output()}")
+            time.sleep(0.05)
 
     def interrupt(self, timeout: float = 45) -> int:
         """Ctrl-C: SIGINT to the script alone (its services each have their own session)."""
