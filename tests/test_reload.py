@@ -22,9 +22,9 @@ from tests.traders import HttpClient, Trader
 pytestmark = pytest.mark.e2e
 
 IDLE_CLOSED_BUDGET_S = 2.5  # from HUP until the old worker closed its idle keep-alives (was: never)
-# From HUP until the old worker process has exited (it was 24-27 s with idle keep-alives; 3.8 s now).
-# gunicorn's own loop adds up to 2 s (it polls once a second), and worker_exit up to 5 s more while
-# WeekRollover sleeps 5 s without waking when asked to stop (issue 9's LoopWorker will shorten it).
+# From HUP until the old worker process has exited (it was 24-27 s with idle keep-alives). gunicorn's
+# own loop adds up to 2 s (it polls once a second); the worker greenlets stop within half a second
+# (workers/loop.py). The bound is wide for a busy machine: the test is about "prompt", not a figure.
 RELOAD_BUDGET_S = 10.0
 IDLE_KEEPALIVES = 30
 
