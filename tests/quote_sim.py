@@ -36,7 +36,8 @@ import math
 import random
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import add, mul, sub
 
 from app.grid import GridSpec
 from app.quotes import MAX_MULTIPLIER, SECONDS_PER_YEAR, QuoteBook
@@ -148,21 +149,26 @@ def simulate(
         start = price + rng.randrange(step)  # anywhere in its row
         x0 = math.log(start)
         book = QuoteBook.build(spec, start, sigma, tick, house_edge, now=now)
-        # per column: the quoted rows as (row, multiplier, bucket, la, lb), see the module docstring
-        columns: dict[int, list[tuple[int, int, int, float, float]]] = {}
+        # per column: {row: (multiplier, bucket)} for the touch rule, and per bucket the multipliers
+        # and −la, −lb of its cells (module docstring) for the expectation
+        cells: dict[int, dict[int, tuple[int, int]]] = {}
+        groups: dict[int, dict[int, tuple[list[int], list[float], list[float]]]] = {}
         stakes = [0] * len(LABELS)
         for (ts, row), m in book.quotes.items():
             if m is None:
                 continue
             b = bucket_index(m)
             lo, hi = spec.band(row)
-            columns.setdefault(ts, []).append((row, m, b, math.log(lo - 0.5) - x0, math.log(hi + 0.5) - x0))
+            cells.setdefault(ts, {})[row] = (m, b)
+            ms, neg_la, neg_lb = groups.setdefault(ts, {}).setdefault(b, ([], [], []))
+            ms.append(m)
+            neg_la.append(x0 - math.log(lo - 0.5))
+            neg_lb.append(x0 - math.log(hi + 0.5))
             stakes[b] += paths
             results[b].multiplier_sum += m * paths / MULT_ONE
-        if not columns:
+        if not cells:
             continue
-        by_row = {ts: {c[0]: c for c in cells} for ts, cells in columns.items()}
-        end = max(columns) + width
+        end = max(cells) + width
         n_ticks = int((end - now) / tick * 1.05) + 8
         expected = [0.0] * len(LABELS)
         realised = [0.0] * len(LABELS)
@@ -176,26 +182,26 @@ def simulate(
                 dts += more
                 times += list(accumulate(more, initial=times[-1]))[1:]
             sds = [sigma * sqrt(dt) for dt in dts]
-            for ts, cells in columns.items():
+            for ts, column in cells.items():
                 i0 = bisect_right(times, ts) - 1  # the tick in force at the window's open
                 i1 = bisect_left(times, ts + width)  # the first tick at or after the window's end
-                walk = list(accumulate((sds[k] * gauss(0.0, 1.0) for k in range(i0, i1 - 1)), initial=0.0))
+                steps = map(gauss, repeat(0.0, i1 - 1 - i0), sds[i0 : i1 - 1])
+                walk = list(accumulate(steps, initial=0.0))
                 low, high = min(walk), max(walk)
                 s = sigma * sqrt(times[i0] - now)  # spread of the opening log price around x0
                 k = _SQRT1_2 / s
-                for _row, m, b, la, lb in cells:
-                    # Φ((lb − low)/s) − Φ((la − high)/s), with Φ(z) = ½·erfc(−z/√2)
-                    p = 0.5 * (erfc((low - lb) * k) - erfc((high - la) * k))
-                    if p > 0:
-                        expected[b] += m * p
+                for b, (ms, neg_la, neg_lb) in groups[ts].items():
+                    # P(win) = Φ((lb − low)/s) − Φ((la − high)/s) = ½·[erfc((low − lb)·k) − erfc((high − la)·k)]
+                    e_lb = map(erfc, map(mul, map(add, neg_lb, repeat(low)), repeat(k)))
+                    e_la = map(erfc, map(mul, map(add, neg_la, repeat(high)), repeat(k)))
+                    expected[b] += 0.5 * sum(map(mul, ms, map(sub, e_lb, e_la)))
                 x = x0 + s * gauss(0.0, 1.0)
                 lo_c, hi_c = round(exp(x + low)), round(exp(x + high))
-                rows = by_row[ts]
                 for row in range(-(-lo_c // step) - 1, hi_c // step + 1):  # band_low ≤ hi and band_high ≥ lo
-                    cell = rows.get(row)
+                    cell = column.get(row)
                     if cell is not None:
-                        realised[cell[2]] += cell[1]
-                        wins[cell[2]] += 1
+                        realised[cell[1]] += cell[0]
+                        wins[cell[1]] += 1
         for b, res in enumerate(results):
             if stakes[b]:
                 res.bets += stakes[b]
