@@ -18,9 +18,12 @@ d·(1 − γ/m) + β·σ√Δt: β = 0.5826 is the Broadie–Glasserman continui
 second-order term, fitted to the exact tail of the maximum of an m-step Gaussian random walk (computed
 numerically through the Lindley recursion): with β alone the crossing probability is 1–4 % low at 4–10
 tick standard deviations for m = 20, enough to overpay far cells by about a point; with γ it is within
-0.6 % for m = 10–40 up to 14 tick standard deviations. The correction applies to the distance from
-outside the band only, never to the band itself: moving the band's edges inward (as this module once
-did) turns starts just inside the band, certain touches, into likely misses and overpays 1–10× cells.
+0.6 % at m = 20 up to 14 tick standard deviations (0.2 % at m = 40, 1.2 % at m = 10 up to 10).
+Within half a tick standard deviation of the band both overstate the crossing, by up to 2.5 %: about
+0.1–0.2 point of return in the house's favour (BENCHMARKS.md, quote calibration). The correction
+applies to the distance from outside the band only, never to the band itself: moving the band's edges
+inward (as this module once did) turns starts just inside the band, certain touches, into likely misses
+and overpays 1–10× cells.
 
 A cell whose fair multiplier would be below 1.01 (a near-certain touch) gets no quote rather than a
 multiplier that would hand the player an edge; cells that rare get the 100× cap.
