@@ -49,6 +49,7 @@ SECONDS_PER_YEAR = 365 * 24 * 3600
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SIMPSON_N = 24  # intervals per side (even), at least
+_MIN_CACHED_RATIO = 0.25  # below, per-column nodes on [0, 8/ratio] would be too many (see _side)
 
 
 def _phi_cdf(z: float) -> float:
@@ -85,9 +86,23 @@ def _side(za: float, ratio: float, offset: float) -> float:
     """
     if ratio <= 0 or za <= -8.0:  # opening beyond the barrier is itself rarer than φ(8)
         return 0.0
-    nodes, weights = _side_nodes(ratio, offset)
     exp = math.exp
-    return sum(w * exp(-0.5 * (za - u) ** 2) for u, w in zip(nodes, weights, strict=True))
+    if ratio >= _MIN_CACHED_RATIO:
+        nodes, weights = _side_nodes(ratio, offset)
+        return sum(w * exp(-0.5 * (za - u) ** 2) for u, w in zip(nodes, weights, strict=True))
+    # A window opening very soon (s ≪ v): [0, 8/ratio] would need too many nodes, so integrate this cell
+    # over where φ(za − u) lives, [za − 8, za + 8] within [0, 8/ratio], erfc at each node.
+    lo, hi = max(0.0, za - 8.0), min(8.0 / ratio, za + 8.0)
+    if hi <= lo:
+        return 0.0
+    n = 2 * _SIMPSON_N
+    h = (hi - lo) / n
+    total = 0.0
+    for i in range(n + 1):
+        u = lo + i * h
+        f = exp(-0.5 * (za - u) ** 2) * math.erfc((u * ratio + offset) / _SQRT2)
+        total += f if i in (0, n) else (4 * f if i % 2 else 2 * f)
+    return total * h / 3.0 * _INV_SQRT_2PI
 
 
 def touch_probability(

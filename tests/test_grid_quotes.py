@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from app import quotes
 from app.errors import ApiError
 from app.grid import GridSpec, check_placeable, parse_cell
 from app.quotes import (
@@ -151,6 +152,44 @@ def test_discrete_monitoring_matches_the_exact_walk(y, exact):
     assert touch_probability(price, lo, lo + 100_000, 0.0, window, sigma, tick) == pytest.approx(
         exact, rel=0.005
     )
+
+
+# ∫_{u≥0} φ(za − u)·erfc((u·ratio + offset)/√2) du = 2·[Φ(za) − Φ₂(za, w; ρ)] with ρ = ratio/√(1 + ratio²) and
+# w = (ratio·za + offset)/√(1 + ratio²): exact values from scipy.stats.multivariate_normal (not a dependency,
+# computed once). Covers the cached per-column nodes, the per-cell fallback for a window opening very soon
+# (ratio < 0.25, down to a start spread of 1e-5 of the window's), and the edges of both.
+SIDE_EXACT = [
+    (0.0, 1.0, 0.0, 0.25),
+    (1.5, 1.2, 0.13, 0.131663876677),
+    (3.0, 2.0, 0.13, 0.00437917964532),
+    (-2.0, 1.0, 0.13, 0.0144910473208),
+    (6.0, 3.3, 0.05, 7.28174209819e-09),
+    (0.5, 0.6, 0.3, 0.279698895701),
+    (2.0, 0.249, 0.13, 0.52018720109),
+    (2.0, 0.25, 0.13, 0.518990183398),
+    (12.0, 0.05, 0.13, 0.465947096022),
+    (120000.0, 1.4e-05, 0.13, 0.0702957871956),
+    (-7.5, 1.0, 0.0, 2.87347858801e-14),
+    (9.0, 1.0, 0.13, 1.07588382647e-10),
+]
+
+
+@pytest.mark.parametrize(("za", "ratio", "offset", "exact"), SIDE_EXACT)
+def test_side_integral_matches_the_bivariate_normal_closed_form(za, ratio, offset, exact):
+    assert quotes._side(za, ratio, offset) == pytest.approx(exact, rel=5e-3, abs=1e-9)
+
+
+def test_a_window_opening_very_soon_is_priced_from_the_known_price():
+    """As the lead time shrinks to half a tick, P(touch) tends to the known-start formula. The old fixed
+    24-interval rule over [0, 8·v/s] could not see φ(za − u) once s ≪ v and said 8e-13 instead of 0.104
+    (reachable with TAP_MIN_LEAD_COLUMNS=1)."""
+    sigma = 1.5 / math.sqrt(SECONDS_PER_YEAR)
+    for lo in (6_693_000, 6_698_000, 6_702_000, 6_706_000):
+        known = touch_probability(6_700_001, lo, lo + 1000, 0.0, 5, sigma, 0.25)
+        for t1 in (1e-9, 0.125 + 1e-9, 0.125 + 1e-6):
+            assert touch_probability(6_700_001, lo, lo + 1000, t1, 5, sigma, 0.25) == pytest.approx(
+                known, rel=1e-3
+            )
 
 
 def test_multiplier_rounding_and_clamps():
