@@ -91,6 +91,12 @@ def place_bet() -> tuple[Response, int]:  # noqa: PLR0912, PLR0915 - the hot pat
         refusal = Unavailable(
             "Betting is suspended: the price feed is stale.", code="betting_suspended", retry_after=5
         )
+    elif book.age_s(now_ms / 1000) > s.quote_max_age_s:
+        # DEGRADED keeps betting open and the book is rebuilt every second from the last price; a
+        # stalled publisher or feed must not sell bands the market has already moved toward.
+        refusal = Unavailable(
+            "The quotes are out of date; try again in a moment.", code="quotes_stale", retry_after=1
+        )
     else:
         try:
             check_placeable(t_start, row, now_ms / 1000, book.current_row, spec)
