@@ -177,7 +177,32 @@ def _pending(ref_id: str, kind: str, amount: int) -> tuple[Response, int]:
 @bp.post("/deposits")
 @login_required
 def deposit() -> Response | tuple[Response, int]:
-    """Mock payment rail: credits the account. Only with TAP_DEV_MODE=1."""
+    """Mock payment rail: credits the account. Only with TAP_DEV_MODE=1.
+    ---
+    post:
+      tags: [account]
+      parameters:
+        - name: Idempotency-Key
+          in: header
+          required: false
+          schema: {type: string, minLength: 1, maxLength: 64, pattern: '^[!-~]{1,64}$'}
+          description: >-
+            Same key + same body returns the first result and moves money once; same key + another
+            body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.
+      requestBody:
+        content: {application/json: {schema: app.bets.schemas.MoneyRequestSchema}}
+      responses:
+        403: Forbidden
+        200: {description: Committed, content: {application/json: {schema: app.bets.schemas.MovementSchema}}}
+        202:
+          description: Not committed in time; GET /api/v1/ledger shows ref_id once it is
+          content: {application/json: {schema: app.bets.schemas.MovementPendingSchema}}
+        400: BadRequest
+        401: Unauthorized
+        409: Conflict
+        422: Unprocessable
+        503: Unavailable
+    """
     if not services().settings.dev_mode:
         raise Forbidden("Deposits through this endpoint exist only in dev mode.", code="dev_mode_only")
     amount = _amount()
@@ -190,6 +215,30 @@ def deposit() -> Response | tuple[Response, int]:
 @bp.post("/withdrawals")
 @login_required
 def withdraw() -> Response | tuple[Response, int]:
-    """Debits the account with the same conditional deduction as a bet (never below zero)."""
+    """Debits the account with the same conditional deduction as a bet (never below zero).
+    ---
+    post:
+      tags: [account]
+      parameters:
+        - name: Idempotency-Key
+          in: header
+          required: false
+          schema: {type: string, minLength: 1, maxLength: 64, pattern: '^[!-~]{1,64}$'}
+          description: >-
+            Same key + same body returns the first result and moves money once; same key + another
+            body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.
+      requestBody:
+        content: {application/json: {schema: app.bets.schemas.MoneyRequestSchema}}
+      responses:
+        200: {description: Committed, content: {application/json: {schema: app.bets.schemas.MovementSchema}}}
+        202:
+          description: Not committed in time; GET /api/v1/ledger shows ref_id once it is
+          content: {application/json: {schema: app.bets.schemas.MovementPendingSchema}}
+        400: BadRequest
+        401: Unauthorized
+        409: Conflict
+        422: Unprocessable
+        503: Unavailable
+    """
     amount = _amount()
     return _move("withdrawal", amount, _idempotency_key())
