@@ -116,3 +116,16 @@ def test_reconciliation_is_announced_once(desk: Desk, other: Flask) -> None:
     first = reconcile_orphans(desk.svc, desk.clock.ms)
     second = reconcile_orphans(services(other), desk.clock.ms, instance="a-third-worker")
     assert first.rejected == [out["bet_id"]] and second.rejected == []
+
+
+def test_runtime_start_runs_the_reconciler(running_app: Flask, redis_server) -> None:
+    """workers.runtime.start wires it in: this worker's heartbeat appears in Redis at once."""
+    from app.bets.reconcile import heartbeat_key
+
+    r = redis_server.client()
+    key = heartbeat_key(services(running_app).bet_claims.instance)
+    deadline = time.monotonic() + 5
+    while not r.exists(key):
+        assert time.monotonic() < deadline, "no heartbeat: the reconciler is not running"
+        gevent.sleep(0.05)
+    assert 0 < r.ttl(key) <= 5
