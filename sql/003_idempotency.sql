@@ -15,4 +15,4 @@ CREATE TABLE money_requests (
     balance    INTEGER,                             -- the balance right after it, when committed
     created_at INTEGER NOT NULL,
     PRIMARY KEY (user_id, idem_key)
-) STRICT, WITHOUT ROWID;
+) STRICT;
