@@ -2,7 +2,9 @@
 
 Every failure a client can see goes through here. Bad input is a 4xx with its own code; an
 unexpected exception is logged with its traceback and answered with a bare 500 that says nothing
-about the internals. Dependencies that are down answer 503 with `Retry-After`: fail closed.
+about the internals. Dependencies that are down answer 503 with `Retry-After`: fail closed. Any
+`redis.RedisError` (a lost connection, a timeout, MISCONF, NOREPLICAS, ...) is such a 503
+`dependency_unavailable`.
 """
 
 from __future__ import annotations
@@ -140,11 +142,12 @@ def init_app(app: Flask) -> None:
             resp.headers["Allow"] = ", ".join(allowed)
         return resp
 
-    @app.errorhandler(redis.exceptions.ConnectionError)
-    @app.errorhandler(redis.exceptions.TimeoutError)
+    @app.errorhandler(redis.exceptions.RedisError)
     def _redis_down(exc: Exception) -> Response:
-        # Fail closed: without Redis nothing authenticated or signed can be checked.
-        log.warning("redis unavailable: %s", exc)
+        # Fail closed: without Redis nothing authenticated or signed can be checked. Every Redis
+        # failure counts, not only a dropped connection: a Redis out of disk answers writes with
+        # MISCONF, one without its replicas with NOREPLICAS (both plain ResponseErrors in redis-py).
+        log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(
             503,
             "dependency_unavailable",

@@ -186,6 +186,18 @@ class QuoteBook:
     now: float
     current_row: int = 0
     quotes: dict[tuple[int, int], int | None] = field(default_factory=dict)
+    tick_ts: int | None = None  # Unix ms of the tick whose price the book was built from
+
+    def age_s(self, now_s: float) -> float:
+        """How old the quotes are at `now_s` (wall seconds): the older of the build and its tick.
+
+        In DEGRADED the publisher rebuilds the book every second from the last price, so the build
+        time alone would look fresh; the bet path refuses quotes older than TAP_QUOTE_MAX_AGE_S.
+        """
+        built = now_s - self.now
+        if self.tick_ts is None:
+            return max(0.0, built)
+        return max(0.0, built, now_s - self.tick_ts / 1000.0)
 
     @classmethod
     def build(
@@ -196,9 +208,10 @@ class QuoteBook:
         tick_interval: float,
         house_edge: int,
         now: float | None = None,
+        tick_ts: int | None = None,
     ) -> QuoteBook:
         now = time.time() if now is None else now
-        book = cls(spec, price, sigma, tick_interval, house_edge, now, spec.row_of(price))
+        book = cls(spec, price, sigma, tick_interval, house_edge, now, spec.row_of(price), tick_ts=tick_ts)
         for t_start, row in spec.cells(now, book.current_row):
             book.quotes[(t_start, row)] = book.quote(t_start, row)
         return book

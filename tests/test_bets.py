@@ -14,8 +14,16 @@ from tests.traders import Trader
 
 @pytest.fixture
 def settings(tmp_path, redis_url):
+    # quote_max_age_s: on a starved test machine the in-process sim feed can stall for seconds, and a
+    # tap would rightly get 503 quotes_stale; staleness has its own tests (test_quote_staleness.py).
     return Settings.from_env(
-        {}, data_dir=tmp_path / "data", redis_url=redis_url, dev_mode=True, rate_per_address=0, rate_per_ip=0
+        {},
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        dev_mode=True,
+        rate_per_address=0,
+        rate_per_ip=0,
+        quote_max_age_s=30,
     )
 
 

@@ -63,7 +63,12 @@ class GridPublisher(LoopWorker):
         if tick is None or self.quotes.sigma is None:
             return None
         book = QuoteBook.build(
-            self.spec, tick.price, self.quotes.sigma, self.quotes.tick_interval, self.house_edge
+            self.spec,
+            tick.price,
+            self.quotes.sigma,
+            self.quotes.tick_interval,
+            self.house_edge,
+            tick_ts=tick.ts,
         )
         self.quotes.book = book
         return book

@@ -6,6 +6,8 @@ import logging
 
 from flask import Flask
 
+from app.auth.state import auth_state
+from app.bets.reconcile import BetReconciler
 from app.services import services
 from workers.aggregator import PriceAggregator
 from workers.exchanges import BinanceSource, CoinbaseSource
@@ -94,6 +96,7 @@ def start(app: Flask) -> Supervisor:
     svc.writes.accepting = True
     for worker in build_workers(app):
         supervisor.start(worker)
+    supervisor.start(BetReconciler(svc, auth_state(app).now_ms))  # lost bets announced at once (#10.16)
     log.info("workers started: %s", ", ".join(supervisor.names))
     return supervisor
 

@@ -6,11 +6,13 @@ import time
 from typing import Any
 
 import orjson
+import redis
 from flask import Blueprint, Response, jsonify, request
 
 from app.auth.decorators import current_session, login_required
 from app.auth.schemas import load_json
 from app.auth.signatures import (
+    NONCE_TTL_S,
     NonceRecord,
     bet_signing_text,
     check_timestamp,
@@ -19,7 +21,7 @@ from app.auth.signatures import (
     verify_signer,
 )
 from app.auth.state import auth_state
-from app.bets.claims import Claim
+from app.bets.claims import Claim, rejected_record
 from app.bets.notify import pending_json
 from app.bets.schemas import BetRequestSchema
 from app.bets.store import NewBet, get_bet, insert_bet, list_bets, time_ordered_id
@@ -91,6 +93,12 @@ def place_bet() -> tuple[Response, int]:  # noqa: PLR0912, PLR0915 - the hot pat
         refusal = Unavailable(
             "Betting is suspended: the price feed is stale.", code="betting_suspended", retry_after=5
         )
+    elif book.age_s(now_ms / 1000) > s.quote_max_age_s:
+        # DEGRADED keeps betting open and the book is rebuilt every second from the last price; a
+        # stalled publisher or feed must not sell bands the market has already moved toward.
+        refusal = Unavailable(
+            "The quotes are out of date; try again in a moment.", code="quotes_stale", retry_after=1
+        )
     else:
         try:
             check_placeable(t_start, row, now_ms / 1000, book.current_row, spec)
@@ -134,20 +142,50 @@ def place_bet() -> tuple[Response, int]:  # noqa: PLR0912, PLR0915 - the hot pat
 
     # 5. nonce (+ cell claim + pending record): one Redis round trip
     fingerprint = request_fingerprint(text)
-    outcome, detail = svc.bet_claims.claim(
-        address=session.address,
-        nonce=body["nonce"],
-        fingerprint=fingerprint,
-        bet_id=bet_id,
-        cell=body["cell"],
-        proceed=refusal is None,
-        cell_ttl_s=t_start + spec.column_seconds - now_ms // 1000 + 60,
-        pending_json=pending_json(bet),
-    )
-    if outcome is Claim.NONCE_USED:  # a retry (same signed text) gets the same bet; else 409
+    cell_ttl_s = t_start + spec.column_seconds - now_ms // 1000 + 60
+    record = pending_json(bet, svc.bet_claims.instance)
+
+    def abandon(now: bool = True) -> None:
+        """The claim may have gone through but this bet will never be queued: release it."""
+        svc.bet_claims.abandon(
+            address=session.address,
+            nonce=body["nonce"],
+            fingerprint=fingerprint,
+            cell=body["cell"],
+            bet_id=bet_id,
+            record=rejected_record(record, "not_queued"),
+            ttl_s=max(cell_ttl_s, NONCE_TTL_S),
+            now=now,
+        )
+
+    for _ in range(2):
+        try:
+            outcome, detail = svc.bet_claims.claim(
+                address=session.address,
+                nonce=body["nonce"],
+                fingerprint=fingerprint,
+                bet_id=bet_id,
+                cell=body["cell"],
+                proceed=refusal is None,
+                cell_ttl_s=cell_ttl_s,
+                pending_json=record,
+                placed_at=now_ms,
+            )
+        except redis.RedisError as exc:
+            if refusal is None:  # the script may have run and only its reply been lost
+                abandon(now=not isinstance(exc, redis.ConnectionError | redis.TimeoutError))
+            raise  # 503 dependency_unavailable
+        if outcome is not Claim.NONCE_USED:
+            break
+        # a retry (same signed text) gets the same bet; else 409
         stored_fp, _, first_bet_id = detail.partition("|")
         same_request_or_conflict(NonceRecord(stored_fp, first_bet_id), fingerprint)
-        return jsonify(_load_bet(first_bet_id, session.user_id)), 202
+        if not svc.bet_claims.abandoned(first_bet_id):
+            return jsonify(_load_bet(first_bet_id, session.user_id)), 202
+        # our own earlier attempt claimed it but never queued the bet: release, then judge afresh
+        svc.bet_claims.release_abandoned(first_bet_id)
+    else:  # released, yet the nonce is taken again: another attempt of the same body won the race
+        raise Conflict("That request is already being processed; retry it.", code="nonce_conflict")
     if refusal is not None:
         raise refusal
     if outcome is Claim.CELL_TAKEN:
@@ -162,7 +200,7 @@ def place_bet() -> tuple[Response, int]:  # noqa: PLR0912, PLR0915 - the hot pat
             max_wait_s=QUEUE_MAX_WAIT_S,
         )
     except ApiError:
-        svc.bet_claims.release(address=session.address, nonce=body["nonce"], cell=body["cell"], bet_id=bet_id)
+        abandon()  # e.g. overloaded: the client may retry the same body, judged afresh
         raise
     svc.metrics.bets_accepted.inc()
     return jsonify(
