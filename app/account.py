@@ -22,7 +22,6 @@ from flask import Blueprint, Response, jsonify, request
 
 from app.auth.decorators import current_session, login_required
 from app.auth.schemas import load_json
-from app.auth.state import auth_state
 from app.bets.notify import user_channel
 from app.bets.schemas import MoneyRequestSchema
 from app.bets.store import (
@@ -138,7 +137,7 @@ def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response,
     committed; a retry with the same key returns the settled result.
     """
     svc, session = services(), current_session()
-    now_ms = auth_state().now_ms()
+    now_ms = services().now_ms()
     if key is None:
         ref_id = time_ordered_id(now_ms, prefix=kind[0])
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from app.auth.state import auth_state
 from app.quotes import grid_message
 from app.services import services
 from app.units import MULTIPLIER_DECIMALS, format_decimal, format_money, format_price
@@ -16,7 +15,7 @@ bp = Blueprint("grid", __name__, url_prefix="/api/v1")
 def grid() -> Response:
     svc = services()
     s = svc.settings
-    now_ms = auth_state().now_ms()  # the clock the bet checks use, so server_time agrees with them
+    now_ms = svc.now_ms()  # the clock the bet checks use, so server_time agrees with them
     book = svc.quotes.book
     body = (
         grid_message(book, now_ms)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask
 
-from app.auth.state import set_clock
+from app.services import set_clock
 from app.config import Settings
 from app.prices import Tick
 from app.quotes import SECONDS_PER_YEAR, QuoteBook

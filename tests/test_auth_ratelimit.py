@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.auth.state import set_clock
+from app.services import set_clock
 from app.config import Settings
 from tests.test_auth_support import (
     FakeClock,

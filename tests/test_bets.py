@@ -6,9 +6,8 @@ import gevent
 import pytest
 from flask import Flask
 
-from app.auth.state import auth_state, set_clock
 from app.config import Settings
-from app.services import services
+from app.services import services, set_clock
 from tests.traders import Trader
 
 
@@ -48,7 +47,7 @@ def live(running_app: Flask) -> Flask:
 
 @pytest.fixture
 def trader(live, settings) -> Trader:
-    t = Trader(live.test_client(), settings, clock=auth_state(live).clock).login()
+    t = Trader(live.test_client(), settings, clock=services(live).clock).login()
     t.deposit("100")
     return t
 
@@ -185,7 +184,7 @@ def test_bad_amounts(trader, stake, min_mult, code, http):
 )
 def test_non_placeable_cells(trader, live, col_offset, row_offset, code):
     spec = services(live).grid
-    now_col = spec.column_of(auth_state(live).clock())
+    now_col = spec.column_of(services(live).clock())
     row = services(live).quotes.book.current_row + row_offset
     status, body, _ = trader.bet(f"{now_col + col_offset * spec.column_seconds}:{row}", "1")
     assert status == 422 and body["error"]["code"] == code, body
@@ -210,7 +209,7 @@ def test_checks_run_in_spec_order(trader, live, monkeypatch):
 def test_other_peoples_bets(trader, live, settings):
     cell = _cell(_grid(trader), col=5, row_offset=-2)
     _, body, _ = trader.bet(cell, "1")
-    other = Trader(live.test_client(), settings, clock=auth_state(live).clock).login()
+    other = Trader(live.test_client(), settings, clock=services(live).clock).login()
     status, resp, _ = other.call("GET", f"/api/v1/bets/{body['bet_id']}")
     assert status == 403 and resp["error"]["code"] == "not_your_bet"
     status, resp, _ = other.call("GET", "/api/v1/bets/ffffffffffffffffffffff")

@@ -100,7 +100,7 @@ def _wait_confirmed(trader, bet_id: str) -> None:
 
 
 def test_claim_whose_reply_was_lost_is_released_and_the_retry_goes_through(desk: Desk, redis_server) -> None:
-    from app.auth.state import set_clock
+    from app.services import set_clock
 
     t = desk.trader()
     clock = StallOnNthCall(desk.svc.settings.redis_url)

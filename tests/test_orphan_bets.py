@@ -19,11 +19,12 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from app.auth.state import set_clock
+from app.services import set_clock
 from app.bets.claims import cell_key
-from app.bets.reconcile import BetReconciler, reconcile_orphans
+from app.bets.reconcile import beat, reconcile_orphans
 from app.services import services
 from tests.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+from workers.bet_reconciler import BetReconciler
 from workers.supervisor import Supervisor
 
 
@@ -85,7 +86,7 @@ def test_pending_bet_of_a_live_worker_is_left_alone_until_its_deadline(desk: Des
     t = desk.trader()
     status, out, _ = _on(other, t).bet(desk.cell(), "3", ts=desk.clock.ms)
     assert status == 202, out
-    BetReconciler(services(other), lambda: desk.clock.ms).beat()  # the other worker is alive
+    beat(services(other).redis, services(other).bet_claims.instance)  # the other worker is alive
     assert reconcile_orphans(desk.svc, desk.clock.ms).rejected == []
     status, got, _ = t.call("GET", f"/api/v1/bets/{out['bet_id']}")
     assert got["status"] == "pending"

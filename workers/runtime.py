@@ -6,10 +6,9 @@ import logging
 
 from flask import Flask
 
-from app.auth.state import auth_state
-from app.bets.reconcile import BetReconciler
 from app.services import services
 from workers.aggregator import PriceAggregator
+from workers.bet_reconciler import BetReconciler
 from workers.exchanges import BinanceSource, CoinbaseSource
 from workers.feed_watch import FeedWatch
 from workers.grid_publisher import GridPublisher
@@ -33,6 +32,8 @@ def build_workers(app: Flask) -> list[Worker]:
         SqliteWriter(
             svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, batch_max=s.batch_max, metrics=svc.metrics
         ),
+        # Right after the writer, so it stops just before the writer drains (its heartbeat covers that).
+        BetReconciler(svc, svc.now_ms),
         PubSubListener(svc.redis, svc.fanout, svc.feed, svc.metrics),
         FeedWatch(svc.feed, svc.fanout, svc.metrics),
         GridPublisher(
@@ -96,7 +97,6 @@ def start(app: Flask) -> Supervisor:
     svc.writes.accepting = True
     for worker in build_workers(app):
         supervisor.start(worker)
-    supervisor.start(BetReconciler(svc, auth_state(app).now_ms))  # lost bets announced at once (#10.16)
     log.info("workers started: %s", ", ".join(supervisor.names))
     return supervisor
 

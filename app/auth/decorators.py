@@ -55,7 +55,7 @@ def authenticate() -> Session:
     token = parse_bearer(request.headers.get("Authorization"))
     state = auth_state()
     with redis_guard():
-        session = state.lookup(token, client_ip(), state.now_ms())
+        session = state.lookup(token, client_ip(), services().now_ms())
     g.tap_session = session
     return session
 
@@ -117,7 +117,7 @@ def websocket_address() -> str | None:
     if not token:
         return None
     try:
-        session = resolve_ws_token(services().redis, token, auth_state().now_ms())
+        session = resolve_ws_token(services().redis, token, services().now_ms())
     except redis.RedisError as exc:
         log.warning("redis unavailable for a websocket token: %s", exc)
         raise WebsocketRefused(WS_CLOSE_TRY_AGAIN_LATER, E.DEPENDENCY_UNAVAILABLE) from None

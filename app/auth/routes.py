@@ -62,7 +62,7 @@ def nonce() -> Response:
             client_ip(),
             limit=state.limits.auth_per_ip_per_min,
             window_s=60,
-            now_ms=state.now_ms(),
+            now_ms=svc.now_ms(),
         )
         value = issue_login_nonce(svc.redis)
     resp = jsonify(nonce=value)
@@ -101,7 +101,7 @@ def login() -> Response:
     svc = services()
     state = auth_state()
     settings = svc.settings
-    now = state.now_ms()
+    now = svc.now_ms()
     with redis_guard():
         hit(svc.redis, "auth", client_ip(), limit=state.limits.auth_per_ip_per_min, window_s=60, now_ms=now)
 

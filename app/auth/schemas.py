@@ -26,6 +26,11 @@ _DETAILS_MAX_FIELDS = 10
 def load_json(schema: Schema) -> dict[str, Any]:
     """Parse the request body as a JSON object and validate it with `schema` (unknown keys refused)."""
     data = request.get_json()  # the app's request class answers 415 / 400 invalid_json itself
+    return validate_object(schema, data)
+
+
+def validate_object(schema: Schema, data: object) -> dict[str, Any]:
+    """Validate an already parsed JSON value with `schema`: the same 400s over HTTP and websocket."""
     if not isinstance(data, dict):
         raise InvalidJson("The body must be a JSON object.")
     try:

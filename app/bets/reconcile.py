@@ -5,9 +5,9 @@ worker is killed (OOM, kill -9, a crash) the queue dies with it: no money moved,
 pending record stays in Redis and nobody tells them — `GET /bets/<id>` said `rejected: not_committed`
 only 30 s later, and the websocket said nothing.
 
-Every worker runs a `BetReconciler`. It keeps a heartbeat key per process instance
-(``tap:worker:<instance>``, a few seconds' TTL) and, at start and then every second, looks through
-the pending index (``tap:pending``) for records that can no longer commit:
+Every worker runs the `bet-reconciler` loop (`workers/bet_reconciler.py`). It keeps a heartbeat key
+per process instance (``tap:worker:<instance>``, a few seconds' TTL) and, at start and then every
+second, looks through the pending index (``tap:pending``) for records that can no longer commit:
 
 - the record's owner (the instance whose queue took it) has no heartbeat: that process is gone; or
 - the record is older than `LOST_AFTER_MS` (past the queue deadline by a wide margin): whoever owns it
@@ -26,12 +26,10 @@ bets are never taken for lost.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import apsw
-import gevent
 import orjson
 import redis
 
@@ -43,6 +41,7 @@ from app.bets.claims import (
     confirm_args,
     reject_args,
 )
+from app.bets.placement import LOST_AFTER_MS  # the rule GET /bets/<id> applies too
 from app.db import week_schemas
 from app.services import Services
 from app.units import format_money, format_multiplier
@@ -52,7 +51,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_TTL_S = 5  # a killed worker's bets are announced within about this long
 HEARTBEAT_EVERY_S = 1.0
 DRAIN_COVER_S = 30  # on a graceful stop: the heartbeat outlives the writer's drain
-LOST_AFTER_MS = 30_000  # same rule as GET /bets/<id>: far past QUEUE_MAX_WAIT_S, it never will commit
 SCAN_LIMIT = 2_000  # records looked at per pass (oldest first)
 
 
@@ -164,36 +162,6 @@ def _confirmed(rec: dict) -> bytes:
     )
 
 
-class BetReconciler:
-    """Worker: this instance's heartbeat plus `reconcile_orphans` at start and every second."""
-
-    name = "bet-reconciler"
-
-    def __init__(self, svc: Services, now_ms: Callable[[], int]) -> None:
-        self.svc = svc
-        self.now_ms = now_ms
-        self.instance = svc.bet_claims.instance
-        self._stopping = False
-
-    def beat(self, ttl_s: int = HEARTBEAT_TTL_S) -> None:
-        self.svc.redis.set(heartbeat_key(self.instance), b"1", ex=ttl_s)
-
-    def run(self) -> None:
-        self._stopping = False
-        while not self._stopping:
-            try:
-                self.beat()
-                reconcile_orphans(self.svc, self.now_ms(), self.instance)
-            except redis.RedisError as exc:
-                log.warning("bet-reconciler: redis unavailable (%s)", exc)
-            except Exception:  # the read pool during a rollover, say: next pass
-                log.exception("bet-reconciler pass failed")
-            gevent.sleep(HEARTBEAT_EVERY_S)
-
-    def stop(self) -> None:
-        """Stretch the heartbeat over the writer's drain, then stop: queued bets are not lost yet."""
-        self._stopping = True
-        try:
-            self.beat(DRAIN_COVER_S)
-        except redis.RedisError as exc:
-            log.warning("bet-reconciler: could not stretch the heartbeat (%s)", exc)
+def beat(r: redis.Redis, instance: str, ttl_s: int = HEARTBEAT_TTL_S) -> None:
+    """This process instance is alive (and its queued bets are not lost) for `ttl_s` more seconds."""
+    r.set(heartbeat_key(instance), b"1", ex=ttl_s)

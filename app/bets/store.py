@@ -13,6 +13,7 @@ from typing import Any
 import apsw
 
 from app.db import week_schemas
+from app.units import format_money, format_multiplier
 
 
 def time_ordered_id(now_ms: int, prefix: str = "") -> str:
@@ -304,3 +305,20 @@ def account(conn: apsw.Connection, user_id: int) -> dict[str, Any] | None:
     if r is None:
         return None
     return {"address": r[0], "balance": r[1], "created_at": r[2], "open_stakes": r[3], "open_bets": r[4]}
+
+
+def bet_row_json(r: dict[str, Any]) -> dict[str, Any]:
+    """A committed bet row as the API shows it (`payout`: what a win pays, or what was paid)."""
+    status = r["status"]
+    paid = {"won": r["payout"], "lost": 0, "void": r["stake"]}.get(status, r["payout"])
+    return {
+        "bet_id": r["bet_id"],
+        "status": status,
+        "cell": f"{r['target_time']}:{r['row']}",
+        "stake": format_money(r["stake"]),
+        "multiplier": format_multiplier(r["multiplier"]),
+        "payout": format_money(paid),
+        "potential_payout": format_money(r["payout"]),
+        "placed_at": r["placed_at"],
+        "settled_at": r["settled_at"],
+    }
