@@ -10,11 +10,10 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask
 
-from app.services import set_clock
 from app.config import Settings
 from app.prices import Tick
 from app.quotes import SECONDS_PER_YEAR, QuoteBook
-from app.services import Services, services
+from app.services import Services, services, set_clock
 from tests.test_auth_support import FakeClock
 from tests.traders import Trader
 from workers.sqlite_writer import SqliteWriter

@@ -11,9 +11,8 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from app.auth.sessions import SESSION_KEY_PREFIX
-from app.services import set_clock
 from app.config import Settings
-from app.services import services
+from app.services import services, set_clock
 from tests.test_auth_support import (
     FakeClock,
     bearer,

@@ -19,10 +19,9 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from app.services import set_clock
 from app.bets.claims import cell_key
 from app.bets.reconcile import beat, reconcile_orphans
-from app.services import services
+from app.services import services, set_clock
 from tests.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
 from workers.bet_reconciler import BetReconciler
 from workers.supervisor import Supervisor
