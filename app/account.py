@@ -22,7 +22,6 @@ from flask import Blueprint, Response, jsonify, request
 
 from app.auth.decorators import current_session, login_required
 from app.auth.schemas import load_json
-from app.bets.notify import user_channel
 from app.bets.schemas import MoneyRequestSchema
 from app.bets.store import (
     Movement,
@@ -36,6 +35,7 @@ from app.bets.store import (
 )
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from app.pagination import cursor_param, encode_cursor, page_limit
+from app.realtime.keys import user_channel
 from app.services import services
 from app.units import UnitError, format_money, parse_money
 

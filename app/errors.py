@@ -106,6 +106,29 @@ class Overloaded(Unavailable):
     code = "overloaded"
 
 
+def dependency_unavailable() -> Unavailable:
+    """503 for any Redis failure: without Redis nothing authenticated or signed can be checked."""
+    return Unavailable(
+        "A backing service is unavailable; try again shortly.", code="dependency_unavailable", retry_after=2
+    )
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """What a client is told about `exc`, on any transport (the websocket's `bet:error` included).
+
+    Every Redis failure counts as a dependency that is down, not only a dropped connection: a Redis
+    out of disk answers writes with MISCONF, one without its replicas with NOREPLICAS (both plain
+    ResponseErrors in redis-py). Anything unexpected is a logged 500 that says nothing of the internals.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, redis.exceptions.RedisError):
+        log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+        return dependency_unavailable()
+    log.error("unhandled error", exc_info=exc)
+    return ApiError("Internal error; it has been logged.", status=500, code="internal_error")
+
+
 def error_response(
     status: int,
     code: str,
@@ -144,16 +167,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(redis.exceptions.RedisError)
     def _redis_down(exc: Exception) -> Response:
-        # Fail closed: without Redis nothing authenticated or signed can be checked. Every Redis
-        # failure counts, not only a dropped connection: a Redis out of disk answers writes with
-        # MISCONF, one without its replicas with NOREPLICAS (both plain ResponseErrors in redis-py).
-        log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
-        return error_response(
-            503,
-            "dependency_unavailable",
-            "A backing service is unavailable; try again shortly.",
-            retry_after=2,
-        )
+        return _api_error(as_api_error(exc))  # fail closed: 503 dependency_unavailable
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

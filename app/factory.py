@@ -18,7 +18,6 @@ from app.cli import register_cli
 from app.config import Settings
 from app.db import ReadPool
 from app.errors import ApiError, BadRequest
-from app.fanout import Fanout
 from app.feed import FeedMonitor
 from app.grid import GridSpec
 from app.grid_api import bp as grid_bp
@@ -26,10 +25,11 @@ from app.health import bp as health_bp
 from app.metrics import Metrics
 from app.prices_api import bp as prices_bp
 from app.quotes import QuoteState
+from app.realtime.fanout import Fanout
+from app.realtime.ws import sock
 from app.redis_client import make_redis
 from app.services import Services
 from app.writes import WriteQueue
-from app.ws import sock
 
 
 class OrjsonProvider(JSONProvider):
@@ -83,7 +83,9 @@ def build_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=64 * 1024,
         SOCK_SERVER_OPTIONS={
             "ping_interval": settings.ws_ping_s,
-            "max_message_size": settings.ws_max_message,
+            # A message over TAP_WS_MAX_MESSAGE gets a JSON `error` from app.realtime.taps (SPEC §8a);
+            # past 16 times that, simple-websocket closes with 1009 before buffering any more of it.
+            "max_message_size": 16 * settings.ws_max_message,
         },
     )
 

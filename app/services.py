@@ -13,11 +13,11 @@ from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
 from app.config import Settings
 from app.db import ReadPool
-from app.fanout import Fanout
 from app.feed import FeedMonitor
 from app.grid import GridSpec
 from app.metrics import Metrics
 from app.quotes import QuoteState
+from app.realtime.fanout import Fanout
 from app.writes import WriteQueue
 
 

@@ -14,9 +14,10 @@ from gevent.monkey import get_original
 
 from app import db
 from app.bets.claims import bet_key, cell_key
-from app.bets.notify import BetNotifier, pending_json, user_channel
+from app.bets.notify import BetNotifier, pending_json
 from app.bets.store import NewBet, credit
 from app.metrics import Metrics
+from app.realtime.keys import user_channel
 from app.resolution import Outcome
 from app.writes import OutcomeUnknown, WriteQueue
 from workers.resolver import Resolver

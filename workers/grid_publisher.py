@@ -13,11 +13,11 @@ import time
 import orjson
 import redis
 
-from app.fanout import Fanout
 from app.feed import FeedMonitor
 from app.grid import GridSpec
 from app.prices import ticks_since
 from app.quotes import QuoteBook, QuoteState, estimate_sigma, grid_message
+from app.realtime.fanout import Fanout
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)

@@ -27,11 +27,11 @@ import gevent
 import orjson
 import redis
 
-from app.bets.notify import user_channel
 from app.db import ReadPool
 from app.errors import ApiError
 from app.metrics import Metrics
 from app.prices import WindowStats, window_stats
+from app.realtime.keys import user_channel
 from app.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.units import format_money
 from app.writes import OutcomeUnknown, WriteQueue

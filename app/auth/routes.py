@@ -27,6 +27,7 @@ from app.auth.signatures import recover_personal_sign_reference
 from app.auth.siwe import check_message, parse_message
 from app.auth.state import auth_state
 from app.errors import Unavailable
+from app.realtime.keys import CHANNEL_CONTROL, session_ended_message
 from app.services import Services, services
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
@@ -164,8 +165,11 @@ def logout() -> Response:
         429: RateLimited
         503: Unavailable
     """
+    r = services().redis
+    session = current_session()
     with redis_guard():
-        end_session(services().redis, current_session())
+        end_session(r, session)
+        r.publish(CHANNEL_CONTROL, session_ended_message(session.key))  # its open sockets close: 4401
     return jsonify(status="logged_out")
 
 

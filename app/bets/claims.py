@@ -34,6 +34,7 @@ import orjson
 import redis
 
 from app.auth.signatures import NONCE_TTL_S, nonce_key
+from app.realtime.keys import user_channel
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +248,6 @@ def confirm_args(
     `always`: publish even if the pending record is gone (the writer's own notification)."""
     keys = [bet_key(bet_id), PENDING_INDEX]
     return keys, [bet_id, user_channel(address), message, balance_message, "1" if always else "0"]
-
-
-def user_channel(address: str) -> str:
-    return f"tap:user:{address}"
 
 
 def rejected_record(pending: bytes, reason: str) -> bytes:

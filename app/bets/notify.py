@@ -12,7 +12,7 @@ deadline), so a rejected bet's cell claim is always freed in the end.
 
 from __future__ import annotations
 
-__all__ = ["BetNotifier", "confirmed_json", "pending_json", "rejection_args", "user_channel"]
+__all__ = ["BetNotifier", "confirmed_json", "pending_json", "rejection_args"]
 
 import logging
 import time
@@ -27,7 +27,6 @@ from app.bets.claims import (
     ScriptArg,
     confirm_args,
     reject_args,
-    user_channel,
 )
 from app.bets.store import NewBet, Rejected
 from app.metrics import Metrics

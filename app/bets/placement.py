@@ -107,6 +107,14 @@ def shed_load(svc: Services) -> None:
         raise Overloaded("Too many bets in flight; try again shortly.", retry_after=1)
 
 
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """The answer to a bet: the 202 body, and whether this call queued it (False: a retry)."""
+
+    body: dict[str, Any]
+    queued: bool
+
+
 def place_bet(
     svc: Services,
     session: Session,
@@ -114,11 +122,12 @@ def place_bet(
     now_ms: int,
     *,
     on_done: Callable[[bool, object], None] | None = None,
-) -> dict[str, Any]:
-    """Steps 3–8 for an authenticated trader; returns the 202 body (`bet:accepted` on the socket).
+) -> Placed:
+    """Steps 3–8 for an authenticated trader; the 202 body is `bet:accepted` on the socket.
 
     A retry of an accepted nonce with the same signed text returns that bet as it stands now.
-    `on_done(ok, value)` is called after the writer's commit (or failure), after the notifier.
+    `on_done(ok, value)` is called once, after the writer's commit (or failure) of a bet this call
+    queued, after the notifier; never for a refusal or a retry.
     """
     text = bet_signing_text(
         svc.settings,
@@ -135,13 +144,13 @@ def place_bet(
     bet = _new_bet(svc, session, req, multiplier, now_ms)
     claim = _claim(svc, session, req, bet, request_fingerprint(text), refused=refusal is not None)  # 5.
     if claim.retry_of is not None:
-        return load_bet(svc, claim.retry_of, session)
+        return Placed(load_bet(svc, claim.retry_of, session), queued=False)
     if refusal is not None:
         raise refusal
     if claim.cell_taken:
         raise Conflict("You already have a bet on that cell.", code="duplicate_cell")
     _queue(svc, bet, claim, on_done)  # 8.
-    return {
+    body = {
         "bet_id": bet.bet_id,
         "status": "pending",
         "cell": bet.cell,
@@ -149,6 +158,7 @@ def place_bet(
         "multiplier": format_multiplier(bet.multiplier),
         "payout": format_money(bet.payout),
     }
+    return Placed(body, queued=True)
 
 
 # ---- the steps -----------------------------------------------------------------------------------

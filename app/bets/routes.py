@@ -1,5 +1,5 @@
 """`POST /api/v1/bets`, `GET /api/v1/bets`, `GET /api/v1/bets/<bet_id>`: HTTP adapters over the bet
-rules in `app.bets.placement` (the websocket's `bet` message uses the same ones, `app.ws`)."""
+rules in `app.bets.placement` (the websocket's `bet` message uses the same ones: app/realtime/taps.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def place() -> tuple[Response, int]:
     svc = services()
     shed_load(svc)
     req = parse_bet(svc, request.get_json())
-    return jsonify(place_bet(svc, current_session(), req, svc.now_ms())), 202
+    return jsonify(place_bet(svc, current_session(), req, svc.now_ms()).body), 202
 
 
 @bp.get("/bets/<bet_id>")
