@@ -12,13 +12,13 @@ from flask import Flask, current_app
 from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
 from app.config import Settings
-from app.db import ReadPool
-from app.feed import FeedMonitor
-from app.grid import GridSpec
+from app.market.feed import FeedMonitor
+from app.market.grid import GridSpec
+from app.market.quotes import QuoteState
 from app.metrics import Metrics
-from app.quotes import QuoteState
 from app.realtime.fanout import Fanout
-from app.writes import WriteQueue
+from app.storage.db import ReadPool
+from app.storage.writes import WriteQueue
 
 
 @dataclass

@@ -233,7 +233,7 @@ def _stages(n: int, r) -> None:
     from app.bets.claims import BetClaims
     from app.bets.schemas import BetRequestSchema
     from app.config import Settings
-    from app.redis_client import make_redis
+    from app.storage.redis_client import make_redis
     from app.units import parse_money, parse_multiplier
     from loadtest.lib.signing import Key, bet_text
 

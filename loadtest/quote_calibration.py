@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.quotes import SECONDS_PER_YEAR, QuoteBook
+from app.market.quotes import SECONDS_PER_YEAR, QuoteBook
 from tests.quote_sim import LABELS, SPEC, simulate
 
 

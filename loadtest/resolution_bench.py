@@ -27,11 +27,11 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db
-from app.integrity import check_file
-from app.prices import HISTORY_KEY
-from app.rollover import rollover_job
-from app.writes import WriteQueue
+from app.ledger.integrity import check_file
+from app.market.prices import HISTORY_KEY
+from app.storage import db
+from app.storage.rollover import rollover_job
+from app.storage.writes import WriteQueue
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 

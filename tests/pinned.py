@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 
 from app.config import Settings
-from app.prices import Tick
-from app.quotes import SECONDS_PER_YEAR, QuoteBook
+from app.market.prices import Tick
+from app.market.quotes import SECONDS_PER_YEAR, QuoteBook
 from app.services import Services, services, set_clock
 from tests.test_auth_support import FakeClock
 from tests.traders import Trader

@@ -7,7 +7,7 @@ The feed: as the `sim` price source (workers/price_sim.py), log price is a drift
 sampled by ticks `tick_ms` × U(0.8, 1.2) apart, each tick's price rounded to cents, ticks not aligned
 with column boundaries. A book is built at the instant of a tick from that tick's price, as the grid
 publisher does on every tick, with the true σ and tick interval; every quoted cell gets a unit stake.
-A bet is resolved as the resolver does it (SPEC §3, app/prices.py `window_stats`): `lo`/`hi` over the
+A bet is resolved as the resolver does it (SPEC §3, app/market/prices.py `window_stats`): `lo`/`hi` over the
 price in force when the window opens and every tick inside ``[t_start, t_start + column_seconds)``, and
 the band ``[row × step, (row + 1) × step]`` wins iff ``band_low ≤ hi and band_high ≥ lo``.
 
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import add, mul, sub
 
-from app.grid import GridSpec
-from app.quotes import MAX_MULTIPLIER, SECONDS_PER_YEAR, QuoteBook
+from app.market.grid import GridSpec
+from app.market.quotes import MAX_MULTIPLIER, SECONDS_PER_YEAR, QuoteBook
 from app.units import MULT_ONE
 
 # (label, lowest multiplier, highest multiplier excluded), 1e-4 units. The clamp (exactly 100) is separate.

@@ -255,7 +255,7 @@ def test_withdrawal_is_a_conditional_deduction(trader):
 
 def test_deposits_need_dev_mode(tmp_path, redis_url):
     from app import create_app
-    from app.db import prepare_database
+    from app.storage.db import prepare_database
     from workers import runtime
 
     s = Settings.from_env({}, data_dir=tmp_path / "prod", redis_url=redis_url, dev_mode=False)
@@ -274,7 +274,7 @@ def test_full_queue_answers_503_and_writes_nothing_half(tmp_path, redis_url):
     from gevent.monkey import get_original
 
     from app import create_app
-    from app.db import prepare_database
+    from app.storage.db import prepare_database
     from workers import runtime
 
     s = Settings.from_env(

@@ -4,8 +4,8 @@ import gevent
 import pytest
 import redis
 
+from app.market.prices import HISTORY_KEY, Tick, last_tick, publish_tick, ticks_since
 from app.metrics import Metrics
-from app.prices import HISTORY_KEY, Tick, last_tick, publish_tick, ticks_since
 from workers.aggregator import LEASE_KEY, PriceAggregator, Quote, SteadyClock
 
 T0_MS = 1_763_711_990_000

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from app import quotes
 from app.errors import ApiError
-from app.grid import GridSpec, check_placeable, parse_cell
-from app.quotes import (
+from app.market import quotes
+from app.market.grid import GridSpec, check_placeable, parse_cell
+from app.market.quotes import (
     MAX_MULTIPLIER,
     SECONDS_PER_YEAR,
     estimate_sigma,

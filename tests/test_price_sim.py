@@ -8,7 +8,15 @@ import statistics
 import gevent
 import redis
 
-from app.prices import CHANNEL_PRICE, HISTORY_KEY, HISTORY_MS, Tick, last_tick, publish_tick, ticks_since
+from app.market.prices import (
+    CHANNEL_PRICE,
+    HISTORY_KEY,
+    HISTORY_MS,
+    Tick,
+    last_tick,
+    publish_tick,
+    ticks_since,
+)
 from workers.price_sim import SECONDS_PER_YEAR, RandomWalk, SimulatedFeed
 
 

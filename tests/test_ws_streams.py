@@ -8,7 +8,7 @@ import pytest
 import redis
 import websocket
 
-from app.prices import last_tick
+from app.market.prices import last_tick
 from app.realtime.keys import CHANNEL_PUBLIC, user_channel
 from app.services import services
 from app.units import format_price

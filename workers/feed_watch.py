@@ -13,7 +13,7 @@ import logging
 
 import orjson
 
-from app.feed import FeedMonitor
+from app.market.feed import FeedMonitor
 from app.metrics import Metrics
 from app.realtime.fanout import Fanout
 from workers.loop import LoopWorker

@@ -13,10 +13,10 @@ import time
 import orjson
 import redis
 
-from app.feed import FeedMonitor
-from app.grid import GridSpec
-from app.prices import ticks_since
-from app.quotes import QuoteBook, QuoteState, estimate_sigma, grid_message
+from app.market.feed import FeedMonitor
+from app.market.grid import GridSpec
+from app.market.prices import ticks_since
+from app.market.quotes import QuoteBook, QuoteState, estimate_sigma, grid_message
 from app.realtime.fanout import Fanout
 from workers.loop import LoopWorker
 

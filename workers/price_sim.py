@@ -21,8 +21,8 @@ import random
 import gevent
 import redis
 
+from app.market.prices import Tick, last_tick
 from app.metrics import Metrics
-from app.prices import Tick, last_tick
 from workers.aggregator import LEASE_KEY, PriceAggregator, Quote
 from workers.loop import Stoppable
 

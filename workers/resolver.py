@@ -1,7 +1,7 @@
 """The bet resolver: settles every column once it has closed (SPEC §3, ADR-006).
 
 Every `interval_s` it asks SQLite (partial index of open bets) which closed windows still hold open
-bets, reads each window's touch data from the Redis price history (`app.prices.window_stats`) and
+bets, reads each window's touch data from the Redis price history (`app.market.prices.window_stats`) and
 settles it through the writer in chunks:
 
 - resolved once the window is *complete* (a tick at or after its end exists, so no late tick can
@@ -27,14 +27,14 @@ import gevent
 import orjson
 import redis
 
-from app.db import ReadPool
+from app.bets.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.errors import ApiError
+from app.market.prices import WindowStats, window_stats
 from app.metrics import Metrics
-from app.prices import WindowStats, window_stats
 from app.realtime.keys import user_channel
-from app.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
+from app.storage.db import ReadPool
+from app.storage.writes import OutcomeUnknown, WriteQueue
 from app.units import format_money
-from app.writes import OutcomeUnknown, WriteQueue
 from workers.lease import RedisLease
 from workers.loop import LoopWorker
 

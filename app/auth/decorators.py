@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Set on decorated views; app.openapi reads it to mark operations with bearer security.
+# Set on decorated views; app.http.openapi reads it to mark operations with bearer security.
 AUTH_ATTR = "_tap_auth"
 
 

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify
 from app.auth import errors as E
 from app.auth.decorators import admin_required, current_session, login_required, redis_guard
 from app.auth.ratelimit import client_ip, hit
-from app.auth.schemas import LoginRequestSchema, load_json
+from app.auth.schemas import LoginRequestSchema
 from app.auth.sessions import (
     SESSION_TTL_MS,
     consume_login_nonce,
@@ -27,6 +27,7 @@ from app.auth.signatures import recover_personal_sign_reference
 from app.auth.siwe import check_message, parse_message
 from app.auth.state import auth_state
 from app.errors import Unavailable
+from app.http.json import load_json
 from app.realtime.keys import CHANNEL_CONTROL, session_ended_message
 from app.services import Services, services
 

@@ -28,10 +28,11 @@ from app.bets.claims import (
     confirm_args,
     reject_args,
 )
-from app.bets.store import NewBet, Rejected
+from app.bets.store import NewBet
+from app.ledger.store import Rejected
 from app.metrics import Metrics
+from app.storage.writes import Expired, OutcomeUnknown
 from app.units import format_money, format_multiplier
-from app.writes import Expired, OutcomeUnknown
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from typing import Any
 import orjson
 import redis
 
-from app.auth.schemas import validate_object
 from app.auth.sessions import Session
 from app.auth.signatures import (
     NONCE_TTL_S,
@@ -38,7 +37,7 @@ from app.auth.signatures import (
 from app.bets.claims import Claim, rejected_record
 from app.bets.notify import pending_json
 from app.bets.schemas import BetRequestSchema
-from app.bets.store import NewBet, bet_row_json, get_bet, insert_bet, time_ordered_id
+from app.bets.store import NewBet, bet_row_json, get_bet, insert_bet
 from app.errors import (
     ApiError,
     BadRequest,
@@ -49,7 +48,9 @@ from app.errors import (
     Unavailable,
     Unprocessable,
 )
-from app.grid import check_placeable, parse_cell
+from app.http.json import validate_object
+from app.ledger.store import time_ordered_id
+from app.market.grid import check_placeable, parse_cell
 from app.services import Services
 from app.units import UnitError, format_money, format_multiplier, parse_money, parse_multiplier, payout_for
 

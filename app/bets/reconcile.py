@@ -42,8 +42,8 @@ from app.bets.claims import (
     reject_args,
 )
 from app.bets.placement import LOST_AFTER_MS  # the rule GET /bets/<id> applies too
-from app.db import week_schemas
 from app.services import Services
+from app.storage.db import week_schemas
 from app.units import format_money, format_multiplier
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from app.auth.decorators import current_session, login_required
 from app.bets.placement import load_bet, parse_bet, place_bet, shed_load
 from app.bets.store import bet_row_json, list_bets
 from app.errors import BadRequest, NotFound
-from app.pagination import cursor_param, encode_cursor, page_limit
+from app.http.pagination import cursor_param, encode_cursor, page_limit
 from app.services import services
 
 bp = Blueprint("bets", __name__, url_prefix="/api/v1")

@@ -1,14 +1,20 @@
-"""`GET /api/v1/grid`: settings, server time, current price and the quote matrix (SPEC §7)."""
+"""The market over HTTP (SPEC §7): `GET /api/v1/grid` (settings, server time, current price and the
+quote matrix) and `GET /api/v1/prices?since=<ms>` (recent ticks for chart back-fill)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
-from app.quotes import grid_message
+from app.errors import BadRequest
+from app.market.prices import HISTORY_MS, ticks_since
+from app.market.quotes import grid_message
 from app.services import services
 from app.units import MULTIPLIER_DECIMALS, format_decimal, format_money, format_price
 
-bp = Blueprint("grid", __name__, url_prefix="/api/v1")
+bp = Blueprint("market", __name__, url_prefix="/api/v1")
+
+DEFAULT_WINDOW_MS = 5 * 60 * 1000
+MAX_TICKS = 5000
 
 
 @bp.get("/grid")
@@ -41,3 +47,21 @@ def grid() -> Response:
         },
     )
     return jsonify(body)
+
+
+@bp.get("/prices")
+def prices() -> Response:
+    now_ms = services().now_ms()
+    raw = request.args.get("since")
+    if raw is None:
+        since = now_ms - DEFAULT_WINDOW_MS
+    else:
+        if not raw.isdigit() or len(raw) > 15:
+            raise BadRequest("since must be Unix milliseconds (a non-negative integer)", code="invalid_since")
+        since = max(int(raw), now_ms - HISTORY_MS)
+    ticks = ticks_since(services().redis, since, limit=MAX_TICKS + 1)
+    truncated = len(ticks) > MAX_TICKS
+    return jsonify(
+        prices=[{"price": format_price(t.price), "ts": t.ts} for t in ticks[:MAX_TICKS]],
+        truncated=truncated,
+    )

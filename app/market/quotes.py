@@ -38,7 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from app.grid import GridSpec
+from app.market.grid import GridSpec
 from app.units import MULT_ONE, format_multiplier, format_price
 
 MIN_MULTIPLIER = 10_100  # 1.01

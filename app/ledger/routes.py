@@ -21,9 +21,11 @@ import redis
 from flask import Blueprint, Response, jsonify, request
 
 from app.auth.decorators import current_session, login_required
-from app.auth.schemas import load_json
 from app.bets.schemas import MoneyRequestSchema
-from app.bets.store import (
+from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from app.http.json import load_json
+from app.http.pagination import cursor_param, encode_cursor, page_limit
+from app.ledger.store import (
     Movement,
     Rejected,
     account,
@@ -33,8 +35,6 @@ from app.bets.store import (
     movement_ref_id,
     time_ordered_id,
 )
-from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
-from app.pagination import cursor_param, encode_cursor, page_limit
 from app.realtime.keys import user_channel
 from app.services import services
 from app.units import UnitError, format_money, parse_money
