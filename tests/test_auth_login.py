@@ -10,8 +10,8 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from app.auth.sessions import SESSION_KEY_PREFIX
 from app.config import Settings
+from app.keys import SESSION_KEY_PREFIX
 from app.services import services, set_clock
 from tests.test_auth_support import (
     FakeClock,

@@ -20,8 +20,8 @@ import gevent
 import orjson
 import pytest
 
-from app.bets.claims import bet_key, cell_key
 from app.config import Settings
+from app.keys import bet_key, cell_key
 from tests.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
 from tests.test_auth_support import FakeClock
 from tests.test_money_idempotency import stalled_writer

@@ -19,8 +19,8 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from app.bets.claims import cell_key
 from app.bets.reconcile import beat, reconcile_orphans
+from app.keys import cell_key, heartbeat_key
 from app.services import services, set_clock
 from tests.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
 from workers.bet_reconciler import BetReconciler
@@ -120,7 +120,6 @@ def test_reconciliation_is_announced_once(desk: Desk, other: Flask) -> None:
 
 def test_runtime_start_runs_the_reconciler(running_app: Flask, redis_server) -> None:
     """workers.runtime.start wires it in: this worker's heartbeat appears in Redis at once."""
-    from app.bets.reconcile import heartbeat_key
 
     r = redis_server.client()
     key = heartbeat_key(services(running_app).bet_claims.instance)

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from app.bets.store import NewBet, insert_bet
+from app.keys import PRICE_HISTORY_KEY
 from app.ledger.integrity import check_file
 from app.ledger.store import credit
-from app.market.prices import HISTORY_KEY
 from app.storage import db
 from app.storage.rollover import rollover_job
 from app.storage.writes import WriteQueue
@@ -76,7 +76,9 @@ class World:
 
     def ticks(self, *points):
         """(seconds offset from T0, price in cents) pairs into the price history."""
-        self.r.zadd(HISTORY_KEY, {f"{int((T0 + s) * 1000)}:{p}": int((T0 + s) * 1000) for s, p in points})
+        self.r.zadd(
+            PRICE_HISTORY_KEY, {f"{int((T0 + s) * 1000)}:{p}": int((T0 + s) * 1000) for s, p in points}
+        )
 
     def status(self, bet_id):
         with self.reads.connection() as c:

@@ -8,8 +8,8 @@ import pytest
 import redis
 import websocket
 
+from app.keys import CHANNEL_PUBLIC, user_channel
 from app.market.prices import last_tick
-from app.realtime.keys import CHANNEL_PUBLIC, user_channel
 from app.services import services
 from app.units import format_price
 from tests.servers import Gunicorn, http_get, wait_until

@@ -47,6 +47,7 @@ import gevent
 import gevent.event
 import redis
 
+from app.keys import FEED_LEASE_KEY
 from app.market.prices import FencedPublisher, Tick, last_tick
 from app.metrics import Metrics
 from workers.lease import RedisLease
@@ -54,7 +55,6 @@ from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)
 
-LEASE_KEY = "tap:lease:feed"
 LEASE_TTL_MS = 3000
 RENEW_EVERY_S = 1.0
 TRIM_EVERY = 240  # ticks between history trims (~1 min at 4 ticks/s)
@@ -159,7 +159,7 @@ class PriceAggregator(Stoppable):
         publish_ms: int,
         metrics: Metrics | None = None,
         clock: SteadyClock | None = None,
-        lease_key: str = LEASE_KEY,
+        lease_key: str = FEED_LEASE_KEY,
         lease_ttl_ms: int = LEASE_TTL_MS,
     ) -> None:
         self.r = r

@@ -25,11 +25,11 @@ from collections.abc import Callable
 import redis
 
 from app.auth.decorators import WS_CLOSE_INVALID_SESSION
+from app.keys import CHANNEL_CONTROL, CHANNEL_PRICE, CHANNEL_PUBLIC, USER_PATTERN, USER_PREFIX, ended_session
 from app.market.feed import FeedMonitor
-from app.market.prices import CHANNEL_PRICE, Tick, tick_at_or_before, ticks_since
+from app.market.prices import Tick, tick_at_or_before, ticks_since
 from app.metrics import Metrics
 from app.realtime.fanout import Fanout
-from app.realtime.keys import CHANNEL_CONTROL, CHANNEL_PUBLIC, USER_PATTERN, USER_PREFIX, ended_session
 from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)

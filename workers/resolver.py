@@ -29,9 +29,9 @@ import redis
 
 from app.bets.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.errors import ApiError
+from app.keys import RESOLVER_LEASE_KEY, user_channel
 from app.market.prices import WindowStats, window_stats
 from app.metrics import Metrics
-from app.realtime.keys import user_channel
 from app.storage.db import ReadPool
 from app.storage.writes import OutcomeUnknown, WriteQueue
 from app.units import format_money
@@ -39,8 +39,6 @@ from workers.lease import RedisLease
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
-
-LEASE_KEY = "tap:lease:resolver"
 
 
 def decide(stats: WindowStats, now_ms: int, critical_s: float, grace_s: float) -> Outcome | None:
@@ -85,7 +83,7 @@ class Resolver(LoopWorker):
         self.critical_s = critical_s
         self.grace_s = grace_s
         self.metrics = metrics
-        self.lease = RedisLease(r, LEASE_KEY, 5000)
+        self.lease = RedisLease(r, RESOLVER_LEASE_KEY, 5000)
         self._last_renew = 0.0
 
     def step(self) -> float | None:

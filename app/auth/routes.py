@@ -28,7 +28,7 @@ from app.auth.siwe import check_message, parse_message
 from app.auth.state import auth_state
 from app.errors import Unavailable
 from app.http.json import load_json
-from app.realtime.keys import CHANNEL_CONTROL, session_ended_message
+from app.keys import CHANNEL_CONTROL, session_ended_message
 from app.services import Services, services
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")

@@ -33,8 +33,8 @@ import gevent
 import orjson
 import redis
 
-from app.auth.signatures import NONCE_TTL_S, nonce_key
-from app.realtime.keys import user_channel
+from app.auth.signatures import NONCE_TTL_S
+from app.keys import PENDING_INDEX, bet_key, cell_key, nonce_key, user_channel
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,6 @@ return 1
 """
 
 PENDING_TTL_S = 24 * 3600
-PENDING_INDEX = "tap:pending"
 RETRY_EVERY_S = 0.5
 
 
@@ -103,14 +102,6 @@ class Claim(IntEnum):
     REFUSED = 1  # nonce unused and nothing stored: an earlier check refused the bet
     CELL_TAKEN = 2  # detail: the bet id holding the cell
     ACCEPTED = 3
-
-
-def cell_key(address: str, cell: str) -> str:
-    return f"tap:cell:{address}:{cell}"
-
-
-def bet_key(bet_id: str) -> str:
-    return f"tap:bet:{bet_id}"
 
 
 @dataclass(frozen=True, slots=True)

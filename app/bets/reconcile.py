@@ -33,15 +33,9 @@ import apsw
 import orjson
 import redis
 
-from app.bets.claims import (
-    CONFIRM_LUA,
-    PENDING_INDEX,
-    REJECT_LUA,
-    bet_key,
-    confirm_args,
-    reject_args,
-)
+from app.bets.claims import CONFIRM_LUA, REJECT_LUA, confirm_args, reject_args
 from app.bets.placement import LOST_AFTER_MS  # the rule GET /bets/<id> applies too
+from app.keys import PENDING_INDEX, bet_key, heartbeat_key
 from app.services import Services
 from app.storage.db import week_schemas
 from app.units import format_money, format_multiplier
@@ -52,10 +46,6 @@ HEARTBEAT_TTL_S = 5  # a killed worker's bets are announced within about this lo
 HEARTBEAT_EVERY_S = 1.0
 DRAIN_COVER_S = 30  # on a graceful stop: the heartbeat outlives the writer's drain
 SCAN_LIMIT = 2_000  # records looked at per pass (oldest first)
-
-
-def heartbeat_key(instance: str) -> str:
-    return f"tap:worker:{instance}"
 
 
 @dataclass(frozen=True)

@@ -5,5 +5,5 @@
 - `routes`     GET /api/v1/me, GET /api/v1/ledger, POST /api/v1/deposits, POST /api/v1/withdrawals
 - `integrity`  `flask integrity-check`: each week file on its own, and the links between weeks
 
-May import: `app.storage`, `app.auth`, `app.http`, `app.realtime.keys`. Never `app.bets` or `workers`.
+May import: `app.storage`, `app.auth`, `app.http`, `app.keys`. Never `app.bets` or `workers`.
 """

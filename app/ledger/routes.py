@@ -25,6 +25,7 @@ from app.bets.schemas import MoneyRequestSchema
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from app.http.json import load_json
 from app.http.pagination import cursor_param, encode_cursor, page_limit
+from app.keys import user_channel
 from app.ledger.store import (
     Movement,
     Rejected,
@@ -35,7 +36,6 @@ from app.ledger.store import (
     movement_ref_id,
     time_ordered_id,
 )
-from app.realtime.keys import user_channel
 from app.services import services
 from app.units import UnitError, format_money, parse_money
 
