@@ -15,6 +15,11 @@ settles it through the writer in chunks:
 Only the holder of the resolver lease works (two workers overlap during a reload); even without it
 every bet would settle once (status guard + unique ledger rows). Traders get `bet:resolved` and
 `balance` after the commit.
+
+Once a window is completely settled its open liability is released in one step, by column
+(`app.bets.claims.release_column`: one DEL of the column's exposure hashes — idempotent, so a repeated
+settlement or a late rejection never releases twice). A window that is never settled here (all its
+bets rejected) loses its exposure keys by their TTL.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import gevent
 import orjson
 import redis
 
+from app.bets.claims import release_column
 from app.bets.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.errors import ApiError
 from app.keys import RESOLVER_LEASE_KEY, user_channel
@@ -148,6 +154,7 @@ class Resolver(LoopWorker):
             if rows:
                 self._notify(rows)
             if len(rows) < self.chunk:
+                self._release(t_start)
                 break
         if total:
             log.info(
@@ -159,6 +166,13 @@ class Resolver(LoopWorker):
             if self.metrics:
                 self.metrics.bets_settled.inc(total)
         return total
+
+    def _release(self, t_start: int) -> None:
+        """The window is settled: its liability is no longer open (SPEC §8b)."""
+        try:
+            release_column(self.r, t_start)
+        except redis.RedisError as exc:  # the keys expire by themselves; the console shows them till then
+            log.warning("window %s: could not release its exposure now (%s)", t_start, exc)
 
     def _notify(self, rows: list[Settled]) -> None:
         pipe = self.r.pipeline(transaction=False)

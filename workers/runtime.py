@@ -34,8 +34,8 @@ def build_workers(app: Flask) -> list[Worker]:
         ),
         # Right after the writer, so it stops just before the writer drains (its heartbeat covers that).
         BetReconciler(svc, svc.now_ms),
-        PubSubListener(svc.redis, svc.fanout, svc.feed, svc.metrics),
-        FeedWatch(svc.feed, svc.fanout, svc.metrics),
+        PubSubListener(svc.redis, svc.fanout, svc.feed, svc.metrics, on_betting=svc.betting.apply),
+        FeedWatch(svc.feed, svc.fanout, svc.metrics, status=svc.status_message),
         GridPublisher(
             svc.redis,
             svc.grid,
