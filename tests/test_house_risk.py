@@ -260,3 +260,49 @@ def test_settlement_releases_the_column_once(desk: Desk) -> None:
     # the house's day: one lost bet of 10
     day = desk.svc.reads.run(lambda c: c.execute("SELECT bets, won, staked, paid FROM house_days").fetchall())
     assert day == [(1, 0, 10 * MICRO, 0)]
+
+
+def test_the_grid_publisher_shades_by_the_live_liability_and_the_tap_pays_the_shaded_quote(
+    desk: Desk,
+) -> None:
+    from app.market.quotes import format_multiplier, grid_message
+    from workers.grid_publisher import GridPublisher
+
+    svc, s = desk.svc, desk.svc.settings
+    pub = GridPublisher(
+        svc.redis,
+        svc.grid,
+        svc.quotes,
+        svc.feed,
+        svc.fanout,
+        house_edge=s.house_edge,
+        prior_vol=0.6,
+        cell_cap=s.max_cell_payout,
+        column_cap=s.max_column_payout,
+    )
+    pub._base = svc.quotes.book  # the pinned, unshaded book
+    traders = make_traders(desk, 30)
+    cell = desk.cell(col=1, row_offset=2)
+    t_start, row = map(int, cell.split(":"))
+    base = svc.quotes.book.quote(t_start, row)
+    assert base is not None
+    for t in traders[:20]:  # fill the cell part of the way
+        status, body, _ = t.bet(cell, "10", ts=desk.clock.ms)
+        if status != 202:
+            break
+    cell_l, _ = liability(desk, cell)
+    used = cell_l / s.max_cell_payout
+    assert 0.2 < used <= 1.0
+    book = pub.reshade()
+    assert book is svc.quotes.book
+    shaded = book.quote(t_start, row)
+    assert shaded == max(10_100, int(base * (1 - 0.5 * used**2))) < base
+    msg = grid_message(book, desk.clock.ms)
+    shown = msg["quotes"][msg["columns"].index(t_start)][msg["rows"].index(row)]
+    assert shown == format_multiplier(shaded)
+    # a trader who still asks for the unshaded quote is refused; one who accepts the grid's gets it
+    late = traders[25]
+    status, body, _ = late.bet(cell, "1", min_multiplier=format_multiplier(base), ts=desk.clock.ms)
+    assert status == 422 and body["error"]["code"] == "multiplier_below_minimum", body
+    status, body, _ = late.bet(cell, "1", min_multiplier=shown, ts=desk.clock.ms)
+    assert status == 202 and body["multiplier"] == shown, body

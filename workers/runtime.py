@@ -44,6 +44,8 @@ def build_workers(app: Flask) -> list[Worker]:
             svc.fanout,
             house_edge=s.house_edge,
             prior_vol=s.quote_prior_vol / 10_000,
+            cell_cap=s.max_cell_payout,
+            column_cap=s.max_column_payout,
         ),
         Resolver(
             svc.redis,
