@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from app import auth, errors, metrics
+from app import admin, auth, errors, metrics
 from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
 from app.bets.routes import bp as bets_bp
@@ -76,6 +76,7 @@ def build_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(health_bp)
     auth.init_app(app)
+    admin.init_app(app)
     app.register_blueprint(bets_bp)
     app.register_blueprint(ledger_bp)
     app.register_blueprint(market_bp)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import redis
 from flask import Flask, current_app
 
+from app.admin.samples import ConsoleSamples
 from app.bets.claims import BetClaims
 from app.bets.halt import BettingSwitch
 from app.bets.notify import BetNotifier
@@ -38,6 +39,7 @@ class Services:
     bet_notifier: BetNotifier
     betting: BettingSwitch = field(default_factory=BettingSwitch)  # the operator's halt switch (copy)
     taps: TapCounter = field(default_factory=TapCounter)  # taps per second by outcome (console)
+    console: ConsoleSamples = field(default_factory=ConsoleSamples)  # writer and feed samples (console)
     # The wall clock every rule reads (bet freshness, placeable cells, sessions, server_time):
     # timestamps leave the process, so wall time, not monotonic. Tests freeze it with `set_clock`.
     clock: Callable[[], float] = field(default=time.time)

@@ -9,6 +9,7 @@ from flask import Flask
 from app.services import services
 from workers.aggregator import PriceAggregator
 from workers.bet_reconciler import BetReconciler
+from workers.console import ConsoleWorker
 from workers.exchanges import BinanceSource, CoinbaseSource
 from workers.feed_watch import FeedWatch
 from workers.grid_publisher import GridPublisher
@@ -86,6 +87,7 @@ def build_workers(app: Flask) -> list[Worker]:
             )
         else:  # pragma: no cover - Settings refuses unknown sources
             raise RuntimeError(f"TAP_PRICE_SOURCES: unknown source {source!r}")
+    workers.append(ConsoleWorker(svc, aggregator, s.price_sources))
     workers.append(aggregator)  # stopped first: no tick is published once shutdown begins
     return workers
 
