@@ -179,8 +179,10 @@ def overview() -> Response:
       tags: [admin]
       summary: Feed, breaker, betting, writer, taps, websockets, resolver, exposure, house result, weeks
       parameters:
-        - {name: window, in: query, schema: {type: integer, minimum: 10, maximum: 900, default: 900},
-           description: Seconds of per-second series (taps, writer)}
+        - name: window
+          in: query
+          description: Seconds of per-second series (taps, writer)
+          schema: {type: integer, minimum: 10, maximum: 900, default: 900}
       responses:
         200:
           description: The overview
