@@ -306,3 +306,34 @@ def test_the_grid_publisher_shades_by_the_live_liability_and_the_tap_pays_the_sh
     assert status == 422 and body["error"]["code"] == "multiplier_below_minimum", body
     status, body, _ = late.bet(cell, "1", min_multiplier=shown, ts=desk.clock.ms)
     assert status == 202 and body["multiplier"] == shown, body
+
+
+def test_the_caps_hold_for_taps_over_the_websocket_too(desk: Desk) -> None:
+    """The socket's `bet` message goes through the same claim: concurrent taps from 200 sockets."""
+    from app.auth.sessions import lookup_session
+    from app.auth.state import auth_state
+    from app.realtime.taps import TapSocket
+
+    svc = desk.svc
+    traders = make_traders(desk, 200)
+    cell = desk.cell(col=3, row_offset=-2)
+    with desk.app.app_context():
+        limits = auth_state().limits
+    answers: dict[str, dict] = {}
+    sockets = []
+    for i, t in enumerate(traders):
+        session = lookup_session(svc.redis, t.token, desk.clock.ms)
+        assert session is not None
+        s = TapSocket(svc, svc.fanout.register(), session, limits)
+        s._send = lambda msg, i=i: answers.__setitem__(str(i), msg)  # type: ignore[method-assign]
+        sockets.append((s, orjson.dumps({"type": "bet", "req": f"r{i}", **t.bet_body(cell, "10")})))
+    gevent.joinall([gevent.spawn(s.handle, raw) for s, raw in sockets], raise_error=True)
+    kinds = Counter(
+        a["type"] if a["type"] == "bet:accepted" else (a["status"], a["error"]["code"])
+        for a in answers.values()
+    )
+    payout = counted_bets(desk, cell)
+    assert kinds[(422, "exposure_limit")] > 0 and kinds["bet:accepted"] == len(payout) > 0, kinds
+    assert set(kinds) <= {"bet:accepted", (422, "exposure_limit")}, kinds
+    assert liability(desk, cell)[0] == sum(payout.values()) <= CELL_CAP * MICRO
+    assert len(list(svc.redis.scan_iter("tap:bn:*", count=1000))) == len(payout)
