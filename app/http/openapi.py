@@ -72,7 +72,7 @@ ERROR_RESPONSES = {
 }
 
 DESCRIPTION = (
-    "Wire contract: SPEC.md; conventions and every error code: docs/API.md. Money is a decimal "
+    "Wire contract, conventions and every error code: docs/API.md. Money is a decimal "
     "string with at most 6 decimals, prices 2, multipliers 4; times are Unix milliseconds. Errors are "
     '`{"error": {"code": "<snake_case>", "message": "..."}}`. Authenticated calls send '
     "`Authorization: Bearer <token>` from `POST /api/v1/auth/login`."
