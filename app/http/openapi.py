@@ -124,6 +124,31 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.parameter(
         "Limit", "query", {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
     )
+    # Deposits and withdrawals (SPEC §7): the key, and the two answers a movement can get.
+    spec.components.parameter(
+        "IdempotencyKey",
+        "header",
+        {
+            "name": "Idempotency-Key",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]{1,64}$"},
+            "description": "Same key + same body returns the first result and moves money once; same key "
+            "+ another body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.",
+        },
+    )
+    spec.components.response(
+        "MovementCommitted",
+        {
+            "description": "Committed",
+            "content": {"application/json": {"schema": "app.ledger.schemas.MovementSchema"}},
+        },
+    )
+    spec.components.response(
+        "MovementPending",
+        {
+            "description": "Not committed in time; GET /api/v1/ledger shows ref_id once it is",
+            "content": {"application/json": {"schema": "app.ledger.schemas.MovementPendingSchema"}},
+        },
+    )
     error_ref = {"$ref": "#/components/schemas/Error"}
     for name, description in ERROR_RESPONSES.items():
         headers = {}

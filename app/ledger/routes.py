@@ -203,24 +203,13 @@ def deposit() -> Response | tuple[Response, int]:
     ---
     post:
       tags: [account]
-      parameters:
-        - name: Idempotency-Key
-          in: header
-          required: false
-          schema: {type: string, minLength: 1, maxLength: 64, pattern: '^[!-~]{1,64}$'}
-          description: >-
-            Same key + same body returns the first result and moves money once; same key + another
-            body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.
+      parameters: [IdempotencyKey]
       requestBody:
         content: {application/json: {schema: app.ledger.schemas.MoneyRequestSchema}}
       responses:
         403: Forbidden
-        200:
-          description: Committed
-          content: {application/json: {schema: app.ledger.schemas.MovementSchema}}
-        202:
-          description: Not committed in time; GET /api/v1/ledger shows ref_id once it is
-          content: {application/json: {schema: app.ledger.schemas.MovementPendingSchema}}
+        200: MovementCommitted
+        202: MovementPending
         400: BadRequest
         401: Unauthorized
         409: Conflict
@@ -243,23 +232,12 @@ def withdraw() -> Response | tuple[Response, int]:
     ---
     post:
       tags: [account]
-      parameters:
-        - name: Idempotency-Key
-          in: header
-          required: false
-          schema: {type: string, minLength: 1, maxLength: 64, pattern: '^[!-~]{1,64}$'}
-          description: >-
-            Same key + same body returns the first result and moves money once; same key + another
-            body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.
+      parameters: [IdempotencyKey]
       requestBody:
         content: {application/json: {schema: app.ledger.schemas.MoneyRequestSchema}}
       responses:
-        200:
-          description: Committed
-          content: {application/json: {schema: app.ledger.schemas.MovementSchema}}
-        202:
-          description: Not committed in time; GET /api/v1/ledger shows ref_id once it is
-          content: {application/json: {schema: app.ledger.schemas.MovementPendingSchema}}
+        200: MovementCommitted
+        202: MovementPending
         400: BadRequest
         401: Unauthorized
         409: Conflict
