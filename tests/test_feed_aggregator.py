@@ -5,8 +5,9 @@ import pytest
 import redis
 
 from app.metrics import Metrics
-from app.prices import HISTORY_KEY, Tick, last_tick, publish_tick, ticks_since
-from workers.aggregator import LEASE_KEY, PriceAggregator, Quote, SteadyClock
+from app.prices import HISTORY_KEY, FencedPublisher, Tick, last_tick, publish_tick, ticks_since
+from tests.waiting import wait_until
+from workers.aggregator import LEASE_KEY, LEASE_TTL_MS, PriceAggregator, Quote, SteadyClock
 
 T0_MS = 1_763_711_990_000
 
@@ -160,11 +161,25 @@ def test_wall_clock_jumps_change_nothing(r, clocks):
     assert agg.compute()[0].price == 6_700_150
 
 
-def test_only_the_lease_holder_publishes_and_a_successor_continues_the_stream(r, clocks):
+def count_calls(monkeypatch, obj, name: str) -> list[bool]:
+    """Record the results of `obj.name()` (a spy on a public method): one entry per call."""
+    results: list[bool] = []
+    real = getattr(obj, name)
+
+    def spy():
+        results.append(real())
+        return results[-1]
+
+    monkeypatch.setattr(obj, name, spy)
+    return results
+
+
+def test_only_the_lease_holder_publishes_and_a_successor_continues_the_stream(r, monkeypatch):
     a = PriceAggregator(r, fresh_s=2, max_deviation=100, publish_ms=20)
     b = PriceAggregator(r, fresh_s=2, max_deviation=100, publish_ms=20)
+    b_tries = count_calls(monkeypatch, b.lease, "acquire")
     ga = gevent.spawn(a.run)
-    gevent.sleep(0.1)
+    wait_until(lambda: a.lease.held, what="a to take the lease")
     gb = gevent.spawn(b.run)
     clock = a.clock
     for i in range(10):
@@ -172,20 +187,20 @@ def test_only_the_lease_holder_publishes_and_a_successor_continues_the_stream(r,
         a.offer(Quote("binance", 6_700_000 + i, now, clock.mono()))
         b.offer(Quote("binance", 5_000_000 + i, now, clock.mono()))  # would be obvious in the history
         gevent.sleep(0.05)
+    # b asks for the lease at start and every 0.5 s; twice refused means it really runs beside a
+    wait_until(lambda: len(b_tries) >= 2 and a.published >= 1, what="b refused twice while a publishes")
+    assert not any(b_tries)
     assert a.lease.held and not b.lease.held
     assert {t.price // 100_000 for t in ticks_since(r, 0)} == {67}
     # b cannot publish even if it believes it holds the lease: the Lua script checks the token
-    b.lease.held = True
-    assert not b._publisher.publish(Tick(1, clock.wall_ms()))
-    b.lease.held = False
+    assert not FencedPublisher(r, LEASE_KEY, b.lease.token, LEASE_TTL_MS).publish(Tick(1, clock.wall_ms()))
     last_a = last_tick(r)
     a.stop()
     ga.join(2)
     assert r.get(LEASE_KEY) is None  # released on a clean stop
-    gevent.sleep(0.7)  # b polls for the lease every 0.5 s
-    assert b.lease.held
-    b.offer(Quote("coinbase", 6_700_020, last_a.ts - 5, clock.mono()))  # exchange time behind a's last
-    gevent.sleep(0.1)
+    wait_until(lambda: b.lease.held, timeout=5, what="b to take the lease over")  # at its next poll
+    assert b.offer(Quote("coinbase", 6_700_020, last_a.ts - 5, clock.mono()))  # behind a's last
+    wait_until(lambda: last_tick(r) != last_a, what="b's first tick")
     newest = last_tick(r)
     assert newest.price == 6_700_020 and newest.ts == last_a.ts + 1  # the stream stays increasing
     b.stop()
@@ -196,6 +211,6 @@ def test_history_is_trimmed_by_the_publisher(r, clocks):
     agg = make(r, clocks)
     publish_tick(r, Tick(1, T0_MS - 8 * 24 * 3600 * 1000))  # older than 7 days
     assert agg.lease.acquire()
-    agg._publisher.publish(Tick(2, T0_MS), trim=True)
+    assert FencedPublisher(r, LEASE_KEY, agg.lease.token, LEASE_TTL_MS).publish(Tick(2, T0_MS), trim=True)
     assert [t.price for t in ticks_since(r, 0)] == [2]
     assert r.zcard(HISTORY_KEY) == 1
