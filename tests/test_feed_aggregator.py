@@ -6,7 +6,7 @@ import redis
 
 from app.metrics import Metrics
 from app.prices import HISTORY_KEY, FencedPublisher, Tick, last_tick, publish_tick, ticks_since
-from tests.waiting import wait_until
+from tests.waiting import record_results, wait_until
 from workers.aggregator import LEASE_KEY, LEASE_TTL_MS, PriceAggregator, Quote, SteadyClock
 
 T0_MS = 1_763_711_990_000
@@ -161,23 +161,10 @@ def test_wall_clock_jumps_change_nothing(r, clocks):
     assert agg.compute()[0].price == 6_700_150
 
 
-def count_calls(monkeypatch, obj, name: str) -> list[bool]:
-    """Record the results of `obj.name()` (a spy on a public method): one entry per call."""
-    results: list[bool] = []
-    real = getattr(obj, name)
-
-    def spy():
-        results.append(real())
-        return results[-1]
-
-    monkeypatch.setattr(obj, name, spy)
-    return results
-
-
 def test_only_the_lease_holder_publishes_and_a_successor_continues_the_stream(r, monkeypatch):
     a = PriceAggregator(r, fresh_s=2, max_deviation=100, publish_ms=20)
     b = PriceAggregator(r, fresh_s=2, max_deviation=100, publish_ms=20)
-    b_tries = count_calls(monkeypatch, b.lease, "acquire")
+    b_tries = record_results(monkeypatch, b.lease, "acquire")
     ga = gevent.spawn(a.run)
     wait_until(lambda: a.lease.held, what="a to take the lease")
     gb = gevent.spawn(b.run)

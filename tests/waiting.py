@@ -42,3 +42,18 @@ def wait_until(
         time.sleep(interval)
     detail = f" (last error: {last_error!r})" if last_error is not None else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
+
+
+def record_results(monkeypatch, obj: object, name: str) -> list[Any]:
+    """Spy on the public method `obj.name()` (no arguments): returns the list of its results so far.
+
+    For waiting on what a worker has done ("b has asked for the lease twice") instead of sleeping."""
+    results: list[Any] = []
+    real = getattr(obj, name)
+
+    def spy() -> Any:
+        results.append(real())
+        return results[-1]
+
+    monkeypatch.setattr(obj, name, spy)
+    return results
