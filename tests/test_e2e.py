@@ -48,8 +48,8 @@ def _messages(url, timeout=10.0, **kw):
         ws.close()
 
 
-def _assert_stream(msgs):
-    assert msgs[0] == {"type": "status", "feed": "healthy", "betting": True}
+def _assert_stream(msgs, feed=("healthy",)):
+    assert msgs[0]["type"] == "status" and msgs[0]["feed"] in feed and msgs[0]["betting"] is True, msgs[0]
     prices = [m for m in msgs if m["type"] == "price"]
     assert len(prices) >= PRICES, msgs
     for m in prices:
@@ -159,4 +159,7 @@ def test_sighup_reload_keeps_serving(gunicorn):
     stop = True
     g.join(25)
     assert statuses and set(statuses) == {200}, statuses
-    _assert_stream(_messages(gunicorn.url.replace("http", "ws") + "/ws"))
+    # The old worker stops at the fork, so the ticks pause while the new one boots; when that takes
+    # longer than TAP_FEED_DEGRADED_S (3 s, a busy machine) the new worker rightly reports the feed
+    # DEGRADED for the recovery period. Betting stays open either way.
+    _assert_stream(_messages(gunicorn.url.replace("http", "ws") + "/ws"), feed=("healthy", "degraded"))

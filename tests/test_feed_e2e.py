@@ -241,6 +241,9 @@ def test_wall_clock_jumps_change_nothing(running_app, fakes, reader, monkeypatch
         wait_until(lambda t=t: len(reader.prices(since=t)) >= 20, timeout=10, what="prices after the jump")
         prices = reader.prices(since=t)
         assert all(abs(p["ts"] - real_time() * 1000) < 2000 for p in prices)  # exchange time, not ours
-        assert feed.state() is FeedState.HEALTHY and feed.betting_open()
+        # A breaker on the wall clock would see the last tick an hour old: CRITICAL, betting closed.
+        # (Not "HEALTHY": a busy machine that stalls this process for 0.3 s makes the feed DEGRADED
+        # for real, which is the breaker working, not a jump getting through.)
+        assert feed.state() is not FeedState.CRITICAL and feed.betting_open()
     monkeypatch.setattr(time, "time", real_time)
-    assert reader.statuses() == [("healthy", True)]
+    assert all(betting for _, betting in reader.statuses()), reader.statuses()
