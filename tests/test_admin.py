@@ -13,9 +13,9 @@ from app.bets.resolution import Outcome
 from app.config import Settings
 from app.keys import INTEGRITY_LOCK_KEY
 from app.units import MICRO
-from tests.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.traders import Trader
 from tests.test_house_risk import make_traders
-from tests.traders import Trader
 
 ADMIN = Account.create()
 

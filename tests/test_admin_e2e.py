@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from eth_account import Account
 
-from tests.servers import Gunicorn, wait_until
+from tests.support.servers import Gunicorn, wait_until
+from tests.support.traders import HttpClient, Trader
 from tests.test_ws_taps import Settings, Socket, _cells, _tap
-from tests.traders import HttpClient, Trader
 
 pytestmark = pytest.mark.e2e
 

@@ -24,8 +24,8 @@ from app.config import Settings
 from app.keys import EXPOSURE_COLUMNS, PENDING_INDEX, exposure_bets_key, exposure_key
 from app.ledger.store import credit
 from app.units import MICRO, parse_money, payout_for
-from tests.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
-from tests.traders import Trader
+from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.traders import Trader
 
 CELL_CAP = 1000  # money
 COLUMN_CAP = 3000
