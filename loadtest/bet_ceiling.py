@@ -9,7 +9,8 @@ What it does (everything on 127.0.0.1, every step bounded in time, everything it
 
 1. Starts a private redis-server (CPU 1) and gunicorn (`-c gunicorn.conf.py`, CPU 0) on free ports
    with TAP_DATA_DIR=<tmp>, TAP_DEV_MODE=1 and the app's own rate limits off (all load comes from
-   one IP: TAP_RATE_PER_IP=0, TAP_RATE_PER_ADDRESS=0, TAP_RATE_AUTH_PER_IP=0). The grid settings stay
+   one IP: TAP_RATE_PER_IP=0, TAP_RATE_PER_ADDRESS=0, TAP_RATE_AUTH_PER_IP=0), and the exposure caps
+   raised out of the way (TAP_MAX_CELL_PAYOUT/TAP_MAX_COLUMN_PAYOUT = 10^9). The grid settings stay
    at their defaults; the simulated feed's volatility is lowered (TAP_SIM_VOLATILITY, default here
    0.15) so the price row drifts less during a run and the pre-chosen cells stay placeable. This
    process pins itself to CPU 1.
@@ -726,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             env = dict(kv.split("=", 1) for kv in args.env)
             env.setdefault("TAP_SIM_VOLATILITY", args.sim_volatility)
+            # Thousands of bets of 1 on a few dozen cells, far cells at 100× with the calm sim feed: the
+            # default exposure caps (SPEC §8b) would refuse part of them. Out of the way, as before them.
+            env.setdefault("TAP_MAX_CELL_PAYOUT", "1000000000")
+            env.setdefault("TAP_MAX_COLUMN_PAYOUT", "1000000000")
             if args.console_poll:
                 env["TAP_ADMIN_ADDRESSES"] = admin_key.checksum_address
             stack = Stack(env, args.logs)
