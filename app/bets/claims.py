@@ -87,11 +87,13 @@ redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
 redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
 redis.call('ZADD', KEYS[4], ARGV[8], ARGV[4])
 redis.call('HINCRBY', KEYS[6], ARGV[10], payout)
-redis.call('HINCRBY', KEYS[6], 't', payout)
-redis.call('EXPIRE', KEYS[6], ARGV[13])
 redis.call('HSET', KEYS[7], ARGV[4], ARGV[10] .. ':' .. ARGV[9])
-redis.call('EXPIRE', KEYS[7], ARGV[13])
-redis.call('ZADD', KEYS[8], ARGV[14], ARGV[14])
+if redis.call('HINCRBY', KEYS[6], 't', payout) == payout then
+  -- the column's first open bet (its hashes are new): their TTL, and the console's index
+  redis.call('EXPIRE', KEYS[6], ARGV[13])
+  redis.call('EXPIRE', KEYS[7], ARGV[13])
+  redis.call('ZADD', KEYS[8], ARGV[14], ARGV[14])
+end
 return {3, ''}
 """
 
