@@ -22,6 +22,8 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the admin blueprint (after `app.extensions["tap"]` is set)."""
-    from app.admin.routes import bp
+    from app.admin.routes import EXT_KEY, AdminState, bp
+    from app.services import services
 
+    app.extensions[EXT_KEY] = AdminState(services(app))
     app.register_blueprint(bp)

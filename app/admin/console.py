@@ -92,6 +92,7 @@ class Console:
         self.house = Cached(2.0, self._house, clock)
         self.weeks = Cached(30.0, self._weeks, clock)
         self.actions = Cached(1.0, self._actions, clock)
+        self._archiver: Any = None
 
     def _now(self) -> float:
         """The app's clock, read at each call (`set_clock` may replace it: frozen in tests)."""
@@ -234,7 +235,9 @@ class Console:
         from app.storage.archive import ArchiveError, Archiver
 
         try:
-            listing = Archiver(self.svc.settings).listing()
+            if self._archiver is None:  # once: an S3 client costs ~0.1 s of CPU to build
+                self._archiver = Archiver(self.svc.settings)
+            listing = self._archiver.listing()
         except ArchiveError as exc:
             return {"error": str(exc), "local": [], "archived": []}
         return {

@@ -39,10 +39,8 @@ class AdminState:
 
 
 def admin_state() -> AdminState:
-    state = current_app.extensions.get(EXT_KEY)
-    if state is None:
-        state = current_app.extensions[EXT_KEY] = AdminState(services())
-    return state
+    """This app's console and integrity runner (built by `app.admin.init_app`)."""
+    return current_app.extensions[EXT_KEY]
 
 
 def _window() -> int:
