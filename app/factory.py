@@ -70,6 +70,7 @@ def build_app(settings: Settings | None = None) -> Flask:
     m.ws_clients.set_function(lambda: len(svc.fanout))
     m.feed_age.set_function(lambda: svc.feed.age() or -1.0)
     m.feed_state.set_function(svc.feed.level)
+    m.betting_halted.set_function(lambda: 0 if svc.betting.open else 1)
 
     errors.init_app(app)
     metrics.init_app(app, m)

@@ -106,6 +106,8 @@ def test_halting_refuses_every_tap_with_the_reason_and_records_who_did_it(desk: 
         "reason": "feed looks wrong",
     }
 
+    assert "tap_betting_halted 1.0" in desk.app.test_client().get("/metrics").get_data(as_text=True)
+
     desk.clock.advance(1)
     status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": True})
     assert status == 200 and out["open"] is True and out["halted"] is False and out["reason"] is None
@@ -115,6 +117,7 @@ def test_halting_refuses_every_tap_with_the_reason_and_records_who_did_it(desk: 
     assert "halted" not in desk.svc.status_message()
     status, state, _ = admin.call("GET", "/api/v1/admin/betting")
     assert [a["action"] for a in state["actions"]] == ["reopen", "halt"]
+    assert "tap_betting_halted 0.0" in desk.app.test_client().get("/metrics").get_data(as_text=True)
 
 
 @pytest.mark.parametrize(

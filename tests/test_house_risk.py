@@ -337,3 +337,20 @@ def test_the_caps_hold_for_taps_over_the_websocket_too(desk: Desk) -> None:
     assert set(kinds) <= {"bet:accepted", (422, "exposure_limit")}, kinds
     assert liability(desk, cell)[0] == sum(payout.values()) <= CELL_CAP * MICRO
     assert len(list(svc.redis.scan_iter("tap:bn:*", count=1000))) == len(payout)
+
+
+def test_the_caps_are_money_settings_checked_at_start(tmp_path) -> None:
+    from app.config import ConfigError
+
+    s = Settings.from_env({"TAP_MAX_CELL_PAYOUT": "2500.5", "TAP_MAX_COLUMN_PAYOUT": "10000"})
+    assert (s.max_cell_payout, s.max_column_payout) == (2_500_500_000, 10_000 * MICRO)
+    d = Settings.from_env({})
+    assert (d.max_cell_payout, d.max_column_payout) == (50_000 * MICRO, 1_000_000 * MICRO)
+    for env, name in (
+        ({"TAP_MAX_CELL_PAYOUT": "0"}, "TAP_MAX_CELL_PAYOUT"),
+        ({"TAP_MAX_CELL_PAYOUT": "1e5"}, "TAP_MAX_CELL_PAYOUT"),
+        ({"TAP_MAX_COLUMN_PAYOUT": "-1"}, "TAP_MAX_COLUMN_PAYOUT"),
+        ({"TAP_MAX_CELL_PAYOUT": "20", "TAP_MAX_COLUMN_PAYOUT": "10"}, "TAP_MAX_CELL_PAYOUT"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env(env)
