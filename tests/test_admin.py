@@ -249,3 +249,25 @@ def test_the_openapi_document_lists_every_admin_endpoint(desk: Desk) -> None:
         assert "403" in op["responses"], (method, path)
     body = doc["paths"]["/api/v1/admin/betting"]["post"]["requestBody"]
     assert "BettingRequest" in str(body)
+
+
+def test_the_integrity_check_reports_violations_with_their_rows(desk: Desk, admin) -> None:
+    from app.storage.db import connect, current_week_file
+
+    (t,) = make_traders(desk, 1)
+    path = current_week_file(desk.svc.settings.db_dir)
+    conn = connect(path)
+    try:
+        conn.execute("UPDATE users SET balance = balance + 1 WHERE address = ?", (t.address,))  # a bad row
+    finally:
+        conn.close()
+    status, out, _ = admin.call("POST", "/api/v1/admin/integrity-check")
+    assert status == 202
+    with gevent.Timeout(60):
+        while out["last"]["state"] == "running":
+            gevent.sleep(0.05)
+            out = admin.call("GET", "/api/v1/admin/integrity-check")[1]
+    last = out["last"]
+    assert last["state"] == "violations" and last["violations"] == 1, last
+    assert "balance_mismatch" in last["first_violations"][0] and t.address in last["first_violations"][0]
+    assert last["files"] == [{"file": path.name, "violations": 1}]
