@@ -4,12 +4,12 @@ Run: ``gunicorn -c gunicorn.conf.py`` (the app is ``wsgi:app``). Settings come f
 value stops the master before it forks, with one line naming the variable.
 """
 
-import select
 import socket
 import sys
 import time
 
 import gevent
+from gevent.monkey import get_original
 from gunicorn.workers.ggevent import GeventWorker
 
 from app.config import ConfigError, Settings
@@ -61,11 +61,17 @@ class TapGeventWorker(GeventWorker):
             _close_if_quiet(sock)
 
 
+_real_select = get_original("select", "select")
+
+
 def _close_if_quiet(sock: socket.socket) -> None:
     """Shut an idle connection down unless a request is already arriving on it; the greenlet that
     reads it then sees end-of-file and closes it the usual way."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        # The unpatched select: a zero-timeout poll must not yield to the hub. gevent's would, and a
+        # greenlet killed meanwhile (a websocket dropped or closed at shutdown) would raise
+        # GreenletExit here, which gunicorn logs as an error handling the request.
+        readable, _, _ = _real_select([sock], [], [], 0)
         if readable:
             return
         # Through a duplicate descriptor: shutdown() acts on the connection, so the reader sees a
