@@ -143,14 +143,22 @@ def post_worker_init(worker):
 
 
 def _wait_for_quote_book(worker) -> None:
-    """Until the book is built and betting open, or the replayed feed shows a stall (betting is rightly
-    closed, so there is nothing to wait for), or WARM_UP_MAX_S has passed (no tick at all yet)."""
+    """Until the book is built from a fresh tick and betting open, or the replayed feed shows a stall
+    (betting is rightly closed, so there is nothing to wait for), or WARM_UP_MAX_S has passed (no tick
+    at all yet). Fresh matters: during a reload no worker publishes prices between the old worker's
+    exit and this one taking the feed lease, and a book built from the last tick before that gap would
+    refuse every tap with 503 `quotes_stale` until the next tick."""
     from app.services import services
 
     svc = services(worker.wsgi)
     started = time.monotonic()
     while time.monotonic() - started < WARM_UP_MAX_S:
-        if svc.quotes.book is not None and svc.feed.betting_open():
+        book = svc.quotes.book
+        if (
+            book is not None
+            and svc.feed.betting_open()
+            and book.age_s(svc.clock()) <= svc.settings.quote_max_age_s
+        ):
             outcome = "quote book ready"
             break
         if svc.feed.last_tick is not None and not svc.feed.betting_open():
