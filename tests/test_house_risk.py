@@ -354,3 +354,14 @@ def test_the_caps_are_money_settings_checked_at_start(tmp_path) -> None:
     ):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env(env)
+
+
+def test_the_console_index_of_exposed_columns_forgets_columns_whose_keys_expired(desk: Desk) -> None:
+    from app.bets.claims import EXPOSURE_GRACE_S, trim_exposure_index
+
+    r = desk.svc.redis
+    now = int(desk.clock())
+    old, recent = now - EXPOSURE_GRACE_S - 7200, now - 60
+    r.zadd(EXPOSURE_COLUMNS, {str(old): old, str(recent): recent})
+    trim_exposure_index(r, now)
+    assert [int(m) for m in r.zrange(EXPOSURE_COLUMNS, 0, -1)] == [recent]

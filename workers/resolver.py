@@ -32,7 +32,7 @@ import gevent
 import orjson
 import redis
 
-from app.bets.claims import release_column
+from app.bets.claims import release_column, trim_exposure_index
 from app.bets.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.errors import ApiError
 from app.keys import RESOLVER_LEASE_KEY, user_channel
@@ -45,6 +45,8 @@ from workers.lease import RedisLease
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
+
+TRIM_EVERY_S = 60.0  # how often the console's index of exposed columns is trimmed
 
 
 def decide(stats: WindowStats, now_ms: int, critical_s: float, grace_s: float) -> Outcome | None:
@@ -91,6 +93,7 @@ class Resolver(LoopWorker):
         self.metrics = metrics
         self.lease = RedisLease(r, RESOLVER_LEASE_KEY, 5000)
         self._last_renew = 0.0
+        self._last_trim = 0.0
 
     def step(self) -> float | None:
         try:
@@ -132,6 +135,9 @@ class Resolver(LoopWorker):
                 continue
             settled += self.settle_window(t_start, outcome, now_ms)
         self._record_lag(now_ms)
+        if time.monotonic() - self._last_trim >= TRIM_EVERY_S:
+            self._last_trim = time.monotonic()
+            trim_exposure_index(self.r, now_ms // 1000)
         return settled
 
     def settle_window(self, t_start: int, outcome: Outcome, now_ms: int) -> int:

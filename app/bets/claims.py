@@ -375,6 +375,12 @@ def release_column(r: redis.Redis, t_start: int) -> None:
     pipe.execute()
 
 
+def trim_exposure_index(r: redis.Redis, now_s: int) -> None:
+    """Forget columns in ``tap:exp:cols`` whose exposure keys have expired (a column whose bets were all
+    rejected is never settled, so nothing else would remove it)."""
+    r.zremrangebyscore(EXPOSURE_COLUMNS, "-inf", now_s - EXPOSURE_GRACE_S - 3600)
+
+
 def rejected_record(pending: bytes, reason: str) -> bytes:
     """The pending record JSON turned into a rejected one."""
     return orjson.dumps(orjson.loads(pending) | {"status": "rejected", "reason": reason})
