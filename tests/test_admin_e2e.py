@@ -33,6 +33,9 @@ def server(tmp_path_factory, redis_server):
     g.start()
     yield g
     assert g.stop() == 0
+    # Leave no price history behind: a module-scoped server started next on this Redis would replay it
+    # as a feed stall (the gap since these ticks) and start with betting suspended.
+    redis_server.client().flushall()
     assert "Traceback" not in g.log(), g.log()
 
 
