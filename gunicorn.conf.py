@@ -4,8 +4,13 @@ Run: ``gunicorn -c gunicorn.conf.py`` (the app is ``wsgi:app``). Settings come f
 value stops the master before it forks, with one line naming the variable.
 """
 
+import select
+import socket
 import sys
 import time
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
 
 from app.config import ConfigError, Settings
 
@@ -14,6 +19,64 @@ try:
 except ConfigError as exc:
     sys.exit(f"tap-trading: configuration error: {exc}")
 
+
+class TapGeventWorker(GeventWorker):
+    """gunicorn's gevent worker, plus: when it is told to stop (SIGTERM, so also the old worker of
+    every SIGHUP reload), close at once the keep-alive connections that sit idle between requests.
+
+    Stock gunicorn waits `graceful_timeout` for them: nginx keeps up to 64 idle upstream connections
+    (plus direct clients), so each reload held the old worker 20 s, and gunicorn's master, which waits
+    for the old worker inside its reload, handled the next HUP that much later. A connection busy
+    with a request is left alone: gunicorn answers it with ``Connection: close``. An idle connection
+    with bytes already waiting (a request just arriving) is left alone for the same reason.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle: set[socket.socket] = set()  # connections waiting for their next request
+
+    def handle(self, listener, client, addr) -> None:
+        self._idle.add(client)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._idle.discard(client)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        self._idle.discard(sock)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if self.alive:
+                self._idle.add(sock)
+            else:  # kept alive because the request began before the stop: idle now, so close it
+                _close_if_quiet(sock)
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)  # alive = False: gunicorn stops accepting, drains the rest
+        gevent.spawn(self._close_idle)  # not from the signal handler itself (as gunicorn's handle_quit)
+
+    def _close_idle(self) -> None:
+        for sock in list(self._idle):
+            _close_if_quiet(sock)
+
+
+def _close_if_quiet(sock: socket.socket) -> None:
+    """Shut an idle connection down unless a request is already arriving on it; the greenlet that
+    reads it then sees end-of-file and closes it the usual way."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if readable:
+            return
+        # Through a duplicate descriptor: shutdown() acts on the connection, so the reader sees a
+        # plain end-of-file. gevent's own sock.shutdown() would cancel the reader with EBADF instead,
+        # which gunicorn logs as a socket error with a traceback.
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as dup:
+            dup.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):  # already closed by its own greenlet
+        pass
+
+
 wsgi_app = "wsgi:app"
 bind = [_settings.bind]
 # One process owns the single SQLite writer (ADR-001/005). Worker class measured in BENCHMARKS.md:
@@ -21,7 +84,7 @@ bind = [_settings.bind]
 # close handshake, so a TERM waits out graceful_timeout and worker_exit (the writer's flush) never runs.
 # "gevent" plus the per-request yield (app.factory.YieldFirst) has the same tail and closes cleanly.
 workers = 1
-worker_class = "gevent"
+worker_class = TapGeventWorker  # "gevent", closing idle keep-alive connections at once on stop (above)
 worker_connections = 10000  # websockets are long-lived connections too
 backlog = 4096
 timeout = 30  # the hub must stay responsive: SQLite runs on threads, so a 30 s stall is a real hang
@@ -44,13 +107,24 @@ def on_starting(server):
     server.log.info("SQLite current week file: %s", path)
 
 
-def post_worker_init(worker):
-    """gevent has patched this process by now: start the worker greenlets."""
-    import gevent
+# How long a new worker may wait for its first quote book before it takes connections (measured:
+# 0.08-0.6 s). Bounded: with no tick at all (Redis down, a fresh feed) it serves, betting suspended.
+WARM_UP_MAX_S = 3.0
 
+
+def post_worker_init(worker):
+    """gevent has patched this process by now: start the worker greenlets, then wait for the book.
+
+    gunicorn accepts connections only after this hook returns, so a worker that would serve before its
+    pub/sub listener replayed the feed and its grid publisher built the first quote book would refuse
+    bets with 503 `betting_suspended` for a fraction of a second — visible to traders on each SIGHUP.
+    Meanwhile the old worker (reload) has stopped accepting and new connections wait in the listen
+    backlog, so a reload costs a short delay, not a refusal.
+    """
     from workers import runtime
 
     runtime.start(worker.wsgi)
+    _wait_for_quote_book(worker)
 
     def watch_alive():
         # gunicorn flips `alive` on SIGTERM/SIGHUP-replacement and then waits for open connections;
@@ -60,6 +134,26 @@ def post_worker_init(worker):
         runtime.begin_shutdown(worker.wsgi)
 
     gevent.spawn(watch_alive)
+
+
+def _wait_for_quote_book(worker) -> None:
+    """Until the book is built and betting open, or the replayed feed shows a stall (betting is rightly
+    closed, so there is nothing to wait for), or WARM_UP_MAX_S has passed (no tick at all yet)."""
+    from app.services import services
+
+    svc = services(worker.wsgi)
+    started = time.monotonic()
+    while time.monotonic() - started < WARM_UP_MAX_S:
+        if svc.quotes.book is not None and svc.feed.betting_open():
+            outcome = "quote book ready"
+            break
+        if svc.feed.last_tick is not None and not svc.feed.betting_open():
+            outcome = f"feed {svc.feed.state().value}: betting suspended"
+            break
+        gevent.sleep(0.01)
+    else:
+        outcome = "no quote book yet (no price tick): serving with betting suspended"
+    worker.log.info("worker warm-up: %s after %.2fs", outcome, time.monotonic() - started)
 
 
 def worker_int(worker):

@@ -1,14 +1,20 @@
 """Render nginx/nginx.conf.template for this machine and make a local TLS certificate if missing.
 
-    python nginx/render.py            # uses TAP_* settings; prints the path of the rendered config
+    python nginx/render.py                       # uses TAP_* settings; prints the rendered config's path
+    python nginx/render.py --prefix DIR --exec   # render into DIR, then become nginx (make run)
 
-Everything lands under ``<data dir>/nginx`` (config, pid, logs, temp dirs, cert), so nginx runs
-without root and touches nothing outside the data directory.
+nginx uses only its *runtime prefix*: config, pid, access log, temp dirs, a copy of the TLS certificate
+and a copy of static/. By default that is ``<data dir>/nginx``. Started as root, nginx drops to
+`nobody`, who may not be able to enter the checkout or the data directory (a clone under /root, mode
+700; a `mktemp -d` data dir), so `make run` then passes a private runtime dir of its own (under /run,
+removed at exit). The certificate is made once, kept in ``<data dir>/nginx/tls`` and copied in. The
+error log goes to nginx's stderr, which the caller sends where it likes (make run: logs/nginx.log).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -23,6 +29,26 @@ from app.config import ConfigError, Settings  # noqa: E402
 
 UNPRIVILEGED_UID = UNPRIVILEGED_GID = 65534  # nobody / nogroup on Debian
 MIME_TYPES_CANDIDATES = ("/etc/nginx/mime.types", "/usr/local/nginx/conf/mime.types")
+
+# nginx's own refusals, answered in the API's JSON error shape (SPEC §6) instead of nginx's HTML pages:
+# nginx status -> (status sent, code, message, Retry-After seconds). Codes match the app's own
+# (app/errors.py) where the app has one, so a client handles a refusal the same whoever made it.
+# Answers the app itself sends pass through untouched (proxy_intercept_errors is off).
+NGINX_ERRORS: dict[int, tuple[int, str, str, int | None]] = {
+    400: (400, "bad_request", "The request could not be read.", None),
+    403: (403, "forbidden", "This address may not use that resource.", None),
+    404: (404, "not_found", "There is nothing here.", None),
+    405: (405, "method_not_allowed", "That method is not allowed here.", None),
+    408: (408, "request_timeout", "The request took too long to arrive.", None),
+    413: (413, "payload_too_large", "The request body is larger than 64 KiB.", None),
+    414: (414, "uri_too_long", "The request URI is too long.", None),
+    429: (429, "rate_limited", "Too many requests or connections from this address; slow down.", 1),
+    494: (431, "headers_too_large", "The request headers are too large.", None),
+    500: (500, "internal_error", "Something went wrong on our side.", None),
+    502: (502, "app_unavailable", "The service is restarting; try again in a moment.", 1),
+    503: (503, "app_unavailable", "The service is unavailable; try again in a moment.", 1),
+    504: (504, "gateway_timeout", "The service did not answer in time.", None),
+}
 
 
 def ensure_cert(prefix: Path) -> tuple[Path, Path]:
@@ -56,6 +82,27 @@ def ensure_cert(prefix: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def error_pages() -> str:
+    """``error_page`` lines and one named location per entry of NGINX_ERRORS, for the server block."""
+    lines = []
+    for status, (sent, code, message, retry_after) in NGINX_ERRORS.items():
+        body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
+        if "'" in body or "$" in body:  # nginx would end the string or expand a variable
+            raise ValueError(f"nginx error body for {status} may not contain ' or $")
+        # An internal URI rather than a named location: nginx cannot redirect a request whose line it
+        # could not parse (400, 414) to a named location, and answers those with its own 500 page.
+        lines.append(f"error_page {status} /.tap-error/{status};")
+        lines.append(f"location = /.tap-error/{status} {{")
+        lines.append("    internal;")
+        lines.append("    types { }")
+        lines.append("    default_type application/json;")
+        if retry_after is not None:
+            lines.append(f"    add_header Retry-After {retry_after} always;")
+        lines.append(f"    return {sent} '{body}';")
+        lines.append("}")
+    return "\n        ".join(lines)
+
+
 def _fill(template: str, **values: object) -> str:
     """Replace ``{{name}}`` placeholders (nginx's own ``$vars`` stay); an unknown name is an error."""
 
@@ -75,15 +122,20 @@ def render(
     api_burst: int = 10000,
     conn_per_ip: int = 2000,
 ) -> Path:
-    """Write the config (and cert) under `prefix` (default ``<data dir>/nginx``); return the config path."""
-    prefix = prefix or settings.data_dir / "nginx"
+    """Write the config, a copy of the certificate and of static/ under `prefix` (default
+    ``<data dir>/nginx``); return the config path. As root, hand the prefix to `nobody` and check that
+    nobody can reach it (SystemExit naming the directory that keeps it out, if not)."""
+    home = settings.data_dir / "nginx"
+    prefix = prefix or home
     for sub in ("logs", "tmp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     mime = next((p for p in MIME_TYPES_CANDIDATES if Path(p).exists()), None)
     if mime is None:
         raise SystemExit("nginx mime.types not found: is nginx installed? (make run installs it)")
-    cert, key = ensure_cert(prefix)
-    # Static files are copied under the prefix, so nginx needs to reach nothing outside it.
+    cert, key = ensure_cert(home)  # kept in the data dir: one certificate across runs
+    if prefix.resolve() != home.resolve():
+        (prefix / "tls").mkdir(exist_ok=True)
+        cert, key = Path(shutil.copy2(cert, prefix / "tls")), Path(shutil.copy2(key, prefix / "tls"))
     static_root = prefix / "html"
     shutil.copytree(ROOT / "static", static_root, dirs_exist_ok=True)
     text = _fill(
@@ -99,6 +151,7 @@ def render(
         api_rate=api_rate,
         api_burst=api_burst,
         conn_per_ip=conn_per_ip,
+        error_pages=error_pages(),
     )
     out = prefix / "nginx.conf"
     out.write_text(text)
@@ -117,8 +170,8 @@ def _check_reachable_by_nobody(prefix: Path) -> None:
         if st.st_uid != UNPRIVILEGED_UID and not st.st_mode & 0o001:
             raise SystemExit(
                 f"nginx runs as 'nobody' but cannot enter {parent} (mode {st.st_mode & 0o777:o}); "
-                f"set TAP_DATA_DIR to a directory outside it (e.g. /var/lib/tap-trading) "
-                f"or chmod o+x {parent}"
+                f'give it a runtime prefix it can reach: --prefix "$(mktemp -d -p /run)" '
+                f"(make run does this by itself)"
             )
 
 
@@ -133,7 +186,7 @@ def command(conf: Path) -> list[str]:
         "-c",
         str(conf),
         "-e",
-        str(prefix / "logs" / "error.log"),
+        "stderr",  # as the config's error_log: before the config is read too
         "-g",
         "daemon off;",
     ]
@@ -152,12 +205,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--api-rate", type=int, default=5000, help="requests/s per IP on /api (limit_req)")
     parser.add_argument("--exec", action="store_true", help="render, then replace this process with nginx")
+    parser.add_argument("--prefix", type=Path, help="runtime directory (default: <data dir>/nginx)")
     args = parser.parse_args()
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         raise SystemExit(f"tap-trading: configuration error: {exc}") from None
-    conf = render(settings, api_rate=args.api_rate)
+    conf = render(settings, prefix=args.prefix, api_rate=args.api_rate)
     if args.exec:
         cmd = command(conf)
         os.execvp(cmd[0], cmd)  # noqa: S606

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # make run: install what is missing, start a private Redis (AOF on), gunicorn (one gevent worker)
-# and nginx (TLS, limits), print the URL, and on Ctrl-C stop everything it started.
+# and nginx (TLS, limits), print the URL, and keep them running until Ctrl-C, which stops them all.
+#
+# Supervision: a service that dies after start-up is started again, alone, after 1 s, then 2, 4, 8,
+# 16 s while it keeps dying within STABLE_S of its start; the others keep serving. After
+# RESTART_LIMIT such quick deaths in a row it is a crash loop, not a hiccup: the script says so,
+# names the log, stops everything and exits 1. A failure during start-up stops everything at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -10,6 +15,9 @@ export TAP_DATA_DIR=${TAP_DATA_DIR:-$ROOT/var}
 export TAP_DEV_MODE=${TAP_DEV_MODE:-1}   # mock deposits on: this command is for local use
 export TAP_REDIS_URL=${TAP_REDIS_URL:-redis://127.0.0.1:6390/0}
 PY=.venv/bin/python
+STABLE_S=30        # a service that ran this long before dying starts a new series of restarts
+RESTART_LIMIT=5    # quick deaths in a row before giving up
+BACKOFF_MAX_S=16
 log() { printf '[run] %s\n' "$*" 2>/dev/null || true; }
 
 # Validate every TAP_* setting first: one line naming the bad variable, then stop.
@@ -27,25 +35,43 @@ print(f"REDIS_HOST={shlex.quote(u.hostname or '127.0.0.1')} REDIS_PORT={u.port o
 print(f"BIND={shlex.quote(s.bind)} HTTP_PORT={s.http_port} HTTPS_PORT={s.https_port}")
 PYEOF
 )"
-mkdir -p "$TAP_DATA_DIR/redis" "$TAP_DATA_DIR/logs"
+LOGS=$TAP_DATA_DIR/logs
+mkdir -p "$TAP_DATA_DIR/redis" "$LOGS"
 
-pids=()
+SERVICES=(redis gunicorn nginx)   # start order; stopped in reverse
+declare -A PID=() STARTED_MS=() QUICK_DEATHS=() RESTART_AT_MS=()
+declare -A LOG=([redis]=$LOGS/redis.log [gunicorn]=$LOGS/gunicorn.log [nginx]=$LOGS/nginx.log)
+NGINX_PREFIX=$TAP_DATA_DIR/nginx
+NGINX_RUNTIME=""   # set when this script made a runtime dir for nginx (removed at exit)
+
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
+describe() { if [ "$1" -gt 128 ]; then echo "signal $(kill -l $(($1 - 128)))"; else echo "status $1"; fi; }
+
+# Stop what is left of a service's process group (gunicorn's worker, nginx's worker) and wait for it.
+reap_group() {
+  local pgid=$1 sig=$2 waits=$3
+  kill "-$sig" -- "-$pgid" 2>/dev/null || return 0
+  for _ in $(seq 1 "$waits"); do kill -0 -- "-$pgid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL -- "-$pgid" 2>/dev/null || true
+}
+
 cleanup() {
   # Nothing may interrupt the shutdown: not a second Ctrl-C, not a closed terminal or pipe (| tee).
   trap '' INT TERM HUP PIPE
   trap - EXIT
   log "stopping…"
-  [ -n "${NGINX_PID:-}" ] && kill -QUIT "$NGINX_PID" 2>/dev/null || true
-  [ -n "${GUNICORN_PID:-}" ] && kill -TERM "$GUNICORN_PID" 2>/dev/null || true
-  for _ in $(seq 1 250); do   # gunicorn flushes the SQLite writer on the way out; give it 25 s
-    kill -0 "${GUNICORN_PID:-0}" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "${REDIS_PID:-}" ] && { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill -TERM "$REDIS_PID" 2>/dev/null || true; }
-  for p in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
+  # nginx first (no new requests), gunicorn next (it flushes the SQLite writer: up to 25 s), Redis last.
+  [ -n "${PID[nginx]:-}" ] && reap_group "${PID[nginx]}" QUIT 50
+  [ -n "${PID[gunicorn]:-}" ] && reap_group "${PID[gunicorn]}" TERM 250
+  if [ -n "${PID[redis]:-}" ]; then
+    redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
+    reap_group "${PID[redis]}" TERM 50
+  fi
+  if [ -n "$NGINX_RUNTIME" ] && [ -d "$NGINX_RUNTIME" ]; then
+    cat "$NGINX_RUNTIME/logs/access.log" >>"$LOGS/nginx-access.log" 2>/dev/null || true
+    rm -rf -- "$NGINX_RUNTIME"
+  fi
   log "stopped"
 }
 trap cleanup EXIT
@@ -54,47 +80,117 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-if port_busy "$REDIS_HOST" "$REDIS_PORT"; then
-  log "port $REDIS_PORT is already in use; set TAP_REDIS_URL to a free port"; exit 1
+check_free() {  # name host port variable
+  if port_busy "$2" "$3"; then log "$1 port $2:$3 is already in use; set $4 to a free port"; exit 1; fi
+}
+check_free Redis "$REDIS_HOST" "$REDIS_PORT" TAP_REDIS_URL
+case "$BIND" in
+  unix:*) ;;
+  *) check_free gunicorn "${BIND%:*}" "${BIND##*:}" TAP_BIND ;;
+esac
+check_free nginx 127.0.0.1 "$HTTP_PORT" TAP_HTTP_PORT
+check_free nginx 127.0.0.1 "$HTTPS_PORT" TAP_HTTPS_PORT
+
+if [ "$(id -u)" = 0 ]; then
+  # nginx drops to 'nobody', who may not be able to enter the checkout or TAP_DATA_DIR (a clone under
+  # /root, mode 700; a mktemp -d data dir): it gets a runtime dir of its own, removed at exit.
+  NGINX_RUNTIME=$(mktemp -d -p /run tap-trading-nginx.XXXXXX 2>/dev/null || mktemp -d -t tap-trading-nginx.XXXXXX)
+  NGINX_PREFIX=$NGINX_RUNTIME
 fi
 
-# Each child gets its own session (setsid) so Ctrl-C reaches only this script, which then stops
+# Each service gets its own session (setsid) so Ctrl-C reaches only this script, which then stops
 # them in order: nginx, gunicorn (flushes writes), Redis.
+start_redis() {
+  setsid redis-server --bind "$REDIS_HOST" --port "$REDIS_PORT" --dir "$TAP_DATA_DIR/redis" \
+    --appendonly yes --appendfsync everysec --save "" --daemonize no \
+    --logfile "${LOG[redis]}" >>"${LOG[redis]}" 2>&1 &
+  PID[redis]=$!
+}
+start_gunicorn() {
+  setsid .venv/bin/gunicorn -c gunicorn.conf.py >>"${LOG[gunicorn]}" 2>&1 &
+  PID[gunicorn]=$!
+  echo "${PID[gunicorn]}" >"$TAP_DATA_DIR/gunicorn.pid"
+}
+start_nginx() {
+  setsid $PY nginx/render.py --prefix "$NGINX_PREFIX" --exec >>"${LOG[nginx]}" 2>&1 &
+  PID[nginx]=$!
+}
+start() {
+  "start_$1"
+  STARTED_MS[$1]=$(now_ms)
+}
+
+# During start-up any death is fatal, at once, naming the log to read.
+fail_if_dead() {
+  local s status=0
+  for s in "${SERVICES[@]}"; do
+    if [ -n "${PID[$s]:-}" ] && ! alive "$s"; then
+      wait "${PID[$s]}" || status=$?
+      PID[$s]=""
+      log "$s exited during start-up ($(describe "$status")); see ${LOG[$s]}:"
+      tail -n 15 "${LOG[$s]}" >&2 || true
+      exit 1
+    fi
+  done
+}
+
 log "starting Redis on $REDIS_HOST:$REDIS_PORT (AOF on, data in $TAP_DATA_DIR/redis)"
-setsid redis-server --bind "$REDIS_HOST" --port "$REDIS_PORT" --dir "$TAP_DATA_DIR/redis" \
-  --appendonly yes --appendfsync everysec --save "" --daemonize no \
-  --logfile "$TAP_DATA_DIR/logs/redis.log" &
-REDIS_PID=$!; pids+=("$REDIS_PID")
-for _ in $(seq 1 100); do
-  redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1
+start redis
+for i in $(seq 1 100); do
+  redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
+  fail_if_dead
+  [ "$i" = 100 ] && { log "Redis not answering after 10 s; see ${LOG[redis]}"; exit 1; }
+  sleep 0.1
 done
 
 log "starting gunicorn on $BIND"
-setsid .venv/bin/gunicorn -c gunicorn.conf.py >>"$TAP_DATA_DIR/logs/gunicorn.log" 2>&1 &
-GUNICORN_PID=$!; pids+=("$GUNICORN_PID")
-echo "$GUNICORN_PID" > "$TAP_DATA_DIR/gunicorn.pid"
-
-log "starting nginx on :$HTTP_PORT and :$HTTPS_PORT (TLS, self-signed for localhost)"
-setsid $PY nginx/render.py --exec >>"$TAP_DATA_DIR/logs/nginx.log" 2>&1 &
-NGINX_PID=$!; pids+=("$NGINX_PID")
+start gunicorn
+log "starting nginx on :$HTTP_PORT and :$HTTPS_PORT (TLS, self-signed for localhost; files in $NGINX_PREFIX)"
+start nginx
 
 for i in $(seq 1 300); do
   if curl -sfk "https://127.0.0.1:$HTTPS_PORT/readyz" >/dev/null 2>&1; then
     log "ready: https://localhost:$HTTPS_PORT/  (http://localhost:$HTTP_PORT/, websocket /ws)"
-    log "gunicorn master pid $GUNICORN_PID (kill -HUP to reload); logs in $TAP_DATA_DIR/logs; Ctrl-C stops all"
+    log "gunicorn master pid ${PID[gunicorn]} (kill -HUP to reload); logs in $LOGS; Ctrl-C stops all"
     break
   fi
-  for p in "${pids[@]}"; do
-    kill -0 "$p" 2>/dev/null || { log "a process exited during start-up; see $TAP_DATA_DIR/logs"; tail -n 5 "$TAP_DATA_DIR"/logs/*.log >&2; exit 1; }
-  done
-  [ "$i" = 300 ] && { log "not ready after 30 s; see $TAP_DATA_DIR/logs"; exit 1; }
+  fail_if_dead
+  [ "$i" = 300 ] && { log "not ready after 30 s; see the logs in $LOGS"; exit 1; }
   sleep 0.1
 done
 
-# Stay in the foreground until Ctrl-C or until one of the services dies.
+# A service died: note how, and schedule its restart (or give up on a crash loop).
+on_death() {
+  local s=$1 status=0 pid=${PID[$1]} now ran_s delay
+  wait "$pid" || status=$?
+  now=$(now_ms)
+  ran_s=$(((now - STARTED_MS[$s]) / 1000))
+  reap_group "$pid" TERM 250   # e.g. gunicorn's worker outliving a killed master: let it flush, then go
+  PID[$s]=""
+  if [ "$ran_s" -ge "$STABLE_S" ]; then QUICK_DEATHS[$s]=0; fi
+  QUICK_DEATHS[$s]=$((${QUICK_DEATHS[$s]:-0} + 1))
+  if [ "${QUICK_DEATHS[$s]}" -gt "$RESTART_LIMIT" ]; then
+    log "ERROR: $s keeps dying: $RESTART_LIMIT restarts in a row each lived under ${STABLE_S}s (last: $(describe "$status"))."
+    log "ERROR: giving up and stopping everything; see ${LOG[$s]}:"
+    tail -n 15 "${LOG[$s]}" >&2 || true
+    exit 1
+  fi
+  delay=$((1 << (QUICK_DEATHS[$s] - 1)))
+  [ "$delay" -gt "$BACKOFF_MAX_S" ] && delay=$BACKOFF_MAX_S
+  log "$s (pid $pid) exited with $(describe "$status") after ${ran_s}s; restarting it in ${delay}s" \
+    "(quick restart ${QUICK_DEATHS[$s]} of $RESTART_LIMIT); see ${LOG[$s]}"
+  RESTART_AT_MS[$s]=$((now + delay * 1000))
+}
+
+# Stay in the foreground until Ctrl-C, restarting whichever service dies.
 while true; do
-  for p in "${pids[@]}"; do
-    kill -0 "$p" 2>/dev/null || { log "process $p exited unexpectedly; stopping the rest"; exit 1; }
+  for s in "${SERVICES[@]}"; do
+    if [ -n "${PID[$s]:-}" ]; then
+      alive "$s" || on_death "$s"
+    elif [ "$(now_ms)" -ge "${RESTART_AT_MS[$s]}" ]; then
+      start "$s"
+      log "$s restarted (pid ${PID[$s]})"
+    fi
   done
-  sleep 1
+  sleep 0.5
 done

@@ -154,23 +154,42 @@ class Gunicorn:
 
 
 class Nginx:
-    """nginx with the project's rendered config, in a world-readable temp prefix (it may run as nobody)."""
+    """nginx with the project's rendered config, in a private runtime prefix as `make run` gives it:
+    a fresh temp dir (mode 700; nginx, as nobody when we are root, owns it), so the data directory
+    may sit where nobody cannot enter. Its error log (stderr) goes to `error_log_path`."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, **render_kw) -> None:
         sys.path.insert(0, str(ROOT))
         from nginx.render import command, render
 
         self.prefix = Path(tempfile.mkdtemp(prefix="tap-nginx-"))
-        self.prefix.chmod(0o755)
-        self.conf = render(settings, prefix=self.prefix)
+        self.conf = render(settings, prefix=self.prefix, **render_kw)
         self.cmd = command(self.conf)
         self.settings = settings
+        fd, log_path = tempfile.mkstemp(prefix="tap-nginx-", suffix=".log")
+        os.close(fd)
+        self.error_log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(self.error_log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=log)
         port = self.settings.http_port
-        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] in (200, 502), what="nginx")
+        deadline = time.monotonic() + 15
+        while True:
+            if self.proc.poll() is not None:  # a config error: say so now, not after a timeout
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}: {self.error_log()}")
+            try:
+                if http_get(f"http://127.0.0.1:{port}/healthz")[0] in (200, 502):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nginx not answering on {port} after 15 s: {self.error_log()}")
+            time.sleep(0.05)
+
+    def error_log(self) -> str:
+        return self.error_log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -181,3 +200,4 @@ class Nginx:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.prefix, ignore_errors=True)
+        self.error_log_path.unlink(missing_ok=True)

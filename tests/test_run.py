@@ -1,0 +1,141 @@
+"""`make run` itself (scripts/run.sh), as a newcomer runs it: as root, with the data directory under a
+parent only root may enter, on free ports. Its services are real; each test stops all it started."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.servers import ROOT, free_port, http_get, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+class Run:
+    """`bash scripts/run.sh` in the background, its output in a file."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        parent = tmp_path / "private"
+        parent.mkdir(mode=0o700)
+        parent.chmod(0o700)  # whatever the umask: nobody (nginx) cannot enter it
+        self.data = parent / "data"
+        self.redis_port, self.http_port, self.https_port = free_port(), free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "TAP_DATA_DIR": str(self.data),
+            "TAP_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "TAP_BIND": f"127.0.0.1:{free_port()}",
+            "TAP_HTTP_PORT": str(self.http_port),
+            "TAP_HTTPS_PORT": str(self.https_port),
+        }
+        self.out_path = tmp_path / "run.out"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                ["bash", "scripts/run.sh"], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"run.sh exited with {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {text!r} from run.sh after {timeout}s:\n{self.output()}")
+            time.sleep(0.05)
+
+    def interrupt(self, timeout: float = 45) -> int:
+        """Ctrl-C: SIGINT to the script alone (its services each have their own session)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _redis_pid(port: int) -> int:
+    return int(redis.Redis(port=port, socket_timeout=2).info("server")["process_id"])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_make_run_under_a_0700_parent_serves_restarts_a_dead_service_and_stops_all(tmp_path):
+    run = Run(tmp_path)
+    run.start()
+    try:
+        run.wait_for("[run] ready: ", timeout=90)
+        https, http = f"https://127.0.0.1:{run.https_port}", f"http://127.0.0.1:{run.http_port}"
+        status, body = http_get(https + "/")
+        assert status == 200 and b"Tap Trading" in body
+        status, body = http_get(http + "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        runtime = next(line for line in run.output().splitlines() if "files in " in line)
+        runtime_dir = Path(runtime.rsplit("files in ", 1)[1].rstrip(")"))
+        if os.geteuid() == 0:
+            assert not runtime_dir.is_relative_to(run.data)  # nginx's own dir, out of the 0700 parent
+        assert (runtime_dir / "nginx.conf").exists()
+
+        old = _redis_pid(run.redis_port)
+        os.kill(old, signal.SIGKILL)
+        run.wait_for(f"[run] redis (pid {old}) exited with signal KILL", timeout=10)
+        run.wait_for("[run] redis restarted", timeout=10)
+        wait_until(lambda: _redis_pid(run.redis_port) != old, timeout=10, what="a new redis-server")
+        wait_until(lambda: http_get(https + "/readyz")[0] == 200, timeout=20, what="ready again")
+        assert "stopping" not in run.output()  # the rest kept serving
+
+        services = [_redis_pid(run.redis_port), int((run.data / "gunicorn.pid").read_text())]
+    finally:
+        code = run.interrupt()
+    assert code == 130, run.output()
+    assert "[run] stopped" in run.output()
+    assert all(_gone(pid) for pid in services), services
+    assert not runtime_dir.exists() or os.geteuid() != 0
+    for port in (run.redis_port, run.http_port, run.https_port):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+
+
+def test_make_run_fails_fast_when_a_port_is_taken(tmp_path):
+    run = Run(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", run.redis_port))
+        taken.listen()
+        started = time.monotonic()
+        run.start()
+        code = run.proc.wait(timeout=30)
+    assert code == 1, run.output()
+    assert time.monotonic() - started < 8, "it waited for a gunicorn that never started"
+    assert f"port 127.0.0.1:{run.redis_port} is already in use; set TAP_REDIS_URL" in run.output()
+
+
+def test_make_run_names_the_log_of_a_service_that_cannot_start(tmp_path):
+    run = Run(tmp_path)
+    manifest = run.data / "redis" / "appendonlydir" / "appendonly.aof.manifest"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("this is not an AOF manifest\n")  # redis refuses to start on it
+    started = time.monotonic()
+    run.start()
+    code = run.proc.wait(timeout=30)
+    assert code == 1, run.output()
+    assert time.monotonic() - started < 8
+    assert f"redis exited during start-up (status 1); see {run.data}/logs/redis.log" in run.output()
