@@ -59,6 +59,13 @@ function quoteMap(state: State): QuoteMap {
   return m;
 }
 
+/** The canvas shows two decimals (truncated: never more than the quote); the cell's name has all four. */
+function shortQuote(q: string): string {
+  const [w, f = ""] = q.split(".");
+  const frac = f.slice(0, 2).replace(/0+$/, "");
+  return frac ? `${w}.${frac}` : (w ?? q);
+}
+
 function bandText(row: number, stepCents: bigint): string {
   const lo = BigInt(row) * stepCents;
   return `${formatFixed(lo, 2, 2)}–${formatFixed(lo + stepCents, 2, 2)}`;
@@ -115,16 +122,16 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
       if (locked) continue;
       const q = f.quotes.get(cell);
       ctx.fillStyle = q ? "#cbd5e1" : "#475569";
-      ctx.fillText(q ? `${q}×` : q === null ? "—" : "", x + g.colW / 2, y + g.rowH / 2);
+      ctx.fillText(q ? `${shortQuote(q)}×` : q === null ? "—" : "", x + g.colW / 2, y + g.rowH / 2);
     }
     ctx.strokeStyle = "rgba(148,163,184,0.18)";
     ctx.beginPath();
     ctx.moveTo(x + 0.5, 0);
     ctx.lineTo(x + 0.5, g.height);
     ctx.stroke();
-    if (locked && c === f.minLead - 1) {
-      ctx.fillStyle = "#64748b";
-      ctx.fillText("🔒", x + g.colW / 2, 10);
+    if (locked) {
+      ctx.fillStyle = "#94a3b8";
+      ctx.fillText("locked", x + g.colW / 2, g.rowH / 2);
     }
   }
 
