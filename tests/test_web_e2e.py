@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import ssl
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from app.config import Settings
-from tests.servers import ROOT, Gunicorn, Nginx, free_port
+from tests.servers import ROOT, Gunicorn, Nginx, RedisServer, free_port
 from tests.test_exchanges_fakes import fake_binance
 from tests.traders import HttpClient
 
@@ -111,13 +110,7 @@ class Stack:
         self.gunicorn.start()
         settings = Settings.from_env({**self.env, "TAP_BIND": f"127.0.0.1:{self.gunicorn.port}"})
         self.nginx = Nginx(settings)
-        html = self.nginx.prefix / "html"
-        if not (html / "assets").exists():  # until nginx/render.py serves web/dist itself
-            shutil.rmtree(html, ignore_errors=True)
-            shutil.copytree(DIST, html)
-            if os.geteuid() == 0:
-                for p in [html, *html.rglob("*")]:
-                    os.chown(p, 65534, 65534)
+        assert (self.nginx.prefix / "html" / "assets").is_dir(), "nginx/render.py did not copy web/dist"
         self.nginx.start()
         return self
 
@@ -334,12 +327,16 @@ def test_deposit_withdraw_ledger_and_grid_accessibility(browser, stack):
     page.context.close()
 
 
-def test_stale_feed_disables_betting_with_a_banner(browser, redis_server, tmp_path):
+def test_stale_feed_disables_betting_with_a_banner(browser, tmp_path):
     _require_dist()
+    # A Redis of its own: prices travel over Redis pub/sub, and the module's stack publishes its own.
+    (tmp_path / "redis").mkdir()
+    own_redis = RedisServer(tmp_path / "redis")
+    own_redis.start()
     with fake_binance() as exchange:
         s = Stack(
             tmp_path,
-            redis_server.url,
+            own_redis.url,
             {
                 "TAP_PRICE_SOURCES": "binance",
                 "TAP_BINANCE_WS_URL": exchange.url,
@@ -367,6 +364,7 @@ def test_stale_feed_disables_betting_with_a_banner(browser, redis_server, tmp_pa
             page.context.close()
         finally:
             s.stop()
+            own_redis.stop()
 
 
 def test_phone_layout(browser, stack):
