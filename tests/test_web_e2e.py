@@ -210,12 +210,16 @@ def deposit(page, amount: str) -> None:
     page.get_by_role("button", name="Trade").click()
 
 
-def placeable_cell(page, column: int = 3):
-    """A quoted cell in the band of the current price, `column` columns after the current one."""
+def placeable_cell(page, column: int = 4):
+    """A quoted cell two bands above the current price, `column` columns after the current one.
+
+    Not the current band: its quote falls as its window nears (the touch becomes likelier), and a
+    quote that moved by more than the app's 5 % slippage between the grid message and the tap is
+    refused (`multiplier_below_minimum`), which is right but not what these tests are about."""
     expect(page.locator(f'.cell[data-col="{column}"][data-state="open"]').first).to_be_attached()
     cells = page.locator(f'.cell[data-col="{column}"][data-state="open"]')
     n = cells.count()
-    return cells.nth(n // 2)
+    return cells.nth(max(0, n // 2 - 2))
 
 
 def ws_bets_supported(stack: Stack) -> bool:
@@ -316,10 +320,12 @@ def test_deposit_withdraw_ledger_and_grid_accessibility(browser, stack):
     locked = page.locator('.cell[data-col="0"]').first
     assert locked.get_attribute("aria-label").endswith("locked")
     # keyboard: arrows move the focus between cells, and the focus is visible
+    t0, row0 = map(int, cell.get_attribute("data-cell").split(":"))
     cell.focus()
     page.keyboard.press("ArrowRight")
-    focused = page.evaluate("document.activeElement.dataset.col")
-    assert focused == "4"
+    assert page.evaluate("document.activeElement.dataset.cell") == f"{t0 + 2}:{row0}"  # 2 s columns
+    page.keyboard.press("ArrowUp")
+    assert page.evaluate("document.activeElement.dataset.cell") == f"{t0 + 2}:{row0 + 1}"
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline == "solid"
     shot(page, "grid-desktop.png")
@@ -435,8 +441,8 @@ def test_tap_pending_confirmed_resolved_and_balance_follows(browser, stack, ws_b
     expect(page.get_by_test_id("notice")).to_contain_text("already have a bet")
 
     _settled(page, cell_id)
-    history = page.locator(f'.cell[data-cell="{cell_id}"]').get_attribute("data-history")
-    assert history is None or history.startswith("sending,pending,confirmed,")
+    history = item.get_attribute("data-history")
+    assert history.startswith("sending,pending,confirmed,"), history
     state = item.get_attribute("data-state")
     status, record, _ = stack.call(token, "GET", f"/api/v1/bets/{bet_id}")
     assert record["status"] == state
@@ -491,8 +497,8 @@ def test_socket_dropped_while_pending_shows_unknown_then_the_truth(browser, stac
     bet_id = item.get_attribute("data-bet-id")
     status, record, _ = stack.call(token, "GET", f"/api/v1/bets/{bet_id}")
     assert status == 200 and record["cell"] == cell_id
-    history = page.locator(f'.cell[data-cell="{cell_id}"]').get_attribute("data-history") or ""
-    assert "unknown" in history.split(","), history
+    history = item.get_attribute("data-history").split(",")
+    assert history[:2] == ["sending", "unknown"], history
     # exactly one bet on that cell: the re-sent request (same nonce) did not place a second one
     _, bets, _ = stack.call(token, "GET", "/api/v1/bets?limit=50")
     assert [b["cell"] for b in bets["bets"]].count(cell_id) == 1
