@@ -26,8 +26,9 @@ import {
 } from "./wire";
 
 const STORAGE_KEY = "tap-trading.session";
-/** Slippage accepted between the quote shown and the one at acceptance: 5 %, in basis points. */
-export const SLIPPAGE_BP = 500n;
+/** Slippage accepted between the quote shown and the one at acceptance: 10 %, in basis points. Quotes of
+ * near columns move several per cent a second as their window nears; the bet gets the server's quote. */
+export const SLIPPAGE_BP = 1000n;
 /** A request re-sent after a drop must still pass the server's 30 s `ts` window. */
 const RESEND_WITHIN_MS = 25_000;
 
