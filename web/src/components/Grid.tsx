@@ -60,10 +60,12 @@ function quoteMap(state: State): QuoteMap {
 }
 
 /** The canvas shows two decimals (truncated: never more than the quote); the cell's name has all four. */
-function shortQuote(q: string): string {
-  const [w, f = ""] = q.split(".");
-  const frac = f.slice(0, 2).replace(/0+$/, "");
-  return frac ? `${w}.${frac}` : (w ?? q);
+function shortQuote(q: string, narrow: boolean): string {
+  const [w = q, f = ""] = q.split(".");
+  // Narrow columns (phones): whole numbers from 10 up, one decimal below; always truncated.
+  const keep = narrow ? (w.length >= 2 ? 0 : 1) : 2;
+  const frac = f.slice(0, keep).replace(/0+$/, "");
+  return (frac ? `${w}.${frac}` : w) + (narrow ? "" : "×");
 }
 
 function bandText(row: number, stepCents: bigint): string {
@@ -101,7 +103,8 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
   }
 
   // cells: locked columns (current + lead) and placeable ones with their quotes
-  const fontPx = Math.max(9, Math.min(13, Math.floor(g.colW / 4.2)));
+  const narrow = g.colW < 48;
+  const fontPx = Math.max(10, Math.min(13, Math.floor(g.colW / (narrow ? 2.6 : 4.2))));
   ctx.font = `${fontPx}px "Liberation Sans", Arial, sans-serif`;
   ctx.textAlign = "center";
   ctx.textBaseline = "middle";
@@ -122,7 +125,7 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
       if (locked) continue;
       const q = f.quotes.get(cell);
       ctx.fillStyle = q ? "#cbd5e1" : "#475569";
-      ctx.fillText(q ? `${shortQuote(q)}×` : q === null ? "—" : "", x + g.colW / 2, y + g.rowH / 2);
+      ctx.fillText(q ? shortQuote(q, narrow) : q === null ? "—" : "", x + g.colW / 2, y + g.rowH / 2);
     }
     ctx.strokeStyle = "rgba(148,163,184,0.18)";
     ctx.beginPath();
@@ -130,8 +133,13 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
     ctx.lineTo(x + 0.5, g.height);
     ctx.stroke();
     if (locked) {
+      // the word, written down the column: shading alone would tell it by colour only
+      ctx.save();
+      ctx.translate(x + g.colW / 2, g.rowH * 2);
+      ctx.rotate(Math.PI / 2);
       ctx.fillStyle = "#94a3b8";
-      ctx.fillText("locked", x + g.colW / 2, g.rowH / 2);
+      ctx.fillText("locked", 0, 0);
+      ctx.restore();
     }
   }
 
