@@ -82,7 +82,7 @@ bind = [_settings.bind]
 # One process owns the single SQLite writer (ADR-001/005). Worker class measured in BENCHMARKS.md:
 # gevent_pywsgi is 13-23 % faster on /healthz, but it leaves a websocket's TCP connection open after the
 # close handshake, so a TERM waits out graceful_timeout and worker_exit (the writer's flush) never runs.
-# "gevent" plus the per-request yield (app.factory.YieldFirst) has the same tail and closes cleanly.
+# "gevent" plus the per-request yield (app.http.middleware.YieldFirst) has the same tail and closes cleanly.
 workers = 1
 worker_class = TapGeventWorker  # "gevent", closing idle keep-alive connections at once on stop (above)
 worker_connections = 10000  # websockets are long-lived connections too
@@ -101,7 +101,7 @@ control_socket_disable = True  # gunicornc is not used; signals (HUP/TERM) are t
 
 def on_starting(server):
     """In the master, once: create the current week file and apply migrations before any worker."""
-    from app.db import prepare_database
+    from app.storage.db import prepare_database
 
     path = prepare_database(_settings.db_dir, time.time(), _settings.sqlite_synchronous)
     server.log.info("SQLite current week file: %s", path)

@@ -8,9 +8,9 @@ import time
 import click
 from flask import Flask
 
-from app.db import current_week_file, list_week_files, parse_week_filename, prepare_database
-from app.integrity import check_file, check_link, previous_week_file
+from app.ledger.integrity import check_file, check_link, previous_week_file
 from app.services import services
+from app.storage.db import current_week_file, list_week_files, parse_week_filename, prepare_database
 
 
 def register_cli(app: Flask) -> None:
@@ -54,7 +54,7 @@ def register_cli(app: Flask) -> None:
     @click.option("--to", "to_week", metavar="YYYY_WW", help="Week to roll over to (default: the next one).")
     def rollover(to_week: str | None) -> None:
         """Roll the current week file over now, while the server runs (tests, drills, a stuck Monday)."""
-        from app.rollover import force_rollover
+        from app.storage.rollover import force_rollover
 
         settings = services(app).settings
         target = settings.db_dir / f"bets_{to_week}.db" if to_week else None
@@ -75,7 +75,7 @@ def register_cli(app: Flask) -> None:
     register_archive_cli(app)
 
 
-# ---- archive (ADR-006; app/archive/, runbook in docs/OPERATIONS.md) ---------------------------
+# ---- archive (ADR-006; app/storage/archive/, runbook in docs/OPERATIONS.md) ---------------------------
 
 
 def register_archive_cli(app: Flask) -> None:
@@ -84,7 +84,7 @@ def register_archive_cli(app: Flask) -> None:
         """Weekly archival of closed week files to S3 (or TAP_ARCHIVE_DIR without a bucket)."""
 
     def _archiver(quiet: bool, **kwargs):
-        from app.archive import Archiver
+        from app.storage.archive import Archiver
 
         return Archiver(
             services(app).settings,
@@ -94,7 +94,7 @@ def register_archive_cli(app: Flask) -> None:
         )
 
     def _week(value: str | None):
-        from app.archive import Week
+        from app.storage.archive import Week
 
         return Week.parse(value) if value else None
 
@@ -108,7 +108,7 @@ def register_archive_cli(app: Flask) -> None:
         week: str | None, dry_run: bool, verify_download: bool, no_ledger_check: bool, quiet: bool
     ):
         """Archive every closed week older than four weeks (oldest first), then remove it locally."""
-        from app.archive import ArchiveError
+        from app.storage.archive import ArchiveError
 
         try:
             _archiver(quiet, verify_download=verify_download, ledger_check=not no_ledger_check).run(
@@ -123,7 +123,7 @@ def register_archive_cli(app: Flask) -> None:
         """Local week files (current / attached / eligible) and archived weeks, with sizes."""
         import json
 
-        from app.archive import ArchiveError, fmt_bytes
+        from app.storage.archive import ArchiveError, fmt_bytes
 
         try:
             listing = _archiver(True).listing()
@@ -155,7 +155,7 @@ def register_archive_cli(app: Flask) -> None:
     @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
     def archive_restore(week: str, force: bool, quiet: bool) -> None:
         """Fetch, verify and decompress an archived week to <data dir>/db/restored/ (read-only)."""
-        from app.archive import ArchiveError
+        from app.storage.archive import ArchiveError
 
         try:
             path = _archiver(quiet).restore(_week(week), force=force)

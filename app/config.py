@@ -349,6 +349,18 @@ class Settings:
         "0.60",
         "Annualised volatility the quotes assume until 30 ticks of history exist",
     )
+    quote_max_age_s: float = _setting(
+        "TAP_QUOTE_MAX_AGE_S",
+        _seconds,
+        "2",
+        "Taps are refused (503 quotes_stale) when the quote book or its price is older than this",
+    )
+    money_wait_s: float = _setting(
+        "TAP_MONEY_WAIT_S",
+        _seconds,
+        "5",
+        "Deposits/withdrawals not committed by then answer 202 pending (the movement still happens)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

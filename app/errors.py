@@ -2,7 +2,9 @@
 
 Every failure a client can see goes through here. Bad input is a 4xx with its own code; an
 unexpected exception is logged with its traceback and answered with a bare 500 that says nothing
-about the internals. Dependencies that are down answer 503 with `Retry-After`: fail closed.
+about the internals. Dependencies that are down answer 503 with `Retry-After`: fail closed. Any
+`redis.RedisError` (a lost connection, a timeout, MISCONF, NOREPLICAS, ...) is such a 503
+`dependency_unavailable`.
 """
 
 from __future__ import annotations
@@ -104,6 +106,29 @@ class Overloaded(Unavailable):
     code = "overloaded"
 
 
+def dependency_unavailable() -> Unavailable:
+    """503 for any Redis failure: without Redis nothing authenticated or signed can be checked."""
+    return Unavailable(
+        "A backing service is unavailable; try again shortly.", code="dependency_unavailable", retry_after=2
+    )
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """What a client is told about `exc`, on any transport (the websocket's `bet:error` included).
+
+    Every Redis failure counts as a dependency that is down, not only a dropped connection: a Redis
+    out of disk answers writes with MISCONF, one without its replicas with NOREPLICAS (both plain
+    ResponseErrors in redis-py). Anything unexpected is a logged 500 that says nothing of the internals.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, redis.exceptions.RedisError):
+        log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+        return dependency_unavailable()
+    log.error("unhandled error", exc_info=exc)
+    return ApiError("Internal error; it has been logged.", status=500, code="internal_error")
+
+
 def error_response(
     status: int,
     code: str,
@@ -140,17 +165,9 @@ def init_app(app: Flask) -> None:
             resp.headers["Allow"] = ", ".join(allowed)
         return resp
 
-    @app.errorhandler(redis.exceptions.ConnectionError)
-    @app.errorhandler(redis.exceptions.TimeoutError)
+    @app.errorhandler(redis.exceptions.RedisError)
     def _redis_down(exc: Exception) -> Response:
-        # Fail closed: without Redis nothing authenticated or signed can be checked.
-        log.warning("redis unavailable: %s", exc)
-        return error_response(
-            503,
-            "dependency_unavailable",
-            "A backing service is unavailable; try again shortly.",
-            retry_after=2,
-        )
+        return _api_error(as_api_error(exc))  # fail closed: 503 dependency_unavailable
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -4,72 +4,30 @@ from __future__ import annotations
 
 import logging
 
-import gevent
-import orjson
-from flask import Flask, Request
-from flask.json.provider import JSONProvider
+from flask import Flask
 
-from app import auth, errors, metrics, openapi
-from app.account import bp as account_bp
+from app import auth, errors, metrics
 from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
 from app.bets.routes import bp as bets_bp
 from app.cli import register_cli
 from app.config import Settings
-from app.db import ReadPool
-from app.errors import ApiError, BadRequest
-from app.fanout import Fanout
-from app.feed import FeedMonitor
-from app.grid import GridSpec
-from app.grid_api import bp as grid_bp
-from app.health import bp as health_bp
+from app.http import openapi
+from app.http.health import bp as health_bp
+from app.http.json import ApiRequest, OrjsonProvider
+from app.http.middleware import YieldFirst
+from app.ledger.routes import bp as ledger_bp
+from app.market.feed import FeedMonitor
+from app.market.grid import GridSpec
+from app.market.quotes import QuoteState
+from app.market.routes import bp as market_bp
 from app.metrics import Metrics
-from app.prices_api import bp as prices_bp
-from app.quotes import QuoteState
-from app.redis_client import make_redis
+from app.realtime.fanout import Fanout
+from app.realtime.ws import sock
 from app.services import Services
-from app.writes import WriteQueue
-from app.ws import sock
-
-
-class OrjsonProvider(JSONProvider):
-    """orjson for every JSON body: faster, and it refuses NaN/Infinity instead of emitting them."""
-
-    def dumps(self, obj, **kwargs):
-        return orjson.dumps(obj).decode()
-
-    def loads(self, s, **kwargs):
-        return orjson.loads(s)
-
-
-class ApiRequest(Request):
-    """Malformed JSON is a 400 with its own stable code, not werkzeug's generic page."""
-
-    def on_json_loading_failed(self, e: ValueError | None):
-        if e is None:  # wrong or missing Content-Type
-            raise ApiError(
-                "Send the body as JSON with Content-Type: application/json.",
-                status=415,
-                code="unsupported_media_type",
-            )
-        raise BadRequest("The request body is not valid JSON.", code="invalid_json")
-
-
-class YieldFirst:
-    """WSGI middleware: yield to the gevent hub before each request.
-
-    gunicorn's gevent worker serves a keep-alive connection in a loop that never blocks while the
-    next request is already buffered, so a busy connection can starve the others (p99 of 160 ms –
-    1.7 s measured with a bare Flask app, ARCHITECTURE.md). One `gevent.sleep(0)` per request puts
-    that greenlet at the back of the run queue and restores fairness (figures in BENCHMARKS.md).
-    """
-
-    def __init__(self, wsgi_app) -> None:
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        gevent.sleep(0)
-        return self.wsgi_app(environ, start_response)
+from app.storage.db import ReadPool
+from app.storage.redis_client import make_redis
+from app.storage.writes import WriteQueue
 
 
 def build_app(settings: Settings | None = None) -> Flask:
@@ -83,7 +41,9 @@ def build_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=64 * 1024,
         SOCK_SERVER_OPTIONS={
             "ping_interval": settings.ws_ping_s,
-            "max_message_size": settings.ws_max_message,
+            # A message over TAP_WS_MAX_MESSAGE gets a JSON `error` from app.realtime.taps (SPEC §8a);
+            # past 16 times that, simple-websocket closes with 1009 before buffering any more of it.
+            "max_message_size": 16 * settings.ws_max_message,
         },
     )
 
@@ -115,11 +75,10 @@ def build_app(settings: Settings | None = None) -> Flask:
     metrics.init_app(app, m)
 
     app.register_blueprint(health_bp)
-    app.register_blueprint(prices_bp)
     auth.init_app(app)
     app.register_blueprint(bets_bp)
-    app.register_blueprint(account_bp)
-    app.register_blueprint(grid_bp)
+    app.register_blueprint(ledger_bp)
+    app.register_blueprint(market_bp)
     openapi.init_app(app)
     sock.init_app(app)
     register_cli(app)

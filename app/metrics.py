@@ -66,7 +66,7 @@ class Metrics:
         self.ticks_published = Counter(
             "tap_price_ticks_published", "Price ticks published", ["source"], registry=r
         )
-        # price ingestion and the circuit breaker (workers/aggregator.py, workers/exchanges/, app/feed.py)
+        # price ingestion and the breaker (workers/aggregator.py, workers/exchanges/, app/market/feed.py)
         self.feed_betting = Gauge(
             "tap_feed_betting_open",
             "1 while bets are accepted, 0 while the breaker suspends them",

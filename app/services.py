@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
 from flask import Flask, current_app
@@ -10,13 +12,13 @@ from flask import Flask, current_app
 from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
 from app.config import Settings
-from app.db import ReadPool
-from app.fanout import Fanout
-from app.feed import FeedMonitor
-from app.grid import GridSpec
+from app.market.feed import FeedMonitor
+from app.market.grid import GridSpec
+from app.market.quotes import QuoteState
 from app.metrics import Metrics
-from app.quotes import QuoteState
-from app.writes import WriteQueue
+from app.realtime.fanout import Fanout
+from app.storage.db import ReadPool
+from app.storage.writes import WriteQueue
 
 
 @dataclass
@@ -32,8 +34,19 @@ class Services:
     quotes: QuoteState
     bet_claims: BetClaims
     bet_notifier: BetNotifier
+    # The wall clock every rule reads (bet freshness, placeable cells, sessions, server_time):
+    # timestamps leave the process, so wall time, not monotonic. Tests freeze it with `set_clock`.
+    clock: Callable[[], float] = field(default=time.time)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
 
 def services(app: Flask | None = None) -> Services:
     """The Services of `app`, or of the current app inside a request or app context."""
     return (app or current_app).extensions["tap"]
+
+
+def set_clock(app: Flask, clock: Callable[[], float] = time.time) -> None:
+    """Replace the app's wall clock (tests: a fixed or shifted time); `time.time` restores it."""
+    services(app).clock = clock

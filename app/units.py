@@ -2,7 +2,8 @@
 
 Money never touches a float: every value on the wire is a decimal *string*, parsed with a regex
 into an integer count of the smallest unit. Anything else (a JSON number, an exponent, too many
-decimals, a sign where none is allowed) is refused with `UnitError`, which the API turns into a 400.
+decimals, a sign where none is allowed, a value past its bound) is refused with `UnitError`, which the
+API turns into a 400.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ MICRO = 10**MONEY_DECIMALS
 CENT = 10**PRICE_DECIMALS
 MULT_ONE = 10**MULTIPLIER_DECIMALS
 
+# Upper bounds at parsing, far below 2**63 so that every product the server forms from them (a
+# payout = stake × a quoted multiplier of at most 100, a balance plus a deposit) still fits SQLite's
+# and orjson's signed 64-bit integers. Anything larger is refused as bad input (400) before any other
+# work, instead of an OverflowError deep in the writer or in a pending record's JSON (issue 10 item 13).
+MAX_MONEY = 10**9 * MICRO  # one billion per value: stakes, deposits, withdrawals, limits
+MAX_PRICE = 10**13 * CENT  # prices in cents
+MAX_MULTIPLIER = 10**6 * MULT_ONE  # a client's minimum multiplier; quotes never exceed 100
+
 _DECIMAL_RE = re.compile(r"(0|[1-9][0-9]{0,17})(?:\.([0-9]+))?")
 
 
@@ -24,11 +33,18 @@ class UnitError(ValueError):
     """A wire value that is not a well-formed decimal string of the expected precision."""
 
 
-def parse_decimal(value: object, decimals: int, what: str = "value", *, allow_zero: bool = False) -> int:
+def parse_decimal(
+    value: object,
+    decimals: int,
+    what: str = "value",
+    *,
+    allow_zero: bool = False,
+    max_scaled: int | None = None,
+) -> int:
     """Parse a non-negative decimal string into an integer scaled by 10**decimals.
 
     Strict by design: no leading '+', no exponent, no whitespace, no leading zeros, at most
-    `decimals` fractional digits. Zero is refused unless `allow_zero`.
+    `decimals` fractional digits. Zero is refused unless `allow_zero`; more than `max_scaled` too.
     """
     if not isinstance(value, str):
         raise UnitError(f'{what} must be a decimal string, e.g. "10" or "2.5"')
@@ -43,6 +59,8 @@ def parse_decimal(value: object, decimals: int, what: str = "value", *, allow_ze
     scaled = int(whole) * 10**decimals + (int(frac.ljust(decimals, "0")) if frac else 0)
     if scaled == 0 and not allow_zero:
         raise UnitError(f"{what} must be greater than zero")
+    if max_scaled is not None and scaled > max_scaled:
+        raise UnitError(f"{what} must be at most {format_decimal(max_scaled, decimals)}")
     return scaled
 
 
@@ -58,7 +76,8 @@ def format_decimal(scaled: int, decimals: int, *, min_decimals: int = 0) -> str:
 
 
 def parse_money(value: object, what: str = "amount") -> int:
-    return parse_decimal(value, MONEY_DECIMALS, what)
+    """Micro-units, at most `MAX_MONEY`."""
+    return parse_decimal(value, MONEY_DECIMALS, what, max_scaled=MAX_MONEY)
 
 
 def format_money(micro: int) -> str:
@@ -66,7 +85,8 @@ def format_money(micro: int) -> str:
 
 
 def parse_price(value: object, what: str = "price") -> int:
-    return parse_decimal(value, PRICE_DECIMALS, what)
+    """Cents, at most `MAX_PRICE`."""
+    return parse_decimal(value, PRICE_DECIMALS, what, max_scaled=MAX_PRICE)
 
 
 def format_price(cents: int) -> str:
@@ -75,7 +95,8 @@ def format_price(cents: int) -> str:
 
 
 def parse_multiplier(value: object, what: str = "multiplier") -> int:
-    return parse_decimal(value, MULTIPLIER_DECIMALS, what)
+    """1e-4 units, at most `MAX_MULTIPLIER`."""
+    return parse_decimal(value, MULTIPLIER_DECIMALS, what, max_scaled=MAX_MULTIPLIER)
 
 
 def format_multiplier(units: int) -> str:

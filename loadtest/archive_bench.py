@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db
+from app.storage import db
 
 PRESETS = (1_000_000, 5_000_000, 10_000_000, 25_000_000, 100_000_000)  # micro-units
 COLUMN_S = 5
@@ -59,7 +59,7 @@ def fill_week(
 
     Every user gets a deposit, then bets spread over the week's 5-second columns (one bet per user per
     cell), each with its debit row; three columns later it is settled (won → payout row, void → refund
-    row, lost → none), so the file passes `app.integrity.check_file`. Returns the row counts.
+    row, lost → none), so the file passes `app.ledger.integrity.check_file`. Returns the row counts.
     `fast` turns off fsync while generating (benchmarks only; the file is checkpointed at the end).
     """
     if path.exists():

@@ -37,7 +37,7 @@ STAGES: list[tuple[str, str]] = [
         "sqlite writer thread (BEGIN/SAVEPOINT/INSERT/COMMIT)",
         r"run_batch \(workers/sqlite_writer|_run_jobs \(workers/sqlite_writer|_WorkerGreenlet\.__run_task",
     ),
-    ("websocket: /ws greenlets (send to clients)", r"stream \(app/ws\.py"),
+    ("websocket: /ws greenlets (send to clients)", r"stream \(app/realtime/ws\.py"),
     ("pub/sub listener (tap:user:*, ticks) → fan-out", r"PubSubListener\.run"),
     ("bet notifier: publish pipeline after commit", r"BetNotifier\._send"),
     ("writer greenlet: deliver results + on_done", r"SqliteWriter\._deliver"),
@@ -233,7 +233,7 @@ def _stages(n: int, r) -> None:
     from app.bets.claims import BetClaims
     from app.bets.schemas import BetRequestSchema
     from app.config import Settings
-    from app.redis_client import make_redis
+    from app.storage.redis_client import make_redis
     from app.units import parse_money, parse_multiplier
     from loadtest.lib.signing import Key, bet_text
 

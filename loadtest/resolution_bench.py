@@ -27,11 +27,11 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db
-from app.integrity import check_file
-from app.prices import HISTORY_KEY
-from app.rollover import rollover_job
-from app.writes import WriteQueue
+from app.keys import PRICE_HISTORY_KEY
+from app.ledger.integrity import check_file
+from app.storage import db
+from app.storage.rollover import rollover_job
+from app.storage.writes import WriteQueue
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 
@@ -133,7 +133,7 @@ def main() -> None:
             f"file {path.stat().st_size / 1e6:.0f} MB"
         )
         r.zadd(
-            HISTORY_KEY,
+            PRICE_HISTORY_KEY,
             {
                 f"{(T0 - 1) * 1000}:6697500": (T0 - 1) * 1000,
                 f"{(T0 + 2) * 1000}:6699000": (T0 + 2) * 1000,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import db
-from app.writes import WriteJob
+from app.storage import db
+from app.storage.writes import WriteJob
 from workers.sqlite_writer import run_batch
 
 USERS = 1000

@@ -8,7 +8,7 @@ What runs (loopback only, bounded in time):
   worker, worker_connections 10000), gunicorn pinned to CPU 0 with ``taskset``;
 - this process, pinned to CPU 1, is the load generator: it opens N raw-socket websocket clients to
   ``/ws`` (a minimal RFC 6455 frame reader, so the generator's own cost stays small), then publishes
-  R ticks/s on ``tap:price`` exactly as the price feed does (``app.prices.publish_tick``: history,
+  R ticks/s on ``tap:price`` exactly as the price feed does (``app.market.prices.publish_tick``: history,
   last price, PUBLISH), a random walk stamped with the publish time in ms;
 - the worker's own price sources are pointed at a closed port (``TAP_PRICE_SOURCES=binance``), so
   the benchmark is the only publisher. Everything else in the worker runs as in production (the
@@ -50,7 +50,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.prices import Tick, publish_tick
+from app.market.prices import Tick, publish_tick
 from tests.servers import RedisServer, free_port, http_get, wait_until
 
 _TS = re.compile(rb'\{"type":"price","price":"[0-9.]+","ts":([0-9]+)')

@@ -1,4 +1,4 @@
-"""The app without the per-request yield (`app.factory.YieldFirst`), for benchmarks only.
+"""The app without the per-request yield (`app.http.middleware.YieldFirst`), for benchmarks only.
 
 `loadtest/healthz_bench.sh --yield off` passes ``loadtest.wsgi_noyield:app`` to gunicorn to measure
 what the middleware buys; production always serves ``wsgi:app``. The gunicorn hooks still run
@@ -6,7 +6,7 @@ what the middleware buys; production always serves ``wsgi:app``. The gunicorn ho
 """
 
 from app import create_app
-from app.factory import YieldFirst
+from app.http.middleware import YieldFirst
 
 app = create_app()
 if not isinstance(app.wsgi_app, YieldFirst):

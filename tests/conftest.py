@@ -18,7 +18,7 @@ from flask import Flask  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.db import prepare_database  # noqa: E402
+from app.storage.db import prepare_database  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
 

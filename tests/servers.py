@@ -191,6 +191,16 @@ class Nginx:
     def error_log(self) -> str:
         return self.error_log_path.read_text(errors="replace")
 
+    def access_log(self) -> str:
+        path = self.prefix / "logs" / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def reopen_logs(self) -> None:
+        """Flush the buffered access log (SIGUSR1 reopens, writing out what is buffered)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "GET " in self.access_log(), timeout=5, what="nginx access log written")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGQUIT)

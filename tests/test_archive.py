@@ -1,9 +1,9 @@
 """Weekly archival (issue 6): real SQLite week files, a real moto S3 server process on 127.0.0.1,
 the real flask CLI and the bash wrapper.
 
-Week files are made with `app.db.connect`/`migrate` and realistic rows (`loadtest.archive_bench.fill_week`:
+Week files are made with `app.storage.db.connect`/`migrate` and realistic rows (`loadtest.archive_bench.fill_week`:
 users, bets, ledger with balance chains that pass the integrity check); CURRENT is set with
-`app.db.set_current_week_file`. Current week 2026_47, so 46..43 are the four attached closed weeks and
+`app.storage.db.set_current_week_file`. Current week 2026_47, so 46..43 are the four attached closed weeks and
 42 and older are eligible.
 """
 
@@ -22,9 +22,9 @@ import boto3
 import pytest
 
 from app import create_app
-from app.archive import ArchiveError, Archiver, S3Target, Week, classify, make_target
 from app.config import ConfigError, Settings
-from app.db import connect, set_current_week_file, week_filename
+from app.storage.archive import ArchiveError, Archiver, S3Target, Week, classify, make_target
+from app.storage.db import connect, set_current_week_file, week_filename
 from loadtest.archive_bench import fill_week
 from tests.servers import ROOT, VENV_BIN, free_port, wait_until
 

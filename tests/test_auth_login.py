@@ -10,10 +10,9 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from app.auth.sessions import SESSION_KEY_PREFIX
-from app.auth.state import set_clock
 from app.config import Settings
-from app.services import services
+from app.keys import SESSION_KEY_PREFIX
+from app.services import services, set_clock
 from tests.test_auth_support import (
     FakeClock,
     bearer,
@@ -308,13 +307,16 @@ def test_any_siwe_field_tampered_after_signing_is_refused(c, settings, field, co
         ({"domain": "evil.example"}, "siwe_domain_mismatch"),
         ({"chain_id": 137}, "siwe_chain_id_mismatch"),
         ({"uri": "https://evil.example/login"}, "siwe_uri_mismatch"),
-        ({"issued_at": iso(int(time.time() * 1000) - 6 * 60_000)}, "siwe_issued_at_out_of_window"),
-        ({"expiration": iso(int(time.time() * 1000) - 1000)}, "siwe_expired"),
-        ({"not_before": iso(int(time.time() * 1000) + 60_000)}, "siwe_not_yet_valid"),
+        # times relative to the server's clock when the test runs, not when the module was collected
+        ({"issued_at": -6 * 60_000}, "siwe_issued_at_out_of_window"),
+        ({"expiration": -1000}, "siwe_expired"),
+        ({"not_before": 60_000}, "siwe_not_yet_valid"),
     ],
 )
 def test_signed_but_unacceptable_messages(c, settings, kw, code):
     acct = new_account()
+    now_ms = services(c.application).now_ms()
+    kw = {k: iso(now_ms + v) if k in ("issued_at", "expiration", "not_before") else v for k, v in kw.items()}
     text = siwe_text(settings, acct.address, get_nonce(c), **kw)
     resp = post_login(c, text, sign(acct, text))
     assert (resp.status_code, error_code(resp)) == (401, code)

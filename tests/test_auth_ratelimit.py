@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.auth.state import set_clock
 from app.config import Settings
+from app.services import set_clock
 from tests.test_auth_support import (
     FakeClock,
     bearer,

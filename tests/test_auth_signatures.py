@@ -22,7 +22,6 @@ from app.auth.signatures import (
     bet_signing_text,
     check_timestamp,
     claim_nonce,
-    nonce_key,
     parse_signature,
     recover_personal_sign,
     recover_personal_sign_reference,
@@ -32,6 +31,7 @@ from app.auth.signatures import (
     verify_signer,
 )
 from app.config import Settings
+from app.keys import nonce_key
 from tests.test_auth_support import flip_to_high_s, sign, with_v
 
 S = Settings.from_env({}, siwe_domain="tap.example:8443", chain_id=1)

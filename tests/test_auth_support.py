@@ -142,8 +142,8 @@ def with_v(sig: str, v: int) -> str:
 def started_app(settings: Settings):
     """A created app with its worker greenlets (SQLite writer included) running; stopped on exit."""
     from app import create_app
-    from app.db import prepare_database
     from app.services import services
+    from app.storage.db import prepare_database
     from workers import runtime
 
     prepare_database(settings.db_dir, time.time(), settings.sqlite_synchronous)

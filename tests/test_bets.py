@@ -6,16 +6,23 @@ import gevent
 import pytest
 from flask import Flask
 
-from app.auth.state import auth_state, set_clock
 from app.config import Settings
-from app.services import services
+from app.services import services, set_clock
 from tests.traders import Trader
 
 
 @pytest.fixture
 def settings(tmp_path, redis_url):
+    # quote_max_age_s: on a starved test machine the in-process sim feed can stall for seconds, and a
+    # tap would rightly get 503 quotes_stale; staleness has its own tests (test_quote_staleness.py).
     return Settings.from_env(
-        {}, data_dir=tmp_path / "data", redis_url=redis_url, dev_mode=True, rate_per_address=0, rate_per_ip=0
+        {},
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        dev_mode=True,
+        rate_per_address=0,
+        rate_per_ip=0,
+        quote_max_age_s=30,
     )
 
 
@@ -40,7 +47,7 @@ def live(running_app: Flask) -> Flask:
 
 @pytest.fixture
 def trader(live, settings) -> Trader:
-    t = Trader(live.test_client(), settings, clock=auth_state(live).clock).login()
+    t = Trader(live.test_client(), settings, clock=services(live).clock).login()
     t.deposit("100")
     return t
 
@@ -177,7 +184,7 @@ def test_bad_amounts(trader, stake, min_mult, code, http):
 )
 def test_non_placeable_cells(trader, live, col_offset, row_offset, code):
     spec = services(live).grid
-    now_col = spec.column_of(auth_state(live).clock())
+    now_col = spec.column_of(services(live).clock())
     row = services(live).quotes.book.current_row + row_offset
     status, body, _ = trader.bet(f"{now_col + col_offset * spec.column_seconds}:{row}", "1")
     assert status == 422 and body["error"]["code"] == code, body
@@ -202,7 +209,7 @@ def test_checks_run_in_spec_order(trader, live, monkeypatch):
 def test_other_peoples_bets(trader, live, settings):
     cell = _cell(_grid(trader), col=5, row_offset=-2)
     _, body, _ = trader.bet(cell, "1")
-    other = Trader(live.test_client(), settings, clock=auth_state(live).clock).login()
+    other = Trader(live.test_client(), settings, clock=services(live).clock).login()
     status, resp, _ = other.call("GET", f"/api/v1/bets/{body['bet_id']}")
     assert status == 403 and resp["error"]["code"] == "not_your_bet"
     status, resp, _ = other.call("GET", "/api/v1/bets/ffffffffffffffffffffff")
@@ -248,7 +255,7 @@ def test_withdrawal_is_a_conditional_deduction(trader):
 
 def test_deposits_need_dev_mode(tmp_path, redis_url):
     from app import create_app
-    from app.db import prepare_database
+    from app.storage.db import prepare_database
     from workers import runtime
 
     s = Settings.from_env({}, data_dir=tmp_path / "prod", redis_url=redis_url, dev_mode=False)
@@ -267,7 +274,7 @@ def test_full_queue_answers_503_and_writes_nothing_half(tmp_path, redis_url):
     from gevent.monkey import get_original
 
     from app import create_app
-    from app.db import prepare_database
+    from app.storage.db import prepare_database
     from workers import runtime
 
     s = Settings.from_env(

@@ -12,7 +12,7 @@ import gevent
 import pytest
 
 from app.config import Settings
-from app.db import current_week_file
+from app.storage.db import current_week_file
 from tests.servers import ROOT, Gunicorn, http_get, wait_until
 from tests.traders import HttpClient, Trader
 

@@ -4,7 +4,7 @@ import time
 import apsw
 import pytest
 
-from app import db
+from app.storage import db
 
 
 def test_week_file_names_follow_iso_weeks():

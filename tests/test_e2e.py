@@ -82,11 +82,21 @@ def test_everything_through_nginx(env, gunicorn, tmp_path):
             status, body = http_get(base + "/api/v1/nope")
             assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
         _assert_stream(_messages(f"ws://127.0.0.1:{settings.http_port}/ws", 6))
+        secret = "t" * 43  # a token-shaped query string: closed with 4401, and never logged
+        ws = websocket.create_connection(f"ws://127.0.0.1:{settings.http_port}/ws?token={secret}", timeout=10)
+        try:
+            opcode, data = ws.recv_data(control_frame=True)
+            assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(data[:2], "big") == 4401
+        finally:
+            ws.close()
         _assert_stream(
             _messages(f"wss://127.0.0.1:{settings.https_port}/ws", 6, sslopt={"cert_reqs": ssl.CERT_NONE})
         )
         status, _ = http_get(base + "/metrics")
         assert status == 200  # loopback is allowed; other addresses get 403 from nginx
+        nginx.reopen_logs()
+        access = nginx.access_log()
+        assert "GET /ws " in access and secret not in access and "token" not in access
     finally:
         nginx.stop()
 

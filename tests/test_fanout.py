@@ -3,7 +3,7 @@
 import gevent
 import gevent.event
 
-from app.fanout import Fanout
+from app.realtime.fanout import Fanout
 
 
 def test_slow_client_is_dropped_while_others_keep_receiving():
@@ -53,7 +53,7 @@ def test_send_to_reaches_only_that_address():
 
 
 def test_frames_are_valid_unmasked_text_frames():
-    from app.fanout import text_frame
+    from app.realtime.fanout import text_frame
 
     for size in (0, 125, 126, 65535, 65536):
         payload = "x" * size

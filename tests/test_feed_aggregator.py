@@ -4,9 +4,10 @@ import gevent
 import pytest
 import redis
 
+from app.keys import FEED_LEASE_KEY, PRICE_HISTORY_KEY
+from app.market.prices import Tick, last_tick, publish_tick, ticks_since
 from app.metrics import Metrics
-from app.prices import HISTORY_KEY, Tick, last_tick, publish_tick, ticks_since
-from workers.aggregator import LEASE_KEY, PriceAggregator, Quote, SteadyClock
+from workers.aggregator import PriceAggregator, Quote, SteadyClock
 
 T0_MS = 1_763_711_990_000
 
@@ -181,7 +182,7 @@ def test_only_the_lease_holder_publishes_and_a_successor_continues_the_stream(r,
     last_a = last_tick(r)
     a.stop()
     ga.join(2)
-    assert r.get(LEASE_KEY) is None  # released on a clean stop
+    assert r.get(FEED_LEASE_KEY) is None  # released on a clean stop
     gevent.sleep(0.7)  # b polls for the lease every 0.5 s
     assert b.lease.held
     b.offer(Quote("coinbase", 6_700_020, last_a.ts - 5, clock.mono()))  # exchange time behind a's last
@@ -198,4 +199,4 @@ def test_history_is_trimmed_by_the_publisher(r, clocks):
     assert agg.lease.acquire()
     agg._publisher.publish(Tick(2, T0_MS), trim=True)
     assert [t.price for t in ticks_since(r, 0)] == [2]
-    assert r.zcard(HISTORY_KEY) == 1
+    assert r.zcard(PRICE_HISTORY_KEY) == 1

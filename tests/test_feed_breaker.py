@@ -2,8 +2,8 @@
 
 import pytest
 
-from app.feed import FeedMonitor, FeedState
-from app.prices import Tick
+from app.market.feed import FeedMonitor, FeedState
+from app.market.prices import Tick
 
 
 class FakeClock:

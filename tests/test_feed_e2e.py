@@ -15,7 +15,7 @@ import websocket
 from gevent import pywsgi
 
 from app.config import Settings
-from app.feed import FeedState
+from app.market.feed import FeedState
 from app.services import services
 from app.units import format_price
 from tests.servers import wait_until

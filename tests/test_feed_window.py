@@ -3,7 +3,7 @@
 import pytest
 import redis
 
-from app.prices import Tick, publish_tick, tick_at_or_before, window_stats
+from app.market.prices import Tick, publish_tick, tick_at_or_before, window_stats
 
 T = 1_763_712_000  # a column start, Unix seconds (multiple of 5)
 MS = T * 1000

@@ -15,13 +15,14 @@ import apsw
 import gevent
 import pytest
 
-from app import db
-from app.bets.store import NewBet, credit, debit, insert_bet
+from app.bets.resolution import Outcome, settle_chunk
+from app.bets.store import NewBet, insert_bet
 from app.errors import Overloaded
-from app.integrity import check_link
-from app.resolution import Outcome, settle_chunk
-from app.rollover import following_week_file, rollover_job
+from app.ledger.integrity import check_link
+from app.ledger.store import credit, debit
 from app.services import services
+from app.storage import db
+from app.storage.rollover import following_week_file, rollover_job
 from tests.servers import ROOT
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor

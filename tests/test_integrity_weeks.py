@@ -7,11 +7,12 @@ import datetime as dt
 import apsw
 import pytest
 
-from app import db
-from app.bets.store import NewBet, credit, debit, insert_bet
-from app.integrity import check_file, check_link
-from app.rollover import rollover_job
+from app.bets.store import NewBet, insert_bet
+from app.ledger.integrity import check_file, check_link
+from app.ledger.store import credit, debit
 from app.services import services
+from app.storage import db
+from app.storage.rollover import rollover_job
 
 ALICE = "0x" + "a1" * 20
 T = 1_900_000_000

@@ -72,7 +72,9 @@ def test_wait_reports_whether_the_worker_is_stopping():
     assert s.wait(HOUR) is True and s.stopping
 
 
-@pytest.mark.parametrize("name", ["feed-watch", "grid-publisher", "resolver", "week-rollover"])
+@pytest.mark.parametrize(
+    "name", ["feed-watch", "grid-publisher", "resolver", "week-rollover", "bet-reconciler"]
+)
 def test_every_periodic_worker_is_a_loop_worker(app, name):
     workers = {w.name: w for w in runtime.build_workers(app)}
     assert isinstance(workers[name], LoopWorker)

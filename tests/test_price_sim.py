@@ -8,7 +8,8 @@ import statistics
 import gevent
 import redis
 
-from app.prices import CHANNEL_PRICE, HISTORY_KEY, HISTORY_MS, Tick, last_tick, publish_tick, ticks_since
+from app.keys import CHANNEL_PRICE, PRICE_HISTORY_KEY
+from app.market.prices import HISTORY_MS, Tick, last_tick, publish_tick, ticks_since
 from workers.price_sim import SECONDS_PER_YEAR, RandomWalk, SimulatedFeed
 
 
@@ -51,7 +52,7 @@ def test_history_is_trimmed_to_seven_days(redis_url):
     publish_tick(r, Tick(2, now - HISTORY_MS + 1))
     publish_tick(r, Tick(3, now), trim=True)
     assert [t.price for t in ticks_since(r, 0)] == [2, 3]
-    assert r.zcard(HISTORY_KEY) == 2
+    assert r.zcard(PRICE_HISTORY_KEY) == 2
 
 
 def _feed(r, seed):
@@ -66,14 +67,14 @@ def test_only_the_lease_holder_publishes_and_a_successor_takes_over(redis_url):
     gb = gevent.spawn(b.run)
     gevent.sleep(0.3)
     assert a.lease.held and not b.lease.held
-    before = r.zcard(HISTORY_KEY)
+    before = r.zcard(PRICE_HISTORY_KEY)
     assert before > 5
     last_of_a = last_tick(r)
     a.stop()
     ga.join(2)
     gevent.sleep(1.0)
     assert b.lease.held
-    assert r.zcard(HISTORY_KEY) > before
+    assert r.zcard(PRICE_HISTORY_KEY) > before
     # the successor continues from the last published price instead of jumping back to the start
     first_of_b = ticks_since(r, last_of_a.ts + 1)[0]
     assert abs(first_of_b.price - last_of_a.price) < 1_000  # within $10 of where A left off

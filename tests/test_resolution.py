@@ -8,12 +8,13 @@ import gevent
 import pytest
 import redis
 
-from app import db
-from app.bets.store import NewBet, credit, insert_bet
-from app.integrity import check_file
-from app.prices import HISTORY_KEY
-from app.rollover import rollover_job
-from app.writes import WriteQueue
+from app.bets.store import NewBet, insert_bet
+from app.keys import PRICE_HISTORY_KEY
+from app.ledger.integrity import check_file
+from app.ledger.store import credit
+from app.storage import db
+from app.storage.rollover import rollover_job
+from app.storage.writes import WriteQueue
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 from workers.week_rollover import WeekRollover
@@ -75,7 +76,9 @@ class World:
 
     def ticks(self, *points):
         """(seconds offset from T0, price in cents) pairs into the price history."""
-        self.r.zadd(HISTORY_KEY, {f"{int((T0 + s) * 1000)}:{p}": int((T0 + s) * 1000) for s, p in points})
+        self.r.zadd(
+            PRICE_HISTORY_KEY, {f"{int((T0 + s) * 1000)}:{p}": int((T0 + s) * 1000) for s, p in points}
+        )
 
     def status(self, bet_id):
         with self.reads.connection() as c:
@@ -323,8 +326,8 @@ import sys, time
 from gevent import monkey; monkey.patch_all()
 import gevent, redis
 from pathlib import Path
-from app import db
-from app.writes import WriteQueue
+from app.storage import db
+from app.storage.writes import WriteQueue
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 db_dir, url, at_ms = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])

@@ -9,13 +9,14 @@ import gevent
 import pytest
 from gevent.monkey import get_original
 
-from app import db
-from app.bets.store import NewBet, Rejected, credit, debit, insert_bet
+from app.bets.store import NewBet, insert_bet
 from app.errors import Overloaded, Unavailable
-from app.integrity import check_file
+from app.ledger.integrity import check_file
+from app.ledger.store import Rejected, credit, debit
 from app.metrics import Metrics
-from app.rollover import rollover_job
-from app.writes import WriteQueue
+from app.storage import db
+from app.storage.rollover import rollover_job
+from app.storage.writes import WriteQueue
 from workers.sqlite_writer import SqliteWriter
 
 blocking_sleep = get_original("time", "sleep")

@@ -12,13 +12,14 @@ import pytest
 import redis
 from gevent.monkey import get_original
 
-from app import db
-from app.bets.claims import bet_key, cell_key
-from app.bets.notify import BetNotifier, pending_json, user_channel
-from app.bets.store import NewBet, credit
+from app.bets.notify import BetNotifier, pending_json
+from app.bets.resolution import Outcome
+from app.bets.store import NewBet
+from app.keys import bet_key, cell_key, user_channel
+from app.ledger.store import credit
 from app.metrics import Metrics
-from app.resolution import Outcome
-from app.writes import OutcomeUnknown, WriteQueue
+from app.storage import db
+from app.storage.writes import OutcomeUnknown, WriteQueue
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor

@@ -3,7 +3,7 @@
 Real gunicorn (the project's gunicorn.conf.py, one gevent worker), 500 websocket-client readers in
 this process, and one raw-socket client with a 4 KiB receive buffer that completes the handshake and
 never reads again. The test publishes 8 KiB messages on ``tap:public``: the slow client's kernel
-buffers fill (the server's send buffer is fixed at 2 × 256 KiB by app/ws.py), then its queue of
+buffers fill (the server's send buffer is fixed at 2 × 256 KiB by app/realtime/ws.py), then its queue of
 ``TAP_WS_QUEUE_MAX`` messages, and it is dropped; every other client gets every message, in order.
 """
 

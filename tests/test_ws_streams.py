@@ -8,12 +8,12 @@ import pytest
 import redis
 import websocket
 
-from app.prices import last_tick
+from app.keys import CHANNEL_PUBLIC, user_channel
+from app.market.prices import last_tick
 from app.services import services
 from app.units import format_price
 from tests.servers import Gunicorn, http_get, wait_until
 from tests.test_exchanges_fakes import fake_binance, fake_coinbase
-from workers.pubsub_listener import CHANNEL_PUBLIC, user_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +63,7 @@ def test_exchange_prices_flow_through_gunicorn_to_websocket_clients(tmp_path, re
 
 
 def frame_payload(frame: bytes) -> str:
-    """The text of one unmasked server frame (as queued by app.fanout)."""
+    """The text of one unmasked server frame (as queued by app.realtime.fanout)."""
     n = frame[1] & 0x7F
     start = 2 if n < 126 else (4 if n == 126 else 10)
     return frame[start:].decode()

@@ -27,7 +27,7 @@ at most once per ``TAP_FEED_PUBLISH_MS`` (250 ms → 4 ticks/s), publishes one n
 5. A tick is published only when at least one kept quote is new since the previous tick: the
    stream never repeats a price to look alive.
 
-Publishing is fenced by the Redis feed lease ``tap:lease:feed`` (``app.prices.FencedPublisher``):
+Publishing is fenced by the Redis feed lease ``tap:lease:feed`` (``app.market.prices.FencedPublisher``):
 during a SIGHUP reload two workers run sources side by side, but only the lease holder writes, in
 the same Lua step that checks and renews the lease. On taking the lease over, the aggregator
 continues from the last published tick (its price arbitrates, its ts keeps the stream increasing).
@@ -47,14 +47,14 @@ import gevent
 import gevent.event
 import redis
 
+from app.keys import FEED_LEASE_KEY
+from app.market.prices import FencedPublisher, Tick, last_tick
 from app.metrics import Metrics
-from app.prices import FencedPublisher, Tick, last_tick
 from workers.lease import RedisLease
 from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)
 
-LEASE_KEY = "tap:lease:feed"
 LEASE_TTL_MS = 3000
 RENEW_EVERY_S = 1.0
 TRIM_EVERY = 240  # ticks between history trims (~1 min at 4 ticks/s)
@@ -159,7 +159,7 @@ class PriceAggregator(Stoppable):
         publish_ms: int,
         metrics: Metrics | None = None,
         clock: SteadyClock | None = None,
-        lease_key: str = LEASE_KEY,
+        lease_key: str = FEED_LEASE_KEY,
         lease_ttl_ms: int = LEASE_TTL_MS,
     ) -> None:
         self.r = r

@@ -1,7 +1,7 @@
 """Watches the feed monitor and tells every websocket when its status changes.
 
 The websocket `status` message (``{"type":"status","feed":…,"betting":…}``) goes out on connect
-(app/ws.py) and from here on every change of either field — e.g. CRITICAL→recovering changes the
+(app/realtime/ws.py) and from here on every change of either field — e.g. CRITICAL→recovering changes the
 feed from "critical" to "degraded" while betting stays false, and recovery flips betting to true.
 Polling every 100 ms also drives the time-based edges of the state machine (a stall is noticed
 without waiting for the next tick) and keeps the betting gauge current.
@@ -13,9 +13,9 @@ import logging
 
 import orjson
 
-from app.fanout import Fanout
-from app.feed import FeedMonitor
+from app.market.feed import FeedMonitor
 from app.metrics import Metrics
+from app.realtime.fanout import Fanout
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)

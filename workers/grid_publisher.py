@@ -13,11 +13,11 @@ import time
 import orjson
 import redis
 
-from app.fanout import Fanout
-from app.feed import FeedMonitor
-from app.grid import GridSpec
-from app.prices import ticks_since
-from app.quotes import QuoteBook, QuoteState, estimate_sigma, grid_message
+from app.market.feed import FeedMonitor
+from app.market.grid import GridSpec
+from app.market.prices import ticks_since
+from app.market.quotes import QuoteBook, QuoteState, estimate_sigma, grid_message
+from app.realtime.fanout import Fanout
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,12 @@ class GridPublisher(LoopWorker):
         if tick is None or self.quotes.sigma is None:
             return None
         book = QuoteBook.build(
-            self.spec, tick.price, self.quotes.sigma, self.quotes.tick_interval, self.house_edge
+            self.spec,
+            tick.price,
+            self.quotes.sigma,
+            self.quotes.tick_interval,
+            self.house_edge,
+            tick_ts=tick.ts,
         )
         self.quotes.book = book
         return book

@@ -21,14 +21,15 @@ import random
 import gevent
 import redis
 
+from app.keys import FEED_LEASE_KEY
+from app.market.prices import Tick, last_tick
 from app.metrics import Metrics
-from app.prices import Tick, last_tick
-from workers.aggregator import LEASE_KEY, PriceAggregator, Quote
+from workers.aggregator import PriceAggregator, Quote
 from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LEASE_KEY", "SECONDS_PER_YEAR", "RandomWalk", "SimSource", "SimulatedFeed"]
+__all__ = ["FEED_LEASE_KEY", "SECONDS_PER_YEAR", "RandomWalk", "SimSource", "SimulatedFeed"]
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 

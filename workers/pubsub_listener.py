@@ -24,24 +24,18 @@ from collections.abc import Callable
 
 import redis
 
-from app.fanout import Fanout
-from app.feed import FeedMonitor
+from app.auth.decorators import WS_CLOSE_INVALID_SESSION
+from app.keys import CHANNEL_CONTROL, CHANNEL_PRICE, CHANNEL_PUBLIC, USER_PATTERN, USER_PREFIX, ended_session
+from app.market.feed import FeedMonitor
+from app.market.prices import Tick, tick_at_or_before, ticks_since
 from app.metrics import Metrics
-from app.prices import CHANNEL_PRICE, Tick, tick_at_or_before, ticks_since
+from app.realtime.fanout import Fanout
 from workers.loop import Stoppable
 
 log = logging.getLogger(__name__)
 
-CHANNEL_PUBLIC = "tap:public"
-USER_PREFIX = "tap:user:"
-USER_PATTERN = USER_PREFIX + "*"
 MAX_MESSAGE_BYTES = 64 * 1024  # a relayed message larger than this is a bug upstream: dropped
 _ADDRESS_RE = re.compile(rb"0x[0-9a-f]{40}")
-
-
-def user_channel(address: str) -> str:
-    """The channel that reaches `address`'s websockets (publishers: send the exact JSON text)."""
-    return USER_PREFIX + address.lower()
 
 
 class PubSubListener(Stoppable):
@@ -64,13 +58,14 @@ class PubSubListener(Stoppable):
         self._wall = wall
         self._price = CHANNEL_PRICE.encode()
         self._public = CHANNEL_PUBLIC.encode()
+        self._control = CHANNEL_CONTROL.encode()
         self._user_prefix = USER_PREFIX.encode()
 
     def run(self) -> None:
         while not self.stopping:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(CHANNEL_PRICE, CHANNEL_PUBLIC)
+                pubsub.subscribe(CHANNEL_PRICE, CHANNEL_PUBLIC, CHANNEL_CONTROL)
                 pubsub.psubscribe(USER_PATTERN)
                 self._bootstrap()
                 while not self.stopping:
@@ -117,6 +112,10 @@ class PubSubListener(Stoppable):
             text = _text(data)
             if text is not None:
                 self.fanout.broadcast(text)
+        elif channel == self._control:
+            session_key = ended_session(data)
+            if session_key is not None:  # logged out: its sockets are closed with 4401 (SPEC §8)
+                self.fanout.end_session(session_key, WS_CLOSE_INVALID_SESSION, "invalid_session")
         elif channel.startswith(self._user_prefix):
             address = channel[len(self._user_prefix) :]
             text = _text(data)

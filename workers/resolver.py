@@ -1,7 +1,7 @@
 """The bet resolver: settles every column once it has closed (SPEC §3, ADR-006).
 
 Every `interval_s` it asks SQLite (partial index of open bets) which closed windows still hold open
-bets, reads each window's touch data from the Redis price history (`app.prices.window_stats`) and
+bets, reads each window's touch data from the Redis price history (`app.market.prices.window_stats`) and
 settles it through the writer in chunks:
 
 - resolved once the window is *complete* (a tick at or after its end exists, so no late tick can
@@ -27,20 +27,18 @@ import gevent
 import orjson
 import redis
 
-from app.bets.notify import user_channel
-from app.db import ReadPool
+from app.bets.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.errors import ApiError
+from app.keys import RESOLVER_LEASE_KEY, user_channel
+from app.market.prices import WindowStats, window_stats
 from app.metrics import Metrics
-from app.prices import WindowStats, window_stats
-from app.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
+from app.storage.db import ReadPool
+from app.storage.writes import OutcomeUnknown, WriteQueue
 from app.units import format_money
-from app.writes import OutcomeUnknown, WriteQueue
 from workers.lease import RedisLease
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
-
-LEASE_KEY = "tap:lease:resolver"
 
 
 def decide(stats: WindowStats, now_ms: int, critical_s: float, grace_s: float) -> Outcome | None:
@@ -85,7 +83,7 @@ class Resolver(LoopWorker):
         self.critical_s = critical_s
         self.grace_s = grace_s
         self.metrics = metrics
-        self.lease = RedisLease(r, LEASE_KEY, 5000)
+        self.lease = RedisLease(r, RESOLVER_LEASE_KEY, 5000)
         self._last_renew = 0.0
 
     def step(self) -> float | None:

@@ -8,6 +8,7 @@ from flask import Flask
 
 from app.services import services
 from workers.aggregator import PriceAggregator
+from workers.bet_reconciler import BetReconciler
 from workers.exchanges import BinanceSource, CoinbaseSource
 from workers.feed_watch import FeedWatch
 from workers.grid_publisher import GridPublisher
@@ -31,6 +32,8 @@ def build_workers(app: Flask) -> list[Worker]:
         SqliteWriter(
             svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, batch_max=s.batch_max, metrics=svc.metrics
         ),
+        # Right after the writer, so it stops just before the writer drains (its heartbeat covers that).
+        BetReconciler(svc, svc.now_ms),
         PubSubListener(svc.redis, svc.fanout, svc.feed, svc.metrics),
         FeedWatch(svc.feed, svc.fanout, svc.metrics),
         GridPublisher(

@@ -29,9 +29,9 @@ import apsw
 import gevent
 from gevent.threadpool import ThreadPool
 
-from app.db import connect, current_week_file
 from app.metrics import Metrics
-from app.writes import Expired, OutcomeUnknown, WriteJob, WriteQueue
+from app.storage.db import connect, current_week_file
+from app.storage.writes import Expired, OutcomeUnknown, WriteJob, WriteQueue
 
 log = logging.getLogger(__name__)
 

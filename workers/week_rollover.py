@@ -1,4 +1,4 @@
-"""Rolls the read-write week file over when the ISO week changes (see `app.rollover`)."""
+"""Rolls the read-write week file over when the ISO week changes (see `app.storage.rollover`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import gevent
 
-from app.db import current_week_file, iso_week, parse_week_filename, week_filename
 from app.errors import ApiError
-from app.rollover import RolloverResult, rollover_job
-from app.writes import OutcomeUnknown, WriteQueue
+from app.storage.db import current_week_file, iso_week, parse_week_filename, week_filename
+from app.storage.rollover import RolloverResult, rollover_job
+from app.storage.writes import OutcomeUnknown, WriteQueue
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)

@@ -7,20 +7,17 @@
 - `decorators`  `login_required`, `admin_required`, `current_session`
 - `routes`      /api/v1/auth/{nonce,login,logout,session}, /api/v1/admin/whoami
 - `schemas`     marshmallow schemas (also feed /api/openapi.json), `load_json`
-- `errors`      every auth error code; `state` the per-app clock (injectable), limits, lookup script
+- `errors`      every auth error code; `state` the per-app limits and lookup script
 
 Error codes and the order of checks: docs/API.md. Verification cost: BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from flask import Flask
 
 
-def init_app(app: Flask, clock: Callable[[], float] = time.time) -> None:
+def init_app(app: Flask) -> None:
     """Register the auth blueprints and per-app state. Call after `app.extensions["tap"]` is set."""
     from app.auth.ratelimit import Limits, SessionLookup
     from app.auth.routes import admin_bp, bp
@@ -34,6 +31,6 @@ def init_app(app: Flask, clock: Callable[[], float] = time.time) -> None:
         per_ip_per_s=s.rate_per_ip,
         per_address_per_s=s.rate_per_address,
     )
-    app.extensions[EXT_KEY] = AuthState(clock=clock, limits=limits, lookup=SessionLookup(svc.redis, limits))
+    app.extensions[EXT_KEY] = AuthState(limits=limits, lookup=SessionLookup(svc.redis, limits))
     app.register_blueprint(bp)
     app.register_blueprint(admin_bp)

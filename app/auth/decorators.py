@@ -27,13 +27,13 @@ from app.auth import errors as E
 from app.auth.ratelimit import client_ip
 from app.auth.sessions import Session, parse_bearer, resolve_ws_token
 from app.auth.state import auth_state
-from app.services import services
+from app.services import Services, services
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Set on decorated views; app.openapi reads it to mark operations with bearer security.
+# Set on decorated views; app.http.openapi reads it to mark operations with bearer security.
 AUTH_ATTR = "_tap_auth"
 
 
@@ -55,7 +55,7 @@ def authenticate() -> Session:
     token = parse_bearer(request.headers.get("Authorization"))
     state = auth_state()
     with redis_guard():
-        session = state.lookup(token, client_ip(), state.now_ms())
+        session = state.lookup(token, client_ip(), services().now_ms())
     g.tap_session = session
     return session
 
@@ -105,22 +105,33 @@ WS_CLOSE_INVALID_SESSION = 4401  # application range 4000-4999, mirrors HTTP 401
 WS_CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: "Try Again Later"
 
 
-def websocket_address() -> str | None:
-    """The lowercase wallet of ``/ws?token=<token>``, or None when no token is given (public streams).
+def websocket_session() -> Session | None:
+    """The session of ``/ws?token=<token>``, or None when no token is given (public streams).
 
     A token that is given but malformed, unknown or expired raises `WebsocketRefused` (close code 4401,
     reason ``invalid_session``) instead of silently downgrading to a public stream: a client that
     believes it is authenticated would otherwise wait forever for its bet events. With Redis down it
     raises close code 1013 ``dependency_unavailable`` (fail closed); the client reconnects later.
+    A client may instead send the token in a first message (`app.realtime.taps`), so that no token
+    ever sits in a URL.
     """
     token = request.args.get("token")
-    if not token:
-        return None
+    return None if not token else websocket_token_session(services(), token)
+
+
+def websocket_token_session(svc: Services, token: str) -> Session:
+    """The session of a websocket token (from the URL or an `auth` message), or `WebsocketRefused`."""
     try:
-        session = resolve_ws_token(services().redis, token, auth_state().now_ms())
+        session = resolve_ws_token(svc.redis, token, svc.now_ms())
     except redis.RedisError as exc:
         log.warning("redis unavailable for a websocket token: %s", exc)
         raise WebsocketRefused(WS_CLOSE_TRY_AGAIN_LATER, E.DEPENDENCY_UNAVAILABLE) from None
     if session is None:
         raise WebsocketRefused(WS_CLOSE_INVALID_SESSION, E.INVALID_SESSION)
-    return session.address
+    return session
+
+
+def websocket_address() -> str | None:
+    """The lowercase wallet of ``/ws?token=``, or None without a token (see `websocket_session`)."""
+    session = websocket_session()
+    return None if session is None else session.address

@@ -24,8 +24,7 @@ from flask import request
 
 from app.auth import errors as E
 from app.auth.sessions import Session, decode_session, session_key_for
-
-RL_PREFIX = "tap:rl:"
+from app.keys import RATE_LIMIT_PREFIX
 
 # KEYS[1] session key, KEYS[2] per-IP counter ('' = off).
 # ARGV[1] per-address counter prefix ('' = off), ARGV[2] window suffix, ARGV[3] counter TTL in ms.
@@ -96,7 +95,7 @@ def hit(r: redis.Redis, bucket: str, who: str, *, limit: int, window_s: int, now
     if limit <= 0:
         return
     suffix, retry_after, ttl_ms = _window(now_ms, window_s)
-    key = f"{RL_PREFIX}{bucket}:{who}{suffix}"
+    key = f"{RATE_LIMIT_PREFIX}{bucket}:{who}{suffix}"
     pipe = r.pipeline(transaction=False)
     pipe.incr(key)
     pipe.pexpire(key, ttl_ms, nx=True)
@@ -117,8 +116,8 @@ class SessionLookup:
         lim = self.limits
         suffix, retry_after, ttl_ms = _window(now_ms, 1)
         key = session_key_for(token)
-        ip_key = f"{RL_PREFIX}ip:{ip}{suffix}" if lim.per_ip_per_s > 0 else ""
-        addr_prefix = f"{RL_PREFIX}addr:" if lim.per_address_per_s > 0 else ""
+        ip_key = f"{RATE_LIMIT_PREFIX}ip:{ip}{suffix}" if lim.per_ip_per_s > 0 else ""
+        addr_prefix = f"{RATE_LIMIT_PREFIX}addr:" if lim.per_address_per_s > 0 else ""
         raw, ip_count, addr_count = self._script(keys=[key, ip_key], args=[addr_prefix, suffix, ttl_ms])
         if ip_key and ip_count > lim.per_ip_per_s:
             raise E.rate_limited(retry_after, "from this IP")

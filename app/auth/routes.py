@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify
 from app.auth import errors as E
 from app.auth.decorators import admin_required, current_session, login_required, redis_guard
 from app.auth.ratelimit import client_ip, hit
-from app.auth.schemas import LoginRequestSchema, load_json
+from app.auth.schemas import LoginRequestSchema
 from app.auth.sessions import (
     SESSION_TTL_MS,
     consume_login_nonce,
@@ -27,6 +27,8 @@ from app.auth.signatures import recover_personal_sign_reference
 from app.auth.siwe import check_message, parse_message
 from app.auth.state import auth_state
 from app.errors import Unavailable
+from app.http.json import load_json
+from app.keys import CHANNEL_CONTROL, session_ended_message
 from app.services import Services, services
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
@@ -62,7 +64,7 @@ def nonce() -> Response:
             client_ip(),
             limit=state.limits.auth_per_ip_per_min,
             window_s=60,
-            now_ms=state.now_ms(),
+            now_ms=svc.now_ms(),
         )
         value = issue_login_nonce(svc.redis)
     resp = jsonify(nonce=value)
@@ -101,7 +103,7 @@ def login() -> Response:
     svc = services()
     state = auth_state()
     settings = svc.settings
-    now = state.now_ms()
+    now = svc.now_ms()
     with redis_guard():
         hit(svc.redis, "auth", client_ip(), limit=state.limits.auth_per_ip_per_min, window_s=60, now_ms=now)
 
@@ -164,8 +166,11 @@ def logout() -> Response:
         429: RateLimited
         503: Unavailable
     """
+    r = services().redis
+    session = current_session()
     with redis_guard():
-        end_session(services().redis, current_session())
+        end_session(r, session)
+        r.publish(CHANNEL_CONTROL, session_ended_message(session.key))  # its open sockets close: 4401
     return jsonify(status="logged_out")
 
 

@@ -1,5 +1,5 @@
-"""marshmallow schemas of the auth routes (also the source of /api/openapi.json), plus the helpers
-every module uses to read a JSON body: `load_json` (400 invalid_json / invalid_request).
+"""marshmallow schemas of the auth routes (also the source of /api/openapi.json). Reading a JSON body
+against a schema is `app.http.json.load_json`.
 
 `SignedRequestSchema` holds the three fields every signed request carries (nonce, ts, signature);
 the bet schema extends it.
@@ -7,55 +7,14 @@ the bet schema extends it.
 
 from __future__ import annotations
 
-from typing import Any
+from marshmallow import Schema, fields, validate
 
-from flask import request
-from marshmallow import Schema, ValidationError, fields, validate
-
-from app.auth.errors import InvalidJson, InvalidRequest
 from app.auth.siwe import MESSAGE_MAX
 
 SIGNATURE_PATTERN = r"^0x[0-9a-fA-F]{130}$"
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 SIGNED_NONCE_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 TS_MAX = 2**53 - 1  # a JSON number every client can represent exactly
-
-_DETAILS_MAX_FIELDS = 10
-
-
-def load_json(schema: Schema) -> dict[str, Any]:
-    """Parse the request body as a JSON object and validate it with `schema` (unknown keys refused)."""
-    data = request.get_json()  # the app's request class answers 415 / 400 invalid_json itself
-    if not isinstance(data, dict):
-        raise InvalidJson("The body must be a JSON object.")
-    try:
-        return schema.load(data)
-    except ValidationError as exc:
-        raise InvalidRequest(
-            "The request body is not valid: " + _summary(exc.messages),
-            details={"fields": _trim(exc.messages)},
-        ) from None
-
-
-def _trim(messages: Any) -> Any:
-    if not isinstance(messages, dict):
-        return messages
-    out = {}
-    for i, (k, v) in enumerate(messages.items()):
-        if i >= _DETAILS_MAX_FIELDS:
-            out["…"] = ["more fields omitted"]
-            break
-        out[str(k)[:64]] = v
-    return out
-
-
-def _summary(messages: Any) -> str:
-    if isinstance(messages, dict) and messages:
-        k, v = next(iter(messages.items()))
-        first = v[0] if isinstance(v, list) and v else v
-        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
-        return f"{str(k)[:64]}: {str(first)[:120]}{more}"
-    return str(messages)[:200]
 
 
 # ---- common -------------------------------------------------------------------------------------

@@ -22,14 +22,13 @@ import redis
 from eth_utils import to_checksum_address
 
 from app.auth import errors as E
+from app.keys import LOGIN_NONCE_PREFIX, SESSION_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
 SESSION_TTL_MS = 24 * 3600 * 1000
 LOGIN_NONCE_TTL_S = 300
 LOGIN_NONCE_LEN = 24  # base62: ~143 bits
-SESSION_KEY_PREFIX = "tap:sess:"
-LOGIN_NONCE_PREFIX = "tap:auth:nonce:"
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 _BEARER_RE = re.compile(r"Bearer ([A-Za-z0-9_-]{43})", re.IGNORECASE)  # the scheme is case-insensitive

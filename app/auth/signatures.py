@@ -36,13 +36,13 @@ from Crypto.Hash import keccak as _keccak
 from app.auth import errors as E
 from app.auth.errors import AuthError, InvalidRequest, SignatureError
 from app.config import Settings
+from app.keys import nonce_key
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N = SECP256K1_N // 2
 
 TS_WINDOW_MS = 30_000  # |server_now − ts| ≤ 30 s, boundary inclusive (ADR-007)
 NONCE_TTL_S = 90  # 30 s window + 60 s margin (ADR-007 v1.2)
-NONCE_KEY_PREFIX = "tap:bn:"
 
 _SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
 _EIP191_PREFIX = b"\x19Ethereum Signed Message:\n"
@@ -216,10 +216,6 @@ def check_timestamp(ts_ms: int, now_ms: int, window_ms: int = TS_WINDOW_MS) -> N
             f"ts must be within {window_ms // 1000} s of the server's time (server time {now_ms} ms)",
             code=E.TS_OUT_OF_WINDOW,
         )
-
-
-def nonce_key(address: str, nonce: str) -> str:
-    return f"{NONCE_KEY_PREFIX}{address.lower()}:{nonce}"
 
 
 def claim_nonce(

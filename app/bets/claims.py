@@ -1,6 +1,6 @@
 """The single Redis round trip of a bet: claim its nonce, claim its cell, record it as pending.
 
-One Lua script, so the three happen atomically and cost one round trip on the hot path:
+One Lua script, so these happen atomically and cost one round trip on the hot path:
 
 - ``tap:bn:<address>:<nonce>`` = ``<fingerprint>|<bet id>`` for 90 s (ADR-007), taken only when the bet
   is accepted. A request refused by a check leaves no trace, so the same signed body can be retried
@@ -8,18 +8,37 @@ One Lua script, so the three happen atomically and cost one round trip on the ho
   accepted once answers every retry with that same bet.
 - ``tap:cell:<address>:<cell>`` = bet id, until the column has ended: the fast answer to a second tap
   on the same cell (the database's UNIQUE constraint is the final word). Freed if the bet is rejected.
-- ``tap:bet:<bet id>`` = the pending bet as JSON, so `GET /bets/<id>` and a retry can see it before
-  the batch commits.
+- ``tap:bet:<bet id>`` = the pending bet as JSON (with ``owner``, the process instance that queued
+  it), so `GET /bets/<id>` and a retry can see it before the batch commits.
+- ``tap:pending`` (sorted set, score = placed_at ms) indexes the pending records, so that a worker can
+  find the bets a dead worker's queue took with it (`app.bets.reconcile`) without scanning keys.
+
+A claim whose bet is never queued must not dangle (issue 10 items 5 and 15): when the claim's reply
+is lost (a Redis timeout after the script ran) or the writer refuses the job afterwards, the route
+calls `abandon`, which releases the claim now — compare-and-delete, so it only ever removes this
+bet's own keys — or, if Redis is unreachable, keeps retrying in the background. A retry of the same
+nonce that meets such a claim releases it first and is then judged afresh.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
+import time
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import cast
 
+import gevent
+import orjson
 import redis
 
-from app.auth.signatures import NONCE_TTL_S, nonce_key
+from app.auth.signatures import NONCE_TTL_S
+from app.keys import PENDING_INDEX, bet_key, cell_key, nonce_key, user_channel
+
+log = logging.getLogger(__name__)
+
+ScriptArg = bytes | str | int  # what redis-py's Script accepts as one argument
 
 _CLAIM = """
 local old = redis.call('GET', KEYS[1])
@@ -30,10 +49,52 @@ if owner then return {2, owner} end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
 redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
+redis.call('ZADD', KEYS[4], ARGV[8], ARGV[4])
 return {3, ''}
 """
 
+# Undo the claim of a bet that was never queued. Compare-and-delete: only this bet's nonce value and
+# cell claim are removed; its record, if still pending, becomes rejected "not_queued".
+_RELEASE = """
+local n = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); n = n + 1 end
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]); n = n + 1 end
+local rec = redis.call('GET', KEYS[3])
+if rec and cjson.decode(rec)['status'] == 'pending' then
+  redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]); n = n + 1
+end
+redis.call('ZREM', KEYS[4], ARGV[2])
+return n
+"""
+
+# A bet is rejected (by the writer, or found lost by the reconciler): mark its record, free its cell
+# (only if the cell still holds this bet), unindex it and tell the trader — once: a record already
+# settled (rejected) is left alone, so a retried or duplicated call publishes nothing twice.
+REJECT_LUA = """
+local rec = redis.call('GET', KEYS[1])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+redis.call('ZREM', KEYS[3], ARGV[3])
+if rec and cjson.decode(rec)['status'] ~= 'pending' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+
+# A bet committed: drop its pending record and index entry, tell the trader. The writer's own
+# notification always publishes (ARGV[5] = '1': Redis may have lost the record); the reconciler only
+# when the record was still there, so it never repeats what the writer already said.
+CONFIRM_LUA = """
+local rec = redis.call('GET', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if not rec and ARGV[5] ~= '1' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[4]) end
+return 1
+"""
+
 PENDING_TTL_S = 24 * 3600
+RETRY_EVERY_S = 0.5
 
 
 class Claim(IntEnum):
@@ -43,18 +104,25 @@ class Claim(IntEnum):
     ACCEPTED = 3
 
 
-def cell_key(address: str, cell: str) -> str:
-    return f"tap:cell:{address}:{cell}"
-
-
-def bet_key(bet_id: str) -> str:
-    return f"tap:bet:{bet_id}"
+@dataclass(frozen=True, slots=True)
+class _Abandoned:
+    address: str
+    nonce: str
+    fingerprint: str
+    cell: str
+    bet_id: str
+    record: bytes  # the rejected record to leave behind
+    until: float  # monotonic: give up once every key it could hold has expired
 
 
 class BetClaims:
     def __init__(self, r: redis.Redis) -> None:
         self.r = r
+        self.instance = secrets.token_hex(8)  # this process's id in the records it queues
         self._script = r.register_script(_CLAIM)
+        self._release = r.register_script(_RELEASE)
+        self._abandoned: dict[str, _Abandoned] = {}
+        self._retrier: gevent.Greenlet | None = None
 
     def claim(
         self,
@@ -67,10 +135,11 @@ class BetClaims:
         proceed: bool,
         cell_ttl_s: int,
         pending_json: bytes,
+        placed_at: int = 0,
     ) -> tuple[Claim, str]:
         """Run the claim script. With `proceed` False it only looks the nonce up (a check already failed)."""
         res = self._script(
-            keys=[nonce_key(address, nonce), cell_key(address, cell), bet_key(bet_id)],
+            keys=[nonce_key(address, nonce), cell_key(address, cell), bet_key(bet_id), PENDING_INDEX],
             args=[
                 f"{fingerprint}|{bet_id}",
                 NONCE_TTL_S,
@@ -79,14 +148,99 @@ class BetClaims:
                 max(1, cell_ttl_s),
                 pending_json,
                 PENDING_TTL_S,
+                placed_at,
             ],
         )
         detail = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
         return Claim(int(res[0])), detail
 
-    def release(self, *, address: str, nonce: str, cell: str, bet_id: str) -> None:
-        """Undo an accepted claim whose bet could not be queued (overload): the client may retry."""
-        self.r.delete(nonce_key(address, nonce), cell_key(address, cell), bet_key(bet_id))
+    # ---- claims whose bet was never queued --------------------------------------------------------
+    def abandon(
+        self,
+        *,
+        address: str,
+        nonce: str,
+        fingerprint: str,
+        cell: str,
+        bet_id: str,
+        record: bytes,
+        ttl_s: int,
+        now: bool = True,
+    ) -> None:
+        """Release a claim whose bet this process never queued (its reply was lost, or the writer
+        refused the job). Never raises: if Redis cannot be reached now (or `now` is False: it just
+        timed out, and a second wait would double the trader's), the release is retried in the
+        background until it succeeds or every key it could hold has expired (`ttl_s`)."""
+        item = _Abandoned(address, nonce, fingerprint, cell, bet_id, record, time.monotonic() + max(ttl_s, 1))
+        try:
+            if not now:
+                raise redis.TimeoutError("Redis just failed; releasing in the background")
+            self._release_one(item)
+        except redis.RedisError as exc:
+            log.warning("claim of bet %s not released yet (%s); retrying in the background", bet_id, exc)
+            self._abandoned[bet_id] = item
+            if self._retrier is None or self._retrier.dead:
+                self._retrier = gevent.spawn(self._retry_releases)
+
+    def abandoned(self, bet_id: str) -> bool:
+        """True if `bet_id` was claimed by this process, never queued, and is not released yet."""
+        return bet_id in self._abandoned
+
+    def release_abandoned(self, bet_id: str) -> None:
+        """Release an abandoned claim now (a retry of its nonce is waiting); raises RedisError."""
+        item = self._abandoned.get(bet_id)
+        if item is not None:
+            self._release_one(item)
+            self._abandoned.pop(bet_id, None)
+
+    def _release_one(self, item: _Abandoned) -> None:
+        self._release(
+            keys=[
+                nonce_key(item.address, item.nonce),
+                cell_key(item.address, item.cell),
+                bet_key(item.bet_id),
+                PENDING_INDEX,
+            ],
+            args=[f"{item.fingerprint}|{item.bet_id}", item.bet_id, item.record, PENDING_TTL_S],
+        )
+
+    def _retry_releases(self) -> None:
+        while self._abandoned:
+            gevent.sleep(RETRY_EVERY_S)
+            now = time.monotonic()
+            for bet_id, item in list(self._abandoned.items()):
+                if now > item.until:
+                    log.error("gave up releasing the claim of bet %s: its keys have expired", bet_id)
+                    self._abandoned.pop(bet_id, None)
+                    continue
+                try:
+                    self._release_one(item)
+                except redis.RedisError:
+                    break  # still down: try again later
+                self._abandoned.pop(bet_id, None)
+                log.info("released the claim of bet %s, which was never queued", bet_id)
 
     def pending(self, bet_id: str) -> bytes | None:
         return cast("bytes | None", self.r.get(bet_key(bet_id)))  # decode_responses is off: bytes
+
+
+def reject_args(
+    *, bet_id: str, address: str, cell: str, record: bytes, message: bytes
+) -> tuple[list[str], list[ScriptArg]]:
+    """keys, args of REJECT_LUA (`record`: the rejected record; `message`: the bet:rejected JSON)."""
+    keys = [bet_key(bet_id), cell_key(address, cell), PENDING_INDEX]
+    return keys, [record, PENDING_TTL_S, bet_id, user_channel(address), message]
+
+
+def confirm_args(
+    *, bet_id: str, address: str, message: bytes, balance_message: bytes = b"", always: bool = False
+) -> tuple[list[str], list[ScriptArg]]:
+    """keys, args of CONFIRM_LUA (`message`: the bet:confirmed JSON; then the balance, if any).
+    `always`: publish even if the pending record is gone (the writer's own notification)."""
+    keys = [bet_key(bet_id), PENDING_INDEX]
+    return keys, [bet_id, user_channel(address), message, balance_message, "1" if always else "0"]
+
+
+def rejected_record(pending: bytes, reason: str) -> bytes:
+    """The pending record JSON turned into a rejected one."""
+    return orjson.dumps(orjson.loads(pending) | {"status": "rejected", "reason": reason})

@@ -1,30 +1,19 @@
-"""SQL for bets and money movements. Write functions are jobs for the single writer: each runs inside
-the writer's transaction (in its own savepoint), so a balance change, its ledger row and its bet row
-commit together or not at all (ADR-009/010). Amounts are integer micro-units.
+"""SQL of a bet. `insert_bet` is a job for the single writer: it runs inside the writer's transaction
+(in its own savepoint), so the stake's conditional deduction, its ledger row and the bet row commit
+together or not at all (ADR-009/010: one transaction, one file). Amounts are integer micro-units.
+The reads run on the read pool, across the current and the attached weeks.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import apsw
 
-from app.db import week_schemas
-
-
-def time_ordered_id(now_ms: int, prefix: str = "") -> str:
-    """Time-ordered and unguessable: 12 hex of Unix ms + 10 random hex (B-tree inserts stay appends)."""
-    return f"{prefix}{now_ms:012x}{secrets.token_hex(5)}"
-
-
-class Rejected(Exception):
-    """A business refusal decided inside the transaction (rolled back alone); `reason` is the wire code."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+from app.ledger.store import Rejected, debit
+from app.storage.db import Cursor, across_weeks, week_schemas
+from app.units import format_money, format_multiplier
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,38 +31,6 @@ class NewBet:
     payout: int
     nonce: str
     placed_at: int  # ms
-
-
-def debit(conn: apsw.Connection, user_id: int, amount: int, ref_type: str, ref_id: str, now_ms: int) -> int:
-    """Conditional deduction + its ledger row; returns the new balance. `Rejected("insufficient_funds")`
-    when the balance does not cover it: the WHERE clause is the check, so no race can overdraw."""
-    row = conn.execute(
-        "UPDATE users SET balance = balance - ?1 WHERE id = ?2 AND balance >= ?1 RETURNING balance",
-        (amount, user_id),
-    ).fetchone()
-    if row is None:
-        raise Rejected("insufficient_funds")
-    conn.execute(
-        "INSERT INTO transaction_ledger (user_id, amount, balance_after, ref_type, ref_id, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (user_id, -amount, row[0], ref_type, ref_id, now_ms),
-    )
-    return row[0]
-
-
-def credit(conn: apsw.Connection, user_id: int, amount: int, ref_type: str, ref_id: str, now_ms: int) -> int:
-    """Credit + its ledger row; returns the new balance."""
-    row = conn.execute(
-        "UPDATE users SET balance = balance + ? WHERE id = ? RETURNING balance", (amount, user_id)
-    ).fetchone()
-    if row is None:
-        raise Rejected("unknown_user")
-    conn.execute(
-        "INSERT INTO transaction_ledger (user_id, amount, balance_after, ref_type, ref_id, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (user_id, amount, row[0], ref_type, ref_id, now_ms),
-    )
-    return row[0]
 
 
 def insert_bet(bet: NewBet):
@@ -132,9 +89,6 @@ def bet_row_to_dict(r: tuple) -> dict[str, Any]:
     return dict(zip(BET_KEYS, r, strict=True))
 
 
-Cursor = tuple[str, int] | None  # (week, row id) to continue below
-
-
 def get_bet(conn: apsw.Connection, bet_id: str) -> dict[str, Any] | None:
     """The bet from the current week, else from the attached previous weeks (newest first)."""
     for schema, week in week_schemas(conn):
@@ -142,27 +96,6 @@ def get_bet(conn: apsw.Connection, bet_id: str) -> dict[str, Any] | None:
         if r:
             return bet_row_to_dict(r) | {"week": week}
     return None
-
-
-def _across_weeks(conn: apsw.Connection, cursor: Cursor, limit: int, query) -> list[dict[str, Any]]:
-    """Fill a page newest-first from the current week, then the attached ones; each row gets its week.
-
-    `query(schema, is_current, before_id, n)` returns up to n row dicts of one week file.
-    """
-    schemas = week_schemas(conn)
-    start, before = 0, None
-    if cursor is not None:
-        weeks = [w for _, w in schemas]
-        if cursor[0] not in weeks:
-            return []  # that week has been archived meanwhile: the history ends here
-        start, before = weeks.index(cursor[0]), cursor[1]
-    out: list[dict[str, Any]] = []
-    for i, (schema, week) in enumerate(schemas[start:], start=start):
-        rows = query(schema, schema == "main", before if i == start else None, limit - len(out))
-        out += [r | {"week": week} for r in rows]
-        if len(out) >= limit:
-            break
-    return out
 
 
 def list_bets(
@@ -183,34 +116,21 @@ def list_bets(
         args.append(n)
         return [bet_row_to_dict(r) for r in conn.execute(sql, args)]
 
-    return _across_weeks(conn, cursor, limit, query)
+    return across_weeks(conn, cursor, limit, query)
 
 
-LEDGER_KEYS = ("id", "amount", "balance_after", "ref_type", "ref_id", "created_at")
-
-
-def list_ledger(conn: apsw.Connection, user_id: int, cursor: Cursor, limit: int) -> list[dict[str, Any]]:
-    def query(schema: str, _is_current: bool, before_id: int | None, n: int) -> list[dict[str, Any]]:
-        sql = f"SELECT {', '.join(LEDGER_KEYS)} FROM {schema}.transaction_ledger WHERE user_id = ?"  # noqa: S608
-        args: list[Any] = [user_id]
-        if before_id is not None:
-            sql += " AND id < ?"
-            args.append(before_id)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(n)
-        return [dict(zip(LEDGER_KEYS, r, strict=True)) for r in conn.execute(sql, args)]
-
-    return _across_weeks(conn, cursor, limit, query)
-
-
-def account(conn: apsw.Connection, user_id: int) -> dict[str, Any] | None:
-    r = conn.execute(
-        "SELECT u.address, u.balance, u.created_at,"
-        " (SELECT coalesce(sum(stake), 0) FROM bets WHERE user_id = u.id AND status = 'confirmed'),"
-        " (SELECT count(*) FROM bets WHERE user_id = u.id AND status = 'confirmed')"
-        " FROM users u WHERE u.id = ?",
-        (user_id,),
-    ).fetchone()
-    if r is None:
-        return None
-    return {"address": r[0], "balance": r[1], "created_at": r[2], "open_stakes": r[3], "open_bets": r[4]}
+def bet_row_json(r: dict[str, Any]) -> dict[str, Any]:
+    """A committed bet row as the API shows it (`payout`: what a win pays, or what was paid)."""
+    status = r["status"]
+    paid = {"won": r["payout"], "lost": 0, "void": r["stake"]}.get(status, r["payout"])
+    return {
+        "bet_id": r["bet_id"],
+        "status": status,
+        "cell": f"{r['target_time']}:{r['row']}",
+        "stake": format_money(r["stake"]),
+        "multiplier": format_multiplier(r["multiplier"]),
+        "payout": format_money(paid),
+        "potential_payout": format_money(r["payout"]),
+        "placed_at": r["placed_at"],
+        "settled_at": r["settled_at"],
+    }

@@ -8,8 +8,8 @@ from typing import Any
 import gevent
 from flask import Blueprint, Response, jsonify
 
-from app.feed import FeedState
-from app.resolution import oldest_open_window
+from app.bets.resolution import oldest_open_window
+from app.market.feed import FeedState
 from app.services import Services, services
 
 bp = Blueprint("health", __name__)

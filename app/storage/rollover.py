@@ -2,7 +2,7 @@
 
 Runs on the writer's thread inside the old file's write transaction (so no writer, ours or the
 other worker's during a reload, can commit into the old file meanwhile). The job is *solo*
-(`app.writes.mark_solo`): the writer commits every job taken before it, runs it in a transaction
+(`app.storage.writes.mark_solo`): the writer commits every job taken before it, runs it in a transaction
 of its own, and starts a new transaction for the jobs after it, so the copy is made from committed
 state only and nothing lands in the old file after it (issue 10 items 1 and 2):
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import apsw
 
-from app.db import (
+from app.storage.db import (
     connect,
     current_week_file,
     migrate,
@@ -36,7 +36,7 @@ from app.db import (
     set_current_week_file,
     week_filename,
 )
-from app.writes import mark_solo
+from app.storage.writes import mark_solo
 
 log = logging.getLogger(__name__)
 

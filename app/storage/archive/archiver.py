@@ -19,7 +19,8 @@ from typing import IO, Any, cast
 import apsw
 import zstandard
 
-from app.archive.streams import (
+from app.config import Settings
+from app.storage.archive.streams import (
     CHUNK,
     HashingReader,
     HashingWriter,
@@ -32,8 +33,8 @@ from app.archive.streams import (
     sha256_file,
     write_atomic,
 )
-from app.archive.targets import LocalTarget, S3Target, make_target
-from app.archive.weeks import (
+from app.storage.archive.targets import LocalTarget, S3Target, make_target
+from app.storage.archive.weeks import (
     INDEX_FILE,
     MANIFEST_FORMAT,
     RESTORED_DIR,
@@ -47,8 +48,7 @@ from app.archive.weeks import (
     file_size,
     fingerprint,
 )
-from app.config import Settings
-from app.db import HISTORY_WEEKS, list_week_files, parse_week_filename
+from app.storage.db import HISTORY_WEEKS, list_week_files, parse_week_filename
 
 # ---- the archiver -------------------------------------------------------------------------------
 
@@ -413,7 +413,7 @@ class Archiver:
             "ledger_violations": None,
         }
         if self.ledger_check:
-            from app.integrity import check_connection
+            from app.ledger.integrity import check_connection
 
             violations = [str(v) for v in check_connection(conn, wk.filename)]
             out["ledger_violations"] = len(violations)

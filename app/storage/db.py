@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.abc import Traversable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import apsw
 import gevent
@@ -341,3 +341,27 @@ class ReadPool:
             conn, _ = self._idle.get()
             conn.close()
             self._created -= 1
+
+
+Cursor = tuple[str, int] | None  # (week, row id) to continue below
+
+
+def across_weeks(conn: apsw.Connection, cursor: Cursor, limit: int, query) -> list[dict[str, Any]]:
+    """Fill a page newest-first from the current week, then the attached ones; each row gets its week.
+
+    `query(schema, is_current, before_id, n)` returns up to n row dicts of one week file.
+    """
+    schemas = week_schemas(conn)
+    start, before = 0, None
+    if cursor is not None:
+        weeks = [w for _, w in schemas]
+        if cursor[0] not in weeks:
+            return []  # that week has been archived meanwhile: the history ends here
+        start, before = weeks.index(cursor[0]), cursor[1]
+    out: list[dict[str, Any]] = []
+    for i, (schema, week) in enumerate(schemas[start:], start=start):
+        rows = query(schema, schema == "main", before if i == start else None, limit - len(out))
+        out += [r | {"week": week} for r in rows]
+        if len(out) >= limit:
+            break
+    return out

@@ -36,14 +36,21 @@ def text_frame(text: str | bytes) -> bytes:
     return header + payload
 
 
+# Queued instead of a frame: the socket's writer closes the connection with `Client.close_code`.
+CLOSE = b""
+
+
 class Client:
-    __slots__ = ("address", "dropped", "greenlet", "queue")
+    __slots__ = ("address", "close_code", "close_reason", "dropped", "greenlet", "queue", "session_key")
 
     def __init__(self, maxsize: int, address: str | None) -> None:
         self.queue: Queue = Queue(maxsize)
         self.address = address  # lowercase wallet address for authenticated connections
+        self.session_key: str | None = None  # the session's Redis key: logout closes the socket
         self.greenlet = gevent.getcurrent()
         self.dropped = False
+        self.close_code: int | None = None
+        self.close_reason = ""
 
 
 class Fanout:
@@ -51,6 +58,7 @@ class Fanout:
         self.queue_max = queue_max
         self._clients: set[Client] = set()
         self._by_address: dict[str, set[Client]] = {}
+        self._by_session: dict[str, set[Client]] = {}
         self._on_drop = on_drop
 
     def __len__(self) -> int:
@@ -63,14 +71,43 @@ class Fanout:
             self._by_address.setdefault(address, set()).add(client)
         return client
 
+    def bind(self, client: Client, address: str, session_key: str | None = None) -> None:
+        """The connection authenticated (first message `auth`): it gets its trader's events."""
+        self._forget(client)
+        client.address, client.session_key = address, session_key
+        self._by_address.setdefault(address, set()).add(client)
+        if session_key:
+            self._by_session.setdefault(session_key, set()).add(client)
+
     def unregister(self, client: Client) -> None:
         self._clients.discard(client)
-        if client.address:
-            peers = self._by_address.get(client.address)
-            if peers is not None:
-                peers.discard(client)
-                if not peers:
-                    del self._by_address[client.address]
+        self._forget(client)
+
+    def _forget(self, client: Client) -> None:
+        for index, key in ((self._by_address, client.address), (self._by_session, client.session_key)):
+            if key:
+                peers = index.get(key)
+                if peers is not None:
+                    peers.discard(client)
+                    if not peers:
+                        del index[key]
+
+    def reply(self, client: Client, text: str | bytes) -> None:
+        """Queue a message for one connection (the answer to a message it sent)."""
+        self._offer(client, text_frame(text))
+
+    def close(self, client: Client, code: int, reason: str) -> None:
+        """Ask the connection's writer to close it with `code` after what is already queued."""
+        if client.close_code is None:
+            client.close_code, client.close_reason = code, reason
+            self._offer(client, CLOSE)
+
+    def end_session(self, session_key: str, code: int, reason: str) -> int:
+        """Close every connection of a session that ended (logout); returns how many."""
+        clients = list(self._by_session.get(session_key, ()))
+        for client in clients:
+            self.close(client, code, reason)
+        return len(clients)
 
     def broadcast(self, text: str | bytes) -> None:
         """Queue one JSON text message for every client, framed once for all of them."""

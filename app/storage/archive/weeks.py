@@ -7,7 +7,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.db import HISTORY_WEEKS, current_week_file, history_files, list_week_files, parse_week_filename
+from app.storage.db import (
+    HISTORY_WEEKS,
+    current_week_file,
+    history_files,
+    list_week_files,
+    parse_week_filename,
+)
 
 STAGING_DIR = ".archive-staging"
 RESTORED_DIR = "restored"

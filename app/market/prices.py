@@ -20,11 +20,9 @@ from typing import cast
 import orjson
 import redis
 
+from app.keys import CHANNEL_PRICE, PRICE_HISTORY_KEY, PRICE_LAST_KEY
 from app.units import format_price, parse_price
 
-CHANNEL_PRICE = "tap:price"
-HISTORY_KEY = "tap:prices"
-LAST_KEY = "tap:price:last"
 HISTORY_MS = 7 * 24 * 3600 * 1000
 
 
@@ -58,11 +56,11 @@ def publish_tick(r: redis.Redis, tick: Tick, *, trim: bool = False) -> None:
     """
     raw = tick.encode()
     pipe = r.pipeline(transaction=False)
-    pipe.zadd(HISTORY_KEY, {_member(tick): tick.ts})
-    pipe.set(LAST_KEY, raw)
+    pipe.zadd(PRICE_HISTORY_KEY, {_member(tick): tick.ts})
+    pipe.set(PRICE_LAST_KEY, raw)
     pipe.publish(CHANNEL_PRICE, raw)
     if trim:
-        pipe.zremrangebyscore(HISTORY_KEY, "-inf", f"({tick.ts - HISTORY_MS}")
+        pipe.zremrangebyscore(PRICE_HISTORY_KEY, "-inf", f"({tick.ts - HISTORY_MS}")
     pipe.execute()
 
 
@@ -94,26 +92,26 @@ class FencedPublisher:
         raw = tick.encode()
         trim_before = str(tick.ts - HISTORY_MS) if trim else ""
         ok = self._script(
-            keys=[self.lease_key, HISTORY_KEY, LAST_KEY],
+            keys=[self.lease_key, PRICE_HISTORY_KEY, PRICE_LAST_KEY],
             args=[self.token, self.ttl_ms, _member(tick), tick.ts, raw, CHANNEL_PRICE, trim_before],
         )
         return bool(ok)
 
 
 def last_tick(r: redis.Redis) -> Tick | None:
-    raw = r.get(LAST_KEY)
+    raw = r.get(PRICE_LAST_KEY)
     return Tick.decode(raw) if raw else None
 
 
 def ticks_since(r: redis.Redis, since_ms: int, limit: int = 5000) -> list[Tick]:
     """Ticks with ts >= since_ms, oldest first, at most `limit`."""
-    members = cast("list[bytes]", r.zrangebyscore(HISTORY_KEY, since_ms, "+inf", start=0, num=limit))
+    members = cast("list[bytes]", r.zrangebyscore(PRICE_HISTORY_KEY, since_ms, "+inf", start=0, num=limit))
     return [_parse_member(m) for m in members]
 
 
 def tick_at_or_before(r: redis.Redis, ts_ms: int) -> Tick | None:
     """The price in force at `ts_ms`: the newest tick with ts <= ts_ms, if the history has one."""
-    members = cast("list[bytes]", r.zrevrangebyscore(HISTORY_KEY, ts_ms, "-inf", start=0, num=1))
+    members = cast("list[bytes]", r.zrevrangebyscore(PRICE_HISTORY_KEY, ts_ms, "-inf", start=0, num=1))
     return _parse_member(members[0]) if members else None
 
 
@@ -160,9 +158,9 @@ def window_stats(r: redis.Redis, t_start_s: int, column_s: int) -> WindowStats |
     start_ms = t_start_s * 1000
     end_ms = start_ms + column_s * 1000
     pipe = r.pipeline(transaction=False)
-    pipe.zrevrangebyscore(HISTORY_KEY, start_ms, "-inf", start=0, num=1)
-    pipe.zrangebyscore(HISTORY_KEY, start_ms, f"({end_ms}")
-    pipe.zrangebyscore(HISTORY_KEY, end_ms, "+inf", start=0, num=1)
+    pipe.zrevrangebyscore(PRICE_HISTORY_KEY, start_ms, "-inf", start=0, num=1)
+    pipe.zrangebyscore(PRICE_HISTORY_KEY, start_ms, f"({end_ms}")
+    pipe.zrangebyscore(PRICE_HISTORY_KEY, end_ms, "+inf", start=0, num=1)
     before, inside, after = pipe.execute()
     opening = _parse_member(before[0]) if before else None
     ticks = [_parse_member(m) for m in inside]

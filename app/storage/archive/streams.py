@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from app.archive.weeks import ArchiveError
+from app.storage.archive.weeks import ArchiveError
 
 CHUNK = 1 << 20  # 1 MiB reads and writes everywhere: memory stays flat whatever the file size
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from app.bets.store import credit
+from app.ledger.store import credit
 
 
 @dataclass(frozen=True, slots=True)

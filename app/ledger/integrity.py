@@ -17,7 +17,7 @@ from pathlib import Path
 
 import apsw
 
-from app.db import connect
+from app.storage.db import connect
 
 
 @dataclass(frozen=True)

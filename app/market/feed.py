@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 
-from app.prices import Tick
+from app.market.prices import Tick
 
 
 class FeedState(StrEnum):

@@ -1,17 +1,18 @@
 """Weekly archival of closed week files to cold storage (ADR-006), behind `flask archive run|list|restore`.
 
-Which weeks. A week file is *closed* when CURRENT does not name it. The `HISTORY_WEEKS` (4) newest closed
-weeks before the current one stay local — the app attaches them read-only (`app.db.history_files`). Any
-other closed week whose ISO week starts more than four weeks before the current week's is *eligible*.
-Nothing else is ever touched: not CURRENT's file, not an attached week, not a file newer than CURRENT
-(a half-made rollover), and nothing at all when CURRENT is missing.
+Which weeks. A week file is *closed* when CURRENT does not name it. The `HISTORY_WEEKS` (4) newest
+closed weeks before the current one stay local — the app attaches them read-only
+(`app.storage.db.history_files`). Any other closed week whose ISO week starts more than four weeks
+before the current week's is *eligible*. Nothing else is ever touched: not CURRENT's file, not an
+attached week, not a file newer than CURRENT (a half-made rollover), and nothing at all when CURRENT
+is missing.
 
 One week, step by step (each step re-runnable after a crash at any point; state lives in files):
 
 1. **stage** into ``<db dir>/.archive-staging/<week>/`` (same filesystem as the week file):
    a consistent snapshot with SQLite's online backup API (page copy, WAL frames included), switched to
    ``journal_mode=DELETE`` so the archive is one self-contained file; ``PRAGMA integrity_check``, row
-   counts and the ledger checks of `app.integrity` on the snapshot, on two threads while zstd
+   counts and the ledger checks of `app.ledger.integrity` on the snapshot, on two threads while zstd
    **streaming** compression (bounded memory) writes ``bets_YYYY_WW.db.zst``, hashing the raw and the
    compressed bytes (SHA-256) on the way; ``manifest.json`` is written last (temp file, fsync,
    rename), so a staging directory with a manifest is complete. The snapshot is deterministic (a page
@@ -35,10 +36,10 @@ checks, the SHA-256 in a ``sha256sum``-compatible ``.sha256`` file beside the ob
 Expected failures raise `ArchiveError`, whose message is one line for the operator.
 """
 
-from app.archive.archiver import Archiver, WeekResult
-from app.archive.streams import Progress, fmt_bytes, fmt_counts, sha256_file
-from app.archive.targets import LocalTarget, ObjectInfo, S3Target, make_target
-from app.archive.weeks import ArchiveError, LocalWeek, Week, classify
+from app.storage.archive.archiver import Archiver, WeekResult
+from app.storage.archive.streams import Progress, fmt_bytes, fmt_counts, sha256_file
+from app.storage.archive.targets import LocalTarget, ObjectInfo, S3Target, make_target
+from app.storage.archive.weeks import ArchiveError, LocalWeek, Week, classify
 
 __all__ = [
     "ArchiveError",

@@ -1,0 +1,341 @@
+"""Placing a bet (SPEC §6): the one set of rules behind `POST /api/v1/bets` and the websocket's
+`{"type": "bet"}` (SPEC §8a). The two transports are thin adapters around `place_bet`.
+
+The checks run in the order SPEC §6 gives, each with its own error code:
+
+1. schema and units (`parse_bet`): a number where a string is expected, too many decimals → 400;
+2. session (the transport's job: a bearer token, or the session bound to the socket);
+3. signature by the session key or the wallet; 4. `ts` within 30 s of the server;
+5. nonce unused for this address (with the cell claim and the pending record: one Redis script);
+6. circuit breaker and quote freshness; 7. cell placeable, stake within limits, quote ≥ the minimum,
+   one bet per cell; 8. queued to the writer.
+
+Steps 6 and 7 are *decided* before step 5 (they need no Redis) but *reported* after it, so that a
+retry of an accepted nonce is always answered with its bet, whatever the market does meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from app.auth.sessions import Session
+from app.auth.signatures import (
+    NONCE_TTL_S,
+    NonceRecord,
+    bet_signing_text,
+    check_timestamp,
+    request_fingerprint,
+    same_request_or_conflict,
+    verify_signer,
+)
+from app.bets.claims import Claim, rejected_record
+from app.bets.notify import pending_json
+from app.bets.schemas import BetRequestSchema
+from app.bets.store import NewBet, bet_row_json, get_bet, insert_bet
+from app.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Overloaded,
+    Unavailable,
+    Unprocessable,
+)
+from app.http.json import validate_object
+from app.ledger.store import time_ordered_id
+from app.market.grid import check_placeable, parse_cell
+from app.services import Services
+from app.units import UnitError, format_money, format_multiplier, parse_money, parse_multiplier, payout_for
+
+QUEUE_MAX_WAIT_S = 10.0  # a bet not committed by then is rejected ("timeout"), never committed late
+LOST_AFTER_MS = 30_000  # a pending bet older than this that is not in SQLite will never commit
+
+_schema = BetRequestSchema()
+
+
+@dataclass(frozen=True, slots=True)
+class BetRequest:
+    """A bet as the trader signed it: the strings exactly as sent, and their parsed values."""
+
+    cell: str
+    stake: str
+    min_multiplier: str
+    nonce: str
+    ts: int
+    signature: str
+    stake_units: int  # micro-units
+    min_multiplier_units: int  # 1e-4 units
+    t_start: int
+    row: int
+
+
+def parse_bet(svc: Services, body: object) -> BetRequest:
+    """Step 1: the schema and the units. Raises a 400 with the field's own code."""
+    fields = validate_object(_schema, body)
+    try:
+        stake = parse_money(fields["stake"], "stake")
+    except UnitError as exc:
+        raise BadRequest(str(exc), code="invalid_stake") from None
+    try:
+        min_multiplier = parse_multiplier(fields["min_multiplier"], "min_multiplier")
+    except UnitError as exc:
+        raise BadRequest(str(exc), code="invalid_min_multiplier") from None
+    t_start, row = parse_cell(fields["cell"], svc.grid)
+    return BetRequest(
+        cell=fields["cell"],
+        stake=fields["stake"],
+        min_multiplier=fields["min_multiplier"],
+        nonce=fields["nonce"],
+        ts=fields["ts"],
+        signature=fields["signature"],
+        stake_units=stake,
+        min_multiplier_units=min_multiplier,
+        t_start=t_start,
+        row=row,
+    )
+
+
+def shed_load(svc: Services) -> None:
+    """Refuse at once, before any work, while the writer's queue is full."""
+    if svc.writes.depth() >= svc.writes.maxsize:
+        raise Overloaded("Too many bets in flight; try again shortly.", retry_after=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """The answer to a bet: the 202 body, and whether this call queued it (False: a retry)."""
+
+    body: dict[str, Any]
+    queued: bool
+
+
+def place_bet(
+    svc: Services,
+    session: Session,
+    req: BetRequest,
+    now_ms: int,
+    *,
+    on_done: Callable[[bool, object], None] | None = None,
+) -> Placed:
+    """Steps 3–8 for an authenticated trader; the 202 body is `bet:accepted` on the socket.
+
+    A retry of an accepted nonce with the same signed text returns that bet as it stands now.
+    `on_done(ok, value)` is called once, after the writer's commit (or failure) of a bet this call
+    queued, after the notifier; never for a refusal or a retry.
+    """
+    text = bet_signing_text(
+        svc.settings,
+        address=session.address,
+        cell=req.cell,
+        stake=req.stake,
+        min_multiplier=req.min_multiplier,
+        nonce=req.nonce,
+        ts=req.ts,
+    )
+    verify_signer(session, text, req.signature)  # 3.
+    check_timestamp(req.ts, now_ms)  # 4.
+    refusal, multiplier = _judge(svc, req, now_ms)  # 6. and 7., reported after 5.
+    bet = _new_bet(svc, session, req, multiplier, now_ms)
+    claim = _claim(svc, session, req, bet, request_fingerprint(text), refused=refusal is not None)  # 5.
+    if claim.retry_of is not None:
+        return Placed(load_bet(svc, claim.retry_of, session), queued=False)
+    if refusal is not None:
+        raise refusal
+    if claim.cell_taken:
+        raise Conflict("You already have a bet on that cell.", code="duplicate_cell")
+    _queue(svc, bet, claim, on_done)  # 8.
+    body = {
+        "bet_id": bet.bet_id,
+        "status": "pending",
+        "cell": bet.cell,
+        "stake": format_money(bet.stake),
+        "multiplier": format_multiplier(bet.multiplier),
+        "payout": format_money(bet.payout),
+    }
+    return Placed(body, queued=True)
+
+
+# ---- the steps -----------------------------------------------------------------------------------
+
+
+def _judge(svc: Services, req: BetRequest, now_ms: int) -> tuple[ApiError | None, int]:
+    """Steps 6 and 7: the refusal to report after the nonce check (or None), and the quote."""
+    s = svc.settings
+    book = svc.quotes.book
+    if not svc.feed.betting_open() or book is None:
+        return Unavailable(
+            "Betting is suspended: the price feed is stale.", code="betting_suspended", retry_after=5
+        ), 0
+    if book.age_s(now_ms / 1000) > s.quote_max_age_s:
+        # DEGRADED keeps betting open and the book is rebuilt every second from the last price; a
+        # stalled publisher or feed must not sell bands the market has already moved toward.
+        return Unavailable(
+            "The quotes are out of date; try again in a moment.", code="quotes_stale", retry_after=1
+        ), 0
+    try:
+        check_placeable(req.t_start, req.row, now_ms / 1000, book.current_row, svc.grid)
+        if req.stake_units < s.min_stake:
+            raise Unprocessable(f"The smallest stake is {format_money(s.min_stake)}.", code="stake_too_small")
+        if req.stake_units > s.max_stake:
+            raise Unprocessable(f"The largest stake is {format_money(s.max_stake)}.", code="stake_too_large")
+        multiplier = book.quote(req.t_start, req.row)
+        if multiplier is None:
+            raise Unprocessable("That cell is too likely to win to be offered.", code="cell_not_quoted")
+        if multiplier < req.min_multiplier_units:
+            raise Unprocessable(
+                f"The multiplier is now {format_multiplier(multiplier)}, below your minimum.",
+                code="multiplier_below_minimum",
+                details={"multiplier": format_multiplier(multiplier)},
+            )
+    except ApiError as exc:
+        return exc, 0
+    return None, multiplier
+
+
+def _new_bet(svc: Services, session: Session, req: BetRequest, multiplier: int, now_ms: int) -> NewBet:
+    lo, hi = svc.grid.band(req.row)
+    return NewBet(
+        bet_id=time_ordered_id(now_ms),
+        user_id=session.user_id,
+        address=session.address,
+        cell=req.cell,
+        t_start=req.t_start,
+        row=req.row,
+        min_price=lo,
+        max_price=hi,
+        stake=req.stake_units,
+        multiplier=multiplier,
+        payout=payout_for(req.stake_units, multiplier),
+        nonce=req.nonce,
+        placed_at=now_ms,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What step 5 found: a retry of an accepted nonce, a cell already taken, or the claim made."""
+
+    retry_of: str | None  # the bet id the nonce was accepted for (same signed text)
+    cell_taken: bool
+    fingerprint: str
+    record: bytes  # the pending record stored with the claim
+    cell_ttl_s: int
+
+
+def _claim(
+    svc: Services, session: Session, req: BetRequest, bet: NewBet, fingerprint: str, *, refused: bool
+) -> ClaimResult:
+    """Step 5: nonce, cell claim and pending record in one Redis script; a lost reply is compensated."""
+    cell_ttl_s = req.t_start + svc.grid.column_seconds - bet.placed_at // 1000 + 60
+    record = pending_json(bet, svc.bet_claims.instance)
+    for _ in range(2):
+        try:
+            outcome, detail = svc.bet_claims.claim(
+                address=session.address,
+                nonce=req.nonce,
+                fingerprint=fingerprint,
+                bet_id=bet.bet_id,
+                cell=req.cell,
+                proceed=not refused,
+                cell_ttl_s=cell_ttl_s,
+                pending_json=record,
+                placed_at=bet.placed_at,
+            )
+        except redis.RedisError as exc:
+            if not refused:  # the script may have run and only its reply been lost
+                lost = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+                _abandon(svc, bet, fingerprint, record, cell_ttl_s, now=not lost)
+            raise  # 503 dependency_unavailable
+        if outcome is not Claim.NONCE_USED:
+            return ClaimResult(None, outcome is Claim.CELL_TAKEN, fingerprint, record, cell_ttl_s)
+        stored_fp, _, first_bet_id = detail.partition("|")
+        same_request_or_conflict(NonceRecord(stored_fp, first_bet_id), fingerprint)  # else 409
+        if not svc.bet_claims.abandoned(first_bet_id):
+            return ClaimResult(first_bet_id, False, fingerprint, record, cell_ttl_s)
+        # our own earlier attempt claimed it but never queued the bet: release, then judge afresh
+        svc.bet_claims.release_abandoned(first_bet_id)
+    # released, yet the nonce is taken again: another attempt of the same body won the race
+    raise Conflict("That request is already being processed; retry it.", code="nonce_conflict")
+
+
+def _abandon(
+    svc: Services, bet: NewBet, fingerprint: str, record: bytes, cell_ttl_s: int, *, now: bool = True
+) -> None:
+    """The claim may have gone through but this bet will never be queued: release it."""
+    svc.bet_claims.abandon(
+        address=bet.address,
+        nonce=bet.nonce,
+        fingerprint=fingerprint,
+        cell=bet.cell,
+        bet_id=bet.bet_id,
+        record=rejected_record(record, "not_queued"),
+        ttl_s=max(cell_ttl_s, NONCE_TTL_S),
+        now=now,
+    )
+
+
+def _queue(
+    svc: Services, bet: NewBet, claim: ClaimResult, on_done: Callable[[bool, object], None] | None
+) -> None:
+    """Step 8: hand the bet to the writer; the trader hears `bet:confirmed`/`bet:rejected` after it."""
+    accepted_at = time.monotonic()
+
+    def done(ok: bool, value: object) -> None:
+        svc.bet_notifier.on_done(bet, accepted_at, ok, value)
+        if on_done is not None:
+            on_done(ok, value)
+
+    try:
+        svc.writes.submit(insert_bet(bet), on_done=done, max_wait_s=QUEUE_MAX_WAIT_S)
+    except ApiError:
+        _abandon(svc, bet, claim.fingerprint, claim.record, claim.cell_ttl_s)  # e.g. overloaded: retry
+        raise
+    svc.metrics.bets_accepted.inc()
+
+
+# ---- reading a bet back --------------------------------------------------------------------------
+
+
+def load_bet(svc: Services, bet_id: str, session: Session) -> dict[str, Any]:
+    """The bet as committed in SQLite, else its pending/rejected record in Redis.
+
+    Redis is read *first*: the pending record is deleted only after the commit, so "no record" means
+    SQLite already has the bet (or it never existed). Reading SQLite first could miss a commit that
+    lands between the two reads and then find the record already gone.
+    """
+    raw = svc.bet_claims.pending(bet_id)
+    row = svc.reads.run(lambda c: get_bet(c, bet_id))
+    if row is not None:
+        if row["user_id"] != session.user_id:
+            raise Forbidden("That bet belongs to someone else.", code="not_your_bet")
+        return bet_row_json(row)
+    if raw is None:
+        raise NotFound("No such bet.", code="bet_not_found")
+    rec = orjson.loads(raw)
+    if rec["address"] != session.address:
+        raise Forbidden("That bet belongs to someone else.", code="not_your_bet")
+    status = rec["status"]
+    reason = rec.get("reason")
+    if status == "pending" and svc.now_ms() - rec["placed_at"] > LOST_AFTER_MS:
+        status, reason = "rejected", "not_committed"  # the queue deadline has passed: it never will
+    out = {
+        "bet_id": rec["bet_id"],
+        "status": status,
+        "cell": rec["cell"],
+        "stake": format_money(rec["stake"]),
+        "multiplier": format_multiplier(rec["multiplier"]),
+        "payout": format_money(rec["payout"]),
+        "potential_payout": format_money(rec["payout"]),
+        "placed_at": rec["placed_at"],
+        "settled_at": None,
+    }
+    if status == "rejected":
+        out["reason"] = reason
+    return out

@@ -1,0 +1,76 @@
+"""Every Redis key and channel name of the app, in one place (Redis is one instance, never a cluster).
+
+| key | holds | written by |
+|---|---|---|
+| `tap:sess:<sha256 of token>` | a session: address, session key, user id, expiry (24 h TTL) | login |
+| `tap:auth:nonce:<nonce>` | a SIWE login nonce (5 min, single use) | GET /auth/nonce |
+| `tap:bn:<address>:<nonce>` | a signed bet's nonce: `<fingerprint>|<bet id>` (90 s) | the bet claim |
+| `tap:cell:<address>:<cell>` | the claim on a cell: the bet id (until the column ends) | the bet claim |
+| `tap:bet:<bet id>` | a bet not yet in SQLite: pending or rejected, as JSON | the claim, the notifier |
+| `tap:pending` | sorted set of pending bet ids by placement time | the claim, the reconciler |
+| `tap:worker:<instance>` | a worker process's heartbeat (a few seconds' TTL) | the bet reconciler |
+| `tap:rl:<bucket>:<who>:<window>` | rate-limit counters (ip, addr, auth) | authenticated requests, taps |
+| `tap:price:last`, `tap:prices` | the last tick; 7 days of ticks (sorted set) | the feed's lease holder |
+| `tap:lease:feed`, `tap:lease:resolver` | singleton leases (one publisher, one resolver) | the workers |
+
+Channels: `tap:price` (ticks), `tap:public` (pre-serialised JSON for every socket), `tap:user:<address>`
+(a trader's `bet:*`/`balance` events), `tap:control` (messages for the workers, never relayed).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+SESSION_KEY_PREFIX = "tap:sess:"
+LOGIN_NONCE_PREFIX = "tap:auth:nonce:"
+BET_NONCE_PREFIX = "tap:bn:"
+RATE_LIMIT_PREFIX = "tap:rl:"
+PENDING_INDEX = "tap:pending"
+PRICE_LAST_KEY = "tap:price:last"
+PRICE_HISTORY_KEY = "tap:prices"
+FEED_LEASE_KEY = "tap:lease:feed"
+RESOLVER_LEASE_KEY = "tap:lease:resolver"
+
+CHANNEL_PRICE = "tap:price"
+CHANNEL_PUBLIC = "tap:public"  # pre-serialised JSON for every websocket (grid, status from other workers)
+CHANNEL_CONTROL = "tap:control"  # JSON for the workers themselves, never relayed: e.g. a session ended
+USER_PREFIX = "tap:user:"
+USER_PATTERN = USER_PREFIX + "*"
+
+
+def nonce_key(address: str, nonce: str) -> str:
+    """A signed request's nonce (SPEC §6: unused for this address, `SET NX`, 90 s)."""
+    return f"{BET_NONCE_PREFIX}{address.lower()}:{nonce}"
+
+
+def cell_key(address: str, cell: str) -> str:
+    return f"tap:cell:{address}:{cell}"
+
+
+def bet_key(bet_id: str) -> str:
+    return f"tap:bet:{bet_id}"
+
+
+def heartbeat_key(instance: str) -> str:
+    return f"tap:worker:{instance}"
+
+
+def user_channel(address: str) -> str:
+    """The channel that reaches `address`'s websockets (publishers send the exact JSON text)."""
+    return USER_PREFIX + address.lower()
+
+
+def session_ended_message(session_key: str) -> bytes:
+    """Published on CHANNEL_CONTROL at logout: every worker closes that session's sockets."""
+    return orjson.dumps({"type": "session_ended", "session": session_key})
+
+
+def ended_session(data: bytes) -> str | None:
+    """The session key of a `session_ended` control message, or None for anything else."""
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(msg, dict) and msg.get("type") == "session_ended" and isinstance(msg.get("session"), str):
+        return msg["session"]
+    return None

@@ -1,0 +1,243 @@
+"""The trader's account: `GET /api/v1/me`, `GET /api/v1/ledger`, mock `POST /api/v1/deposits`
+(dev mode only) and `POST /api/v1/withdrawals`. Money moves through the single writer with the same
+conditional deduction and ledger row as a bet (ADR-009/010).
+
+Both take an `Idempotency-Key` (SPEC §7). The key is stored in SQLite in the same savepoint as the
+balance change (table money_requests, migration 003), so it is exactly as durable as the money: the
+same key with the same body returns the first result and moves money once — also when the retry
+arrives while the first attempt is still queued, because the retry's job runs after it in the single
+writer and finds the key. A movement not committed within TAP_MONEY_WAIT_S answers 202 pending with
+its ref_id (derived from the key, so every retry names the same movement); the ledger shows it once
+committed. Without a key each request is a new movement, as before."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import gevent
+import orjson
+import redis
+from flask import Blueprint, Response, jsonify, request
+
+from app.auth.decorators import current_session, login_required
+from app.bets.schemas import MoneyRequestSchema
+from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from app.http.json import load_json
+from app.http.pagination import cursor_param, encode_cursor, page_limit
+from app.keys import user_channel
+from app.ledger.store import (
+    Movement,
+    Rejected,
+    account,
+    find_movement_any_week,
+    list_ledger,
+    move_money,
+    movement_ref_id,
+    time_ordered_id,
+)
+from app.services import services
+from app.units import UnitError, format_money, parse_money
+
+bp = Blueprint("account", __name__, url_prefix="/api/v1")
+_money_schema = MoneyRequestSchema()
+MAX_DEPOSIT = 1_000_000 * 10**6  # mock rail: one million per deposit
+_KEY_RE = re.compile(r"[\x21-\x7e]{1,64}")
+_REFUSALS = {
+    "insufficient_funds": "The balance does not cover that amount.",
+    "unknown_user": "No account for this session.",
+}
+log = logging.getLogger(__name__)
+
+
+@bp.get("/me")
+@login_required
+def me() -> Response:
+    session = current_session()
+    acct = services().reads.run(lambda c: account(c, session.user_id))
+    if acct is None:
+        raise NotFound("No account for this session.", code="account_not_found")
+    return jsonify(
+        address=session.checksum_address,
+        balance=format_money(acct["balance"]),
+        open_stakes=format_money(acct["open_stakes"]),
+        open_bets=acct["open_bets"],
+        session_key=session.checksum_session_key,
+        is_admin=session.address in services().settings.admin_addresses,
+    )
+
+
+@bp.get("/ledger")
+@login_required
+def ledger() -> Response:
+    user_id = current_session().user_id
+    limit, before = page_limit(), cursor_param()
+    rows = services().reads.run(lambda c: list_ledger(c, user_id, before, limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return jsonify(
+        entries=[
+            {
+                "id": r["id"],
+                "amount": format_money(r["amount"]),
+                "balance_after": format_money(r["balance_after"]),
+                "ref_type": r["ref_type"],
+                "ref_id": r["ref_id"],
+                "created_at": r["created_at"],
+            }
+            for r in rows
+        ],
+        next_cursor=encode_cursor(rows[-1]["week"], rows[-1]["id"]) if more else None,
+    )
+
+
+def _amount() -> int:
+    body = load_json(_money_schema)
+    try:
+        return parse_money(body["amount"], "amount")
+    except UnitError as exc:
+        raise BadRequest(str(exc), code="invalid_amount") from None
+
+
+def _idempotency_key() -> str | None:
+    """The `Idempotency-Key` header (SPEC §7): 1–64 visible ASCII characters, or absent."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    if not _KEY_RE.fullmatch(raw):
+        raise BadRequest(
+            "Idempotency-Key must be 1 to 64 visible ASCII characters (no spaces).",
+            code="invalid_idempotency_key",
+        )
+    return raw
+
+
+def _answer(m: Movement, kind: str, amount: int) -> Response | tuple[Response, int]:
+    """The response for a settled movement: the first result when it was found under its key."""
+    if m.replayed and (m.kind != kind or m.amount != amount):
+        raise Conflict(
+            "That Idempotency-Key was already used for a different request.", code="idempotency_key_conflict"
+        )
+    if m.status == "rejected":
+        raise Unprocessable(_REFUSALS.get(m.reason or "", "The movement was refused."), code=m.reason)
+    assert m.balance is not None
+    resp = jsonify(
+        balance=format_money(m.balance), amount=format_money(m.amount), ref_id=m.ref_id, status="committed"
+    )
+    if m.replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
+
+
+def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response, int]:
+    """Queue the movement and wait up to TAP_MONEY_WAIT_S for its commit.
+
+    Never a 500 for an outcome we do not know: the job stays queued and commits (or is refused) later,
+    so a wait that runs out answers 202 pending with the movement's ref_id, which the ledger shows once
+    committed; a retry with the same key returns the settled result.
+    """
+    svc, session = services(), current_session()
+    now_ms = services().now_ms()
+    if key is None:
+        ref_id = time_ordered_id(now_ms, prefix=kind[0])
+    else:
+        ref_id = movement_ref_id(kind, session.user_id, key)
+        prior = svc.reads.run(lambda c: find_movement_any_week(c, session.user_id, key))
+        if prior is not None:
+            return _answer(prior, kind, amount)
+    result = svc.writes.submit(move_money(session.user_id, kind, amount, ref_id, now_ms, key))
+    try:
+        m: Movement = result.get(timeout=svc.settings.money_wait_s)
+    except gevent.Timeout:
+        log.warning(
+            "%s %s not committed within %.1fs: answered pending", kind, ref_id, svc.settings.money_wait_s
+        )
+        return _pending(ref_id, kind, amount)
+    except Rejected as exc:  # without a key only; a keyed refusal comes back as a Movement
+        raise Unprocessable(_REFUSALS.get(exc.reason, "The movement was refused."), code=exc.reason) from None
+    except Exception:  # the writer failed the batch: whether it committed is not ours to guess
+        log.exception("%s %s: the writer reported a failure; answered pending", kind, ref_id)
+        return _pending(ref_id, kind, amount)
+    if not m.replayed:
+        try:
+            svc.redis.publish(
+                user_channel(session.address),
+                orjson.dumps({"type": "balance", "balance": format_money(m.balance or 0)}),
+            )
+        except redis.RedisError as exc:  # the money moved; only the push failed (GET /me is right)
+            log.warning("could not publish a balance update: %s", exc)
+    return _answer(m, kind, amount)
+
+
+def _pending(ref_id: str, kind: str, amount: int) -> tuple[Response, int]:
+    return jsonify(ref_id=ref_id, status="pending", kind=kind, amount=format_money(amount)), 202
+
+
+@bp.post("/deposits")
+@login_required
+def deposit() -> Response | tuple[Response, int]:
+    """Mock payment rail: credits the account. Only with TAP_DEV_MODE=1.
+    ---
+    post:
+      tags: [account]
+      parameters:
+        - name: Idempotency-Key
+          in: header
+          required: false
+          schema: {type: string, minLength: 1, maxLength: 64, pattern: '^[!-~]{1,64}$'}
+          description: >-
+            Same key + same body returns the first result and moves money once; same key + another
+            body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.
+      requestBody:
+        content: {application/json: {schema: app.bets.schemas.MoneyRequestSchema}}
+      responses:
+        403: Forbidden
+        200: {description: Committed, content: {application/json: {schema: app.bets.schemas.MovementSchema}}}
+        202:
+          description: Not committed in time; GET /api/v1/ledger shows ref_id once it is
+          content: {application/json: {schema: app.bets.schemas.MovementPendingSchema}}
+        400: BadRequest
+        401: Unauthorized
+        409: Conflict
+        422: Unprocessable
+        503: Unavailable
+    """
+    if not services().settings.dev_mode:
+        raise Forbidden("Deposits through this endpoint exist only in dev mode.", code="dev_mode_only")
+    amount = _amount()
+    key = _idempotency_key()
+    if amount > MAX_DEPOSIT:
+        raise Unprocessable("That deposit is larger than the mock rail allows.", code="amount_too_large")
+    return _move("deposit", amount, key)
+
+
+@bp.post("/withdrawals")
+@login_required
+def withdraw() -> Response | tuple[Response, int]:
+    """Debits the account with the same conditional deduction as a bet (never below zero).
+    ---
+    post:
+      tags: [account]
+      parameters:
+        - name: Idempotency-Key
+          in: header
+          required: false
+          schema: {type: string, minLength: 1, maxLength: 64, pattern: '^[!-~]{1,64}$'}
+          description: >-
+            Same key + same body returns the first result and moves money once; same key + another
+            body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.
+      requestBody:
+        content: {application/json: {schema: app.bets.schemas.MoneyRequestSchema}}
+      responses:
+        200: {description: Committed, content: {application/json: {schema: app.bets.schemas.MovementSchema}}}
+        202:
+          description: Not committed in time; GET /api/v1/ledger shows ref_id once it is
+          content: {application/json: {schema: app.bets.schemas.MovementPendingSchema}}
+        400: BadRequest
+        401: Unauthorized
+        409: Conflict
+        422: Unprocessable
+        503: Unavailable
+    """
+    amount = _amount()
+    return _move("withdrawal", amount, _idempotency_key())

@@ -1,0 +1,67 @@
+"""The market over HTTP (SPEC §7): `GET /api/v1/grid` (settings, server time, current price and the
+quote matrix) and `GET /api/v1/prices?since=<ms>` (recent ticks for chart back-fill)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from app.errors import BadRequest
+from app.market.prices import HISTORY_MS, ticks_since
+from app.market.quotes import grid_message
+from app.services import services
+from app.units import MULTIPLIER_DECIMALS, format_decimal, format_money, format_price
+
+bp = Blueprint("market", __name__, url_prefix="/api/v1")
+
+DEFAULT_WINDOW_MS = 5 * 60 * 1000
+MAX_TICKS = 5000
+
+
+@bp.get("/grid")
+def grid() -> Response:
+    svc = services()
+    s = svc.settings
+    now_ms = svc.now_ms()  # the clock the bet checks use, so server_time agrees with them
+    book = svc.quotes.book
+    body = (
+        grid_message(book, now_ms)
+        if book is not None
+        else {"price": None, "columns": [], "rows": [], "quotes": []}
+    )
+    body.pop("type", None)
+    body.update(
+        server_time=now_ms,
+        feed=svc.feed.status_message(),
+        settings={
+            "column_seconds": s.column_seconds,
+            "price_step": format_price(s.price_step),
+            "columns_ahead": s.columns_ahead,
+            "min_lead_columns": s.min_lead_columns,
+            "rows_each_side": s.rows_each_side,
+            "house_edge": format_decimal(s.house_edge, MULTIPLIER_DECIMALS),
+            "stake_presets": [format_money(p) for p in s.stake_presets],
+            "min_stake": format_money(s.min_stake),
+            "max_stake": format_money(s.max_stake),
+            "chain_id": s.chain_id,
+            "siwe_domain": s.siwe_domain,
+        },
+    )
+    return jsonify(body)
+
+
+@bp.get("/prices")
+def prices() -> Response:
+    now_ms = services().now_ms()
+    raw = request.args.get("since")
+    if raw is None:
+        since = now_ms - DEFAULT_WINDOW_MS
+    else:
+        if not raw.isdigit() or len(raw) > 15:
+            raise BadRequest("since must be Unix milliseconds (a non-negative integer)", code="invalid_since")
+        since = max(int(raw), now_ms - HISTORY_MS)
+    ticks = ticks_since(services().redis, since, limit=MAX_TICKS + 1)
+    truncated = len(ticks) > MAX_TICKS
+    return jsonify(
+        prices=[{"price": format_price(t.price), "ts": t.ts} for t in ticks[:MAX_TICKS]],
+        truncated=truncated,
+    )

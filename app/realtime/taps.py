@@ -1,0 +1,162 @@
+"""What a client sends on `/ws` (SPEC §8, §8a): `auth`, then `bet` messages — taps.
+
+A tap is one message on the trader's open socket: no HTTP request, no session lookup (the session
+is bound to the socket), no popup. The rules are those of `POST /api/v1/bets`, the same function
+(`app.bets.placement.place_bet`), the same error codes and statuses; each `bet` message gets exactly
+one answer, `bet:accepted` (the 202 body) or `bet:error` (the status and error of that refusal),
+then `bet:confirmed` / `bet:rejected` / `bet:resolved` arrive as for any bet.
+
+- `{"type": "auth", "token": "…"}` as a first message authenticates the socket without a token in the
+  URL (nginx logs no token either way). A bad token closes the socket with 4401, as `?token=` does.
+- At most `MAX_IN_FLIGHT` bets accepted but not yet confirmed per socket (429 `too_many_in_flight`);
+  the per-wallet rate limit counts taps as it counts HTTP requests.
+- A malformed message (not JSON, not an object, unknown `type`, a bad `req`, over `TAP_WS_MAX_MESSAGE`)
+  gets `{"type": "error", "error": {…}}`; the `MAX_MALFORMED`-th closes the socket with 1008.
+
+Messages are handled one at a time by the socket's reader greenlet; answers go through the socket's
+bounded fan-out queue, so the writer greenlet stays the only one writing to the socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import orjson
+from eth_utils import to_checksum_address
+
+from app.auth.decorators import WebsocketRefused, websocket_token_session
+from app.auth.ratelimit import Limits, hit
+from app.auth.sessions import Session
+from app.bets.placement import parse_bet, place_bet, shed_load
+from app.errors import RateLimited, Unauthorized, as_api_error
+from app.realtime.fanout import Client
+from app.services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 64
+MAX_MALFORMED = 3
+WS_CLOSE_POLICY_VIOLATION = 1008  # RFC 6455: a message that violates the server's policy
+_REQ_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ENVELOPE = ("type", "req")
+
+
+class TapSocket:
+    """The message side of one `/ws` connection: its session, its taps in flight, its malformed count."""
+
+    def __init__(self, svc: Services, client: Client, session: Session | None, limits: Limits) -> None:
+        self.svc = svc
+        self.client = client
+        self.session = session
+        self.limits = limits
+        self.in_flight = 0
+        self.malformed = 0
+        if session is not None:
+            svc.fanout.bind(client, session.address, session.key)
+
+    @property
+    def expires_at_ms(self) -> int | None:
+        return None if self.session is None else self.session.expires_at
+
+    def handle(self, data: str | bytes) -> None:
+        """One client message; queues at most one answer (or closes the socket)."""
+        if len(data) > self.svc.settings.ws_max_message:
+            self._malformed("message_too_large", "The message is larger than the server accepts.")
+            return
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._malformed("invalid_json", "The message is not valid JSON.")
+            return
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == "bet":
+            self._bet(msg)
+        elif kind == "auth":
+            self._auth(msg)
+        else:
+            self._malformed("unknown_type", 'Messages are JSON objects with "type": "auth" or "bet".')
+
+    # ---- auth ------------------------------------------------------------------------------------
+    def _auth(self, msg: dict[str, Any]) -> None:
+        token = msg.get("token")
+        if not isinstance(token, str) or not token:
+            self._malformed("invalid_request", 'An auth message carries "token": the login token.')
+            return
+        if self.session is not None:
+            self._malformed("already_authenticated", "This socket is already authenticated.")
+            return
+        try:
+            session = websocket_token_session(self.svc, token)
+        except WebsocketRefused as exc:
+            self.svc.fanout.close(self.client, exc.close_code, exc.reason)
+            return
+        self.session = session
+        self.svc.fanout.bind(self.client, session.address, session.key)
+        self._send({"type": "auth:ok", "address": to_checksum_address(session.address)})
+
+    # ---- bet -------------------------------------------------------------------------------------
+    def _bet(self, msg: dict[str, Any]) -> None:
+        req = msg.get("req")
+        if not isinstance(req, str) or not _REQ_RE.fullmatch(req):
+            self._malformed("invalid_req", 'A bet message carries "req": 1-64 of [A-Za-z0-9_-].')
+            return
+        try:
+            answer = self._place({k: v for k, v in msg.items() if k not in _ENVELOPE})
+        except Exception as exc:  # noqa: BLE001 - every refusal becomes its bet:error, never a crash
+            err = as_api_error(exc)
+            out: dict[str, Any] = {
+                "type": "bet:error",
+                "req": req,
+                "status": err.status,
+                "error": {"code": err.code, "message": err.message},
+            }
+            if err.details:
+                out["error"]["details"] = err.details
+            if err.retry_after is not None and err.status in (429, 503):
+                out["retry_after"] = err.retry_after
+            self._send(out)
+            return
+        self._send({"type": "bet:accepted", "req": req, **answer})
+
+    def _place(self, fields: dict[str, Any]) -> dict[str, Any]:
+        svc, session = self.svc, self.session
+        if session is None:
+            raise Unauthorized(
+                'Authenticate the socket first: {"type": "auth", "token": …}.', code="invalid_session"
+            )
+        shed_load(svc)
+        if self.in_flight >= MAX_IN_FLIGHT:
+            raise RateLimited(
+                f"At most {MAX_IN_FLIGHT} bets may wait for confirmation on one socket.",
+                code="too_many_in_flight",
+                retry_after=1,
+            )
+        now_ms = svc.now_ms()
+        hit(
+            svc.redis, "addr", session.address, limit=self.limits.per_address_per_s, window_s=1, now_ms=now_ms
+        )
+        req = parse_bet(svc, fields)
+        self.in_flight += 1  # reserved before the writer can answer; released below unless queued
+        try:
+            placed = place_bet(svc, session, req, now_ms, on_done=self._settled)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        if not placed.queued:
+            self.in_flight -= 1
+        return placed.body
+
+    def _settled(self, ok: bool, value: object) -> None:
+        self.in_flight -= 1
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def _malformed(self, code: str, message: str) -> None:
+        self.malformed += 1
+        self._send({"type": "error", "error": {"code": code, "message": message}})
+        if self.malformed >= MAX_MALFORMED:
+            self.svc.fanout.close(self.client, WS_CLOSE_POLICY_VIOLATION, "too many malformed messages")
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        self.svc.fanout.reply(self.client, orjson.dumps(msg))

@@ -1,0 +1,73 @@
+"""A bet desk with nothing left to chance: only the SQLite writer runs, the app's clock is frozen, the
+feed has one tick and the quote book is pinned by the test (no sim feed, no grid publisher racing
+it). Used by the bet-path fault tests (issue 10: items 3, 5, 6, 12, 13, 15, 16)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+from flask import Flask
+
+from app.config import Settings
+from app.market.prices import Tick
+from app.market.quotes import SECONDS_PER_YEAR, QuoteBook
+from app.services import Services, services, set_clock
+from tests.test_auth_support import FakeClock
+from tests.traders import Trader
+from workers.sqlite_writer import SqliteWriter
+from workers.supervisor import Supervisor
+
+PRICE = 6_700_005  # cents: the middle of row 6700 with the default 10.00 step
+
+
+@dataclass
+class Desk:
+    app: Flask
+    svc: Services
+    clock: FakeClock
+
+    def pin_book(self, *, age_s: float = 0.0, tick_age_s: float = 0.0, price: int = PRICE) -> QuoteBook:
+        """A book built `age_s` ago (app clock) from a tick `tick_age_s` older than that build."""
+        s = self.svc.settings
+        built = self.clock() - age_s
+        sigma = s.quote_prior_vol / 10_000 / math.sqrt(SECONDS_PER_YEAR)
+        tick_ts = int((built - tick_age_s) * 1000)
+        self.svc.feed.record(Tick(price=price, ts=tick_ts))
+        book = QuoteBook.build(self.svc.grid, price, sigma, 0.25, s.house_edge, now=built, tick_ts=tick_ts)
+        self.svc.quotes.book = book
+        return book
+
+    def cell(self, col: int = 0, row_offset: int = 0) -> str:
+        """A placeable cell: column `col` of the placeable ones, `row_offset` rows from the price."""
+        cols = list(self.svc.grid.placeable_columns(self.clock()))
+        return f"{cols[col]}:{self.svc.grid.row_of(PRICE) + row_offset}"
+
+    def trader(self, deposit: str | None = "100") -> Trader:
+        t = Trader(self.app.test_client(), self.svc.settings).login()
+        if deposit:
+            t.deposit(deposit)
+        return t
+
+
+@pytest.fixture(name="settings")
+def settings_fixture(tmp_path, redis_url) -> Settings:
+    """Rate limits off: the frozen clock would otherwise put every request in the same second."""
+    return Settings.from_env(
+        {}, data_dir=tmp_path / "data", redis_url=redis_url, dev_mode=True, rate_per_address=0, rate_per_ip=0
+    )
+
+
+@pytest.fixture(name="desk")
+def desk_fixture(app: Flask) -> Desk:
+    svc = services(app)
+    clock = FakeClock()
+    set_clock(app, clock)
+    sup = Supervisor()
+    s = svc.settings
+    sup.start(SqliteWriter(svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, batch_max=s.batch_max))
+    d = Desk(app, svc, clock)
+    d.pin_book()
+    yield d
+    sup.stop(timeout=5)

@@ -1,0 +1,242 @@
+"""Taps over the websocket (SPEC §8a) against a real gunicorn: the same rules, codes and idempotency
+as `POST /api/v1/bets`, one answer per `bet` message, auth as a first message, logout closes 4401."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import websocket
+
+from tests.servers import Gunicorn, wait_until
+from tests.traders import HttpClient, Trader
+
+pytestmark = pytest.mark.e2e
+
+
+class Settings:
+    siwe_domain = "localhost:8443"
+    chain_id = 1
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, redis_server):
+    tmp = tmp_path_factory.mktemp("taps")
+    env = {
+        "TAP_DATA_DIR": str(tmp / "data"),
+        "TAP_REDIS_URL": redis_server.url,
+        "TAP_SIWE_DOMAIN": "localhost:8443",
+        "TAP_DEV_MODE": "1",
+        "TAP_RATE_PER_ADDRESS": "0",
+        "TAP_RATE_PER_IP": "0",
+        "TAP_QUOTE_MAX_AGE_S": "30",  # a busy test machine may stall the simulated feed a little
+    }
+    g = Gunicorn(env, tmp / "gunicorn.log")
+    g.start()
+    yield g
+    assert g.stop() == 0
+    assert "Traceback" not in g.log(), g.log()
+
+
+class Socket:
+    """A trader's websocket, reading what the server sends into typed buckets."""
+
+    def __init__(self, url: str) -> None:
+        self.ws = websocket.create_connection(url, timeout=10)
+        self.seen: list[dict] = []
+
+    def send(self, msg: dict | str) -> None:
+        self.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
+
+    def next(self, want, timeout: float = 10.0) -> dict:
+        """The first message (already seen or coming) for which `want(msg)` is true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, m in enumerate(self.seen):
+                if want(m):
+                    return self.seen.pop(i)
+            left = deadline - time.monotonic()
+            assert left > 0, f"no matching message; saw {[m.get('type') for m in self.seen]}"
+            self.ws.settimeout(left)
+            opcode, data = self.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise ConnectionError(int.from_bytes(data[:2], "big"), data[2:].decode())
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                self.seen.append(json.loads(data))
+
+    def answer(self, req: str) -> dict:
+        return self.next(lambda m: m.get("req") == req)
+
+    def close_code(self, timeout: float = 5.0) -> int:
+        with pytest.raises(ConnectionError) as err:
+            self.next(lambda m: False, timeout=timeout)
+        return err.value.args[0]
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture
+def trader(server):
+    t = Trader(HttpClient(server.url), Settings()).login()
+    t.deposit("100")
+    return t
+
+
+@pytest.fixture
+def sock(server, trader):
+    s = Socket(server.url.replace("http", "ws") + "/ws")
+    s.send({"type": "auth", "token": trader.token})
+    assert s.next(lambda m: m["type"] == "auth:ok")["address"].lower() == trader.address
+    yield s
+    s.close()
+
+
+def _cells(trader, n: int) -> list[str]:
+    """`n` distinct cells well inside the placeable window (columns 4.., rows near the price)."""
+    _, grid, _ = trader.call("GET", "/api/v1/grid")
+    rows, cols = grid["rows"], grid["columns"][4:]
+    mid = len(rows) // 2
+    return [f"{c}:{r}" for r in rows[mid - 3 : mid + 4] for c in cols][:n]
+
+
+def _tap(body: dict, req: str) -> dict:
+    return {"type": "bet", "req": req, **body}
+
+
+def test_a_tap_is_accepted_then_confirmed_and_its_retry_is_the_same_bet_on_both_transports(sock, trader):
+    body = trader.bet_body(_cells(trader, 1)[0], "10", "1.01")
+    sock.send(_tap(body, "t-1"))
+    accepted = sock.answer("t-1")
+    assert accepted["type"] == "bet:accepted" and accepted["status"] == "pending"
+    assert accepted["cell"] == body["cell"] and accepted["stake"] == "10"
+    bet_id = accepted["bet_id"]
+    confirmed = sock.next(lambda m: m["type"] == "bet:confirmed" and m["bet_id"] == bet_id)
+    assert confirmed["multiplier"] == accepted["multiplier"]
+    sock.send(_tap(body, "t-2"))  # the same signed body again, over the socket
+    again = sock.answer("t-2")
+    assert again["type"] == "bet:accepted" and again["bet_id"] == bet_id and again["status"] == "confirmed"
+    status, http_again, _ = trader.call("POST", "/api/v1/bets", body)  # and over HTTP
+    assert status == 202 and http_again["bet_id"] == bet_id
+    _, me, _ = trader.call("GET", "/api/v1/me")
+    assert me["balance"] == "90" and me["open_bets"] == 1
+
+
+def test_refusals_are_bet_errors_with_the_http_status_and_code(sock, trader):
+    cells = _cells(trader, 4)
+    cases = [
+        (dict(trader.bet_body(cells[0], "1"), stake=1), 400, "invalid_request"),
+        (trader.bet_body(cells[0], "10.0000001"), 400, "invalid_stake"),
+        (trader.bet_body(cells[0], "0.5"), 422, "stake_too_small"),
+        (trader.bet_body(cells[0], "1", ts=int(time.time() * 1000) - 120_000), 401, "ts_out_of_window"),
+        (
+            dict(trader.bet_body(cells[0], "1"), signature=trader.bet_body(cells[1], "1")["signature"]),
+            401,
+            None,
+        ),
+        (trader.bet_body("5:1", "1"), 422, "cell_too_soon"),
+    ]
+    for i, (body, status, code) in enumerate(cases):
+        sock.send(_tap(body, f"e-{i}"))
+        err = sock.answer(f"e-{i}")
+        assert err["type"] == "bet:error" and err["status"] == status, err
+        if code is not None:
+            assert err["error"]["code"] == code, err
+    first = trader.bet_body(cells[2], "1")
+    sock.send(_tap(first, "d-1"))
+    assert sock.answer("d-1")["type"] == "bet:accepted"
+    sock.send(_tap(trader.bet_body(cells[2], "2"), "d-2"))  # one bet per cell
+    dup = sock.answer("d-2")
+    assert (dup["status"], dup["error"]["code"]) == (409, "duplicate_cell")
+    sock.send(_tap(trader.bet_body(cells[3], "1", nonce=first["nonce"]), "d-3"))  # nonce reused
+    assert sock.answer("d-3")["status"] == 409
+
+
+def test_a_socket_without_a_session_answers_401_and_malformed_messages_end_in_1008(server, trader):
+    s = Socket(server.url.replace("http", "ws") + "/ws")
+    try:
+        s.send(_tap(trader.bet_body(_cells(trader, 1)[0], "1"), "n-1"))
+        err = s.answer("n-1")
+        assert (err["type"], err["status"], err["error"]["code"]) == ("bet:error", 401, "invalid_session")
+        for raw in (
+            "not json",
+            json.dumps({"type": "dance"}),
+            json.dumps({"type": "bet", "req": "bad req!"}),
+        ):
+            s.send(raw)
+        errors = [s.next(lambda m: m["type"] == "error") for _ in range(2)]
+        assert [e["error"]["code"] for e in errors] == ["invalid_json", "unknown_type"]
+        assert s.close_code() == 1008
+    finally:
+        s.close()
+
+
+def test_an_oversized_message_is_an_error_not_a_dropped_socket(server):
+    s = Socket(server.url.replace("http", "ws") + "/ws")
+    try:
+        s.send(json.dumps({"type": "auth", "token": "x" * 5000}))
+        assert s.next(lambda m: m["type"] == "error")["error"]["code"] == "message_too_large"
+        s.send(json.dumps({"type": "auth", "token": "x" * 43}))  # then a bad token: 4401
+        assert s.close_code() == 4401
+    finally:
+        s.close()
+
+
+def test_logout_closes_the_trader_s_sockets_with_4401(server, trader, sock):
+    status, _, _ = trader.call("POST", "/api/v1/auth/logout")
+    assert status == 200
+    t0 = time.monotonic()
+    assert sock.close_code(timeout=5) == 4401
+    assert time.monotonic() - t0 < 2.0  # SPEC §8: within 1 s (a wide margin for a busy machine)
+
+
+def test_an_expiring_session_closes_its_socket(server, trader):
+    """The socket knows its session's expiry and closes itself with 4401 when it comes."""
+    import redis
+
+    from app.auth.sessions import decode_session, encode_session, session_key_for
+
+    r = redis.Redis.from_url(server.env["TAP_REDIS_URL"])
+    key = session_key_for(trader.token)
+    now_ms = int(time.time() * 1000)
+    session = decode_session(r.get(key), key, now_ms)
+    ends = now_ms + 1500  # the session ends in 1.5 s
+    r.set(key, encode_session(session.address, session.session_key, session.user_id, ends), px=1500)
+    s = Socket(server.url.replace("http", "ws") + "/ws")
+    try:
+        s.send({"type": "auth", "token": trader.token})
+        s.next(lambda m: m["type"] == "auth:ok")
+        assert s.close_code(timeout=5) == 4401
+    finally:
+        s.close()
+
+
+def test_concurrent_taps_over_many_sockets_never_overspend(server):
+    """Double spend over the socket: 40 taps of 10 on 40 cells, balance 100 → exactly 10 confirmed."""
+    t = Trader(HttpClient(server.url), Settings()).login()
+    t.deposit("100")
+    cells = _cells(t, 40)
+    socks = [Socket(server.url.replace("http", "ws") + "/ws") for _ in range(8)]
+    try:
+        for s in socks:
+            s.send({"type": "auth", "token": t.token})
+        for s in socks:
+            s.next(lambda m: m["type"] == "auth:ok")
+        for i, cell in enumerate(cells):
+            socks[i % 8].send(_tap(t.bet_body(cell, "10"), f"x-{i}"))
+        answers = [socks[i % 8].answer(f"x-{i}") for i in range(len(cells))]
+        accepted = {a["bet_id"] for a in answers if a["type"] == "bet:accepted"}
+        assert len(accepted) == len(cells), answers
+        wait_until(
+            lambda: all(t.call("GET", f"/api/v1/bets/{b}")[1]["status"] != "pending" for b in accepted),
+            timeout=15,
+            what="every tap committed or rejected",
+        )
+        statuses = [t.call("GET", f"/api/v1/bets/{b}")[1]["status"] for b in accepted]
+        assert statuses.count("confirmed") == 10 and statuses.count("rejected") == 30
+        _, me, _ = t.call("GET", "/api/v1/me")
+        assert me["balance"] == "0"
+    finally:
+        for s in socks:
+            s.close()
