@@ -5,7 +5,7 @@ import { minMultiplierFor, normaliseMoneyInput } from "./money";
 import { PriceSeries } from "./series";
 import { buildSiweMessage, newSessionKey, randomNonce, sessionKeyFrom, signBet, type SessionKey } from "./signing";
 import { TapSocket } from "./socket";
-import { Store, tapRefusal, type Session } from "./store";
+import { Store, tapRefusal, type Session, type Slippage } from "./store";
 import type { DiscoveredWallet } from "./wallet";
 import { ensureChain, personalSign, requestAccount } from "./wallet";
 import {
@@ -26,9 +26,10 @@ import {
 } from "./wire";
 
 const STORAGE_KEY = "tap-trading.session";
-/** Slippage accepted between the quote shown and the one at acceptance: 10 %, in basis points. Quotes of
- * near columns move several per cent a second as their window nears; the bet gets the server's quote. */
-export const SLIPPAGE_BP = 1000n;
+/** Slippage accepted between the quote shown and the one at acceptance, in basis points. The grid
+ * message comes once a second and quotes of near cells can move tens of per cent in that time; the
+ * bet always gets the server's quote, never less than min_multiplier. "any" sends the 1.01 floor. */
+export const SLIPPAGE_BP: Record<Slippage, bigint> = { "10": 1000n, "25": 2500n, any: 10_000n };
 /** A request re-sent after a drop must still pass the server's 30 s `ts` window. */
 const RESEND_WITHIN_MS = 25_000;
 
@@ -250,7 +251,7 @@ export class Controller {
         {
           cell,
           stake: s.stake,
-          min_multiplier: minMultiplierFor(quote, SLIPPAGE_BP),
+          min_multiplier: minMultiplierFor(quote, SLIPPAGE_BP[s.slippage]),
           nonce: randomNonce(),
           ts: Date.now() + s.clockOffsetMs,
         },

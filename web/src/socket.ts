@@ -76,16 +76,25 @@ export class TapSocket {
     this.ev.onState(this.attempt === 0 ? "connecting" : "reconnecting", this.attempt, null);
     const ws = new WebSocket(this.url);
     this.ws = ws;
-    ws.onopen = () => {
-      if (this.token) ws.send(JSON.stringify({ type: "auth", token: this.token } satisfies ClientMsg));
+    let ready = false;
+    const becomeReady = () => {
+      ready = true;
       this.attempt = 0;
       this.ev.onState("open", 0, null);
       this.ev.onOpen();
     };
+    ws.onopen = () => {
+      // Signed in: the token goes as the first message (never in the URL) and the socket counts as
+      // open — taps allowed — once the server says `auth:ok`. Signed out: public streams at once.
+      if (this.token) ws.send(JSON.stringify({ type: "auth", token: this.token } satisfies ClientMsg));
+      else becomeReady();
+    };
     ws.onmessage = (e: MessageEvent) => {
       if (typeof e.data !== "string") return;
       try {
-        this.ev.onMessage(parseServerMsg(e.data));
+        const m = parseServerMsg(e.data);
+        if (m.type === "auth:ok" && !ready) becomeReady();
+        this.ev.onMessage(m);
       } catch (err) {
         if (!(err instanceof WireError)) throw err;
         console.warn("ignored a server message:", err.message);

@@ -23,6 +23,9 @@ export interface Tap {
   sentAt: number;
 }
 
+export const SLIPPAGES = ["10", "25", "any"] as const;
+export type Slippage = (typeof SLIPPAGES)[number];
+
 export type ConnState = "connecting" | "open" | "reconnecting";
 
 export interface Session {
@@ -44,6 +47,8 @@ export interface State {
   signedOutReason: string | null;
   balance: string | null;
   stake: string | null;
+  /** How far below the shown quote the trader still accepts (SLIPPAGES); "any" sends the 1.01 floor. */
+  slippage: Slippage;
   taps: Record<string, Tap>; // by cell: one bet per cell (SPEC §1)
   notice: { text: string; at: number } | null;
 }
@@ -59,6 +64,7 @@ export const initialState: State = {
   signedOutReason: null,
   balance: null,
   stake: null,
+  slippage: "10",
   taps: {},
   notice: null,
 };
@@ -71,6 +77,7 @@ export type Action =
   | { type: "signedOut"; reason: string | null }
   | { type: "balance"; balance: string }
   | { type: "stake"; stake: string }
+  | { type: "slippage"; slippage: Slippage }
   | { type: "tapSent"; tap: Omit<Tap, "state" | "history" | "betId" | "payout" | "reason"> }
   | { type: "truth"; cell: string; bet: BetRecord }
   | { type: "tapLost"; cell: string; reason: string }
@@ -143,6 +150,8 @@ function onServer(s: State, m: ServerMsg, now: number): State {
     }
     case "error":
       return { ...s, notice: { text: m.error.message, at: now } };
+    case "auth:ok":
+      return s; // the socket reports "open" itself once authenticated
   }
 }
 
@@ -175,6 +184,8 @@ export function reducer(s: State, a: Action): State {
       return { ...s, balance: a.balance };
     case "stake":
       return { ...s, stake: a.stake };
+    case "slippage":
+      return { ...s, slippage: a.slippage };
     case "tapSent": {
       const prev = s.taps[a.tap.cell];
       if (prev && HOLDS_CELL.includes(prev.state)) return s; // one bet per cell

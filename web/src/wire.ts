@@ -67,7 +67,8 @@ export type ServerMsg =
   | ({ type: "bet:confirmed"; bet_id: string; status: "confirmed" } & BetFields)
   | { type: "bet:rejected"; bet_id: string; cell: string; reason: string }
   | { type: "bet:resolved"; bet_id: string; status: "won" | "lost" | "void"; payout: string }
-  | { type: "error"; error: ApiError };
+  | { type: "error"; error: ApiError }
+  | { type: "auth:ok"; address: Hex };
 
 /** Client → server over the websocket (SPEC §8, §8a). */
 export interface BetRequest {
@@ -320,6 +321,8 @@ export function parseServerMsg(text: string): ServerMsg {
     }
     case "error":
       return { type, error: parseApiError(o) };
+    case "auth:ok":
+      return { type, address: hex(o, "address") };
     default:
       throw new WireError(`unknown message type ${type}`);
   }

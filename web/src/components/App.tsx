@@ -49,7 +49,15 @@ export function App({ ctl }: { ctl: Controller }) {
         <Account ctl={ctl} />
       ) : (
         <main className="trade">
-          {state.settings && <Stakes settings={state.settings} stake={state.stake} onPick={(s) => ctl.store.dispatch({ type: "stake", stake: s })} />}
+          {state.settings && (
+            <Stakes
+              settings={state.settings}
+              stake={state.stake}
+              slippage={state.slippage}
+              onPick={(s) => ctl.store.dispatch({ type: "stake", stake: s })}
+              onSlippage={(s) => ctl.store.dispatch({ type: "slippage", slippage: s })}
+            />
+          )}
           <Grid state={state} series={ctl.series} onTap={onTap} />
           <Taps taps={state.taps} />
         </main>

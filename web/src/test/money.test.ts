@@ -58,3 +58,11 @@ describe("money", () => {
     expect(displayMoney("0.000001")).toBe("0.000001");
   });
 });
+
+describe("slippage choices", () => {
+  it("'any' sends the 1.01 floor; 25 % takes a quarter off, floored", () => {
+    expect(minMultiplierFor("3.2", 10_000n)).toBe("1.01");
+    expect(minMultiplierFor("3.2", 2500n)).toBe("2.4");
+    expect(minMultiplierFor("5.3819", 1000n)).toBe("4.8437");
+  });
+});

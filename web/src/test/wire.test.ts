@@ -54,3 +54,12 @@ describe("wire", () => {
     expect(l.entries[0]?.amount).toBe("-10");
   });
 });
+
+describe("auth:ok", () => {
+  it("parses the server's answer to the auth message", () => {
+    expect(parseServerMsg('{"type":"auth:ok","address":"0x1563915e194D8CfBA1943570603F7606A3115508"}')).toEqual({
+      type: "auth:ok",
+      address: "0x1563915e194D8CfBA1943570603F7606A3115508",
+    });
+  });
+});
