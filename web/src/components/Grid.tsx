@@ -204,7 +204,7 @@ export function Grid({ state, series, onTap }: Props) {
   const layer = useRef<HTMLDivElement>(null);
   const [size, setSize] = useState({ w: 0, h: 0 });
   const settings = state.settings;
-  const quotes = useMemo(() => quoteMap(state), [state.grid]); // eslint-disable-line react-hooks/exhaustive-deps
+  const quotes = useMemo(() => quoteMap(state), [state.grid]);
   const stepCents = settings ? parsePriceCents(settings.price_step) : 1000n;
   const centerRow =
     state.grid?.current_row ??
@@ -240,7 +240,7 @@ export function Grid({ state, series, onTap }: Props) {
     c.width = Math.round(g.width * dpr);
     c.height = Math.round(g.height * dpr);
     c.getContext("2d")?.setTransform(dpr, 0, 0, dpr, 0, 0);
-  }, [g?.width, g?.height]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [g?.width, g?.height]);
 
   useEffect(() => {
     let raf = 0;
