@@ -466,6 +466,15 @@ def test_tap_pending_confirmed_resolved_and_balance_follows(browser, stack, ws_b
     expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", me["balance"])
     if state == "won":
         expect(item).to_contain_text(f"+{record['payout']}")
+
+    # History: the settled bet is listed, and the status filter keeps it or leaves it out.
+    page.get_by_role("button", name="Account").click()
+    row = page.locator(f'table.history tr[data-bet-id="{bet_id}"]')
+    expect(row).to_contain_text(state)
+    page.get_by_label("Status").select_option(state)
+    expect(row).to_be_visible()
+    page.get_by_label("Status").select_option("confirmed")
+    expect(row).to_have_count(0)
     page.context.close()
 
 
