@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where the microseconds of a bet go: two views of the bet path.
+"""Where the microseconds of a bet go: two views of the bet path (one file: both explain one figure).
 
 1. ``analyze``: read a py-spy raw (folded) profile of the gunicorn worker taken under load by
    ``loadtest/bet_ceiling.py --profile FILE`` and turn sample counts into CPU µs per request:

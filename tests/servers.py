@@ -18,6 +18,8 @@ from pathlib import Path
 
 import redis
 
+from tests import waiting
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
@@ -29,15 +31,9 @@ def free_port() -> int:
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    """`tests.waiting.wait_until` for probing servers: any exception (connection refused while a
+    process starts, a reset while it restarts) counts as "not yet"."""
+    waiting.wait_until(predicate, timeout=timeout, interval=interval, what=what, ignore=(Exception,))
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
