@@ -452,6 +452,9 @@ def test_tap_pending_confirmed_resolved_and_balance_follows(browser, stack, ws_b
     assert record["status"] in ("pending", "confirmed", "won", "lost")
     assert len(wallet.signed) == 1  # the tap was signed by the session key, not the wallet
 
+    expect(item).to_have_attribute("data-state", re.compile("^(confirmed|won|lost)$"))
+    shot(page, "grid-desktop-bet.png")
+
     # a second tap on the same cell is refused before it is sent
     page.locator(f'.cell[data-cell="{cell_id}"]').dispatch_event("click")
     expect(page.get_by_test_id("notice")).to_contain_text("already have a bet")
