@@ -12,8 +12,7 @@ from app.auth.decorators import WS_CLOSE_TRY_AGAIN_LATER, WebsocketRefused, webs
 from app.auth.signatures import claim_nonce
 from app.config import Settings
 from app.services import services
-from tests.servers import RedisServer
-from tests.test_auth_support import (
+from tests.support.auth import (
     bearer,
     error_code,
     get_nonce,
@@ -23,7 +22,8 @@ from tests.test_auth_support import (
     siwe_text,
     started_app,
 )
-from tests.waiting import wait_until
+from tests.support.servers import RedisServer
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from flask import Flask
 
 from app.config import Settings
 from app.services import services, set_clock
-from tests.traders import Trader
+from tests.support.traders import Trader
 
 
 @pytest.fixture

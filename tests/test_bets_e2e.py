@@ -13,8 +13,8 @@ import pytest
 
 from app.config import Settings
 from app.storage.db import current_week_file
-from tests.servers import ROOT, Gunicorn, http_get, wait_until
-from tests.traders import HttpClient, Trader
+from tests.support.servers import ROOT, Gunicorn, http_get, wait_until
+from tests.support.traders import HttpClient, Trader
 
 pytestmark = pytest.mark.e2e
 

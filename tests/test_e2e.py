@@ -12,7 +12,7 @@ import pytest
 import websocket
 
 from app.config import Settings
-from tests.servers import Gunicorn, Nginx, RedisServer, free_port, http_get, wait_until
+from tests.support.servers import Gunicorn, Nginx, RedisServer, free_port, http_get, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from app.metrics import Metrics
-from tests.servers import free_port, wait_until
+from tests.support.servers import free_port, wait_until
 from tests.test_exchanges_fakes import (
     FakeExchange,
     binance_trade,

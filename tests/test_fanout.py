@@ -4,7 +4,7 @@ import gevent
 import gevent.event
 
 from app.realtime.fanout import Fanout
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 
 def test_slow_client_is_dropped_while_others_keep_receiving():

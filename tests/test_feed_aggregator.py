@@ -7,7 +7,7 @@ import redis
 from app.keys import FEED_LEASE_KEY, PRICE_HISTORY_KEY
 from app.market.prices import FencedPublisher, Tick, last_tick, publish_tick, ticks_since
 from app.metrics import Metrics
-from tests.waiting import record_results, wait_until
+from tests.support.waiting import record_results, wait_until
 from workers.aggregator import LEASE_TTL_MS, PriceAggregator, Quote, SteadyClock
 
 T0_MS = 1_763_711_990_000

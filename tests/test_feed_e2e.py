@@ -22,8 +22,8 @@ from app.config import Settings
 from app.market.feed import FeedState
 from app.services import services
 from app.units import format_price
+from tests.support.waiting import wait_until
 from tests.test_exchanges_fakes import exchange_time, fake_binance, fake_coinbase
-from tests.waiting import wait_until
 
 DEGRADED, CRITICAL, RECOVERY = 0.3, 1.0, 2.0
 

@@ -3,7 +3,7 @@
 import pytest
 
 from app.errors import Unprocessable
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 
 def test_unknown_route_is_json_404(client):

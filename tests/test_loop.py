@@ -3,7 +3,7 @@
 import gevent
 import pytest
 
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from workers import runtime
 from workers.loop import LoopWorker, Stoppable
 from workers.supervisor import Supervisor

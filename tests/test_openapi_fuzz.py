@@ -29,8 +29,8 @@ from app import create_app
 from app.config import Settings
 from app.services import services
 from app.storage.db import prepare_database
-from tests.servers import wait_until
-from tests.traders import Trader
+from tests.support.servers import wait_until
+from tests.support.traders import Trader
 from workers import runtime
 
 # Not HTTP APIs: the websocket upgrade and the Prometheus text exposition.

@@ -10,7 +10,7 @@ import redis
 
 from app.keys import CHANNEL_PRICE, PRICE_HISTORY_KEY
 from app.market.prices import HISTORY_MS, Tick, last_tick, publish_tick, ticks_since
-from tests.waiting import record_results, wait_until
+from tests.support.waiting import record_results, wait_until
 from workers.price_sim import SECONDS_PER_YEAR, RandomWalk, SimulatedFeed
 
 

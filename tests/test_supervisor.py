@@ -2,7 +2,7 @@ import time
 
 import gevent
 
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from workers.supervisor import Supervisor
 
 

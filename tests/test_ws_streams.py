@@ -11,7 +11,7 @@ from app.keys import CHANNEL_PUBLIC, user_channel
 from app.market.prices import last_tick
 from app.services import services
 from app.units import format_price
-from tests.servers import Gunicorn, http_get, wait_until
+from tests.support.servers import Gunicorn, http_get, wait_until
 from tests.test_exchanges_fakes import fake_binance, fake_coinbase
 
 pytestmark = pytest.mark.e2e
