@@ -24,9 +24,9 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from app.config import Settings
-from tests.servers import ROOT, Gunicorn, Nginx, RedisServer, free_port
+from tests.support.servers import ROOT, Gunicorn, Nginx, RedisServer, free_port
+from tests.support.traders import HttpClient
 from tests.test_exchanges_fakes import fake_binance
-from tests.traders import HttpClient
 
 pytestmark = pytest.mark.e2e
 
