@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -30,10 +31,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> None:
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
     """`tests.support.waiting.wait_until` for probing servers: any exception (connection refused while a
-    process starts, a reset while it restarts) counts as "not yet"."""
-    waiting.wait_until(predicate, timeout=timeout, interval=interval, what=what, ignore=(Exception,))
+    process starts, a reset while it restarts) counts as "not yet". Returns the predicate's value."""
+    return waiting.wait_until(predicate, timeout=timeout, interval=interval, what=what, ignore=(Exception,))
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -200,11 +201,18 @@ class Nginx:
         path = self.prefix / "logs" / "access.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def reopen_logs(self) -> None:
-        """Flush the buffered access log (SIGUSR1 reopens, writing out what is buffered)."""
+    def wait_for_access_log(self, needle: str) -> str:
+        """The access log once it holds `needle`: SIGUSR1 makes nginx reopen its logs, writing out what
+        it buffered; sent again on every poll, since a request that was still open at the first signal
+        (a websocket) is logged only when it ends."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGUSR1)
-        wait_until(lambda: "GET " in self.access_log(), timeout=5, what="nginx access log written")
+
+        def logged() -> str | None:
+            self.proc.send_signal(signal.SIGUSR1)
+            text = self.access_log()
+            return text if needle in text else None
+
+        return wait_until(logged, timeout=10, interval=0.1, what=f"{needle!r} in nginx's access log")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
