@@ -35,6 +35,7 @@ def readyz() -> Response:
         "feed": _check_feed(svc),
         "writer": _check_writer(svc),
         "resolver": _timed(_check_resolver, svc),
+        "replication": _timed(_check_replication, svc),
     }
     ok = all(c["ok"] for c in checks.values())
     resp = jsonify(status="ready" if ok else "unavailable", checks=checks)
@@ -46,7 +47,10 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return services().metrics.render()
+    svc = services()
+    if svc.settings.replicating:
+        _timed(_check_replication, svc)  # tap_replication_lag_seconds is read at scrape time
+    return svc.metrics.render()
 
 
 def _timed(check, svc: Services) -> dict[str, Any]:
@@ -68,6 +72,19 @@ def _check_resolver(svc: Services) -> dict[str, Any]:
     end = None if oldest is None else oldest + svc.settings.column_seconds
     lag = 0.0 if end is None else max(0.0, time.time() - end)
     return {"ok": lag < RESOLVER_LAG_MAX_S, "lag_s": round(lag, 1)}
+
+
+def _check_replication(svc: Services) -> dict[str, Any]:
+    """Litestream's lag on the current week file (issue 15): ok while under TAP_REPLICA_LAG_MAX_S.
+    Off (no bucket, or TAP_REPLICATION=OFF) is reported, and ready: the disk alone is then the copy."""
+    if not svc.settings.replicating:
+        return {"enabled": False}
+    from app.storage.replication import lag
+
+    info = lag(svc.settings, svc.reads.current())
+    ok = bool(info.get("running")) and info.get("lag_s", 0.0) <= svc.settings.replica_lag_max_s
+    svc.metrics.replication_lag.set(info.get("lag_s", -1.0) if info.get("running") else -1.0)
+    return {"ok": ok, "enabled": True, "max_s": svc.settings.replica_lag_max_s, **info}
 
 
 def _check_sqlite(svc: Services) -> None:
