@@ -47,6 +47,7 @@ class Record:
     money: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # ref_id -> (kind, status, t)
     money_statuses: Counter = field(default_factory=Counter)
     bad: list[str] = field(default_factory=list)  # 500s and hangs, with what and when
+    last_answer: dict[str, str] = field(default_factory=dict)  # bet_id -> last GET /bets/<id> answer
 
 
 class _Conn:
@@ -96,6 +97,7 @@ class TapLoad:
         self._greenlets: list[gevent.Greenlet] = []
         self._tapping = False
         self._running = False
+        self._inflight = 0
         self.n_traders = n_traders
         self.columns = (3, None)  # which of the grid's columns to tap (the drill taps near ones: settles)
 
@@ -120,6 +122,13 @@ class TapLoad:
         self._running = False
         gevent.joinall(self._greenlets, timeout=HANG_S + 5)
         gevent.killall([g for g in self._greenlets if not g.dead], timeout=2)
+
+    def pause(self) -> None:
+        """Stop tapping and wait (bounded) until every tap in flight has its answer."""
+        self._tapping = False
+        deadline = time.monotonic() + HANG_S + 2
+        while self._inflight and time.monotonic() < deadline:
+            gevent.sleep(0.02)
 
     def taps_answered(self) -> int:
         return sum(self.rec.statuses.values())
@@ -208,6 +217,7 @@ class TapLoad:
             cell = self.rng.choice(cells)
             used.add(cell)
             t0 = time.monotonic()
+            self._inflight += 1
             try:
                 status, body = conn.call("POST", "/api/v1/bets", self.bet_body(i, cell), auth)
             except TimeoutError:
@@ -218,6 +228,8 @@ class TapLoad:
                 self.rec.statuses["conn"] += 1  # the worker was killed / restarting: refused or reset
                 gevent.sleep(0.02)
                 continue
+            finally:
+                self._inflight -= 1
             self.rec.statuses[status] += 1
             if status == 202:
                 self.rec.accepted.setdefault(body["bet_id"], time.time())
@@ -290,27 +302,29 @@ class TapLoad:
     # ---- afterwards ---------------------------------------------------------------------------
     def reconcile(self, timeout: float = 45.0) -> list[str]:
         """Ask `GET /bets/<id>` about every accepted bet until each is final; the ids still pending."""
-        conns = [_Conn(self.host, self.port) for _ in self.traders]
+        width = 50
+        conns = [_Conn(self.host, self.port) for _ in range(width)]  # one per concurrent question
         todo = [b for b in self.rec.accepted if b not in self.rec.final]
         deadline = time.monotonic() + timeout
 
-        def ask(bet_id: str) -> None:
-            i = self.rec.owner[bet_id]
+        def ask(bet_id: str, conn: _Conn) -> None:
+            token = self.traders[self.rec.owner[bet_id]].token
             try:
-                status, body = conns[i].call(
-                    "GET",
-                    f"/api/v1/bets/{bet_id}",
-                    None,
-                    {"Authorization": f"Bearer {self.traders[i].token}"},
+                status, body = conn.call(
+                    "GET", f"/api/v1/bets/{bet_id}", None, {"Authorization": f"Bearer {token}"}
                 )
             except (OSError, http.client.HTTPException):
                 return
+            self.rec.last_answer[bet_id] = (
+                f"{status}:{body.get('status') if isinstance(body, dict) else body}"
+            )
             if status == 200 and body["status"] in FINAL:
                 self.rec.final[bet_id] = body["status"]
 
         while todo and time.monotonic() < deadline:
-            for chunk in range(0, len(todo), 50):
-                gevent.joinall([gevent.spawn(ask, b) for b in todo[chunk : chunk + 50]], timeout=HANG_S)
+            for chunk in range(0, len(todo), width):
+                batch = todo[chunk : chunk + width]
+                gevent.joinall([gevent.spawn(ask, b, conns[k]) for k, b in enumerate(batch)], timeout=HANG_S)
             todo = [b for b in todo if b not in self.rec.final]
             if todo:
                 gevent.sleep(0.5)
