@@ -33,7 +33,7 @@ from app.config import Settings
 from app.storage import db, replication
 from app.storage.writes import WriteJob
 from loadtest.sqlite_commit_bench import USERS, bet_job
-from tests.servers import MotoServer
+from tests.support.servers import MotoServer
 from workers.sqlite_writer import run_batch
 
 

@@ -1,6 +1,6 @@
 """The fault suite (issue 15): one real stack — gunicorn (one gevent worker), its own redis-server with
 AOF as `make run` runs it, SQLite on a small tmpfs — under ~300 taps/s from a recording client
-(tests/tapload.py), while faults are injected one after the other:
+(tests/support/tapload.py), while faults are injected one after the other:
 
 - kill -9 of the worker, KILLS times; SIGHUP of the master, HUPS times;
 - Redis frozen (SIGSTOP) 10 s then continued; Redis stopped and started again;
@@ -36,8 +36,8 @@ import gevent
 import pytest
 
 from app.config import Settings
-from tests.servers import ROOT, Gunicorn, RedisServer, http_get, wait_until
-from tests.tapload import TapLoad, compare
+from tests.support.servers import ROOT, Gunicorn, RedisServer, http_get, wait_until
+from tests.support.tapload import TapLoad, compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -77,6 +77,7 @@ class AofRedis(RedisServer):
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_until(lambda: self.client().ping(), what=f"redis-server on {self.port}")
 

@@ -20,8 +20,8 @@ import pytest
 from app.config import ConfigError, Settings
 from app.storage import db
 from app.storage.replication import WEEK_PATTERN, replicate_config
-from tests.servers import ROOT, Gunicorn, Litestream, MotoServer, http_get, wait_until
-from tests.tapload import TapLoad, compare
+from tests.support.servers import ROOT, Gunicorn, Litestream, MotoServer, http_get, wait_until
+from tests.support.tapload import TapLoad, compare
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 

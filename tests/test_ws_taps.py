@@ -9,8 +9,8 @@ import time
 import pytest
 import websocket
 
-from tests.servers import Gunicorn, wait_until
-from tests.traders import HttpClient, Trader
+from tests.support.servers import Gunicorn, wait_until
+from tests.support.traders import HttpClient, Trader
 
 pytestmark = pytest.mark.e2e
 

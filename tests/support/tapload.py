@@ -1,6 +1,6 @@
 """A recording tap client for the disaster-recovery drill and the fault suite (issue 15).
 
-Traders log in with SIWE (tests/traders.py), then tap over HTTP with fast signatures (coincurve,
+Traders log in with SIWE (tests/support/traders.py), then tap over HTTP with fast signatures (coincurve,
 loadtest/lib/signing.py) at a target total rate, each on its own keep-alive connection, while a
 websocket per trader listens for what the server *tells* them: `bet:confirmed`, `bet:resolved`.
 Everything a trader was told is recorded with the time it was heard; `reconcile` asks
@@ -28,7 +28,8 @@ import websocket
 
 from app.storage.db import list_week_files
 from loadtest.lib.signing import Key
-from tests.traders import HttpClient, Trader
+from tests.support.client import bet_text
+from tests.support.traders import HttpClient, Trader
 
 FINAL = {"confirmed", "rejected", "won", "lost", "void"}
 SETTLED = {"won", "lost", "void"}
@@ -169,18 +170,8 @@ class TapLoad:
     def bet_body(self, i: int, cell: str, stake: str = "1") -> dict[str, Any]:
         key, t = self.keys[i], self.traders[i]
         nonce, ts = secrets.token_hex(8), int(time.time() * 1000)
-        text = "\n".join(
-            [
-                "tap-trading:bet",
-                f"domain:{self.settings.siwe_domain}",
-                f"chain-id:{self.settings.chain_id}",
-                f"address:{t.address}",
-                f"cell:{cell}",
-                f"stake:{stake}",
-                "min-multiplier:1.01",
-                f"nonce:{nonce}",
-                f"ts:{ts}",
-            ]
+        text = bet_text(
+            self.settings.siwe_domain, self.settings.chain_id, t.address, cell, stake, "1.01", nonce, ts
         )
         return {
             "cell": cell,
