@@ -117,7 +117,6 @@ def stack(tmp_path_factory):
     tmpfs, reason = _mount_tmpfs(data)
     (tmp / "redis").mkdir()
     redis = AofRedis(tmp / "redis")
-    redis.start()
     env = {
         "TAP_DATA_DIR": str(data),
         "TAP_REDIS_URL": redis.url,
@@ -135,8 +134,9 @@ def stack(tmp_path_factory):
     }
     settings = Settings.from_env(env)
     server = Gunicorn(env, tmp / "gunicorn.log")
-    load = st = None
+    load = None
     try:
+        redis.start()
         server.start()
         load = TapLoad(server.url, settings, n_traders=16, rate=RATE).login()
         load.start()
@@ -150,8 +150,6 @@ def stack(tmp_path_factory):
         redis.stop()
         if tmpfs:
             subprocess.run(["umount", "-l", str(data)], check=False, timeout=10)
-        if st is not None and os.environ.get("TAP_FAULT_TABLE"):
-            Path(os.environ["TAP_FAULT_TABLE"]).write_text(repr(st.figures))
 
 
 def _flask(st: Stack, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
