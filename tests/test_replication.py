@@ -226,3 +226,71 @@ def test_drill_lose_the_disk_restore_from_the_replica_lose_nothing_confirmed(tmp
             load.stop()
         litestream.stop()
         server.stop()
+
+
+# ---- CURRENT after a restore; the writer's last-resort checkpoint -----------------------------------
+
+
+def _week_with_a_user(db_dir):
+    from app.ledger.store import credit
+
+    path = db.prepare_database(db_dir, time.time())
+    conn = db.connect(path)
+    conn.execute("INSERT INTO users (address, balance, created_at) VALUES (?, 0, 0)", ("0x" + "ab" * 20,))
+    credit(conn, 1, 5_000_000, "deposit", "d1", 1)
+    conn.close()
+    return path
+
+
+def test_restore_points_current_at_the_newest_week_unless_its_rollover_never_switched(tmp_path):
+    from app.ledger.store import credit
+    from app.storage.replication import choose_current
+    from app.storage.rollover import following_week_file, rollover_job
+
+    old = _week_with_a_user(tmp_path)
+    new = following_week_file(old)
+    conn = db.connect(old)
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(RuntimeError):  # a crash after the new file was written, before CURRENT moved
+        rollover_job(tmp_path, new, now_ms=1000, fail_before_switch=True)(conn)
+    conn.execute("ROLLBACK")
+    credit(conn, 1, 1_000_000, "deposit", "d2", 2000)  # the old week stayed current and took this
+    conn.close()
+    assert new.exists() and db.current_week_file(tmp_path) == old
+    assert choose_current([old, new]) == old
+
+    conn = db.connect(old)  # now the rollover really happens (the leftover is rebuilt)
+    conn.execute("BEGIN IMMEDIATE")
+    rollover_job(tmp_path, new, now_ms=3000)(conn)
+    conn.execute("COMMIT")
+    conn.close()
+    assert choose_current([old, new]) == new
+
+
+def test_the_writer_checkpoints_a_wal_nobody_else_checkpoints(tmp_path, caplog):
+    from app.storage.writes import WriteQueue
+    from workers.sqlite_writer import SqliteWriter
+    from workers.supervisor import Supervisor
+
+    path = db.prepare_database(tmp_path, time.time(), autocheckpoint=False)
+    q = WriteQueue(100)
+    writer = SqliteWriter(q, tmp_path, synchronous="NORMAL", batch_max=100, autocheckpoint=False)
+    writer.wal_check_interval_s = 0.0
+    writer.wal_limit_bytes = 512 * 1024  # "Litestream is not running": nothing else checkpoints
+    sup = Supervisor()
+    sup.start(writer)
+    try:
+        for i in range(400):
+            q.call(
+                lambda c, i=i: c.execute("INSERT INTO week_meta VALUES (?, ?)", (f"k{i}", "x" * 2000)),
+                timeout=10,
+            )
+        wait_until(
+            lambda: "PASSIVE checkpoint by the writer" in caplog.text,
+            timeout=10,
+            what="the writer's checkpoint",
+        )
+    finally:
+        sup.stop(timeout=5)
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    assert conn.execute("SELECT count(*) FROM week_meta WHERE key LIKE 'k%'").get == 400
