@@ -294,3 +294,31 @@ def test_the_writer_checkpoints_a_wal_nobody_else_checkpoints(tmp_path, caplog):
         sup.stop(timeout=5)
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     assert conn.execute("SELECT count(*) FROM week_meta WHERE key LIKE 'k%'").get == 400
+
+
+def test_restore_with_force_moves_the_old_directory_aside(tmp_path, moto):
+    """`litestream replicate -once` (one sync, then exit) fills the replica; `restore --force` onto the
+    same, non-empty data directory keeps the old one as db.before-restore-*, never deletes it."""
+    from app.storage.replication import litestream_bin, litestream_env, write_config
+
+    bucket = moto.create_bucket(f"force-{uuid.uuid4().hex[:8]}")
+    env = {"TAP_DATA_DIR": str(tmp_path / "data"), "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
+    settings = Settings.from_env(env)
+    path = _week_with_a_user(settings.db_dir)
+    once = subprocess.run(
+        [str(litestream_bin()), "replicate", "-once", "-config", str(write_config(settings))],
+        env=litestream_env({**os.environ, **AWS}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert once.returncode == 0, once.stdout + once.stderr
+    (settings.db_dir / "stray.txt").write_text("not a week file")
+    result = _flask(env, "restore", "--force")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "moved the previous" in result.stdout and f"{path.name}: OK" in result.stdout
+    (aside,) = (tmp_path / "data").glob("db.before-restore-*")
+    assert (aside / "stray.txt").exists() and (aside / path.name).exists()
+    assert sorted(p.name for p in settings.db_dir.iterdir()) == ["CURRENT", path.name]
+    conn = apsw.Connection(str(settings.db_dir / path.name), flags=apsw.SQLITE_OPEN_READONLY)
+    assert conn.execute("SELECT balance FROM users").get == 5_000_000
