@@ -320,5 +320,7 @@ def test_restore_with_force_moves_the_old_directory_aside(tmp_path, moto):
     (aside,) = (tmp_path / "data").glob("db.before-restore-*")
     assert (aside / "stray.txt").exists() and (aside / path.name).exists()
     assert sorted(p.name for p in settings.db_dir.iterdir()) == ["CURRENT", path.name]
+    assert not (tmp_path / "data" / "litestream").exists()  # its state of the old files moved aside too
+    assert list((tmp_path / "data").glob("litestream.before-restore-*"))
     conn = apsw.Connection(str(settings.db_dir / path.name), flags=apsw.SQLITE_OPEN_READONLY)
     assert conn.execute("SELECT balance FROM users").get == 5_000_000

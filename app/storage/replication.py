@@ -402,6 +402,13 @@ def restore(
         elif db_dir.exists():
             db_dir.rmdir()
         staging.rename(db_dir)
+        meta = meta_dir(settings)
+        if meta.exists():
+            # Litestream's local state describes the files just replaced: the next `replicate` must
+            # start from the restored files (it then finds the replica ahead and resumes from it).
+            meta_aside = meta.with_name(f"{meta.name}.before-restore-{int(time.time())}")
+            meta.rename(meta_aside)
+            say(f"moved Litestream's local state aside to {meta_aside}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
