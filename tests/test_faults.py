@@ -2,7 +2,7 @@
 AOF as `make run` runs it, SQLite on a small tmpfs — under ~300 taps/s from a recording client
 (tests/support/tapload.py), while faults are injected one after the other:
 
-- kill -9 of the worker, KILLS times; SIGHUP of the master, HUPS times;
+- kill -9 of the worker, KILLS (10) times; SIGHUP of the master, HUPS (3) times (TAP_FAULT_KILLS, TAP_FAULT_HUPS);
 - Redis frozen (SIGSTOP) 10 s then continued; Redis stopped and started again;
 - the disk filling up during commits, then freed;
 - a week rollover forced (`flask rollover`) with deposits and withdrawals in flight.
@@ -42,7 +42,7 @@ from tests.support.tapload import TapLoad, compare
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 RATE = float(os.environ.get("TAP_FAULT_RATE", "300"))
-KILLS = int(os.environ.get("TAP_FAULT_KILLS", "6"))
+KILLS = int(os.environ.get("TAP_FAULT_KILLS", "10"))
 HUPS = int(os.environ.get("TAP_FAULT_HUPS", "3"))
 FREEZE_S = 10.0
 TMPFS_MB = 128
