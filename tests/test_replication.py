@@ -5,6 +5,7 @@ process, gunicorn, redis-server; the disk is "lost" by deleting the whole data d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -324,3 +325,38 @@ def test_restore_with_force_moves_the_old_directory_aside(tmp_path, moto):
     assert list((tmp_path / "data").glob("litestream.before-restore-*"))
     conn = apsw.Connection(str(settings.db_dir / path.name), flags=apsw.SQLITE_OPEN_READONLY)
     assert conn.execute("SELECT balance FROM users").get == 5_000_000
+
+
+@pytest.mark.e2e
+def test_make_run_starts_litestream_when_a_bucket_is_set_and_stops_it(tmp_path, moto):
+    """scripts/run.sh with TAP_S3_BUCKET: says it replicates, /readyz reports the lag of the current
+    week file, and Ctrl-C stops litestream (after gunicorn) with the rest."""
+    from tests.test_run import Run
+
+    bucket = moto.create_bucket(f"run-{uuid.uuid4().hex[:8]}")
+    run = Run(tmp_path)
+    run.env |= {**AWS, "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
+    run.start()
+    try:
+        run.wait_for("[run] ready: ", timeout=90)
+        assert (
+            f"[run] starting litestream: replicating {run.data}/db/bets_*.db to s3://{bucket}/replica/"
+            in run.output()
+        )
+        bind = run.env["TAP_BIND"]
+
+        def replicated() -> bool:
+            status, body = http_get(f"http://{bind}/readyz")
+            check = json.loads(body)["checks"]["replication"]
+            return status == 200 and check["running"] and check["status"] == "replicating"
+
+        wait_until(replicated, timeout=20, what="/readyz: replicating")
+        pid = int(
+            subprocess.run(
+                ["pgrep", "-f", f"litestream replicate -config {run.data}"], capture_output=True, text=True
+            ).stdout.split()[0]
+        )
+    finally:
+        code = run.interrupt()
+    assert code == 130, run.output()
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=5, what="litestream stopped")
