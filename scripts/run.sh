@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 bash scripts/setup.sh
+bash scripts/web.sh build   # the web app nginx serves at /; rebuilt only when web/ changed
 
 export TAP_DATA_DIR=${TAP_DATA_DIR:-$ROOT/var}
 export TAP_DEV_MODE=${TAP_DEV_MODE:-1}   # mock deposits on: this command is for local use
