@@ -5,6 +5,7 @@ Each picks a free loopback port, waits until it answers, and is stopped (and wai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -224,3 +225,97 @@ class Nginx:
                 self.proc.wait()
         shutil.rmtree(self.prefix, ignore_errors=True)
         self.error_log_path.unlink(missing_ok=True)
+
+
+class MotoServer:
+    """A real `moto_server` process (S3 API over HTTP) on a free loopback port, as tests/test_archive.py."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._log = open(self.workdir / "moto.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: urllib.request.urlopen(self.url + "/moto-api/", timeout=1).status == 200, what="moto"
+        )
+
+    def create_bucket(self, name: str) -> str:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1").create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc)
+            self._log.close()
+            self.proc = None
+
+
+def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
+    """Signal a process started with its own session, and everything in that group; wait for it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything left in the group
+
+
+class Litestream:
+    """`litestream replicate` with the configuration `make run` writes for these TAP_* settings."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        from app.config import Settings
+        from app.storage.replication import litestream_bin, litestream_env, write_config
+
+        self.settings = Settings.from_env({**os.environ, **env})
+        self.config = write_config(self.settings)
+        self.cmd = [str(litestream_bin()), "replicate", "-config", str(self.config)]
+        self.env = litestream_env({**os.environ, **env})
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def lag(self) -> dict:
+        from app.storage.db import current_week_file
+        from app.storage.replication import lag
+
+        current = current_week_file(self.settings.db_dir)
+        assert current is not None
+        return lag(self.settings, current)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """kill -9: the machine is gone, nothing is flushed."""
+        if self.proc is not None:
+            _kill_group(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc, signal.SIGTERM, wait=35)
+            self._log.close()
+            self.proc = None
