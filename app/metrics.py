@@ -58,6 +58,11 @@ class Metrics:
             "Write jobs whose commit could not be confirmed or denied (reconciled from SQLite)",
             registry=r,
         )
+        self.replication_lag = Gauge(
+            "tap_replication_lag_seconds",
+            "Seconds since Litestream last uploaded the current week file to S3 (-1: not replicating)",
+            registry=r,
+        )
         self.feed_age = Gauge(
             "tap_feed_age_seconds", "Seconds since the last price tick (monotonic)", registry=r
         )

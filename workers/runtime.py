@@ -31,7 +31,12 @@ def build_workers(app: Flask) -> list[Worker]:
     s = svc.settings
     workers: list[Worker] = [
         SqliteWriter(
-            svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, batch_max=s.batch_max, metrics=svc.metrics
+            svc.writes,
+            s.db_dir,
+            synchronous=s.sqlite_synchronous,
+            batch_max=s.batch_max,
+            metrics=svc.metrics,
+            autocheckpoint=not s.replicating,
         ),
         # Right after the writer, so it stops just before the writer drains (its heartbeat covers that).
         BetReconciler(svc, svc.now_ms),
@@ -56,7 +61,9 @@ def build_workers(app: Flask) -> list[Worker]:
             critical_s=s.feed_critical_s,
             metrics=svc.metrics,
         ),
-        WeekRollover(svc.writes, s.db_dir, synchronous=s.sqlite_synchronous),
+        WeekRollover(
+            svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, autocheckpoint=not s.replicating
+        ),
     ]
     # Price ingestion: every source feeds one aggregator, which publishes while it holds the lease.
     aggregator = PriceAggregator(
