@@ -17,11 +17,11 @@ ADMIN = Account.create()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, redis_server):
+def server(tmp_path_factory, module_redis_url):
     tmp = tmp_path_factory.mktemp("admin")
     env = {
         "TAP_DATA_DIR": str(tmp / "data"),
-        "TAP_REDIS_URL": redis_server.url,
+        "TAP_REDIS_URL": module_redis_url,
         "TAP_SIWE_DOMAIN": "localhost:8443",
         "TAP_DEV_MODE": "1",
         "TAP_RATE_PER_ADDRESS": "0",
@@ -33,9 +33,6 @@ def server(tmp_path_factory, redis_server):
     g.start()
     yield g
     assert g.stop() == 0
-    # Leave no price history behind: a module-scoped server started next on this Redis would replay it
-    # as a feed stall (the gap since these ticks) and start with betting suspended.
-    redis_server.client().flushall()
     assert "Traceback" not in g.log(), g.log()
 
 

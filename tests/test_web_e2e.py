@@ -138,11 +138,9 @@ def _require_dist() -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server, tmp_path_factory):
+def stack(module_redis_url, tmp_path_factory):
     _require_dist()
-    if not redis_server.running:
-        redis_server.start()
-    s = Stack(tmp_path_factory.mktemp("web"), redis_server.url).start()
+    s = Stack(tmp_path_factory.mktemp("web"), module_redis_url).start()
     yield s
     s.stop()
 

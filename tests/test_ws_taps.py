@@ -21,11 +21,11 @@ class Settings:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, redis_server):
+def server(tmp_path_factory, module_redis_url):
     tmp = tmp_path_factory.mktemp("taps")
     env = {
         "TAP_DATA_DIR": str(tmp / "data"),
-        "TAP_REDIS_URL": redis_server.url,
+        "TAP_REDIS_URL": module_redis_url,
         "TAP_SIWE_DOMAIN": "localhost:8443",
         "TAP_DEV_MODE": "1",
         "TAP_RATE_PER_ADDRESS": "0",
