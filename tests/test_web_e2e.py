@@ -28,7 +28,7 @@ from tests.support.servers import ROOT, Gunicorn, Nginx, RedisServer, free_port
 from tests.support.traders import HttpClient
 from tests.test_exchanges_fakes import fake_binance
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
