@@ -358,6 +358,18 @@ class Settings:
         "2",
         "Taps are refused (503 quotes_stale) when the quote book or its price is older than this",
     )
+    max_cell_payout: int = _setting(
+        "TAP_MAX_CELL_PAYOUT",
+        _money,
+        "50000",
+        "Most open potential payout on one cell, all traders together (SPEC §8b; 422 exposure_limit)",
+    )
+    max_column_payout: int = _setting(
+        "TAP_MAX_COLUMN_PAYOUT",
+        _money,
+        "1000000",
+        "Most open potential payout on one column, all cells together (SPEC §8b)",
+    )
     money_wait_s: float = _setting(
         "TAP_MONEY_WAIT_S",
         _seconds,
@@ -400,6 +412,8 @@ class Settings:
                 bad("TAP_STAKE_PRESETS", "every preset must lie within TAP_MIN_STAKE..TAP_MAX_STAKE")
         if not self.feed_degraded_s < self.feed_critical_s:
             bad("TAP_FEED_DEGRADED_S", "must be below TAP_FEED_CRITICAL_S")
+        if self.max_cell_payout > self.max_column_payout:
+            bad("TAP_MAX_CELL_PAYOUT", "must not exceed TAP_MAX_COLUMN_PAYOUT")
         if self.http_port == self.https_port:
             bad("TAP_HTTPS_PORT", "must differ from TAP_HTTP_PORT")
 

@@ -67,7 +67,7 @@ def stream(ws: Any) -> None:
     reader = gevent.spawn(_read, ws, taps)
     reader.link_exception(lambda g: log.error("websocket reader failed", exc_info=g.exc_info))
     try:
-        out.sendall(text_frame(orjson.dumps(svc.feed.status_message())))
+        out.sendall(text_frame(orjson.dumps(svc.status_message())))
         if svc.feed.last_tick is not None:
             out.sendall(text_frame(svc.feed.last_tick.encode()))
         while ws.connected:
