@@ -406,7 +406,7 @@ function Exposure({ o }: { o: Overview }) {
 
 function houseRow(label: string, h: HouseSummary) {
   return (
-    <tr key={label}>
+    <tr key={label} data-period={label} data-bets={h.bets}>
       <th scope="row">{label}</th>
       <td>{h.bets}</td>
       <td>{displayMoney(h.staked)}</td>

@@ -1,6 +1,6 @@
 // Small SVG plots for the console: a line chart over time and an exposure heat map. Each has a
 // heading, a text summary (aria) and the numbers behind it in a table under a <details>.
-import type { ReactNode } from "react";
+import { useEffect, useRef, useState, type ReactNode, type RefObject } from "react";
 import { displayMoney } from "../../money";
 import { formatMoney } from "../../money";
 import { heatLevel, HEAT_LEVELS, type Heat, type Point } from "../../admin/shape";
@@ -13,8 +13,23 @@ export interface Line {
   dash?: string;
 }
 
-const W = 560;
 const H = 150;
+
+/** The element's width in CSS pixels, followed as it resizes (plots draw at 1:1, text undistorted). */
+function useWidth(fallback: number): [RefObject<HTMLDivElement | null>, number] {
+  const ref = useRef<HTMLDivElement | null>(null);
+  const [w, setW] = useState(fallback);
+  useEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const ro = new ResizeObserver(([e]) => {
+      if (e) setW(Math.max(200, Math.floor(e.contentRect.width)));
+    });
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+  return [ref, w];
+}
 const PAD = { l: 44, r: 8, t: 8, b: 20 };
 
 function hhmm(t: number): string {
@@ -25,19 +40,19 @@ function fmt(v: number): string {
   return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2);
 }
 
-/** A polyline per run of non-null points (a gap is a gap, not a zero). */
-function paths(points: Point[], x: (t: number) => number, y: (v: number) => number): string[] {
-  const out: string[] = [];
-  let cur: string[] = [];
+/** A polyline per run of non-null points (a gap is a gap, not a zero); a lone point is a dot. */
+function paths(points: Point[], x: (t: number) => number, y: (v: number) => number): [number, number][][] {
+  const out: [number, number][][] = [];
+  let cur: [number, number][] = [];
   for (const p of points) {
     if (p.v === null) {
-      if (cur.length) out.push(cur.join(" "));
+      if (cur.length) out.push(cur);
       cur = [];
       continue;
     }
-    cur.push(`${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`);
+    cur.push([x(p.t), y(p.v)]);
   }
-  if (cur.length) out.push(cur.join(" "));
+  if (cur.length) out.push(cur);
   return out;
 }
 
@@ -53,6 +68,7 @@ export function LineChart(props: {
   minTop?: number;
 }) {
   const { id, title, unit, lines, from, to } = props;
+  const [ref, W] = useWidth(560);
   let top = props.minTop ?? 1;
   for (const l of lines) for (const p of l.points) if (p.v !== null && p.v > top) top = p.v;
   const x = (t: number) => PAD.l + ((t - from) / Math.max(1, to - from)) * (W - PAD.l - PAD.r);
@@ -63,7 +79,8 @@ export function LineChart(props: {
       <figcaption id={`${id}-t`}>
         {title} <span className="unit">({unit})</span>
       </figcaption>
-      <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: ${props.summary}`} preserveAspectRatio="none">
+      <div ref={ref} className="plot-box">
+      <svg width={W} height={H} viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: ${props.summary}`}>
         <line x1={PAD.l} x2={W - PAD.r} y1={y(0)} y2={y(0)} className="axis" />
         <line x1={PAD.l} x2={W - PAD.r} y1={y(top)} y2={y(top)} className="gridline" />
         <text x={PAD.l - 4} y={y(top) + 4} className="tick" textAnchor="end">
@@ -79,11 +96,23 @@ export function LineChart(props: {
           {hhmm(to)} UTC
         </text>
         {lines.map((l) =>
-          paths(l.points, x, y).map((d, k) => (
-            <polyline key={`${l.name}-${k}`} points={d} fill="none" stroke={l.color} strokeWidth={1.6} strokeDasharray={l.dash} />
-          )),
+          paths(l.points, x, y).map((run, k) =>
+            run.length === 1 ? (
+              <circle key={`${l.name}-${k}`} cx={run[0]?.[0]} cy={run[0]?.[1]} r={2.5} fill={l.color} />
+            ) : (
+              <polyline
+                key={`${l.name}-${k}`}
+                points={run.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" ")}
+                fill="none"
+                stroke={l.color}
+                strokeWidth={1.6}
+                strokeDasharray={l.dash}
+              />
+            ),
+          ),
         )}
       </svg>
+      </div>
       <ul className="legend">
         {lines.map((l) => (
           <li key={l.name}>
@@ -125,11 +154,11 @@ export function LineChart(props: {
   );
 }
 
-const HEAT_FILL = ["transparent", "#1e3a8a", "#3b5fc0", "#b45309", "#dc2626", "#fca5a5"];
+const HEAT_FILL = ["transparent", "#1e3a8a", "#2563eb", "#b45309", "#c2410c", "#b91c1c"];
 
 export function HeatMap({ heat, cellCap, columnSeconds }: { heat: Heat; cellCap: string; columnSeconds: number | null }) {
-  const cw = 34;
-  const rh = 16;
+  const cw = 40;
+  const rh = 20;
   const left = 64;
   const topPad = 18;
   const w = left + heat.columns.length * cw + 4;
@@ -149,7 +178,7 @@ export function HeatMap({ heat, cellCap, columnSeconds }: { heat: Heat; cellCap:
           </text>
         ))}
         {heat.rows.map((r, k) => (
-          <text key={r} x={left - 4} y={topPad + k * rh + 12} className="tick" textAnchor="end">
+          <text key={r} x={left - 4} y={topPad + k * rh + 13} className="tick" textAnchor="end">
             row {r}
           </text>
         ))}
@@ -164,7 +193,7 @@ export function HeatMap({ heat, cellCap, columnSeconds }: { heat: Heat; cellCap:
                   <title>{`${col0}:${row}: ${displayMoney(formatMoney(v))}`}</title>
                 </rect>
                 {level > 0 && (
-                  <text x={left + c * cw + cw / 2 - 1} y={topPad + k * rh + 11} textAnchor="middle" className="heat-mark">
+                  <text x={left + c * cw + cw / 2 - 1} y={topPad + k * rh + 13} textAnchor="middle" className="heat-mark">
                     {level}
                   </text>
                 )}
