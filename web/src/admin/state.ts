@@ -37,6 +37,7 @@ export type AdminAction =
   | { type: "pollFailed"; error: string }
   | { type: "integrity"; run: IntegrityRun | null }
   | { type: "message"; text: string; level: "ok" | "error" }
+  | { type: "clearMessage" }
   | { type: "reset" };
 
 export function adminReducer(s: AdminState, a: AdminAction): AdminState {
@@ -63,6 +64,8 @@ export function adminReducer(s: AdminState, a: AdminAction): AdminState {
       return { ...s, integrity: a.run };
     case "message":
       return { ...s, message: { text: a.text, level: a.level } };
+    case "clearMessage":
+      return s.message ? { ...s, message: null } : s;
     case "reset":
       return initialAdmin;
   }

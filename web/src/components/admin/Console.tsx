@@ -27,6 +27,11 @@ export function Console({ admin }: { admin: AdminConsole }) {
     void admin.start();
     return () => admin.stop();
   }, [admin]);
+  useEffect(() => {
+    if (!s.message) return;
+    const id = setTimeout(() => admin.store.dispatch({ type: "clearMessage" }), 8000);
+    return () => clearTimeout(id);
+  }, [s.message, admin]);
 
   if (s.access === "forbidden")
     return (
@@ -121,7 +126,7 @@ function Betting({ admin, betting }: { admin: AdminConsole; betting: BettingStat
           <button type="button" className="danger" disabled={busy} onClick={() => void act(false)}>
             Yes, halt betting
           </button>{" "}
-          <button type="button" disabled={busy} onClick={() => setConfirming(false)}>
+          <button type="button" disabled={busy} autoFocus onClick={() => setConfirming(false)}>
             Cancel
           </button>
         </div>
