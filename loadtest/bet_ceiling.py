@@ -30,7 +30,8 @@ What it does (everything on 127.0.0.1, every step bounded in time, everything it
 
 With ``--console-poll S`` an operator session (an admin wallet made up for the run, put in
 TAP_ADMIN_ADDRESSES) polls ``GET /api/v1/admin/overview`` every S seconds during each run, on its own
-connection, as the operator console does; its latencies are reported beside the taps' (issue 14: the
+connection, as the operator console does (``--console-window 10``: with ``?window=10``, as the web
+console at /admin does after its first load); its latencies are reported beside the taps' (issue 14: the
 console must not slow the trader path).
 
 "Time to bet:confirmed" is measured on the traders' websockets from the instant the bet was due
@@ -78,9 +79,10 @@ from loadtest.lib.stack import VENV_BIN, Stack, free_port, log, tcp_ok
 class ConsolePoller:
     """An operator's console: GET /api/v1/admin/overview every `every_s` seconds, latencies kept."""
 
-    def __init__(self, host: str, port: int, token: str, every_s: float) -> None:
+    def __init__(self, host: str, port: int, token: str, every_s: float, window_s: int | None = None) -> None:
         self.http = RawHttp(host, port)
-        self.req = build_request("GET", "/api/v1/admin/overview", f"{host}:{port}", token=token)
+        path = "/api/v1/admin/overview" + (f"?window={window_s}" if window_s else "")
+        self.req = build_request("GET", path, f"{host}:{port}", token=token)
         self.every_s = every_s
         self.latencies_ms: list[float] = []
         self.bytes = 0
@@ -666,6 +668,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="an operator polls GET /api/v1/admin/overview every this many seconds during each run (0: no)",
     )
+    ap.add_argument(
+        "--console-window",
+        type=int,
+        default=None,
+        help="poll with ?window=N (the web console polls ?window=10 after its first load); default: 900",
+    )
     ap.add_argument("--json", type=Path, help="write all results here")
     ap.add_argument("--logs", type=Path, help="keep the gunicorn and redis logs here")
     ap.add_argument(
@@ -783,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
         self_check(api, traders[0], domain, chain_id)
         if args.console_poll:
             token = login_admin(api, admin_key, domain, chain_id)
-            console = ConsolePoller(host, port, token, args.console_poll)
+            console = ConsolePoller(host, port, token, args.console_poll, args.console_window)
 
         if args.warmup > 0:
             r = measure_bets(

@@ -170,7 +170,9 @@ class Wallet:
         return "0x" + bytes(sig).hex()
 
 
-def open_page(browser, stack: Stack, wallet: Wallet | None, *, phone: bool = False, chain: int = 5):
+def open_page(
+    browser, stack: Stack, wallet: Wallet | None, *, phone: bool = False, chain: int = 5, path: str = "/"
+):
     opts = {"ignore_https_errors": True}
     if phone:
         opts.update(
@@ -188,7 +190,7 @@ def open_page(browser, stack: Stack, wallet: Wallet | None, *, phone: bool = Fal
         page.add_init_script(
             WALLET_JS.replace("__ADDRESS__", wallet.account.address).replace("__CHAIN__", hex(chain))
         )
-    page.goto(stack.url + "/")
+    page.goto(stack.url + path)
     return page
 
 

@@ -221,7 +221,8 @@ export function reducer(s: State, a: Action): State {
 export function tapRefusal(s: State, cell: string, quote: string | null | undefined): string | null {
   if (!s.session) return "Sign in to place bets.";
   if (s.conn.state !== "open") return "Not connected: taps are paused until the connection is back.";
-  if (!s.feed.betting) return "Betting is suspended right now.";
+  if (!s.feed.betting)
+    return s.feed.reason ? `Betting is halted: ${s.feed.reason}` : "Betting is suspended right now.";
   const prev = s.taps[cell];
   if (prev && HOLDS_CELL.includes(prev.state)) return "You already have a bet on this cell.";
   if (quote === undefined) return "This cell is locked: it is too close or already running.";

@@ -419,3 +419,441 @@ export function parseNonce(v: unknown): string {
   if (!/^[A-Za-z0-9]{8,64}$/.test(n)) throw new WireError("nonce: not 8–64 alphanumerics");
   return n;
 }
+
+// ---- the operator console (SPEC §8b, §8c; docs/API.md "Admin (operator) routes") ------------------
+
+export interface BreakerState {
+  state: FeedState;
+  betting: boolean;
+  age_s: number | null;
+  recovering: boolean;
+  recovery_left_s: number | null;
+}
+export interface FeedSource {
+  source: string;
+  price: string | null;
+  /** Seconds since its last price arrived (a float: a duration, not money). */
+  age_s: number | null;
+  fresh: boolean;
+  median: string | null;
+  /** Deviation from the median of the fresh sources, parts per million (an integer). */
+  deviation_ppm: number | null;
+}
+export interface FeedTransition {
+  at: number;
+  feed: FeedState;
+  betting: boolean;
+  halted: boolean;
+  reason: string | null;
+}
+export interface FeedPanel {
+  breaker: BreakerState;
+  last_price: string | null;
+  last_tick_ts: number | null;
+  sources: FeedSource[];
+  max_deviation: string;
+  transitions: FeedTransition[];
+}
+export interface BettingAction {
+  at: number;
+  address: string;
+  action: "halt" | "reopen";
+  reason: string | null;
+}
+export interface BettingState {
+  open: boolean;
+  halted: boolean;
+  reason: string | null;
+  by: string | null;
+  at: number | null;
+  breaker_open: boolean;
+  actions: BettingAction[];
+}
+export interface WriterPanel {
+  queue_depth: number;
+  queue_max: number;
+  batch_max: number;
+  series: {
+    at: number[];
+    commits: number[];
+    batch_mean: (number | null)[];
+    commit_p50_ms: (number | null)[];
+    commit_p99_ms: (number | null)[];
+    queue_depth: number[];
+  };
+}
+export interface TapsPanel {
+  /** Unix seconds of the first entry of every series. */
+  start: number;
+  seconds: number;
+  by_outcome: Record<string, number[]>;
+  totals: Record<string, number>;
+}
+export interface ResolverPanel {
+  oldest_open_window: number | null;
+  lag_s: number;
+}
+export interface ExposureColumn {
+  t_start: number;
+  placeable: boolean;
+  closed: boolean;
+  liability: string;
+  used: string | null;
+  /** Row → open potential payout (money). */
+  cells: Record<string, string>;
+}
+export interface ExposureCell {
+  cell: string;
+  liability: string;
+  used: string | null;
+  band: [string, string];
+}
+export interface ExposurePanel {
+  cell_cap: string;
+  column_cap: string;
+  total: string;
+  columns: ExposureColumn[];
+  largest_cells: ExposureCell[];
+}
+export interface HouseSummary {
+  bets: number;
+  won: number;
+  staked: string;
+  paid: string;
+  /** staked − paid: signed money. */
+  house_result: string;
+  /** paid / staked, 4 decimals floored; null with nothing staked. */
+  realised_return: string | null;
+  voided: number;
+  refunded: string;
+  day: string | null;
+}
+export interface HousePanel {
+  target_return: string;
+  today: HouseSummary & { buckets: Record<string, HouseSummary> };
+  week: HouseSummary & { buckets: Record<string, HouseSummary> };
+  days: HouseSummary[];
+}
+export interface LocalWeek {
+  week: string;
+  file: string;
+  size: number;
+  state: string;
+}
+export interface ArchivedWeek {
+  week: string;
+  compressed_size: number;
+  raw_size: number | null;
+  last_modified: string | null;
+  restored: boolean;
+}
+export interface WeeksPanel {
+  error: string | null;
+  local: LocalWeek[];
+  archived: ArchivedWeek[];
+  target: string | null;
+}
+export type IntegrityRunState = "running" | "ok" | "violations" | "failed" | "interrupted";
+export interface IntegrityRun {
+  id: string;
+  state: IntegrityRunState;
+  by: string | null;
+  started_at: number | null;
+  finished_at: number | null;
+  files_done: number;
+  files_total: number | null;
+  current_file: string | null;
+  violations: number;
+  first_violations: string[];
+  seconds: number | null;
+  error: string | null;
+}
+export interface Overview {
+  server_time: number;
+  worker: number | null;
+  feed: FeedPanel;
+  betting: BettingState;
+  writer: WriterPanel;
+  taps: TapsPanel;
+  websocket: { clients: number };
+  resolver: ResolverPanel;
+  exposure: ExposurePanel;
+  house: HousePanel;
+  weeks: WeeksPanel;
+  integrity: IntegrityRun | null;
+}
+
+function num(o: Obj, k: string): number {
+  const v = o[k];
+  if (typeof v !== "number" || !Number.isFinite(v)) throw new WireError(`${k}: expected a number`);
+  return v;
+}
+function optNum(o: Obj, k: string): number | null {
+  const v = o[k];
+  return v === undefined || v === null ? null : num(o, k);
+}
+function list<T>(o: Obj, k: string, each: (v: unknown) => T): T[] {
+  const v = o[k];
+  if (!Array.isArray(v)) throw new WireError(`${k}: expected a list`);
+  return v.map(each);
+}
+function numList(o: Obj, k: string): number[] {
+  return list(o, k, (x) => {
+    if (typeof x !== "number" || !Number.isFinite(x)) throw new WireError(`${k}: numbers expected`);
+    return x;
+  });
+}
+function optNumList(o: Obj, k: string): (number | null)[] {
+  return list(o, k, (x) => {
+    if (x === null) return null;
+    if (typeof x !== "number" || !Number.isFinite(x)) throw new WireError(`${k}: numbers or null expected`);
+    return x;
+  });
+}
+function feedState(o: Obj, k: string): FeedState {
+  const v = str(o, k);
+  if (!(FEEDS as readonly string[]).includes(v)) throw new WireError(`${k}: unknown feed state ${v}`);
+  return v as FeedState;
+}
+/** A ratio such as realised_return: a decimal string, possibly negative, or null. */
+function optRatio(o: Obj, k: string): string | null {
+  const v = o[k];
+  if (v === undefined || v === null) return null;
+  const s = str(o, k);
+  if (!DECIMAL.test(s.startsWith("-") ? s.slice(1) : s)) throw new WireError(`${k}: not a decimal string: ${s}`);
+  return s;
+}
+
+function parseFeedPanel(v: unknown): FeedPanel {
+  const o = obj(v, "feed");
+  const b = obj(o["breaker"], "breaker");
+  return {
+    breaker: {
+      state: feedState(b, "state"),
+      betting: bool(b, "betting"),
+      age_s: optNum(b, "age_s"),
+      recovering: bool(b, "recovering"),
+      recovery_left_s: optNum(b, "recovery_left_s"),
+    },
+    last_price: o["last_price"] === null ? null : decimal(o, "last_price"),
+    last_tick_ts: optInt(o, "last_tick_ts"),
+    sources: list(o, "sources", (x) => {
+      const s = obj(x, "source");
+      return {
+        source: str(s, "source"),
+        price: s["price"] === null ? null : decimal(s, "price"),
+        age_s: optNum(s, "age_s"),
+        fresh: bool(s, "fresh"),
+        median: s["median"] === null || s["median"] === undefined ? null : decimal(s, "median"),
+        deviation_ppm: optInt(s, "deviation_ppm"),
+      };
+    }),
+    max_deviation: decimal(o, "max_deviation"),
+    transitions: list(o, "transitions", (x) => {
+      const t = obj(x, "transition");
+      return {
+        at: int(t, "at"),
+        feed: feedState(t, "feed"),
+        betting: bool(t, "betting"),
+        halted: t["halted"] === true,
+        reason: optStr(t, "reason") ?? null,
+      };
+    }),
+  };
+}
+
+export function parseBettingState(v: unknown): BettingState {
+  const o = obj(v, "betting");
+  return {
+    open: bool(o, "open"),
+    halted: bool(o, "halted"),
+    reason: optStr(o, "reason") ?? null,
+    by: optStr(o, "by") ?? null,
+    at: optInt(o, "at"),
+    breaker_open: bool(o, "breaker_open"),
+    actions: list(o, "actions", (x) => {
+      const a = obj(x, "action");
+      const action = str(a, "action");
+      if (action !== "halt" && action !== "reopen") throw new WireError(`action: ${action}`);
+      return { at: int(a, "at"), address: str(a, "address"), action, reason: optStr(a, "reason") ?? null };
+    }),
+  };
+}
+
+function parseWriterPanel(v: unknown): WriterPanel {
+  const o = obj(v, "writer");
+  const s = obj(o["series"], "writer series");
+  return {
+    queue_depth: int(o, "queue_depth"),
+    queue_max: int(o, "queue_max"),
+    batch_max: int(o, "batch_max"),
+    series: {
+      at: intArray(s, "at"),
+      commits: intArray(s, "commits"),
+      batch_mean: optNumList(s, "batch_mean"),
+      commit_p50_ms: optNumList(s, "commit_p50_ms"),
+      commit_p99_ms: optNumList(s, "commit_p99_ms"),
+      queue_depth: intArray(s, "queue_depth"),
+    },
+  };
+}
+
+function intRecord(v: unknown, what: string): Record<string, number> {
+  const o = obj(v, what);
+  const out: Record<string, number> = {};
+  for (const k of Object.keys(o)) out[k] = int(o, k);
+  return out;
+}
+
+export function parseTapsPanel(v: unknown): TapsPanel {
+  const o = obj(v, "taps");
+  const seconds = int(o, "seconds");
+  const by = obj(o["by_outcome"], "by_outcome");
+  const by_outcome: Record<string, number[]> = {};
+  for (const k of Object.keys(by)) {
+    const series = intArray(by, k);
+    if (series.length !== seconds) throw new WireError(`by_outcome.${k}: ${seconds} entries expected`);
+    by_outcome[k] = series;
+  }
+  return { start: int(o, "start"), seconds, by_outcome, totals: intRecord(o["totals"], "totals") };
+}
+
+function parseExposurePanel(v: unknown): ExposurePanel {
+  const o = obj(v, "exposure");
+  return {
+    cell_cap: money(o, "cell_cap"),
+    column_cap: money(o, "column_cap"),
+    total: money(o, "total"),
+    columns: list(o, "columns", (x) => {
+      const c = obj(x, "column");
+      const cellsObj = obj(c["cells"], "cells");
+      const cells: Record<string, string> = {};
+      for (const k of Object.keys(cellsObj)) {
+        if (!/^-?[0-9]+$/.test(k)) throw new WireError(`cells: row ${k} is not an integer`);
+        cells[k] = money(cellsObj, k);
+      }
+      return {
+        t_start: int(c, "t_start"),
+        placeable: bool(c, "placeable"),
+        closed: bool(c, "closed"),
+        liability: money(c, "liability"),
+        used: optRatio(c, "used"),
+        cells,
+      };
+    }),
+    largest_cells: list(o, "largest_cells", (x) => {
+      const c = obj(x, "cell");
+      const band = c["band"];
+      if (!Array.isArray(band) || band.length !== 2 || !band.every((p) => typeof p === "string" && DECIMAL.test(p)))
+        throw new WireError("band: two prices expected");
+      return {
+        cell: str(c, "cell"),
+        liability: money(c, "liability"),
+        used: optRatio(c, "used"),
+        band: [band[0] as string, band[1] as string],
+      };
+    }),
+  };
+}
+
+function parseHouseSummary(v: unknown): HouseSummary {
+  const o = obj(v, "house summary");
+  return {
+    bets: int(o, "bets"),
+    won: int(o, "won"),
+    staked: money(o, "staked"),
+    paid: money(o, "paid"),
+    house_result: signedMoney(o, "house_result"),
+    realised_return: optRatio(o, "realised_return"),
+    voided: int(o, "voided"),
+    refunded: money(o, "refunded"),
+    day: optStr(o, "day") ?? null,
+  };
+}
+function parseHouseBlock(v: unknown): HouseSummary & { buckets: Record<string, HouseSummary> } {
+  const o = obj(v, "house block");
+  const b = obj(o["buckets"], "buckets");
+  const buckets: Record<string, HouseSummary> = {};
+  for (const k of Object.keys(b)) buckets[k] = parseHouseSummary(b[k]);
+  return { ...parseHouseSummary(o), buckets };
+}
+
+function parseHousePanel(v: unknown): HousePanel {
+  const o = obj(v, "house");
+  return {
+    target_return: decimal(o, "target_return"),
+    today: parseHouseBlock(o["today"]),
+    week: parseHouseBlock(o["week"]),
+    days: list(o, "days", parseHouseSummary),
+  };
+}
+
+function parseWeeksPanel(v: unknown): WeeksPanel {
+  const o = obj(v, "weeks");
+  return {
+    error: optStr(o, "error") ?? null,
+    local: list(o, "local", (x) => {
+      const w = obj(x, "week");
+      return { week: str(w, "week"), file: str(w, "file"), size: int(w, "size"), state: str(w, "state") };
+    }),
+    archived: list(o, "archived", (x) => {
+      const w = obj(x, "archived week");
+      return {
+        week: str(w, "week"),
+        compressed_size: int(w, "compressed_size"),
+        raw_size: optInt(w, "raw_size"),
+        last_modified: optStr(w, "last_modified") ?? null,
+        restored: bool(w, "restored"),
+      };
+    }),
+    target: optStr(o, "target") ?? null,
+  };
+}
+
+const RUN_STATES: readonly IntegrityRunState[] = ["running", "ok", "violations", "failed", "interrupted"];
+export function parseIntegrityRun(v: unknown): IntegrityRun | null {
+  if (v === null || v === undefined) return null;
+  const o = obj(v, "integrity run");
+  const state = str(o, "state");
+  if (!(RUN_STATES as readonly string[]).includes(state)) throw new WireError(`state: ${state}`);
+  const fv = o["first_violations"];
+  return {
+    id: str(o, "id"),
+    state: state as IntegrityRunState,
+    by: optStr(o, "by") ?? null,
+    started_at: optInt(o, "started_at"),
+    finished_at: optInt(o, "finished_at"),
+    files_done: optInt(o, "files_done") ?? 0,
+    files_total: optInt(o, "files_total"),
+    current_file: optStr(o, "current_file") ?? null,
+    violations: optInt(o, "violations") ?? 0,
+    first_violations: Array.isArray(fv) ? fv.filter((x): x is string => typeof x === "string") : [],
+    seconds: optNum(o, "seconds"),
+    error: optStr(o, "error") ?? null,
+  };
+}
+
+export function parseIntegrityState(v: unknown): IntegrityRun | null {
+  return parseIntegrityRun(obj(v, "integrity state")["last"]);
+}
+
+export function parseOverview(v: unknown): Overview {
+  const o = obj(v, "overview");
+  return {
+    server_time: int(o, "server_time"),
+    worker: optInt(o, "worker"),
+    feed: parseFeedPanel(o["feed"]),
+    betting: parseBettingState(o["betting"]),
+    writer: parseWriterPanel(o["writer"]),
+    taps: parseTapsPanel(o["taps"]),
+    websocket: { clients: int(obj(o["websocket"], "websocket"), "clients") },
+    resolver: (() => {
+      const r = obj(o["resolver"], "resolver");
+      return { oldest_open_window: optInt(r, "oldest_open_window"), lag_s: num(r, "lag_s") };
+    })(),
+    exposure: parseExposurePanel(o["exposure"]),
+    house: parseHousePanel(o["house"]),
+    weeks: parseWeeksPanel(o["weeks"]),
+    integrity: parseIntegrityRun(o["integrity"]),
+  };
+}

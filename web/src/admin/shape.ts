@@ -1,0 +1,190 @@
+// The console's data shaping, pure and unit-tested: rolling per-second series built from the small
+// `?window=10` polls, time buckets for the plots, the exposure heat map's grid and scale, ratios as
+// integer basis points. Money stays bigint micro-units; only plot coordinates are floats.
+import { parseMoney } from "../money";
+import type { ExposureColumn, FeedSource, TapsPanel, WriterPanel } from "../wire";
+
+/** What the plots show: the last 15 minutes. */
+export const KEEP_S = 900;
+
+// ---- rolling series --------------------------------------------------------------------------------
+
+/** Taps per second by outcome, merged by absolute second: `next` wins where they overlap (the
+ * current second keeps growing), seconds older than `keep` before the newest are dropped. */
+export function mergeTaps(prev: TapsPanel | null, next: TapsPanel, keep = KEEP_S): TapsPanel {
+  const end = Math.max(next.start + next.seconds, prev ? prev.start + prev.seconds : 0); // exclusive
+  const start = Math.max(end - keep, Math.min(next.start, prev ? prev.start : next.start));
+  const seconds = end - start;
+  const outcomes = new Set([...Object.keys(next.by_outcome), ...(prev ? Object.keys(prev.by_outcome) : [])]);
+  const by: Record<string, number[]> = {};
+  for (const o of outcomes) {
+    const out = new Array<number>(seconds).fill(0);
+    for (const src of prev ? [prev, next] : [next]) {
+      const series = src.by_outcome[o];
+      for (let i = 0; i < src.seconds; i++) {
+        const k = src.start + i - start;
+        if (k < 0 || k >= seconds) continue;
+        out[k] = series?.[i] ?? 0; // next is applied after prev: it wins
+      }
+    }
+    if (out.some((n) => n > 0)) by[o] = out;
+  }
+  const totals: Record<string, number> = {};
+  for (const [o, s] of Object.entries(by)) totals[o] = s.reduce((a, b) => a + b, 0);
+  return { start, seconds, by_outcome: by, totals };
+}
+
+export type WriterSeries = WriterPanel["series"];
+
+/** The writer's per-second samples merged by `at` (Unix s): `next` replaces equal seconds, older than
+ * `keep` before the newest are dropped, the result sorted by time. */
+export function mergeWriter(prev: WriterSeries | null, next: WriterSeries, keep = KEEP_S): WriterSeries {
+  const rows = new Map<number, number>(); // at → index into a combined list
+  const all: { src: WriterSeries; i: number }[] = [];
+  for (const src of prev ? [prev, next] : [next]) {
+    src.at.forEach((at, i) => {
+      const k = rows.get(at);
+      if (k === undefined) {
+        rows.set(at, all.length);
+        all.push({ src, i });
+      } else all[k] = { src, i };
+    });
+  }
+  const newest = Math.max(...rows.keys());
+  const kept = [...rows.entries()].filter(([at]) => at > newest - keep).sort((a, b) => a[0] - b[0]);
+  const out: WriterSeries = { at: [], commits: [], batch_mean: [], commit_p50_ms: [], commit_p99_ms: [], queue_depth: [] };
+  for (const [at, k] of kept) {
+    const r = all[k];
+    if (!r) continue;
+    out.at.push(at);
+    out.commits.push(r.src.commits[r.i] ?? 0);
+    out.batch_mean.push(r.src.batch_mean[r.i] ?? null);
+    out.commit_p50_ms.push(r.src.commit_p50_ms[r.i] ?? null);
+    out.commit_p99_ms.push(r.src.commit_p99_ms[r.i] ?? null);
+    out.queue_depth.push(r.src.queue_depth[r.i] ?? 0);
+  }
+  return out;
+}
+
+// ---- buckets for the plots -------------------------------------------------------------------------
+
+export interface Point {
+  /** Unix seconds at the bucket's start. */
+  t: number;
+  /** null: no sample in the bucket (a gap is drawn, not a zero). */
+  v: number | null;
+}
+
+/** Buckets of `bucketS` seconds from `from` (inclusive) to `to` (exclusive), aligned to multiples of
+ * `bucketS`. */
+export function bucketStarts(from: number, to: number, bucketS: number): number[] {
+  const first = Math.floor(from / bucketS) * bucketS;
+  const out: number[] = [];
+  for (let t = first; t < to; t += bucketS) out.push(t);
+  return out;
+}
+
+/** Mean rate per second of a dense per-second count series (`start` = Unix s of values[0]) in each
+ * bucket: the bucket's sum over its seconds. Seconds outside the series count as 0. */
+export function bucketRate(start: number, values: number[], from: number, to: number, bucketS: number): Point[] {
+  return bucketStarts(from, to, bucketS).map((t) => {
+    let sum = 0;
+    for (let s = t; s < t + bucketS; s++) sum += values[s - start] ?? 0;
+    return { t, v: sum / bucketS };
+  });
+}
+
+/** The largest sample of a sparse series (`at` Unix s) in each bucket, null when it has none. */
+export function bucketMax(at: number[], values: (number | null)[], from: number, to: number, bucketS: number): Point[] {
+  const starts = bucketStarts(from, to, bucketS);
+  const first = starts[0] ?? from;
+  const out: Point[] = starts.map((t) => ({ t, v: null }));
+  at.forEach((a, i) => {
+    const v = values[i];
+    if (v === null || v === undefined || a < first || a >= to) return;
+    const p = out[Math.floor((a - first) / bucketS)];
+    if (p && (p.v === null || v > p.v)) p.v = v;
+  });
+  return out;
+}
+
+// ---- feed age per source: sampled by the console at each poll ---------------------------------------
+
+export interface AgeSample {
+  /** Unix ms of the poll. */
+  at: number;
+  ages: Record<string, number | null>;
+}
+
+export function pushAges(hist: AgeSample[], at: number, sources: FeedSource[], keepMs = KEEP_S * 1000): AgeSample[] {
+  const ages: Record<string, number | null> = {};
+  for (const s of sources) ages[s.source] = s.age_s;
+  const kept = hist.filter((h) => h.at > at - keepMs && h.at < at);
+  return [...kept, { at, ages }];
+}
+
+// ---- the exposure heat map -------------------------------------------------------------------------
+
+export interface Heat {
+  columns: number[];
+  /** Rows top to bottom (highest price band first). */
+  rows: number[];
+  /** micros[c][r]: open potential payout of cell (columns[c], rows[r]) in micro-units. */
+  micros: bigint[][];
+  max: bigint;
+}
+
+/** The grid of the columns with their exposure: every row that holds liability in any column, plus
+ * `pad` rows around them so a lone cell has context; rows are listed top (high) to bottom. */
+export function heatGrid(columns: ExposureColumn[], pad = 1): Heat {
+  const rowsWith = new Set<number>();
+  for (const c of columns) for (const r of Object.keys(c.cells)) rowsWith.add(Number(r));
+  const rows: number[] = [];
+  if (rowsWith.size) {
+    const lo = Math.min(...rowsWith) - pad;
+    const hi = Math.max(...rowsWith) + pad;
+    for (let r = hi; r >= lo; r--) rows.push(r);
+  }
+  let max = 0n;
+  const micros = columns.map((c) =>
+    rows.map((r) => {
+      const m = c.cells[String(r)];
+      const v = m === undefined ? 0n : parseMoney(m);
+      if (v > max) max = v;
+      return v;
+    }),
+  );
+  return { columns: columns.map((c) => c.t_start), rows, micros, max };
+}
+
+export const HEAT_LEVELS = 5;
+
+/** 0 for an empty cell, else 1..levels: the share of `max` rounded up, so any liability is visible. */
+export function heatLevel(v: bigint, max: bigint, levels = HEAT_LEVELS): number {
+  if (v <= 0n || max <= 0n) return 0;
+  const l = (v * BigInt(levels) + max - 1n) / max;
+  return Number(l > BigInt(levels) ? BigInt(levels) : l);
+}
+
+// ---- ratios ----------------------------------------------------------------------------------------
+
+/** A ratio string with up to 4 decimals ("0.95", "-0.1234", "1.2") as integer basis points. */
+export function ratioBp(s: string): bigint {
+  const neg = s.startsWith("-");
+  const m = /^(0|[1-9][0-9]*)(?:\.([0-9]{1,4}))?$/.exec(neg ? s.slice(1) : s);
+  if (!m) throw new RangeError(`not a ratio: ${s}`);
+  const bp = BigInt(m[1] ?? "0") * 10_000n + BigInt((m[2] ?? "").padEnd(4, "0"));
+  return neg ? -bp : bp;
+}
+
+/** Basis points as a percentage with two decimals: 9500n → "95.00 %". */
+export function pct(bp: bigint): string {
+  const neg = bp < 0n;
+  const a = neg ? -bp : bp;
+  return `${neg ? "−" : ""}${(a / 100n).toString()}.${(a % 100n).toString().padStart(2, "0")} %`;
+}
+
+/** Money share of a cap in basis points (floored), from micro-units. */
+export function shareBp(part: bigint, whole: bigint): bigint {
+  return whole > 0n ? (part * 10_000n) / whole : 0n;
+}

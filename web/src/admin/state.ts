@@ -1,0 +1,91 @@
+// The console's state in one place: a pure reducer over what the polls bring, plus a small store.
+import type { IntegrityRun, Overview, TapsPanel } from "../wire";
+import { mergeTaps, mergeWriter, pushAges, type AgeSample, type WriterSeries } from "./shape";
+
+export type Access = "checking" | "allowed" | "forbidden";
+
+export interface AdminState {
+  access: Access;
+  overview: Overview | null;
+  /** The last 15 minutes, merged from the polls (the overview carries only the last few seconds). */
+  taps: TapsPanel | null;
+  writer: WriterSeries | null;
+  ages: AgeSample[];
+  /** When the last poll answered (client ms) and the last failure, if the latest poll failed. */
+  polledAt: number | null;
+  error: string | null;
+  integrity: IntegrityRun | null;
+  /** A message after an action (halt, reopen, integrity-check), for the live region. */
+  message: { text: string; level: "ok" | "error" } | null;
+}
+
+export const initialAdmin: AdminState = {
+  access: "checking",
+  overview: null,
+  taps: null,
+  writer: null,
+  ages: [],
+  polledAt: null,
+  error: null,
+  integrity: null,
+  message: null,
+};
+
+export type AdminAction =
+  | { type: "access"; access: Access }
+  | { type: "overview"; overview: Overview; now: number }
+  | { type: "pollFailed"; error: string }
+  | { type: "integrity"; run: IntegrityRun | null }
+  | { type: "message"; text: string; level: "ok" | "error" }
+  | { type: "clearMessage" }
+  | { type: "reset" };
+
+export function adminReducer(s: AdminState, a: AdminAction): AdminState {
+  switch (a.type) {
+    case "access":
+      return { ...s, access: a.access };
+    case "overview": {
+      const o = a.overview;
+      return {
+        ...s,
+        access: "allowed",
+        overview: o,
+        taps: mergeTaps(s.taps, o.taps),
+        writer: mergeWriter(s.writer, o.writer.series),
+        ages: pushAges(s.ages, o.server_time, o.feed.sources),
+        polledAt: a.now,
+        error: null,
+        integrity: o.integrity,
+      };
+    }
+    case "pollFailed":
+      return { ...s, error: a.error };
+    case "integrity":
+      return { ...s, integrity: a.run };
+    case "message":
+      return { ...s, message: { text: a.text, level: a.level } };
+    case "clearMessage":
+      return s.message ? { ...s, message: null } : s;
+    case "reset":
+      return initialAdmin;
+  }
+}
+
+type Listener = () => void;
+
+export class AdminStore {
+  private state: AdminState = initialAdmin;
+  private listeners = new Set<Listener>();
+  get = (): AdminState => this.state;
+  dispatch = (a: AdminAction): void => {
+    const next = adminReducer(this.state, a);
+    if (next !== this.state) {
+      this.state = next;
+      for (const l of this.listeners) l();
+    }
+  };
+  subscribe = (l: Listener): (() => void) => {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  };
+}
