@@ -30,7 +30,7 @@ from tests.test_web_e2e import (
     ws_bets_supported,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 ADMIN = Wallet()
 
