@@ -18,6 +18,7 @@ from app.market.quotes import QuoteState
 from app.metrics import Metrics
 from app.realtime.fanout import Fanout
 from app.storage.db import ReadPool
+from app.storage.redis_batch import ScriptBatcher
 from app.storage.writes import WriteQueue
 
 
@@ -34,6 +35,8 @@ class Services:
     quotes: QuoteState
     bet_claims: BetClaims
     bet_notifier: BetNotifier
+    # Concurrent taps' Redis script calls (rate counter, claim, session lookup) in one round trip.
+    redis_batch: ScriptBatcher
     # The wall clock every rule reads (bet freshness, placeable cells, sessions, server_time):
     # timestamps leave the process, so wall time, not monotonic. Tests freeze it with `set_clock`.
     clock: Callable[[], float] = field(default=time.time)

@@ -40,19 +40,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the repo root
 
-from loadtest.bet_ceiling import (  # noqa: E402
+from loadtest.bet_ceiling import (
     measure_healthz_wrk,
     self_check,
     setup_traders,
     wait_betting_open,
 )
-from loadtest.lib.cells import plan_cells  # noqa: E402
-from loadtest.lib.cpu import CpuWindow, loadavg, wait_quiet  # noqa: E402
-from loadtest.lib.metrics import hist_quantiles, metric_delta, rejected_by_reason, scrape  # noqa: E402
-from loadtest.lib.openloop import latency_summary, open_loop, pct  # noqa: E402
-from loadtest.lib.rawhttp import Api, Trader, build_request  # noqa: E402
-from loadtest.lib.stack import VENV_BIN, Stack, log  # noqa: E402
-from loadtest.lib.wstaps import TapSocket, connect_all, open_loop_taps, sign_taps  # noqa: E402
+from loadtest.lib.cells import plan_cells
+from loadtest.lib.cpu import CpuWindow, loadavg, wait_quiet
+from loadtest.lib.metrics import hist_quantiles, metric_delta, rejected_by_reason, scrape
+from loadtest.lib.openloop import latency_summary, open_loop, pct
+from loadtest.lib.rawhttp import Api, Trader, build_request
+from loadtest.lib.stack import VENV_BIN, Stack, log
+from loadtest.lib.wstaps import TapSocket, connect_all, open_loop_taps, sign_taps
 
 _PRICE_TS = re.compile(rb'\{"type":"price","price":"[0-9.]+","ts":([0-9]+)')
 
@@ -228,7 +228,9 @@ def measure_taps(
         "accepted": len(accepted),
         # accepted per second over the span in which the answers arrived (a server that falls behind
         # answers over a longer span than the schedule, so this is what it sustained)
-        "accepted_per_s": len(accepted) / max(span, acc_times[-1] - acc_times[0]) if len(acc_times) > 1 else 0,
+        "accepted_per_s": len(accepted) / max(span, acc_times[-1] - acc_times[0])
+        if len(acc_times) > 1
+        else 0,
         "errors": errors,
         "unanswered": unanswered,
         "not_sent": run.not_sent,
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = [int(r) for r in args.rates.split(",")]
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {1})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
 
@@ -379,7 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         grid = wait_betting_open(api)
         st = grid["settings"]
         domain, chain_id = st["siwe_domain"], st["chain_id"]
-        cols = st["columns_ahead"] - st["min_lead_columns"] - math.ceil((args.duration + 5) / st["column_seconds"]) - 1
+        cols = (
+            st["columns_ahead"]
+            - st["min_lead_columns"]
+            - math.ceil((args.duration + 5) / st["column_seconds"])
+            - 1
+        )
         per_trader = max(1, int(cols * (2 * args.row_margin + 1) * 0.6))
         count = args.sockets or max(500, math.ceil(max(rates) * args.duration / per_trader))
         traders = setup_traders(host, port, count, domain, chain_id)
@@ -391,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
             watchers.start()
             log(f"{args.watchers} watching sockets connected")
         # warm-up
-        measure_taps(api, {}, socks, max(200, rates[0] // 4), 3, args.row_margin, domain, chain_id, None, None, None)
+        measure_taps(
+            api, {}, socks, max(200, rates[0] // 4), 3, args.row_margin, domain, chain_id, None, None, None
+        )
         if args.healthz:
             wait_quiet(pids, args.max_others, args.quiet_timeout)
             results.append(measure_healthz_wrk(port, args.healthz, 64, pids))
@@ -399,7 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         profiled = False
         for rate in rates:
             for attempt in range(args.attempts):
-                prof = args.profile if args.profile and rate == (args.profile_rate or max(rates)) and not profiled else None
+                prof = (
+                    args.profile
+                    if args.profile and rate == (args.profile_rate or max(rates)) and not profiled
+                    else None
+                )
                 r = measure_taps(
                     api,
                     pids,

@@ -220,7 +220,9 @@ def sign_taps(
     return frames, owner
 
 
-def open_loop_taps(socks: list[TapSocket], frames: list[bytes], owner: list[int], rate: float, grace_s: float) -> TapRun:
+def open_loop_taps(
+    socks: list[TapSocket], frames: list[bytes], owner: list[int], rate: float, grace_s: float
+) -> TapRun:
     """Write frames[i] on socks[owner[i]] at t0 + i/rate from one dispatcher; wait for the answers."""
     import gevent
 
