@@ -50,6 +50,17 @@ def _seconds(raw: str) -> float:
     return v
 
 
+def _ms_window(raw: str) -> float:
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of milliseconds") from None
+    if not 0 <= v <= 50:
+        raise ValueError("must be >= 0 and <= 50 milliseconds")
+
+    return v
+
+
 def _bool(raw: str) -> bool:
     low = raw.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -290,6 +301,24 @@ class Settings:
     )
     redis_pool_size: int = _setting(
         "TAP_REDIS_POOL_SIZE", _int(1, 10_000), "64", "Redis connections shared by all greenlets"
+    )
+    redis_batch_window_ms: float = _setting(
+        "TAP_REDIS_BATCH_WINDOW_MS",
+        _ms_window,
+        "0",
+        "How long a tap's Redis call waits for others to share its round trip (0: one hub pass)",
+    )
+    redis_batch_max: int = _setting(
+        "TAP_REDIS_BATCH_MAX",
+        _int(1, 10_000),
+        "64",
+        "Most Redis script calls sent in one round trip (1: no batching)",
+    )
+    switch_interval_ms: float = _setting(
+        "TAP_SWITCH_INTERVAL_MS",
+        _ms_window,
+        "5",
+        "sys.setswitchinterval of the worker: how long the busy hub may hold the GIL from the SQLite writer",
     )
     redis_timeout_s: float = _setting("TAP_REDIS_TIMEOUT_S", _seconds, "2", "Redis connect/read timeout")
     log_level: str = _setting(

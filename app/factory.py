@@ -26,6 +26,7 @@ from app.realtime.fanout import Fanout
 from app.realtime.ws import sock
 from app.services import Services
 from app.storage.db import ReadPool
+from app.storage.redis_batch import ScriptBatcher
 from app.storage.redis_client import make_redis
 from app.storage.writes import WriteQueue
 
@@ -40,7 +41,9 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         MAX_CONTENT_LENGTH=64 * 1024,
         SOCK_SERVER_OPTIONS={
-            "ping_interval": settings.ws_ping_s,
+            # No simple-websocket ping thread: the socket's writer greenlet sends the pings
+            # (app.realtime.ws), so one greenlet writes to each socket.
+            "ping_interval": None,
             # A message over TAP_WS_MAX_MESSAGE gets a JSON `error` from app.realtime.taps (SPEC §8a);
             # past 16 times that, simple-websocket closes with 1009 before buffering any more of it.
             "max_message_size": 16 * settings.ws_max_message,
@@ -50,6 +53,12 @@ def build_app(settings: Settings | None = None) -> Flask:
     m = Metrics()
     redis_client = make_redis(
         settings.redis_url, pool_size=settings.redis_pool_size, timeout_s=settings.redis_timeout_s
+    )
+    redis_batch = ScriptBatcher(
+        redis_client,
+        window_s=settings.redis_batch_window_ms / 1000,
+        max_batch=settings.redis_batch_max,
+        observe=m.redis_batch_size.observe,
     )
     svc = Services(
         settings=settings,
@@ -61,8 +70,9 @@ def build_app(settings: Settings | None = None) -> Flask:
         feed=FeedMonitor(settings.feed_degraded_s, settings.feed_critical_s, settings.feed_recovery_s),
         grid=GridSpec.from_settings(settings),
         quotes=QuoteState(),
-        bet_claims=BetClaims(redis_client),
+        bet_claims=BetClaims(redis_client, redis_batch),
         bet_notifier=BetNotifier(redis_client, m),
+        redis_batch=redis_batch,
     )
     svc.writes.batch_listeners.append(svc.bet_notifier.flush)
     app.extensions["tap"] = svc

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import gevent
 from gevent.queue import Full, Queue
 
+from app.realtime.events import message_id
+
 log = logging.getLogger(__name__)
 
 
@@ -40,8 +42,21 @@ def text_frame(text: str | bytes) -> bytes:
 CLOSE = b""
 
 
+EventId = tuple[int, int]  # a trader event's Stream id (app.realtime.events), comparable
+
+
 class Client:
-    __slots__ = ("address", "close_code", "close_reason", "dropped", "greenlet", "queue", "session_key")
+    __slots__ = (
+        "address",
+        "close_code",
+        "close_reason",
+        "dropped",
+        "greenlet",
+        "last_event",
+        "queue",
+        "resume_buffer",
+        "session_key",
+    )
 
     def __init__(self, maxsize: int, address: str | None) -> None:
         self.queue: Queue = Queue(maxsize)
@@ -51,6 +66,11 @@ class Client:
         self.dropped = False
         self.close_code: int | None = None
         self.close_reason = ""
+        # The newest trader event id queued to this socket: a replayed or relayed event at or below it
+        # is already on its way, so it is not sent twice (resume, app.realtime.taps).
+        self.last_event: EventId | None = None
+        # While a `resume` reads the Stream, live events wait here (then go out without duplicates).
+        self.resume_buffer: list[tuple[EventId, bytes]] | None = None
 
 
 class Fanout:
@@ -96,6 +116,10 @@ class Fanout:
         """Queue a message for one connection (the answer to a message it sent)."""
         self._offer(client, text_frame(text))
 
+    def queue_raw(self, client: Client, data: bytes) -> None:
+        """Queue bytes already framed (a pong, a close echo from simple-websocket's reader)."""
+        self._offer(client, data)
+
     def close(self, client: Client, code: int, reason: str) -> None:
         """Ask the connection's writer to close it with `code` after what is already queued."""
         if client.close_code is None:
@@ -116,12 +140,38 @@ class Fanout:
             self._offer(client, frame)
 
     def send_to(self, address: str, text: str | bytes) -> None:
-        """Queue a message for every connection of one trader (bet:* and balance events)."""
+        """Queue a trader's events (bet:* and balance; several, one JSON text per line) for every
+        connection of that trader, each event once per connection (see `deliver`)."""
         clients = self._by_address.get(address)
-        if clients:
-            frame = text_frame(text)
+        if not clients:
+            return
+        data = text.encode() if isinstance(text, str) else text
+        for part in data.split(b"\n"):
+            eid = message_id(part)
+            frame = text_frame(part)
             for client in list(clients):
-                self._offer(client, frame)
+                self.deliver(client, eid, frame)
+
+    def deliver(self, client: Client, eid: EventId | None, frame: bytes) -> None:
+        """Queue one trader event for `client`, unless it already has it (id at or below its last);
+        held back while the client resumes."""
+        if eid is not None:
+            if client.resume_buffer is not None:
+                if len(client.resume_buffer) >= self.queue_max:
+                    self._drop(client)  # it could not take them anyway
+                    return
+                client.resume_buffer.append((eid, frame))
+                return
+            if client.last_event is not None and eid <= client.last_event:
+                return
+            client.last_event = eid
+        self._offer(client, frame)
+
+    def replay(self, client: Client, eid: EventId, frame: bytes) -> None:
+        """Queue an event read back from the trader's Stream (during a resume)."""
+        if client.last_event is None or eid > client.last_event:
+            client.last_event = eid
+            self._offer(client, frame)
 
     def close_all(self) -> None:
         """Ask every client greenlet to end (used when the worker shuts down)."""
