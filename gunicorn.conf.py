@@ -4,12 +4,12 @@ Run: ``gunicorn -c gunicorn.conf.py`` (the app is ``wsgi:app``). Settings come f
 value stops the master before it forks, with one line naming the variable.
 """
 
-import select
 import socket
 import sys
 import time
 
 import gevent
+from gevent import monkey
 from gunicorn.workers.ggevent import GeventWorker
 
 from app.config import ConfigError, Settings
@@ -65,7 +65,9 @@ def _close_if_quiet(sock: socket.socket) -> None:
     """Shut an idle connection down unless a request is already arriving on it; the greenlet that
     reads it then sees end-of-file and closes it the usual way."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        # The real select: a zero-timeout check needs no hub switch, and a switch here would let a
+        # kill pending for this connection's greenlet (the fan-out's close_all) land in gunicorn.
+        readable, _, _ = _real_select([sock], [], [], 0)
         if readable:
             return
         # Through a duplicate descriptor: shutdown() acts on the connection, so the reader sees a
@@ -76,6 +78,8 @@ def _close_if_quiet(sock: socket.socket) -> None:
     except (OSError, ValueError):  # already closed by its own greenlet
         pass
 
+
+_real_select = monkey.get_original("select", "select")
 
 wsgi_app = "wsgi:app"
 bind = [_settings.bind]

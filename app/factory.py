@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from app import auth, errors, metrics
+from app.auth.decorators import WS_CLOSE_INVALID_SESSION
 from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
 from app.bets.routes import bp as bets_bp
@@ -66,7 +67,12 @@ def build_app(settings: Settings | None = None) -> Flask:
         reads=ReadPool(settings.db_dir),
         writes=WriteQueue(settings.write_queue_max),
         metrics=m,
-        fanout=Fanout(settings.ws_queue_max, on_drop=m.ws_dropped.inc),
+        fanout=Fanout(
+            settings.ws_queue_max,
+            on_drop=m.ws_dropped.inc,
+            ping_every_s=settings.ws_ping_s,
+            on_expired=(WS_CLOSE_INVALID_SESSION, "invalid_session"),
+        ),
         feed=FeedMonitor(settings.feed_degraded_s, settings.feed_critical_s, settings.feed_recovery_s),
         grid=GridSpec.from_settings(settings),
         quotes=QuoteState(),
@@ -75,6 +81,7 @@ def build_app(settings: Settings | None = None) -> Flask:
         redis_batch=redis_batch,
     )
     svc.writes.batch_listeners.append(svc.bet_notifier.flush)
+    svc.fanout.wall_ms = svc.now_ms  # sessions expire on the app's clock (tests shift it)
     app.extensions["tap"] = svc
     m.write_queue_depth.set_function(svc.writes.depth)
     m.ws_clients.set_function(lambda: len(svc.fanout))

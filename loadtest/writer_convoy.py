@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.bets.store import NewBet, insert_bet  # noqa: E402
-from app.storage import db  # noqa: E402
-from app.storage.writes import WriteJob  # noqa: E402
-from workers.sqlite_writer import run_batch  # noqa: E402
+from app.bets.store import NewBet, insert_bet
+from app.storage import db
+from app.storage.writes import WriteJob
+from workers.sqlite_writer import run_batch
 
 USERS = 1000
 
@@ -55,10 +55,17 @@ def bets(start: int, n: int, careful: bool) -> list[WriteJob]:
                 placed_at=i,
             )
         )
-        if careful:
-            fn = (lambda f: lambda conn: f(conn))(fn)  # an unmarked job: one SAVEPOINT each
-        jobs.append(WriteJob(fn))
+        jobs.append(WriteJob(_unmarked(fn) if careful else fn))
     return jobs
+
+
+def _unmarked(fn):
+    """The same job without the re-runnable mark: one SAVEPOINT per job, as before."""
+
+    def job(conn):
+        return fn(conn)
+
+    return job
 
 
 def measure(switch_ms: float, careful: bool, batch: int, batches: int, root: Path) -> dict:

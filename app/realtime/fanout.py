@@ -10,6 +10,7 @@ can never slow the others or grow memory without bound.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import gevent
@@ -40,6 +41,10 @@ def text_frame(text: str | bytes) -> bytes:
 
 # Queued instead of a frame: the socket's writer closes the connection with `Client.close_code`.
 CLOSE = b""
+# Queued by the sweeper every ping interval: the writer checks the last pong, then sends a ping. (The
+# bytes are an empty ping frame; the writer recognises the object itself.)
+PING = bytes((0x89, 0x00))
+SWEEP_EVERY_S = 0.5  # session expiry is noticed within this (SPEC §8: closed within 1 s)
 
 
 EventId = tuple[int, int]  # a trader event's Stream id (app.realtime.events), comparable
@@ -51,8 +56,10 @@ class Client:
         "close_code",
         "close_reason",
         "dropped",
+        "expires_at_ms",
         "greenlet",
         "last_event",
+        "next_ping",
         "queue",
         "resume_buffer",
         "session_key",
@@ -66,6 +73,8 @@ class Client:
         self.dropped = False
         self.close_code: int | None = None
         self.close_reason = ""
+        self.expires_at_ms: int | None = None  # the session's end: the sweeper closes it with 4401 then
+        self.next_ping = 0.0  # monotonic: when the sweeper queues this socket's next PING
         # The newest trader event id queued to this socket: a replayed or relayed event at or below it
         # is already on its way, so it is not sent twice (resume, app.realtime.taps).
         self.last_event: EventId | None = None
@@ -74,27 +83,45 @@ class Client:
 
 
 class Fanout:
-    def __init__(self, queue_max: int, on_drop: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        queue_max: int,
+        on_drop: Callable[[], None] | None = None,
+        *,
+        ping_every_s: float = 20.0,
+        on_expired: tuple[int, str] = (4401, "invalid_session"),
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
         self.queue_max = queue_max
         self._clients: set[Client] = set()
         self._by_address: dict[str, set[Client]] = {}
         self._by_session: dict[str, set[Client]] = {}
         self._on_drop = on_drop
+        self.ping_every_s = ping_every_s
+        self._on_expired = on_expired
+        self.wall_ms = wall_ms  # the app's wall clock (Services.now_ms), for session expiry
+        self._sweeper: gevent.Greenlet | None = None
 
     def __len__(self) -> int:
         return len(self._clients)
 
     def register(self, address: str | None = None) -> Client:
         client = Client(self.queue_max, address)
+        client.next_ping = time.monotonic() + self.ping_every_s
         self._clients.add(client)
+        if self._sweeper is None or self._sweeper.dead:
+            self._sweeper = gevent.spawn(self._sweep_forever)
         if address:
             self._by_address.setdefault(address, set()).add(client)
         return client
 
-    def bind(self, client: Client, address: str, session_key: str | None = None) -> None:
+    def bind(
+        self, client: Client, address: str, session_key: str | None = None, expires_at_ms: int | None = None
+    ) -> None:
         """The connection authenticated (first message `auth`): it gets its trader's events."""
         self._forget(client)
         client.address, client.session_key = address, session_key
+        client.expires_at_ms = expires_at_ms
         self._by_address.setdefault(address, set()).add(client)
         if session_key:
             self._by_session.setdefault(session_key, set()).add(client)
@@ -172,6 +199,31 @@ class Fanout:
         if client.last_event is None or eid > client.last_event:
             client.last_event = eid
             self._offer(client, frame)
+
+    # ---- the sweeper: pings and session expiry, so a socket's writer never waits with a timeout ----
+    def _sweep_forever(self) -> None:
+        while self._clients:
+            gevent.sleep(SWEEP_EVERY_S)
+            try:
+                self.sweep(time.monotonic(), self.wall_ms())
+            except Exception:
+                log.exception("websocket sweep failed")
+        self._sweeper = None
+
+    def sweep(self, now: float, now_ms: int) -> None:
+        """Queue a PING for every socket whose ping is due; close (4401) those whose session ended.
+
+        One greenlet does this for every socket every SWEEP_EVERY_S, instead of each writer waiting on
+        its queue with a timeout: a timed wait costs a timer per message (≈ 4.5 µs of the ≈ 9 µs a
+        queued message costs the hub, measured), and fan-out is tens of thousands of messages a second.
+        """
+        code, reason = self._on_expired
+        for client in list(self._clients):
+            if client.expires_at_ms is not None and now_ms >= client.expires_at_ms:
+                self.close(client, code, reason)
+            elif now >= client.next_ping:
+                client.next_ping = now + self.ping_every_s
+                self._offer(client, PING)
 
     def close_all(self) -> None:
         """Ask every client greenlet to end (used when the worker shuts down)."""

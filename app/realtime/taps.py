@@ -62,7 +62,7 @@ class TapSocket:
         self.in_flight = 0
         self.malformed = 0
         if session is not None:
-            svc.fanout.bind(client, session.address, session.key)
+            svc.fanout.bind(client, session.address, session.key, session.expires_at)
 
     @property
     def expires_at_ms(self) -> int | None:
@@ -105,7 +105,7 @@ class TapSocket:
             self.svc.fanout.close(self.client, exc.close_code, exc.reason)
             return
         self.session = session
-        self.svc.fanout.bind(self.client, session.address, session.key)
+        self.svc.fanout.bind(self.client, session.address, session.key, session.expires_at)
         self._send({"type": "auth:ok", "address": to_checksum_address(session.address)})
 
     # ---- resume ----------------------------------------------------------------------------------

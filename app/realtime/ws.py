@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import time
 from typing import Any
 
 import gevent
@@ -26,19 +25,17 @@ import orjson
 from flask_sock import Sock
 from gevent.queue import Empty
 from simple_websocket import ConnectionClosed
-from wsproto.events import CloseConnection, Ping
+from wsproto.events import CloseConnection
 
-from app.auth import errors as E
-from app.auth.decorators import WS_CLOSE_INVALID_SESSION, WebsocketRefused, websocket_session
+from app.auth.decorators import WebsocketRefused, websocket_session
 from app.auth.state import auth_state
-from app.realtime.fanout import CLOSE, Client, Fanout, text_frame
+from app.realtime.fanout import CLOSE, PING, Client, Fanout, text_frame
 from app.realtime.taps import WS_CLOSE_POLICY_VIOLATION, TapSocket
 from app.services import services
 
 log = logging.getLogger(__name__)
 sock = Sock()
 
-IDLE_CHECK_S = 5.0
 MISSED_PINGS = 2  # unanswered pings in a row before the socket is closed
 # Kernel send buffer per websocket (Linux doubles it). Fixed instead of autotuned (up to 4 MiB), so
 # a client that stops reading is detected after ~0.5 MiB plus TAP_WS_QUEUE_MAX messages, and memory
@@ -100,40 +97,34 @@ def stream(ws: Any) -> None:
         ws.connected = False
         with contextlib.suppress(OSError):
             out.shutdown(socket.SHUT_RDWR)
+        out.close()  # as simple-websocket's reader used to: nothing is left to write, by anyone
     finally:
         reader.kill(block=False)
         svc.fanout.unregister(client)
 
 
 def _write(ws: Any, out: Any, client: Client, taps: TapSocket) -> None:
-    """The writer loop: queued frames, pings every TAP_WS_PING_S, the closes."""
+    """The writer loop: queued frames in order; a PING (queued by the fan-out's sweeper every
+    TAP_WS_PING_S) first checks the last one was answered; CLOSE ends it (logout, expiry, malformed)."""
     svc = taps.svc
-    ping_every = svc.settings.ws_ping_s
-    next_ping = time.monotonic() + ping_every
     missed = 0
     out.sendall(text_frame(orjson.dumps(svc.feed.status_message())))
     if svc.feed.last_tick is not None:
         out.sendall(text_frame(svc.feed.last_tick.encode()))
+    get = client.queue.get
     while ws.connected:
-        now = time.monotonic()
-        if now >= next_ping:
+        # No timeout: pings and session expiry arrive as queued items (Fanout.sweep), so a message
+        # costs no timer. Pre-framed bytes (app.realtime.fanout.text_frame) are written whole:
+        # simple-websocket's own send() uses sock.send() and would truncate a frame on a partial write.
+        frame = get()
+        if frame is PING:
             missed = 0 if ws.pong_received else missed + 1
             if missed >= MISSED_PINGS:  # two intervals without a pong: the peer is gone
                 svc.metrics.ws_idle_closed.inc()
                 _close(ws, out, WS_CLOSE_POLICY_VIOLATION, "ping timeout")
                 break
             ws.pong_received = False
-            out.sendall(ws.ws.send(Ping()))
-            next_ping = now + ping_every
-        try:
-            # Pre-framed bytes (app.realtime.fanout.text_frame), written whole: simple-websocket's
-            # own send() uses sock.send() and would truncate a frame on a partial write.
-            frame = client.queue.get(timeout=min(_wait_s(taps, svc.now_ms()), max(0.0, next_ping - now)))
-        except Empty:
-            if _expired(taps, svc.now_ms()):  # the session ended while the socket was open
-                _close(ws, out, WS_CLOSE_INVALID_SESSION, E.INVALID_SESSION)
-            continue
-        if frame is CLOSE:
+        elif frame is CLOSE:
             _close(ws, out, client.close_code or 1000, client.close_reason)
             break
         out.sendall(frame)
@@ -168,16 +159,3 @@ def _read(ws: Any, taps: TapSocket) -> None:
             data = ws.receive()
             if data is not None:
                 taps.handle(data)
-
-
-def _wait_s(taps: TapSocket, now_ms: int) -> float:
-    """How long the writer may wait for a frame: until the session expires, at most IDLE_CHECK_S."""
-    expires = taps.expires_at_ms
-    if expires is None:
-        return IDLE_CHECK_S
-    return max(0.0, min(IDLE_CHECK_S, (expires - now_ms) / 1000))
-
-
-def _expired(taps: TapSocket, now_ms: int) -> bool:
-    expires = taps.expires_at_ms
-    return expires is not None and now_ms >= expires
