@@ -290,7 +290,13 @@ class Settings:
         "TAP_WRITE_QUEUE_MAX", _int(1, 1_000_000), "10000", "Writes waiting for the SQLite writer before 503"
     )
     batch_max: int = _setting(
-        "TAP_BATCH_MAX", _int(1, 100_000), "100", "Most writes committed in one transaction"
+        # 500, not 100: one transaction at a time, so under load the writer commits at most this many per
+        # cycle (hub wake-up + GIL round trips + fsync: 30-100 ms on a saturated core); 100 capped taps
+        # at ~1-2k/s there (BENCHMARKS.md, taps over the websocket).
+        "TAP_BATCH_MAX",
+        _int(1, 100_000),
+        "500",
+        "Most writes committed in one transaction",
     )
     ws_queue_max: int = _setting(
         "TAP_WS_QUEUE_MAX", _int(1, 100_000), "256", "Messages buffered per websocket before it is dropped"

@@ -163,6 +163,7 @@ def measure_taps(
             [
                 "taskset", "-c", "1", str(VENV_BIN / "py-spy"), "record", "--pid", str(pids["worker"]),
                 "--rate", os.environ.get("BET_CEILING_PYSPY_RATE", "200"), "--threads", "--format", "raw",
+                *([] if os.environ.get("BET_CEILING_PYSPY_NONBLOCKING", "1") == "0" else ["--nonblocking"]),
                 "--duration", str(int(duration) + 60), "-o", str(profile),
             ],
             stdout=subprocess.DEVNULL,
