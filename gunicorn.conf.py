@@ -9,7 +9,7 @@ import sys
 import time
 
 import gevent
-from gevent import monkey
+from gevent.monkey import get_original
 from gunicorn.workers.ggevent import GeventWorker
 
 from app.config import ConfigError, Settings
@@ -61,12 +61,16 @@ class TapGeventWorker(GeventWorker):
             _close_if_quiet(sock)
 
 
+_real_select = get_original("select", "select")
+
+
 def _close_if_quiet(sock: socket.socket) -> None:
     """Shut an idle connection down unless a request is already arriving on it; the greenlet that
     reads it then sees end-of-file and closes it the usual way."""
     try:
-        # The real select: a zero-timeout check needs no hub switch, and a switch here would let a
-        # kill pending for this connection's greenlet (the fan-out's close_all) land in gunicorn.
+        # The unpatched select: a zero-timeout poll must not yield to the hub. gevent's would, and a
+        # greenlet killed meanwhile (a websocket dropped or closed at shutdown) would raise
+        # GreenletExit here, which gunicorn logs as an error handling the request.
         readable, _, _ = _real_select([sock], [], [], 0)
         if readable:
             return
@@ -78,8 +82,6 @@ def _close_if_quiet(sock: socket.socket) -> None:
     except (OSError, ValueError):  # already closed by its own greenlet
         pass
 
-
-_real_select = monkey.get_original("select", "select")
 
 wsgi_app = "wsgi:app"
 bind = [_settings.bind]
@@ -145,14 +147,22 @@ def post_worker_init(worker):
 
 
 def _wait_for_quote_book(worker) -> None:
-    """Until the book is built and betting open, or the replayed feed shows a stall (betting is rightly
-    closed, so there is nothing to wait for), or WARM_UP_MAX_S has passed (no tick at all yet)."""
+    """Until the book is built from a fresh tick and betting open, or the replayed feed shows a stall
+    (betting is rightly closed, so there is nothing to wait for), or WARM_UP_MAX_S has passed (no tick
+    at all yet). Fresh matters: during a reload no worker publishes prices between the old worker's
+    exit and this one taking the feed lease, and a book built from the last tick before that gap would
+    refuse every tap with 503 `quotes_stale` until the next tick."""
     from app.services import services
 
     svc = services(worker.wsgi)
     started = time.monotonic()
     while time.monotonic() - started < WARM_UP_MAX_S:
-        if svc.quotes.book is not None and svc.feed.betting_open():
+        book = svc.quotes.book
+        if (
+            book is not None
+            and svc.feed.betting_open()
+            and book.age_s(svc.clock()) <= svc.settings.quote_max_age_s
+        ):
             outcome = "quote book ready"
             break
         if svc.feed.last_tick is not None and not svc.feed.betting_open():

@@ -2,6 +2,9 @@
 
 A bad value stops start-up with one line that names the variable, e.g.
 ``TAP_CHAIN_ID='x': must be an integer``; nothing falls back silently to a default.
+
+One module on purpose: it is the table of every setting (name, parser, default, one line of doc),
+from which the README's configuration table is generated (`scripts/readme_config_table.py`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ What it does (everything on 127.0.0.1, every step bounded in time, everything it
 (acceptance → commit) is reported beside it.
 
 The machinery it shares with the other load scripts lives in loadtest/lib/ (signing, raw HTTP, the
-server stack, CPU sampling, /metrics, the open-loop sender, cell planning).
+server stack, CPU sampling, /metrics, the open-loop sender, cell planning). What stays here is this
+benchmark's own job — one measured run per rate, the generator-only sink, the report — kept in one
+file so the whole procedure reads top to bottom.
 """
 
 from __future__ import annotations
@@ -656,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if stack is not None:
             worker = stack.worker_pid()
-            pids = {"worker": worker, "master": stack.gunicorn.pid, "redis": stack.redis.pid}
+            pids = {"worker": worker, "master": stack.gunicorn.pid, "redis": stack.redis_server.proc.pid}
         grid = wait_betting_open(api)
         st = grid["settings"]
         domain, chain_id = st["siwe_domain"], st["chain_id"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where the microseconds of a bet go: two views of the bet path.
+"""Where the microseconds of a bet go: two views of the bet path (one file: both explain one figure).
 
 1. ``analyze``: read a py-spy raw (folded) profile of the gunicorn worker taken under load by
    ``loadtest/bet_ceiling.py --profile FILE`` and turn sample counts into CPU µs per request:
@@ -167,43 +167,17 @@ def stages(n: int) -> None:
     monkey.patch_all()
     import os
     import shutil
-    import socket
-    import subprocess
     import tempfile
-    import time
 
     sys.path.insert(0, str(ROOT))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tmp = Path(tempfile.mkdtemp(prefix="bet-stages-"))
-    redis_proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "/usr/bin/redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        import redis
+    from tests.support.servers import RedisServer
 
-        r = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+    tmp = Path(tempfile.mkdtemp(prefix="bet-stages-"))
+    redis_server = RedisServer(tmp / "redis")
+    redis_server.start()
+    port = redis_server.port
+    try:
+        r = redis_server.client()
         os.environ.update(
             {
                 "TAP_DATA_DIR": str(tmp / "data"),
@@ -215,8 +189,7 @@ def stages(n: int) -> None:
         )
         _stages(n, r)
     finally:
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
+        redis_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

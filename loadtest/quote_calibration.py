@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.market.quotes import SECONDS_PER_YEAR, QuoteBook
-from tests.quote_sim import LABELS, SPEC, simulate
+from tests.support.quote_sim import LABELS, SPEC, simulate
 
 
 def build_times(annual_vol: float, runs: int) -> tuple[list[float], float]:

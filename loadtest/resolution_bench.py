@@ -14,15 +14,12 @@ monkey.patch_all()
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import gevent
-import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,17 +29,12 @@ from app.ledger.integrity import check_file
 from app.storage import db
 from app.storage.rollover import rollover_job
 from app.storage.writes import WriteQueue
+from tests.support.servers import RedisServer
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 
 T0 = 1_800_000_000
 COL = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def populate(path: Path, users: int, per_user: int) -> None:
@@ -99,31 +91,10 @@ def main() -> None:
     args = ap.parse_args()
     (ROOT / "var").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="resbench-", dir=ROOT / "var"))
-    port = free_port()
-    redis_proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    redis_server = RedisServer(work / "redis")
+    redis_server.start()
     try:
-        r = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        r = redis_server.client()
         path = db.prepare_database(work, T0)
         t = time.perf_counter()
         populate(path, args.users, args.bets_per_user)
@@ -164,8 +135,7 @@ def main() -> None:
         writer.stop()
         g.join(30)
     finally:
-        redis_proc.terminate()
-        redis_proc.wait()
+        redis_server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

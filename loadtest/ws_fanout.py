@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.market.prices import Tick, publish_tick
-from tests.servers import RedisServer, free_port, http_get, wait_until
+from tests.support.servers import RedisServer, free_port, http_get, wait_until
 
 _TS = re.compile(rb'\{"type":"price","price":"[0-9.]+","ts":([0-9]+)')
 

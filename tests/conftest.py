@@ -19,7 +19,7 @@ from flask import Flask  # noqa: E402
 from app import create_app  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.storage.db import prepare_database  # noqa: E402
-from tests.servers import RedisServer  # noqa: E402
+from tests.support.servers import RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from app.config import ConfigError, Settings
 from app.storage.archive import ArchiveError, Archiver, S3Target, Week, classify, make_target
 from app.storage.db import connect, set_current_week_file, week_filename
 from loadtest.archive_bench import fill_week
-from tests.servers import ROOT, VENV_BIN, free_port, wait_until
+from tests.support.servers import ROOT, VENV_BIN, free_port, wait_until
 
 CURRENT = (2026, 47)
 FAKE_AWS = {

@@ -4,8 +4,6 @@ test stops and starts again on the same port."""
 
 from __future__ import annotations
 
-import time
-
 import gevent
 import pytest
 import redis
@@ -14,8 +12,7 @@ from app.auth.decorators import WS_CLOSE_TRY_AGAIN_LATER, WebsocketRefused, webs
 from app.auth.signatures import claim_nonce
 from app.config import Settings
 from app.services import services
-from tests.servers import RedisServer
-from tests.test_auth_support import (
+from tests.support.auth import (
     bearer,
     error_code,
     get_nonce,
@@ -25,6 +22,8 @@ from tests.test_auth_support import (
     siwe_text,
     started_app,
 )
+from tests.support.servers import RedisServer
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -95,15 +94,13 @@ def test_redis_down_means_503_and_service_resumes(app, own_redis):
 
     own_redis.start()  # same port, empty (no persistence): every session is gone
 
-    deadline = time.monotonic() + 15
     statuses = []
-    while time.monotonic() < deadline:
-        resp = c.get("/api/v1/auth/nonce")
-        statuses.append(resp.status_code)
-        if resp.status_code == 200:
-            break
-        gevent.sleep(0.1)
-    assert statuses[-1] == 200, statuses
+
+    def nonce_served():
+        statuses.append(c.get("/api/v1/auth/nonce").status_code)
+        return statuses[-1] == 200
+
+    wait_until(nonce_served, timeout=15, interval=0.1, what="service to resume after Redis is back")
     assert set(statuses) <= {200, 503}
 
     # the old session died with Redis' memory: refused, never let through
@@ -131,13 +128,17 @@ def test_redis_stopped_mid_run_never_200_while_down_never_500(app, own_redis):
             gevent.sleep(0.005)
 
     workers = [gevent.spawn(hammer, p) for p in ("/api/v1/auth/session", "/api/v1/admin/whoami")]
-    gevent.sleep(0.2)
+    # each phase lasts until the hammer has seen it, however slow the machine: served while up …
+    wait_until(lambda: sum(code == 200 for _, code in seen) >= 4, what="answers while Redis is up")
     own_redis.stop()
     state["down"] = True
-    gevent.sleep(0.5)
+    # … refused while down (a few answers to requests that began and ended with Redis away) …
+    wait_until(lambda: sum(was_down for was_down, _ in seen) >= 4, what="answers while Redis is down")
     state["down"] = False
     own_redis.start()
-    gevent.sleep(0.5)
+    # … and answered again once it is back (401: the session died with Redis' memory)
+    restarted_at = len(seen)
+    wait_until(lambda: any(code == 401 for _, code in seen[restarted_at:]), what="answers after the restart")
     stop = True
     gevent.joinall(workers, timeout=10)
 

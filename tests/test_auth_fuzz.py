@@ -10,7 +10,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from app.config import Settings
-from tests.test_auth_support import get_nonce, new_account, sign, siwe_text, started_app
+from tests.support.auth import get_nonce, new_account, sign, siwe_text, started_app
 
 FUZZ = hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

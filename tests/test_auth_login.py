@@ -13,14 +13,13 @@ from eth_utils import to_checksum_address
 from app.config import Settings
 from app.keys import SESSION_KEY_PREFIX
 from app.services import services, set_clock
-from tests.test_auth_support import (
+from tests.support.auth import (
     FakeClock,
     bearer,
     clear_auth_keys,
     error_code,
     flip_to_high_s,
     get_nonce,
-    iso,
     login,
     new_account,
     sign,
@@ -28,6 +27,7 @@ from tests.test_auth_support import (
     started_app,
     with_v,
 )
+from tests.support.client import iso
 
 ADMIN = Account.from_key(b"\x07" * 32)
 

@@ -6,7 +6,7 @@ import pytest
 
 from app.config import Settings
 from app.services import set_clock
-from tests.test_auth_support import (
+from tests.support.auth import (
     FakeClock,
     bearer,
     clear_auth_keys,

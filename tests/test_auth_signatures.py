@@ -32,7 +32,7 @@ from app.auth.signatures import (
 )
 from app.config import Settings
 from app.keys import nonce_key
-from tests.test_auth_support import flip_to_high_s, sign, with_v
+from tests.support.auth import flip_to_high_s, sign, with_v
 
 S = Settings.from_env({}, siwe_domain="tap.example:8443", chain_id=1)
 NOW = 1_763_711_990_123

@@ -17,7 +17,8 @@ from app.auth.siwe import (
     parse_message,
 )
 from app.config import Settings
-from tests.test_auth_support import iso, siwe_text
+from tests.support.auth import siwe_text
+from tests.support.client import iso
 
 ADDR = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # EIP-55 test vector
 KEY = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"

@@ -14,8 +14,8 @@ from app.auth.decorators import (
     websocket_address,
 )
 from loadtest import auth_flow
-from tests.servers import Gunicorn
-from tests.test_auth_support import login, new_account
+from tests.support.auth import login, new_account
+from tests.support.servers import Gunicorn
 
 
 def test_websocket_address_resolution(running_app):

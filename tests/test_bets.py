@@ -8,7 +8,7 @@ from flask import Flask
 
 from app.config import Settings
 from app.services import services, set_clock
-from tests.traders import Trader
+from tests.support.traders import Trader
 
 
 @pytest.fixture
@@ -234,6 +234,7 @@ def test_history_pages_with_a_cursor_and_filters(trader):
     assert won["bets"] == []
     for query, code in (
         ("status=maybe", "invalid_status"),
+        ("status=", "invalid_status"),  # empty is a bad value, not "every status"
         ("cursor=zzz", "invalid_cursor"),
         ("limit=0", "invalid_limit"),
         ("limit=x", "invalid_limit"),

@@ -22,8 +22,8 @@ import pytest
 
 from app.config import Settings
 from app.keys import bet_key, cell_key
-from tests.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
-from tests.test_auth_support import FakeClock
+from tests.support.auth import FakeClock
+from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
 from tests.test_money_idempotency import stalled_writer
 
 BUSY_LUA = (

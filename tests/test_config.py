@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from app.config import ConfigError, Settings, env_table
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 
 def test_defaults_parse_to_typed_values():

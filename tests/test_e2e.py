@@ -12,7 +12,7 @@ import pytest
 import websocket
 
 from app.config import Settings
-from tests.servers import Gunicorn, Nginx, RedisServer, free_port, http_get, wait_until
+from tests.support.servers import Gunicorn, Nginx, RedisServer, free_port, http_get, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,22 +31,27 @@ def gunicorn(env, tmp_path):
     assert "Traceback" not in server.log(), server.log()
 
 
-def _messages(url, n, timeout=10.0, **kw):
+PRICES = 4  # price messages each stream check reads
+
+
+def _messages(url, timeout=10.0, **kw):
+    """Everything a websocket client receives until PRICES price messages have arrived (other
+    messages, e.g. the grid, come in between at a rate that does not depend on the price ticks)."""
     ws = websocket.create_connection(url, timeout=timeout, **kw)
     try:
         out = []
         deadline = time.monotonic() + timeout
-        while len(out) < n and time.monotonic() < deadline:
+        while sum(m["type"] == "price" for m in out) < PRICES and time.monotonic() < deadline:
             out.append(json.loads(ws.recv()))
         return out
     finally:
         ws.close()
 
 
-def _assert_stream(msgs):
-    assert msgs[0] == {"type": "status", "feed": "healthy", "betting": True}
+def _assert_stream(msgs, feed=("healthy",)):
+    assert msgs[0]["type"] == "status" and msgs[0]["feed"] in feed and msgs[0]["betting"] is True, msgs[0]
     prices = [m for m in msgs if m["type"] == "price"]
-    assert len(prices) >= 4
+    assert len(prices) >= PRICES, msgs
     for m in prices:
         whole, frac = m["price"].split(".")
         assert whole.isdigit() and len(frac) == 2 and isinstance(m["ts"], int)
@@ -54,7 +59,7 @@ def _assert_stream(msgs):
 
 
 def test_ws_streams_prices_from_gunicorn(gunicorn):
-    _assert_stream(_messages(gunicorn.url.replace("http", "ws") + "/ws", 6))
+    _assert_stream(_messages(gunicorn.url.replace("http", "ws") + "/ws"))
 
 
 def test_everything_through_nginx(env, gunicorn, tmp_path):
@@ -81,7 +86,7 @@ def test_everything_through_nginx(env, gunicorn, tmp_path):
             assert status == 200 and b"Tap Trading" in body
             status, body = http_get(base + "/api/v1/nope")
             assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
-        _assert_stream(_messages(f"ws://127.0.0.1:{settings.http_port}/ws", 6))
+        _assert_stream(_messages(f"ws://127.0.0.1:{settings.http_port}/ws"))
         secret = "t" * 43  # a token-shaped query string: closed with 4401, and never logged
         ws = websocket.create_connection(f"ws://127.0.0.1:{settings.http_port}/ws?token={secret}", timeout=10)
         try:
@@ -90,7 +95,7 @@ def test_everything_through_nginx(env, gunicorn, tmp_path):
         finally:
             ws.close()
         _assert_stream(
-            _messages(f"wss://127.0.0.1:{settings.https_port}/ws", 6, sslopt={"cert_reqs": ssl.CERT_NONE})
+            _messages(f"wss://127.0.0.1:{settings.https_port}/ws", sslopt={"cert_reqs": ssl.CERT_NONE})
         )
         status, _ = http_get(base + "/metrics")
         assert status == 200  # loopback is allowed; other addresses get 403 from nginx
@@ -135,18 +140,36 @@ def test_readyz_follows_a_redis_outage_without_restart(tmp_path):
 def test_sighup_reload_keeps_serving(gunicorn):
     old_workers = gunicorn.worker_pids()
     statuses = []
+    stop = False
 
     def hammer():
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
-            statuses.append(http_get(gunicorn.url + "/healthz", timeout=5)[0])
+        while not stop:
+            try:
+                # Patient: gunicorn stops the old worker as soon as it has forked the new one, so a
+                # request can wait in the listen backlog while the new worker boots (seconds on a
+                # busy machine). Waiting is serving; a refusal, a reset or an error is not.
+                statuses.append(http_get(gunicorn.url + "/healthz", timeout=20)[0])
+            except OSError as exc:  # recorded, so the assertion below names it
+                statuses.append(repr(exc))
             gevent.sleep(0.02)
 
     g = gevent.spawn(hammer)
-    gevent.sleep(0.5)
+    # requests before, during and after the reload, however long each part takes
+    wait_until(lambda: len(statuses) >= 5, what="requests before the reload")
     os.kill(gunicorn.proc.pid, signal.SIGHUP)
-    g.join(15)
-    assert statuses and set(statuses) == {200}, statuses
-    wait_until(lambda: gunicorn.worker_pids() and gunicorn.worker_pids() != old_workers, what="new worker")
+
+    def replaced():
+        pids = gunicorn.worker_pids()
+        return pids and not set(pids) & set(old_workers)
+
+    wait_until(replaced, timeout=25, what="the old worker replaced by a new one")
     wait_until(lambda: http_get(gunicorn.url + "/readyz")[0] == 200, what="ready after reload")
-    _assert_stream(_messages(gunicorn.url.replace("http", "ws") + "/ws", 6))
+    served = len(statuses)
+    wait_until(lambda: len(statuses) >= served + 5, what="requests after the reload")
+    stop = True
+    g.join(25)
+    assert statuses and set(statuses) == {200}, statuses
+    # The old worker stops at the fork, so the ticks pause while the new one boots; when that takes
+    # longer than TAP_FEED_DEGRADED_S (3 s, a busy machine) the new worker rightly reports the feed
+    # DEGRADED for the recovery period. Betting stays open either way.
+    _assert_stream(_messages(gunicorn.url.replace("http", "ws") + "/ws"), feed=("healthy", "degraded"))

@@ -1,5 +1,6 @@
 """Binance and Coinbase clients against local fake exchanges: data, reconnects, idle, rotation, gaps."""
 
+import math
 import time
 
 import gevent
@@ -8,7 +9,7 @@ import pytest
 import redis
 
 from app.metrics import Metrics
-from tests.servers import free_port, wait_until
+from tests.support.servers import free_port, wait_until
 from tests.test_exchanges_fakes import (
     FakeExchange,
     binance_trade,
@@ -90,10 +91,15 @@ def test_binance_trades_reach_the_aggregator_as_integer_cents(binance, agg, run)
 
 
 def test_binance_server_pings_are_answered(agg, run):
-    fake = FakeExchange("binance", ping_interval=0.1, interval_s=0.02).start()
+    # The fake closes a connection whose pong has not arrived by its next ping. That a connection is
+    # NOT closed can only be seen by letting real ping rounds pass, so this waits in wall time; the
+    # interval is wide (0.25 s) so that a busy machine delaying the client's pong is not mistaken
+    # for a client that does not answer.
+    fake = FakeExchange("binance", ping_interval=0.25, interval_s=0.02).start()
     try:
         src = run(BinanceSource(fake.url, agg, idle_s=2, **FAST))
-        gevent.sleep(1.0)  # ten ping rounds; an unanswered ping makes the fake close the connection
+        wait_until(lambda: src.connections == 1, timeout=3, what="connected")
+        gevent.sleep(1.5)  # six ping rounds
         assert src.connections == 1 and fake.connections == 1
     finally:
         fake.stop()
@@ -123,17 +129,25 @@ def test_a_silent_connection_is_replaced_after_the_idle_time(binance, agg, run, 
 
 def test_connections_are_rotated_before_the_24h_limit_without_a_gap(binance, agg, run, metrics):
     src = run(BinanceSource(binance.url, agg, idle_s=2, metrics=metrics, max_age_s=0.4, **FAST))
+    wait_until(lambda: latest(agg, "binance") is not None, timeout=3, what="first quote")
     gaps = []
-    last = time.monotonic()
-    deadline = last + 1.5
-    while time.monotonic() < deadline:
+    last = latest(agg, "binance").recv_mono
+    third_at = None  # len(gaps) when the third connection opened
+
+    def rotated_twice_and_flowing():  # meanwhile, record the time between quotes
+        nonlocal last, third_at
         q = latest(agg, "binance")
         if q is not None and q.recv_mono > last:
             gaps.append(q.recv_mono - last)
             last = q.recv_mono
-        gevent.sleep(0.01)
-    assert src.connections >= 3  # rotated at least twice in 1.5 s
+        if third_at is None and src.connections >= 3:
+            third_at = len(gaps)
+        return third_at is not None and len(gaps) >= third_at + 3
+
+    wait_until(rotated_twice_and_flowing, timeout=10, interval=0.01, what="two rotations, then quotes again")
     assert value(metrics, "tap_feed_source_reconnects_total", source="binance", reason="max_age") >= 2
+    for reason in ("error", "closed", "idle", "reconnect", "retry", "connect_failed"):  # nothing broke
+        assert value(metrics, "tap_feed_source_reconnects_total", source="binance", reason=reason) == 0
     assert max(gaps) < 0.3  # make-before-break: data never stopped for long
     assert len(binance.clients) == 1  # old connections were closed
 
@@ -191,21 +205,52 @@ def test_coinbase_subscribes_and_streams_tickers(coinbase, agg, run):
     wait_until(lambda: latest(agg, "coinbase").price == 6_690_001, timeout=3, what="new price")
 
 
+class RecordingCoinbase(CoinbaseSource):
+    """A CoinbaseSource that records the type of every message it handles, in order."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.kinds: list[str] = []
+
+    def on_message(self, raw: bytes, recv_mono: float) -> bool:
+        self.kinds.append(orjson.loads(raw).get("type"))
+        return super().on_message(raw, recv_mono)
+
+    def heartbeats(self) -> int:
+        return self.kinds.count("heartbeat")
+
+    def silent_heartbeats(self) -> int:
+        """Heartbeats with no ticker since the previous heartbeat: the intervals that lost tickers."""
+        silent, prev = 0, None
+        for kind in self.kinds:
+            if kind == "heartbeat":
+                silent += prev == "heartbeat"
+                prev = kind
+            elif kind == "ticker":
+                prev = kind
+        return silent
+
+
 def test_coinbase_missed_tickers_are_counted_from_the_heartbeat(agg, run, metrics):
     fake = FakeExchange("coinbase", interval_s=0.02, heartbeat_s=0.2).start()
     try:
-        src = run(CoinbaseSource(fake.url, agg, idle_s=2, metrics=metrics, **FAST))
+        src = run(RecordingCoinbase(fake.url, agg, idle_s=2, metrics=metrics, **FAST))
         wait_until(lambda: latest(agg, "coinbase") is not None, timeout=3, what="first ticker")
-        gevent.sleep(0.5)
+        wait_until(lambda: src.heartbeats() >= 3, timeout=5, what="three heartbeats")
         assert src.gaps == 0  # non-consecutive sequence numbers are normal for tickers
-        fake.lose_until = time.monotonic() + 0.5  # tickers lost; the heartbeats announce their trades
-        wait_until(lambda: src.gaps >= 1, timeout=3, what="gap counted")
-        gevent.sleep(0.5)
-        gaps = src.gaps
-        assert 1 <= gaps <= 3  # once per heartbeat interval with a loss
+        fake.lose_until = math.inf  # tickers lost; the heartbeats announce their trades
+        wait_until(lambda: src.gaps >= 2, timeout=5, what="gaps counted")
+        fake.lose_until = 0.0
         t = time.monotonic()
         wait_until(lambda: latest(agg, "coinbase").recv_mono > t, timeout=3, what="tickers again")
-        gevent.sleep(0.5)
+        seen = src.heartbeats()
+        wait_until(lambda: src.heartbeats() >= seen + 2, timeout=5, what="two heartbeats after the loss")
+        gaps = src.gaps
+        # once per heartbeat interval with a loss: the first silent interval may still be covered
+        # by the ticker sent together with the heartbeat that opened it
+        assert src.silent_heartbeats() - 1 <= gaps <= src.silent_heartbeats()
+        seen = src.heartbeats()
+        wait_until(lambda: src.heartbeats() >= seen + 2, timeout=5, what="two more heartbeats")
         assert src.gaps == gaps  # not fatal, and nothing more once tickers arrive again
         assert value(metrics, "tap_feed_source_gaps_total", source="coinbase") == gaps
         assert src.connections == 1
@@ -217,10 +262,13 @@ def test_coinbase_backwards_sequence_is_ignored(coinbase, agg, run, metrics):
     src = run(CoinbaseSource(coinbase.url, agg, idle_s=2, metrics=metrics, **FAST))
     wait_until(lambda: latest(agg, "coinbase") is not None, timeout=3, what="first ticker")
     coinbase.pause()
-    gevent.sleep(0.1)
     now = int(time.time() * 1000)
     coinbase.inject(coinbase_ticker("1.00", now, 5, 1))  # an old sequence number with a silly price
-    gevent.sleep(0.2)
+    wait_until(
+        lambda: value(metrics, "tap_feed_source_dropped_total", source="coinbase", reason="stale_sequence"),
+        timeout=3,
+        what="the old ticker dropped",
+    )
     assert latest(agg, "coinbase").price == 6_712_355
     assert value(metrics, "tap_feed_source_dropped_total", source="coinbase", reason="stale_sequence") == 1
     assert src.connections == 1

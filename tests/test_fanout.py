@@ -4,6 +4,7 @@ import gevent
 import gevent.event
 
 from app.realtime.fanout import Fanout
+from tests.support.waiting import wait_until
 
 
 def test_slow_client_is_dropped_while_others_keep_receiving():
@@ -30,7 +31,10 @@ def test_slow_client_is_dropped_while_others_keep_receiving():
     for n in range(100):
         fanout.broadcast(f"m{n}")
         gevent.sleep(0)
-    gevent.sleep(0.01)
+    wait_until(
+        lambda: slowpoke.dead and all(len(msgs) == 100 for msgs in received.values()),
+        what="the slow client dropped and the others served",
+    )
     assert slowpoke.dead  # killed after its queue filled up
     assert drops == [1]
     assert len(fanout) == 50

@@ -5,9 +5,10 @@ import pytest
 import redis
 
 from app.keys import FEED_LEASE_KEY, PRICE_HISTORY_KEY
-from app.market.prices import Tick, last_tick, publish_tick, ticks_since
+from app.market.prices import FencedPublisher, Tick, last_tick, publish_tick, ticks_since
 from app.metrics import Metrics
-from workers.aggregator import PriceAggregator, Quote, SteadyClock
+from tests.support.waiting import record_results, wait_until
+from workers.aggregator import LEASE_TTL_MS, PriceAggregator, Quote, SteadyClock
 
 T0_MS = 1_763_711_990_000
 
@@ -161,11 +162,12 @@ def test_wall_clock_jumps_change_nothing(r, clocks):
     assert agg.compute()[0].price == 6_700_150
 
 
-def test_only_the_lease_holder_publishes_and_a_successor_continues_the_stream(r, clocks):
+def test_only_the_lease_holder_publishes_and_a_successor_continues_the_stream(r, monkeypatch):
     a = PriceAggregator(r, fresh_s=2, max_deviation=100, publish_ms=20)
     b = PriceAggregator(r, fresh_s=2, max_deviation=100, publish_ms=20)
+    b_tries = record_results(monkeypatch, b.lease, "acquire")
     ga = gevent.spawn(a.run)
-    gevent.sleep(0.1)
+    wait_until(lambda: a.lease.held, what="a to take the lease")
     gb = gevent.spawn(b.run)
     clock = a.clock
     for i in range(10):
@@ -173,20 +175,22 @@ def test_only_the_lease_holder_publishes_and_a_successor_continues_the_stream(r,
         a.offer(Quote("binance", 6_700_000 + i, now, clock.mono()))
         b.offer(Quote("binance", 5_000_000 + i, now, clock.mono()))  # would be obvious in the history
         gevent.sleep(0.05)
+    # b asks for the lease at start and every 0.5 s; twice refused means it really runs beside a
+    wait_until(lambda: len(b_tries) >= 2 and a.published >= 1, what="b refused twice while a publishes")
+    assert not any(b_tries)
     assert a.lease.held and not b.lease.held
     assert {t.price // 100_000 for t in ticks_since(r, 0)} == {67}
     # b cannot publish even if it believes it holds the lease: the Lua script checks the token
-    b.lease.held = True
-    assert not b._publisher.publish(Tick(1, clock.wall_ms()))
-    b.lease.held = False
+    assert not FencedPublisher(r, FEED_LEASE_KEY, b.lease.token, LEASE_TTL_MS).publish(
+        Tick(1, clock.wall_ms())
+    )
     last_a = last_tick(r)
     a.stop()
     ga.join(2)
     assert r.get(FEED_LEASE_KEY) is None  # released on a clean stop
-    gevent.sleep(0.7)  # b polls for the lease every 0.5 s
-    assert b.lease.held
-    b.offer(Quote("coinbase", 6_700_020, last_a.ts - 5, clock.mono()))  # exchange time behind a's last
-    gevent.sleep(0.1)
+    wait_until(lambda: b.lease.held, timeout=5, what="b to take the lease over")  # at its next poll
+    assert b.offer(Quote("coinbase", 6_700_020, last_a.ts - 5, clock.mono()))  # behind a's last
+    wait_until(lambda: last_tick(r) != last_a, what="b's first tick")
     newest = last_tick(r)
     assert newest.price == 6_700_020 and newest.ts == last_a.ts + 1  # the stream stays increasing
     b.stop()
@@ -197,6 +201,8 @@ def test_history_is_trimmed_by_the_publisher(r, clocks):
     agg = make(r, clocks)
     publish_tick(r, Tick(1, T0_MS - 8 * 24 * 3600 * 1000))  # older than 7 days
     assert agg.lease.acquire()
-    agg._publisher.publish(Tick(2, T0_MS), trim=True)
+    assert FencedPublisher(r, FEED_LEASE_KEY, agg.lease.token, LEASE_TTL_MS).publish(
+        Tick(2, T0_MS), trim=True
+    )
     assert [t.price for t in ticks_since(r, 0)] == [2]
     assert r.zcard(PRICE_HISTORY_KEY) == 1

@@ -23,7 +23,7 @@ from app.ledger.store import credit, debit
 from app.services import services
 from app.storage import db
 from app.storage.rollover import following_week_file, rollover_job
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor
 

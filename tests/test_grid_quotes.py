@@ -17,7 +17,7 @@ from app.market.quotes import (
     multiplier_for,
     touch_probability,
 )
-from tests import quote_sim
+from tests.support import quote_sim
 
 SPEC = GridSpec(column_seconds=5, price_step=1000, min_lead_columns=2, columns_ahead=12, rows_each_side=10)
 SIGMA = 0.6 / math.sqrt(SECONDS_PER_YEAR)

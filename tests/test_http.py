@@ -1,10 +1,9 @@
 """Errors are JSON with stable codes; /healthz, /readyz and /metrics behave."""
 
-import time
-
 import pytest
 
 from app.errors import Unprocessable
+from tests.support.waiting import wait_until
 
 
 def test_unknown_route_is_json_404(client):
@@ -87,13 +86,11 @@ def test_readyz_is_503_while_workers_are_not_running(client):
 
 
 def _wait_ready(client, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready():
         resp = client.get("/readyz")
-        if resp.status_code == 200:
-            return resp
-        time.sleep(0.05)
-    pytest.fail(f"not ready: {resp.get_json()}")
+        return resp if resp.status_code == 200 else None
+
+    return wait_until(ready, timeout=timeout, interval=0.05, what="/readyz 200")
 
 
 def test_readyz_is_200_with_workers_and_a_fresh_feed(running_app):
@@ -118,9 +115,12 @@ def test_metrics_count_requests_by_route_and_status(running_app):
 def test_prices_backfill_returns_recent_ticks(running_app):
     client = running_app.test_client()
     _wait_ready(client)
-    time.sleep(0.6)
-    body = client.get("/api/v1/prices").get_json()
-    assert len(body["prices"]) >= 2
+
+    def two_ticks():
+        body = client.get("/api/v1/prices").get_json()
+        return body if len(body["prices"]) >= 2 else None
+
+    body = wait_until(two_ticks, what="two ticks in the history")
     first = body["prices"][0]
     assert (
         isinstance(first["price"], str)

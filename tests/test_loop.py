@@ -3,6 +3,7 @@
 import gevent
 import pytest
 
+from tests.support.waiting import wait_until
 from workers import runtime
 from workers.loop import LoopWorker, Stoppable
 from workers.supervisor import Supervisor
@@ -32,8 +33,7 @@ class Counter(LoopWorker):
 def test_stop_wakes_a_worker_sleeping_through_a_long_interval():
     w = Counter()
     g = gevent.spawn(w.run)
-    gevent.sleep(0)  # first step runs, then the worker sleeps for an hour
-    assert w.steps == 1
+    wait_until(lambda: w.steps == 1, what="the first step")  # then the worker sleeps for an hour
     w.stop()
     g.join(timeout=5)
     assert g.dead and g.successful()
@@ -58,8 +58,7 @@ def test_a_failing_step_ends_run_after_on_stop_so_the_supervisor_restarts_it():
     w = Counter(fail_at=1)
     sup = Supervisor(backoff_initial_s=0.01)
     sup.start(w)
-    gevent.sleep(0.1)
-    assert w.steps == 2  # crashed once, restarted, now sleeping through its interval
+    wait_until(lambda: w.steps == 2, what="crashed once, restarted")  # now sleeping through its interval
     assert w.stops == 1 and sup.restarts["counter"] == 1
     sup.stop(timeout=5)
     assert sup.greenlet("counter").dead
@@ -80,16 +79,30 @@ def test_every_periodic_worker_is_a_loop_worker(app, name):
     assert isinstance(workers[name], LoopWorker)
 
 
-def test_every_worker_of_the_process_stops_without_waiting_out_its_interval(app):
+def test_every_worker_of_the_process_stops_without_waiting_out_its_interval(app, monkeypatch):
     """All the real workers, their intervals stretched to an hour: stopping still returns at once."""
     workers = runtime.build_workers(app)
-    for w in workers:
-        if isinstance(w, LoopWorker):
-            w.interval_s = HOUR
+    stepped: set[str] = set()
+
+    def counted(w):
+        step = w.step
+
+        def step_and_count():
+            delay = step()
+            stepped.add(w.name)
+            return delay
+
+        return step_and_count
+
+    loop_workers = [w for w in workers if isinstance(w, LoopWorker)]
+    for w in loop_workers:
+        w.interval_s = HOUR
+        monkeypatch.setattr(w, "step", counted(w))
     sup = Supervisor()
     for w in workers:
         sup.start(w)
-    gevent.sleep(0.3)
+    # nothing yields between the end of a step and the wait after it: now every one of them waits
+    wait_until(lambda: stepped == {w.name for w in loop_workers}, what="every periodic worker's first step")
     with gevent.Timeout(5, AssertionError("the workers did not stop within 5 s")):
         sup.stop(timeout=60)
     assert all(sup.greenlet(w.name).dead for w in workers)

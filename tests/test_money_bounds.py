@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.units import UnitError, parse_money, parse_multiplier
-from tests.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
 
 
 def test_parse_money_bounds() -> None:

@@ -17,7 +17,7 @@ from gevent import monkey
 
 from app.config import Settings
 from app.services import Services
-from tests.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
 
 RealEvent = monkey.get_original("threading", "Event")  # the writer's job runs on a native thread
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from app.config import Settings
-from tests.servers import Gunicorn, Nginx, free_port, http_get
+from tests.support.servers import Gunicorn, Nginx, free_port, http_get
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from app import create_app
 from app.bets.reconcile import beat, reconcile_orphans
 from app.keys import cell_key, heartbeat_key
 from app.services import services, set_clock
-from tests.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
 from workers.bet_reconciler import BetReconciler
 from workers.supervisor import Supervisor
 

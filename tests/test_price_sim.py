@@ -10,6 +10,7 @@ import redis
 
 from app.keys import CHANNEL_PRICE, PRICE_HISTORY_KEY
 from app.market.prices import HISTORY_MS, Tick, last_tick, publish_tick, ticks_since
+from tests.support.waiting import record_results, wait_until
 from workers.price_sim import SECONDS_PER_YEAR, RandomWalk, SimulatedFeed
 
 
@@ -59,24 +60,25 @@ def _feed(r, seed):
     return SimulatedFeed(r, annual_vol=0.6, tick_ms=20, start_price=6_700_000, rng=random.Random(seed))
 
 
-def test_only_the_lease_holder_publishes_and_a_successor_takes_over(redis_url):
+def test_only_the_lease_holder_publishes_and_a_successor_takes_over(redis_url, monkeypatch):
     r = redis.Redis.from_url(redis_url)
     a, b = _feed(r, 1), _feed(r, 2)
+    b_tries = record_results(monkeypatch, b.lease, "acquire")
     ga = gevent.spawn(a.run)
-    gevent.sleep(0.1)
+    wait_until(lambda: a.lease.held, what="a to take the lease")
     gb = gevent.spawn(b.run)
-    gevent.sleep(0.3)
+    # b asks for the lease at start and every 0.5 s; twice refused means it really runs beside a
+    wait_until(
+        lambda: len(b_tries) >= 2 and r.zcard(PRICE_HISTORY_KEY) > 5, what="b refused twice, a publishing"
+    )
+    assert not any(b_tries)
     assert a.lease.held and not b.lease.held
-    before = r.zcard(PRICE_HISTORY_KEY)
-    assert before > 5
     last_of_a = last_tick(r)
     a.stop()
     ga.join(2)
-    gevent.sleep(1.0)
-    assert b.lease.held
-    assert r.zcard(PRICE_HISTORY_KEY) > before
+    wait_until(lambda: b.lease.held, timeout=5, what="b to take the lease over")  # at its next poll
+    (first_of_b, *_) = wait_until(lambda: ticks_since(r, last_of_a.ts + 1), what="b publishing")
     # the successor continues from the last published price instead of jumping back to the start
-    first_of_b = ticks_since(r, last_of_a.ts + 1)[0]
     assert abs(first_of_b.price - last_of_a.price) < 1_000  # within $10 of where A left off
     b.stop()
     gb.join(2)

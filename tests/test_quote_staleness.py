@@ -4,7 +4,7 @@ so its build time alone says nothing about the price."""
 
 from __future__ import annotations
 
-from tests.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
 
 
 def _tap(desk: Desk, trader, cell: str):

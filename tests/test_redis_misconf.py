@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import gevent
 import pytest
 
 from app.config import Settings
-from tests.servers import Gunicorn, http_get, wait_until
-from tests.traders import HttpClient, Trader
+from tests.support.servers import Gunicorn, http_get, wait_until
+from tests.support.traders import HttpClient, Trader
 
 pytestmark = pytest.mark.e2e
 

@@ -276,7 +276,7 @@ def test_history_pages_across_the_current_and_previous_weeks(tmp_path, redis_url
     """Through the API: bets and ledger rows of last week are listed after this week's."""
     from app import create_app
     from app.config import Settings
-    from tests.traders import Trader
+    from tests.support.traders import Trader
     from workers import runtime
 
     s = Settings.from_env(
@@ -350,7 +350,7 @@ def test_kill_9_mid_resolution_then_rerun_pays_each_winner_once(world, redis_url
     import subprocess
     import sys
 
-    from tests.servers import ROOT, wait_until
+    from tests.support.servers import ROOT, wait_until
 
     for i in range(10):
         world.user(f"k{i}")

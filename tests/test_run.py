@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.servers import ROOT, free_port, http_get, wait_until
+from tests.support.servers import ROOT, free_port, http_get, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 import websocket
 
-from tests.servers import Gunicorn, http_get, wait_until
+from tests.support.servers import Gunicorn, http_get, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,6 @@
 import json
 import time
 
-import gevent
 import pytest
 import redis
 import websocket
@@ -12,7 +11,7 @@ from app.keys import CHANNEL_PUBLIC, user_channel
 from app.market.prices import last_tick
 from app.services import services
 from app.units import format_price
-from tests.servers import Gunicorn, http_get, wait_until
+from tests.support.servers import Gunicorn, http_get, wait_until
 from tests.test_exchanges_fakes import fake_binance, fake_coinbase
 
 pytestmark = pytest.mark.e2e
@@ -81,17 +80,20 @@ def test_private_messages_reach_only_their_owner_and_public_ones_everyone(runnin
         r.publish(user_channel(alice.upper().replace("0X", "0x")), text)  # lowercased by user_channel
         r.publish("tap:user:0xNOTANADDRESS", '{"type":"balance","balance":"1"}')  # dropped
         r.publish(CHANNEL_PUBLIC, '{"type":"grid","columns":[]}')
-        gevent.sleep(0.3)
+        got = {a: [], b: [], anon: []}
 
-        def drained(client):
-            out = []
-            while not client.queue.empty():
-                out.append(frame_payload(client.queue.get_nowait()))
-            return [m for m in out if '"type":"price"' not in m and '"type":"status"' not in m]
+        def drain_until_grid():  # one connection delivers the three messages in publish order
+            for client, out in got.items():
+                while not client.queue.empty():
+                    m = frame_payload(client.queue.get_nowait())
+                    if '"type":"price"' not in m and '"type":"status"' not in m:
+                        out.append(m)
+            return all(any('"type":"grid"' in m for m in out) for out in got.values())
 
-        assert drained(a) == [text, '{"type":"grid","columns":[]}']
-        assert drained(b) == ['{"type":"grid","columns":[]}']
-        assert drained(anon) == ['{"type":"grid","columns":[]}']
+        wait_until(drain_until_grid, timeout=5, what="the public message at every client")
+        assert got[a] == [text, '{"type":"grid","columns":[]}']
+        assert got[b] == ['{"type":"grid","columns":[]}']
+        assert got[anon] == ['{"type":"grid","columns":[]}']
         assert svc.metrics.registry.get_sample_value("tap_ws_private_messages_total") == 1
     finally:
         for client in (a, b, anon):

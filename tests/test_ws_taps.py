@@ -9,8 +9,8 @@ import time
 import pytest
 import websocket
 
-from tests.servers import Gunicorn, Nginx, free_port, wait_until
-from tests.traders import HttpClient, Trader
+from tests.support.servers import Gunicorn, Nginx, free_port, wait_until
+from tests.support.traders import HttpClient, Trader
 
 pytestmark = pytest.mark.e2e
 
@@ -444,7 +444,7 @@ def fast_ping_server(tmp_path_factory, redis_server):
 
 
 def _idle_closed(url: str) -> float:
-    from tests.servers import http_get
+    from tests.support.servers import http_get
 
     _, body = http_get(url + "/metrics")
     for line in body.decode().splitlines():

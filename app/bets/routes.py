@@ -20,7 +20,27 @@ STATUSES = ("confirmed", "won", "lost", "void")
 @bp.post("/bets")
 @login_required
 def place() -> tuple[Response, int]:
-    """Accept a signed bet and queue it for the writer (SPEC §6; the checks: app/bets/placement.py)."""
+    """Accept a signed bet and queue it for the writer (the checks, in order: app/bets/placement.py).
+    ---
+    post:
+      tags: [bets]
+      summary: Place a signed bet (a tap)
+      requestBody:
+        required: true
+        content: {application/json: {schema: app.bets.schemas.BetRequestSchema}}
+      responses:
+        202:
+          description: >-
+            Accepted and queued (status pending); bet:confirmed or bet:rejected follows on the
+            websocket. A retry of the same signed body returns the same bet and its current status.
+          content: {application/json: {schema: app.bets.schemas.BetSchema}}
+        400: BadRequest
+        401: Unauthorized
+        409: Conflict
+        422: Unprocessable
+        429: RateLimited
+        503: Unavailable
+    """
     svc = services()
     shed_load(svc)
     req = parse_bet(svc, request.get_json())
@@ -30,6 +50,16 @@ def place() -> tuple[Response, int]:
 @bp.get("/bets/<bet_id>")
 @login_required
 def get_one(bet_id: str) -> Response:
+    """One of the trader's bets, committed or still pending (or rejected before it committed).
+    ---
+    get:
+      tags: [bets]
+      summary: One bet, with its status
+      responses:
+        200: {description: The bet, content: {application/json: {schema: app.bets.schemas.BetSchema}}}
+        403: Forbidden
+        404: NotFound
+    """
     if len(bet_id) > 64 or not bet_id.isalnum():
         raise NotFound("No such bet.", code="bet_not_found")
     return jsonify(load_bet(services(), bet_id, current_session()))
@@ -38,8 +68,23 @@ def get_one(bet_id: str) -> Response:
 @bp.get("/bets")
 @login_required
 def list_own() -> Response:
-    status = request.args.get("status") or None
-    if status is not None and status not in STATUSES:
+    """The trader's bets, newest first, across the current and the attached weeks.
+    ---
+    get:
+      tags: [bets]
+      summary: Own bet history (cursor paginated, filter by status)
+      parameters:
+        - name: status
+          in: query
+          schema: {type: string, enum: [confirmed, won, lost, void]}
+        - Cursor
+        - Limit
+      responses:
+        200: {description: A page, content: {application/json: {schema: app.bets.schemas.BetPageSchema}}}
+        400: BadRequest
+    """
+    status = request.args.get("status")
+    if status is not None and status not in STATUSES:  # an empty ?status= is a bad value, not "all"
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", code="invalid_status")
     limit = page_limit()
     before = cursor_param()

@@ -54,30 +54,3 @@ class BetSchema(Schema):
 class BetPageSchema(Schema):
     bets = fields.List(fields.Nested(BetSchema), required=True)
     next_cursor = fields.String(allow_none=True, required=True)
-
-
-class MoneyRequestSchema(Schema):
-    amount = fields.String(
-        required=True,
-        validate=validate.Length(max=32),
-        metadata={"description": "Money string, > 0, ≤ 6 decimals"},
-    )
-
-
-class MovementSchema(Schema):
-    """200 of POST /deposits and /withdrawals: the movement committed (or its first result, replayed)."""
-
-    balance = fields.String(required=True, metadata={"description": "Balance right after this movement"})
-    amount = fields.String(required=True)
-    ref_id = fields.String(required=True, metadata={"description": "The ledger row's ref_id"})
-    status = fields.String(required=True, validate=validate.OneOf(["committed"]))
-
-
-class MovementPendingSchema(Schema):
-    """202 of POST /deposits and /withdrawals: not committed in time; it stays queued and the ledger
-    shows `ref_id` once committed (a retry with the same Idempotency-Key returns the outcome)."""
-
-    ref_id = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(["pending"]))
-    kind = fields.String(required=True, validate=validate.OneOf(["deposit", "withdrawal"]))
-    amount = fields.String(required=True)

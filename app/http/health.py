@@ -21,13 +21,30 @@ RESOLVER_LAG_MAX_S = 300.0  # settling more than 5 minutes late means the resolv
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """Liveness: the process answers. Depends on nothing else on purpose."""
+    """Liveness: the process answers. Depends on nothing else on purpose.
+    ---
+    get:
+      tags: [health]
+      summary: Liveness
+      responses:
+        200: {description: 'The process answers: {"status": "ok"}'}
+    """
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Readiness: SQLite, Redis, the price feed and the write queue. 503 if any is not usable."""
+    """Readiness: SQLite, Redis, the price feed and the write queue. 503 if any is not usable.
+    ---
+    get:
+      tags: [health]
+      summary: Readiness, with each check's state
+      responses:
+        200: {description: 'Ready: {"status": "ready", "checks": {…}}'}
+        503:
+          description: 'Not ready: {"status": "unavailable", "checks": {…}} names the failing check'
+          headers: {Retry-After: {schema: {type: integer}}}
+    """
     svc = services()
     checks = {
         "sqlite": _timed(_check_sqlite, svc),
@@ -46,6 +63,14 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus metrics (text exposition format); nginx serves it to loopback only.
+    ---
+    get:
+      tags: [health]
+      summary: Prometheus metrics
+      responses:
+        200: {description: Prometheus text format, content: {text/plain: {schema: {type: string}}}}
+    """
     return services().metrics.render()
 
 

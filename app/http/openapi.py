@@ -30,6 +30,8 @@ YAML block from the docstring (after a line ``---``), keyed by method::
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import re
 from typing import Any
@@ -65,10 +67,12 @@ ERROR_RESPONSES = {
     "Unprocessable": "A business rule refused the request (422)",
     "RateLimited": "Rate limited (429); see the Retry-After header",
     "Unavailable": "A dependency is down or betting is suspended (503); see Retry-After",
+    "PayloadTooLarge": "The body is larger than 64 KiB (413)",
+    "UnsupportedMediaType": "A body that is not Content-Type: application/json (415)",
 }
 
 DESCRIPTION = (
-    "Wire contract: SPEC.md; conventions and every error code: docs/API.md. Money is a decimal "
+    "Wire contract, conventions and every error code: docs/API.md. Money is a decimal "
     "string with at most 6 decimals, prices 2, multipliers 4; times are Unix milliseconds. Errors are "
     '`{"error": {"code": "<snake_case>", "message": "..."}}`. Authenticated calls send '
     "`Authorization: Bearer <token>` from `POST /api/v1/auth/login`."
@@ -108,6 +112,43 @@ def build_spec(app: Flask) -> dict[str, Any]:
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "Token from /api/v1/auth/login"}
     )
     spec.components.schema("Error", schema=ErrorResponseSchema)
+    spec.components.parameter(
+        "Cursor",
+        "query",
+        {
+            "name": "cursor",
+            "schema": {"type": "string", "maxLength": 200},
+            "description": "next_cursor of a page",
+        },
+    )
+    spec.components.parameter(
+        "Limit", "query", {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+    )
+    # Deposits and withdrawals (SPEC §7): the key, and the two answers a movement can get.
+    spec.components.parameter(
+        "IdempotencyKey",
+        "header",
+        {
+            "name": "Idempotency-Key",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]{1,64}$"},
+            "description": "Same key + same body returns the first result and moves money once; same key "
+            "+ another body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.",
+        },
+    )
+    spec.components.response(
+        "MovementCommitted",
+        {
+            "description": "Committed",
+            "content": {"application/json": {"schema": "app.ledger.schemas.MovementSchema"}},
+        },
+    )
+    spec.components.response(
+        "MovementPending",
+        {
+            "description": "Not committed in time; GET /api/v1/ledger shows ref_id once it is",
+            "content": {"application/json": {"schema": "app.ledger.schemas.MovementPendingSchema"}},
+        },
+    )
     error_ref = {"$ref": "#/components/schemas/Error"}
     for name, description in ERROR_RESPONSES.items():
         headers = {}
@@ -129,6 +170,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         view = app.view_functions.get(rule.endpoint)
         if view is None:
             continue
+        _import_schemas_of(view)
         path, params = _openapi_path(rule.rule)
         documented = _docstring_operations(view, rule.endpoint)
         summary = _first_line(view.__doc__) or rule.endpoint
@@ -139,13 +181,45 @@ def build_spec(app: Flask) -> dict[str, Any]:
             if not op:
                 op = {"summary": summary, "responses": {"200": {"description": "OK"}}}
             op.setdefault("operationId", f"{rule.endpoint}.{method}")
-            if getattr(view, AUTH_ATTR, None) and "security" not in op:
+            auth = getattr(view, AUTH_ATTR, None)
+            if auth and "security" not in op:
                 op["security"] = [{"bearerAuth": []}]
+            _add_common_errors(op, path, auth, has_params=bool(params) or "parameters" in op)
             by_path.setdefault(path, {})[method] = op
         params_by_path[path] = params
     for path, operations in by_path.items():
         spec.path(path=path, operations=operations, parameters=params_by_path[path] or None)
     return spec.to_dict()
+
+
+def _import_schemas_of(view: Any) -> None:
+    """Import the `schemas` module beside a view's module: docstrings name schemas by dotted path, and
+    marshmallow can only resolve a class whose module has been imported (else a dangling $ref)."""
+    package = (getattr(view, "__module__", "") or "").rpartition(".")[0]
+    if package:
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(f"{package}.schemas")
+
+
+def _add_common_errors(op: dict[str, Any], path: str, auth: str | None, *, has_params: bool) -> None:
+    """The statuses any operation of this kind can answer, so that none goes undocumented: a body can
+    be malformed (400), too large (413) or not JSON (415); a session can be missing (401), rate
+    limited (429) or not an admin's (403); anything under /api/ needs Redis or SQLite (503)."""
+    responses = op.setdefault("responses", {})
+    wanted: list[tuple[int, str]] = []
+    if "requestBody" in op:
+        wanted += [(400, "BadRequest"), (413, "PayloadTooLarge"), (415, "UnsupportedMediaType")]
+    if has_params:
+        wanted.append((400, "BadRequest"))
+    if auth:
+        wanted += [(401, "Unauthorized"), (429, "RateLimited")]
+    if auth == "admin":
+        wanted.append((403, "Forbidden"))
+    if path.startswith("/api/") and path != "/api/openapi.json":
+        wanted.append((503, "Unavailable"))
+    for status, name in wanted:
+        if status not in responses and str(status) not in responses:
+            responses[status] = name
 
 
 def _openapi_path(rule: str) -> tuple[str, list[dict[str, Any]]]:

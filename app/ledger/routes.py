@@ -21,10 +21,10 @@ import redis
 from flask import Blueprint, Response, jsonify, request
 
 from app.auth.decorators import current_session, login_required
-from app.bets.schemas import MoneyRequestSchema
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from app.http.json import load_json
 from app.http.pagination import cursor_param, encode_cursor, page_limit
+from app.ledger.schemas import MoneyRequestSchema
 from app.ledger.store import (
     Movement,
     Rejected,
@@ -53,6 +53,15 @@ log = logging.getLogger(__name__)
 @bp.get("/me")
 @login_required
 def me() -> Response:
+    """The trader's account: balance, open stakes, session key, admin flag.
+    ---
+    get:
+      tags: [account]
+      summary: The trader's account
+      responses:
+        200: {description: The account, content: {application/json: {schema: app.ledger.schemas.MeSchema}}}
+        404: NotFound
+    """
     session = current_session()
     acct = services().reads.run(lambda c: account(c, session.user_id))
     if acct is None:
@@ -70,6 +79,20 @@ def me() -> Response:
 @bp.get("/ledger")
 @login_required
 def ledger() -> Response:
+    """The trader's ledger rows, newest first, across the current and the attached weeks.
+    ---
+    get:
+      tags: [account]
+      summary: Own ledger rows (cursor paginated)
+      parameters:
+        - Cursor
+        - Limit
+      responses:
+        200:
+          description: A page
+          content: {application/json: {schema: app.ledger.schemas.LedgerPageSchema}}
+        400: BadRequest
+    """
     user_id = current_session().user_id
     limit, before = page_limit(), cursor_param()
     rows = services().reads.run(lambda c: list_ledger(c, user_id, before, limit + 1))
@@ -179,22 +202,13 @@ def deposit() -> Response | tuple[Response, int]:
     ---
     post:
       tags: [account]
-      parameters:
-        - name: Idempotency-Key
-          in: header
-          required: false
-          schema: {type: string, minLength: 1, maxLength: 64, pattern: '^[!-~]{1,64}$'}
-          description: >-
-            Same key + same body returns the first result and moves money once; same key + another
-            body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.
+      parameters: [IdempotencyKey]
       requestBody:
-        content: {application/json: {schema: app.bets.schemas.MoneyRequestSchema}}
+        content: {application/json: {schema: app.ledger.schemas.MoneyRequestSchema}}
       responses:
         403: Forbidden
-        200: {description: Committed, content: {application/json: {schema: app.bets.schemas.MovementSchema}}}
-        202:
-          description: Not committed in time; GET /api/v1/ledger shows ref_id once it is
-          content: {application/json: {schema: app.bets.schemas.MovementPendingSchema}}
+        200: MovementCommitted
+        202: MovementPending
         400: BadRequest
         401: Unauthorized
         409: Conflict
@@ -217,21 +231,12 @@ def withdraw() -> Response | tuple[Response, int]:
     ---
     post:
       tags: [account]
-      parameters:
-        - name: Idempotency-Key
-          in: header
-          required: false
-          schema: {type: string, minLength: 1, maxLength: 64, pattern: '^[!-~]{1,64}$'}
-          description: >-
-            Same key + same body returns the first result and moves money once; same key + another
-            body (or the other endpoint) is 409 idempotency_key_conflict. Keys are per user.
+      parameters: [IdempotencyKey]
       requestBody:
-        content: {application/json: {schema: app.bets.schemas.MoneyRequestSchema}}
+        content: {application/json: {schema: app.ledger.schemas.MoneyRequestSchema}}
       responses:
-        200: {description: Committed, content: {application/json: {schema: app.bets.schemas.MovementSchema}}}
-        202:
-          description: Not committed in time; GET /api/v1/ledger shows ref_id once it is
-          content: {application/json: {schema: app.bets.schemas.MovementPendingSchema}}
+        200: MovementCommitted
+        202: MovementPending
         400: BadRequest
         401: Unauthorized
         409: Conflict

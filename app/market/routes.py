@@ -19,6 +19,14 @@ MAX_TICKS = 5000
 
 @bp.get("/grid")
 def grid() -> Response:
+    """Settings, server time, the current price and the quote matrix of the placeable cells.
+    ---
+    get:
+      tags: [market]
+      summary: The grid and its quotes
+      responses:
+        200: {description: The grid, content: {application/json: {schema: app.market.schemas.GridSchema}}}
+    """
     svc = services()
     s = svc.settings
     now_ms = svc.now_ms()  # the clock the bet checks use, so server_time agrees with them
@@ -51,6 +59,23 @@ def grid() -> Response:
 
 @bp.get("/prices")
 def prices() -> Response:
+    """Recent ticks for chart back-fill (at most 5,000; 7 days are kept).
+    ---
+    get:
+      tags: [market]
+      summary: Recent prices
+      parameters:
+        - name: since
+          in: query
+          schema: {type: integer, minimum: 0}
+          description: Unix ms (default 5 minutes ago)
+      responses:
+        200:
+          description: Ticks, oldest first
+          content: {application/json: {schema: app.market.schemas.PricesSchema}}
+        400: BadRequest
+        503: Unavailable
+    """
     now_ms = services().now_ms()
     raw = request.args.get("since")
     if raw is None:

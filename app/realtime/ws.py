@@ -69,6 +69,16 @@ class _QueuedSocket:
 
 @sock.route("/ws")
 def stream(ws: Any) -> None:
+    """The websocket (SPEC §8, §8a; docs/API.md "WebSocket streams" and "Taps over the websocket").
+    ---
+    get:
+      tags: [realtime]
+      summary: Websocket upgrade (price, grid, status, the trader's bet and balance events, taps)
+      parameters:
+        - {name: token, in: query, required: false, schema: {type: string}}
+      responses:
+        101: {description: Switching Protocols}
+    """
     svc = services()
     # ?token= gives this connection its owner's bet:* and balance events; a bad token is refused
     # with close code 4401 (1013 while Redis is down), never downgraded to public (docs/API.md).

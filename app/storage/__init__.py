@@ -6,6 +6,7 @@ archive, and the Redis connection.
 - `rollover`      the writer job that opens next week's file (balances and open bets carried over)
 - `archive`       weekly archives of closed weeks to S3 or a local directory
 - `redis_client`  the Redis connection pool
+- `files`         durable, atomic file replacement (CURRENT, archive manifests and index)
 
 Imports nothing from the rest of `app` but `app.config`.
 """

@@ -30,6 +30,8 @@ import apsw
 import gevent
 from gevent.queue import Queue
 
+from app.storage.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 # The migrations ship as package data of the top-level `sql` package, so an installed wheel (not only
@@ -106,18 +108,8 @@ def current_week_file(db_dir: Path) -> Path | None:
 
 
 def set_current_week_file(db_dir: Path, path: Path) -> None:
-    """Point CURRENT at `path` atomically (write temp, fsync, rename, fsync the directory)."""
-    tmp = db_dir / f".{CURRENT_POINTER}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(path.name + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, db_dir / CURRENT_POINTER)
-    dfd = os.open(db_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Point CURRENT at `path` atomically and durably: a crash leaves the old or the new name."""
+    write_atomic(db_dir / CURRENT_POINTER, (path.name + "\n").encode())
 
 
 def prepare_database(db_dir: Path, now: float, synchronous: str = "FULL") -> Path:

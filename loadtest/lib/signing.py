@@ -3,10 +3,10 @@ for eth-account), SIWE messages (EIP-4361) and the bet text of the wire contract
 
 from __future__ import annotations
 
-import datetime as dt
-
 from coincurve import PrivateKey
 from Crypto.Hash import keccak as _keccak
+
+from tests.support import client
 
 # ---- signing (SPEC §5, §6) -------------------------------------------------------------------------
 
@@ -46,36 +46,14 @@ class Key:
         return "0x" + sig[:32].hex() + s.to_bytes(32, "big").hex() + format(27 + recid, "02x")
 
 
-def iso_ms(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def siwe_message(
     domain: str, chain_id: int, wallet: Key, nonce: str, session_key: Key | None, now_ms: int
 ) -> str:
-    """EIP-4361 text, built from the EIP's layout."""
-    lines = [
-        f"{domain} wants you to sign in with your Ethereum account:",
-        wallet.checksum_address,
-        "",
-        "Sign in to Tap Trading.",
-        "",
-        f"URI: https://{domain}",
-        "Version: 1",
-        f"Chain ID: {chain_id}",
-        f"Nonce: {nonce}",
-        f"Issued At: {iso_ms(now_ms)}",
-    ]
-    if session_key is not None:
-        lines += ["Resources:", f"- urn:tap-trading:session-key:{session_key.checksum_address}"]
-    return "\n".join(lines)
-
-
-def bet_text(
-    domain: str, chain_id: int, address: str, cell: str, stake: str, min_mult: str, nonce: str, ts: int
-) -> str:
-    """The exact text a bet signature covers (SPEC §6)."""
-    return (
-        f"tap-trading:bet\ndomain:{domain}\nchain-id:{chain_id}\naddress:{address}\ncell:{cell}\n"
-        f"stake:{stake}\nmin-multiplier:{min_mult}\nnonce:{nonce}\nts:{ts}"
+    """The EIP-4361 login text for `wallet`, binding `session_key` (the reference client's builder)."""
+    bound = session_key.checksum_address if session_key is not None else None
+    return client.siwe_message(
+        domain, wallet.checksum_address, nonce, chain_id=chain_id, now_ms=now_ms, session_key=bound
     )
+
+
+bet_text = client.bet_text  # (domain, chain_id, address, cell, stake, min_multiplier, nonce, ts)

@@ -13,16 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.servers import RedisServer, free_port
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 
 # ---- the server stack --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log(msg: str) -> None:
@@ -35,9 +31,9 @@ class Stack:
     def __init__(self, env_extra: dict[str, str], keep_logs: Path | None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="bet-ceiling-"))
         self.keep_logs = keep_logs
-        self.redis_port = free_port()
+        self.redis_server = RedisServer(self.tmp / "redis", cpus="1")
+        self.redis_port = self.redis_server.port
         self.port = free_port()
-        self.redis: subprocess.Popen | None = None
         self.gunicorn: subprocess.Popen | None = None
         self.env = {
             **os.environ,
@@ -53,33 +49,7 @@ class Stack:
         }
 
     def start(self) -> None:
-        (self.tmp / "redis").mkdir()
-        self.redis = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                "1",
-                shutil.which("redis-server") or "/usr/bin/redis-server",
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp / "redis"),
-                "--daemonize",
-                "no",
-                "--logfile",
-                str(self.tmp / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._wait(lambda: tcp_ok(self.redis_port), 10, "redis-server")
+        self.redis_server.start()
         self._glog = open(self.tmp / "gunicorn.log", "ab")  # noqa: SIM115 - closed in stop()
         self.gunicorn = subprocess.Popen(
             ["taskset", "-c", "0", str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
@@ -96,7 +66,7 @@ class Stack:
             with contextlib.suppress(Exception):
                 if pred():
                     return
-            for p in (self.redis, self.gunicorn):
+            for p in (self.redis_server.proc, self.gunicorn):
                 if p is not None and p.poll() is not None:
                     raise RuntimeError(f"{what}: a server exited early ({p.args[3]}); see {self.tmp}")
             time.sleep(0.1)
@@ -122,19 +92,12 @@ class Stack:
                 self.gunicorn.kill()
                 self.gunicorn.wait()
         self.gunicorn = None
-        if self.redis is not None and self.redis.poll() is None:
-            self.redis.terminate()
-            try:
-                self.redis.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.redis.kill()
-                self.redis.wait()
-        self.redis = None
+        self.redis_server.stop()
         if self.keep_logs:
             self.keep_logs.mkdir(parents=True, exist_ok=True)
-            for f in ("gunicorn.log", "redis.log"):
+            for f in ("gunicorn.log", "redis/redis.log"):
                 with contextlib.suppress(OSError):
-                    shutil.copy(self.tmp / f, self.keep_logs / f)
+                    shutil.copy(self.tmp / f, self.keep_logs / Path(f).name)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -28,10 +28,8 @@ from app.storage.archive.streams import (
     flock,
     fmt_bytes,
     fmt_counts,
-    fsync_dir,
     json_bytes,
     sha256_file,
-    write_atomic,
 )
 from app.storage.archive.targets import LocalTarget, S3Target, make_target
 from app.storage.archive.weeks import (
@@ -49,6 +47,7 @@ from app.storage.archive.weeks import (
     fingerprint,
 )
 from app.storage.db import HISTORY_WEEKS, list_week_files, parse_week_filename
+from app.storage.files import fsync_dir, write_atomic
 
 # ---- the archiver -------------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.storage.archive.streams import CHUNK, Progress, fmt_bytes, fsync_dir, write_atomic
+from app.storage.archive.streams import CHUNK, Progress, fmt_bytes
 from app.storage.archive.weeks import ArchiveError
+from app.storage.files import fsync_dir, write_atomic
 
 MULTIPART_THRESHOLD = 64 << 20
 MULTIPART_CHUNK = 64 << 20  # 10,000 parts max → objects up to 640 GiB

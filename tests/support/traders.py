@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from tests.test_auth_support import siwe_text
+from tests.support.auth import siwe_text
+from tests.support.client import bet_text
 
 
 class HttpClient:
@@ -86,18 +87,15 @@ class Trader:
     ) -> dict:
         nonce = nonce or secrets.token_hex(8)
         ts = int(self.clock() * 1000) if ts is None else ts
-        text = "\n".join(
-            [
-                "tap-trading:bet",
-                f"domain:{self.settings.siwe_domain}",
-                f"chain-id:{self.settings.chain_id}",
-                f"address:{self.address}",
-                f"cell:{cell}",
-                f"stake:{stake}",
-                f"min-multiplier:{min_multiplier}",
-                f"nonce:{nonce}",
-                f"ts:{ts}",
-            ]
+        text = bet_text(
+            self.settings.siwe_domain,
+            self.settings.chain_id,
+            self.address,
+            cell,
+            stake,
+            min_multiplier,
+            nonce,
+            ts,
         )
         sig = (signer or self.key).sign_message(encode_defunct(text=text)).signature
         return {

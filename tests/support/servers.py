@@ -18,7 +18,9 @@ from pathlib import Path
 
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import waiting
+
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -29,15 +31,9 @@ def free_port() -> int:
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    """`tests.support.waiting.wait_until` for probing servers: any exception (connection refused while a
+    process starts, a reset while it restarts) counts as "not yet"."""
+    waiting.wait_until(predicate, timeout=timeout, interval=interval, what=what, ignore=(Exception,))
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -56,9 +52,10 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 class RedisServer:
     """A private redis-server; `stop()` and `start()` again reuse the same port (for outage tests)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, cpus: str | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.cpus = cpus  # e.g. "1": pinned with taskset (benchmarks keep the server off the load's core)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -74,8 +71,11 @@ class RedisServer:
 
     def start(self) -> None:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         self.proc = subprocess.Popen(
             [
+                *pin,
                 exe,
                 "--port",
                 str(self.port),
@@ -94,13 +94,18 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C of a benchmark reaches the script, which stops it in order
         )
         wait_until(lambda: self.client().ping(), what=f"redis-server on {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=10)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.proc = None
 
 

@@ -14,8 +14,8 @@ from app.config import Settings
 from app.market.prices import Tick
 from app.market.quotes import SECONDS_PER_YEAR, QuoteBook
 from app.services import Services, services, set_clock
-from tests.test_auth_support import FakeClock
-from tests.traders import Trader
+from tests.support.auth import FakeClock
+from tests.support.traders import Trader
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor
 

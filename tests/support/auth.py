@@ -1,26 +1,19 @@
-"""Helpers for the auth tests: build and sign messages the way an outside client would (SPEC §5/§6).
-
-No tests live here; the other ``test_auth_*`` modules import these helpers and fixtures.
-"""
+"""Helpers for the auth tests: log in and sign the way an outside client would, a fake clock, an app
+with its workers; the message texts themselves are in `tests.support.client`."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from contextlib import contextmanager
+from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from app.config import Settings
+from tests.support.client import siwe_message
 
 _N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141  # secp256k1 order
-ISSUED_FMT = "%Y-%m-%dT%H:%M:%S.%f"
-
-
-def iso(ms: int) -> str:
-    """RFC 3339 with milliseconds and Z, like JavaScript's Date.toISOString()."""
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime(ISSUED_FMT)[:-3] + "Z"
 
 
 def siwe_text(
@@ -28,51 +21,21 @@ def siwe_text(
     address: str,
     nonce: str,
     *,
-    now_ms: int | None = None,
     domain: str | None = None,
-    uri: str | None = None,
     chain_id: int | None = None,
-    version: str = "1",
-    statement: str | None = "Sign in to Tap Trading.",
-    issued_at: str | None = None,
-    expiration: str | None = None,
-    not_before: str | None = None,
-    request_id: str | None = None,
-    resources: list[str] | None = None,
-    session_key: str | None = None,
-    scheme: str | None = None,
+    uri: str | None = None,
+    **kw: Any,
 ) -> str:
-    """An EIP-4361 message built by hand from the EIP's layout (not with the server's own code)."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    domain = settings.siwe_domain if domain is None else domain
-    uri = f"https://{settings.siwe_domain}" if uri is None else uri
-    chain_id = settings.chain_id if chain_id is None else chain_id
-    head = f"{scheme}://{domain}" if scheme else domain
-    lines = [f"{head} wants you to sign in with your Ethereum account:", address, ""]
-    if statement is not None:
-        lines += [statement, ""]
-    else:
-        lines += [""]
-    lines += [
-        f"URI: {uri}",
-        f"Version: {version}",
-        f"Chain ID: {chain_id}",
-        f"Nonce: {nonce}",
-        f"Issued At: {issued_at or iso(now_ms)}",
-    ]
-    if expiration:
-        lines.append(f"Expiration Time: {expiration}")
-    if not_before:
-        lines.append(f"Not Before: {not_before}")
-    if request_id is not None:
-        lines.append(f"Request ID: {request_id}")
-    res = list(resources or [])
-    if session_key:
-        res.append(f"urn:tap-trading:session-key:{session_key}")
-    if res:
-        lines.append("Resources:")
-        lines += [f"- {r}" for r in res]
-    return "\n".join(lines)
+    """`client.siwe_message` for this settings' domain and chain (each overridable for negative tests)."""
+    dom = settings.siwe_domain if domain is None else domain
+    return siwe_message(
+        dom,
+        address,
+        nonce,
+        chain_id=settings.chain_id if chain_id is None else chain_id,
+        uri=f"https://{settings.siwe_domain}" if uri is None else uri,
+        **kw,
+    )
 
 
 def sign(account, text: str) -> str:
