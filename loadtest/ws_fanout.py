@@ -222,7 +222,8 @@ def run_size(
     if profile is not None:  # py-spy on the worker during the window (raw folded stacks, CPU 1)
         spy = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(worker.pid), "--rate", "200",
-             "--threads", "--format", "raw", "--duration", str(int(seconds) + 30), "-o", str(profile)],
+             "--threads", "--nonblocking", "--format", "raw", "--duration", str(int(seconds) + 30),
+             "-o", str(profile)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
     stats.measuring = True
