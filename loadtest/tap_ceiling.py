@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise TimeoutError("server not ready")
             time.sleep(0.2)
         worker = stack.worker_pid()
-        pids = {"worker": worker, "master": stack.gunicorn.pid, "redis": stack.redis.pid}
+        pids = {"worker": worker, "master": stack.gunicorn.pid, "redis": stack.redis_server.proc.pid}
         grid = wait_betting_open(api)
         st = grid["settings"]
         domain, chain_id = st["siwe_domain"], st["chain_id"]
