@@ -326,7 +326,7 @@ class Settings:
     switch_interval_ms: float = _setting(
         "TAP_SWITCH_INTERVAL_MS",
         _ms_window,
-        "5",
+        "1",  # measured better than Python's 5 ms under tap load (BENCHMARKS.md, taps over the websocket)
         "sys.setswitchinterval of the worker: how long the busy hub may hold the GIL from the SQLite writer",
     )
     redis_timeout_s: float = _setting("TAP_REDIS_TIMEOUT_S", _seconds, "2", "Redis connect/read timeout")
