@@ -109,7 +109,9 @@ def on_starting(server):
     """In the master, once: create the current week file and apply migrations before any worker."""
     from app.storage.db import prepare_database
 
-    path = prepare_database(_settings.db_dir, time.time(), _settings.sqlite_synchronous)
+    path = prepare_database(
+        _settings.db_dir, time.time(), _settings.sqlite_synchronous, autocheckpoint=not _settings.replicating
+    )
     server.log.info("SQLite current week file: %s", path)
 
 

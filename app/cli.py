@@ -18,7 +18,9 @@ def register_cli(app: Flask) -> None:
     def init_db() -> None:
         """Create the current week file if needed and apply every migration."""
         settings = services(app).settings
-        path = prepare_database(settings.db_dir, time.time(), settings.sqlite_synchronous)
+        path = prepare_database(
+            settings.db_dir, time.time(), settings.sqlite_synchronous, autocheckpoint=not settings.replicating
+        )
         click.echo(f"current week file: {path}")
 
     @app.cli.command("integrity-check")
@@ -61,7 +63,9 @@ def register_cli(app: Flask) -> None:
         if target is not None and parse_week_filename(target.name) is None:
             raise click.BadParameter("expected YYYY_WW, e.g. 2026_49", param_hint="--to")
         try:
-            result = force_rollover(settings.db_dir, target, settings.sqlite_synchronous)
+            result = force_rollover(
+                settings.db_dir, target, settings.sqlite_synchronous, autocheckpoint=not settings.replicating
+            )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         if result.already_done:
@@ -73,6 +77,7 @@ def register_cli(app: Flask) -> None:
             )
 
     register_archive_cli(app)
+    register_replication_cli(app)
 
 
 # ---- archive (ADR-006; app/storage/archive/, runbook in docs/OPERATIONS.md) ---------------------------
@@ -163,3 +168,70 @@ def register_archive_cli(app: Flask) -> None:
             raise click.ClickException(str(exc)) from None
         if quiet:
             click.echo(str(path))
+
+
+# ---- replication and restore (issue 15; app/storage/replication.py, runbook in docs/OPERATIONS.md) -------
+
+
+def register_replication_cli(app: Flask) -> None:
+    @app.cli.command("restore")
+    @click.option("--force", is_flag=True, help="Move a non-empty <data dir>/db aside instead of refusing.")
+    @click.option(
+        "--include-archived", is_flag=True, help="Also restore old weeks the weekly archive already holds."
+    )
+    def restore_cmd(force: bool, include_archived: bool) -> None:
+        """Disaster recovery: bring <data dir>/db back from the Litestream replica in S3 (every replicated
+        week file, CURRENT on the newest), then run integrity-check --all-weeks on it. Exit 1 on any
+        violation. Run it with the server stopped, on the machine that replaces the lost one."""
+        from app.storage.replication import ReplicationError, restore
+
+        settings = services(app).settings
+        try:
+            result = restore(settings, force=force, include_archived=include_archived, say=click.echo)
+        except ReplicationError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(
+            f"restored {len(result.files)} week file(s) into {result.db_dir} in {result.seconds:.1f}s;"
+            f" checking them (integrity-check --all-weeks)"
+        )
+        ctx = click.get_current_context()
+        check = app.cli.get_command(ctx, "integrity-check")
+        assert check is not None
+        ctx.invoke(check, all_weeks=True)
+
+    @app.cli.group("replication")
+    def replication() -> None:
+        """Litestream replication of the week files (on when TAP_S3_BUCKET is set)."""
+
+    @replication.command("config")
+    @click.option(
+        "--write", "write", is_flag=True, help="Write <data dir>/litestream.yml and print its path."
+    )
+    def replication_config(write: bool) -> None:
+        """Print (or write) the `litestream replicate` configuration for these TAP_* settings."""
+        import yaml
+
+        from app.storage.replication import ReplicationError, replicate_config, write_config
+
+        settings = services(app).settings
+        try:
+            if write:
+                click.echo(str(write_config(settings)))
+            else:
+                click.echo(yaml.safe_dump(replicate_config(settings), sort_keys=False), nl=False)
+        except ReplicationError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @replication.command("status")
+    def replication_status() -> None:
+        """Replication lag of the current week file, as /readyz reports it; exit 1 if not replicating."""
+        from app.storage.replication import lag
+
+        settings = services(app).settings
+        current = current_week_file(settings.db_dir)
+        if current is None:
+            raise click.ClickException(f"no current week file in {settings.db_dir}")
+        info = lag(settings, current)
+        click.echo(" ".join(f"{k}={v}" for k, v in info.items()))
+        if not info.get("running") or info.get("lag_s", 0) > settings.replica_lag_max_s:
+            raise SystemExit(1)

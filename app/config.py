@@ -393,11 +393,47 @@ class Settings:
         "2",
         "Taps are refused (503 quotes_stale) when the quote book or its price is older than this",
     )
+    max_cell_payout: int = _setting(
+        "TAP_MAX_CELL_PAYOUT",
+        _money,
+        "50000",
+        "Most open potential payout on one cell, all traders together (SPEC §8b; 422 exposure_limit)",
+    )
+    max_column_payout: int = _setting(
+        "TAP_MAX_COLUMN_PAYOUT",
+        _money,
+        "1000000",
+        "Most open potential payout on one column, all cells together (SPEC §8b)",
+    )
     money_wait_s: float = _setting(
         "TAP_MONEY_WAIT_S",
         _seconds,
         "5",
         "Deposits/withdrawals not committed by then answer 202 pending (the movement still happens)",
+    )
+    replication: str = _setting(
+        "TAP_REPLICATION",
+        _choice("AUTO", "ON", "OFF"),
+        "AUTO",
+        "Litestream replication of the week files to S3: AUTO (on when TAP_S3_BUCKET is set), ON, OFF",
+    )
+    s3_replica_prefix: str = _setting(
+        "TAP_S3_REPLICA_PREFIX",
+        _s3_prefix,
+        "replica/",
+        "Key prefix of the Litestream replica in TAP_S3_BUCKET (beside the archives)",
+    )
+    replica_sync_ms: int = _setting(
+        "TAP_REPLICA_SYNC_MS",
+        _int(50, 60000),
+        "200",
+        "Litestream's WAL poll and upload interval (bounds the recovery point; each upload is an S3 PUT)",
+    )
+    replica_lag_max_s: float = _setting(
+        "TAP_REPLICA_LAG_MAX_S",
+        _seconds,
+        "30",
+        "Replication lag above which /readyz reports the replica not ready",
     )
 
     @classmethod
@@ -435,8 +471,20 @@ class Settings:
                 bad("TAP_STAKE_PRESETS", "every preset must lie within TAP_MIN_STAKE..TAP_MAX_STAKE")
         if not self.feed_degraded_s < self.feed_critical_s:
             bad("TAP_FEED_DEGRADED_S", "must be below TAP_FEED_CRITICAL_S")
+        if self.max_cell_payout > self.max_column_payout:
+            bad("TAP_MAX_CELL_PAYOUT", "must not exceed TAP_MAX_COLUMN_PAYOUT")
         if self.http_port == self.https_port:
             bad("TAP_HTTPS_PORT", "must differ from TAP_HTTP_PORT")
+        if self.replication == "ON" and not self.s3_bucket:
+            bad("TAP_REPLICATION", "on needs TAP_S3_BUCKET")
+        if self.s3_replica_prefix == "" or (
+            self.s3_replica_prefix.startswith(self.s3_prefix)
+            or self.s3_prefix.startswith(self.s3_replica_prefix)
+        ):
+            bad(
+                "TAP_S3_REPLICA_PREFIX",
+                f"must be non-empty and apart from TAP_S3_PREFIX ({self.s3_prefix!r})",
+            )
 
     # ---- derived paths ---------------------------------------------------------------------------
     @property
@@ -446,6 +494,11 @@ class Settings:
     @property
     def archive_path(self) -> Path:
         return self.archive_dir or self.data_dir / "archive"
+
+    @property
+    def replicating(self) -> bool:
+        """Whether Litestream replicates the week files (and so owns their WAL checkpoints)."""
+        return self.replication == "ON" or (self.replication == "AUTO" and self.s3_bucket is not None)
 
 
 def env_table() -> list[tuple[str, str, str]]:

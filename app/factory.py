@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from app import auth, errors, metrics
+from app import admin, auth, errors, metrics
 from app.auth.decorators import WS_CLOSE_INVALID_SESSION
 from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
@@ -87,12 +87,14 @@ def build_app(settings: Settings | None = None) -> Flask:
     m.ws_clients.set_function(lambda: len(svc.fanout))
     m.feed_age.set_function(lambda: svc.feed.age() or -1.0)
     m.feed_state.set_function(svc.feed.level)
+    m.betting_halted.set_function(lambda: 0 if svc.betting.open else 1)
 
     errors.init_app(app)
     metrics.init_app(app, m)
 
     app.register_blueprint(health_bp)
     auth.init_app(app)
+    admin.init_app(app)
     app.register_blueprint(bets_bp)
     app.register_blueprint(ledger_bp)
     app.register_blueprint(market_bp)

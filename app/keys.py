@@ -13,10 +13,17 @@
 | `tap:ev:<address>` | a trader's last ~1,000 events, with ids (Stream, 24 h) | publishers on `tap:user:*` |
 | `tap:price:last`, `tap:prices` | the last tick; 7 days of ticks (sorted set) | the feed's lease holder |
 | `tap:lease:feed`, `tap:lease:resolver` | singleton leases (one publisher, one resolver) | the workers |
+| `tap:exp:<t_start>` | open potential payout: field `t` the column's, `<row>` each cell's | the claim (1) |
+| `tap:expb:<t_start>` | bets counted there: bet id → `<row>:<payout>` (released once) | the claim (1) |
+| `tap:exp:cols` | sorted set of columns with exposure keys (score = t_start) | the claim (1) |
+| `tap:betting:halt` | present while an operator halts betting: JSON reason, by, at | admin betting route |
+| `tap:integrity:last`, `:lock` | the console's last integrity-check (JSON); one run at a time | admin route |
+
+(1) released by a rejection, the reconciler, an abandoned claim (per bet) and settlement (per column).
 
 Channels: `tap:price` (ticks), `tap:public` (pre-serialised JSON for every socket), `tap:user:<address>`
 (a trader's `bet:*`/`balance` events, each with its id; several, one per line, in one message),
-`tap:control` (messages for the workers, never relayed).
+`tap:control` (messages for the workers, never relayed: a session ended, betting halted or reopened).
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ PRICE_LAST_KEY = "tap:price:last"
 PRICE_HISTORY_KEY = "tap:prices"
 FEED_LEASE_KEY = "tap:lease:feed"
 RESOLVER_LEASE_KEY = "tap:lease:resolver"
+EXPOSURE_COLUMNS = "tap:exp:cols"
+BETTING_HALT_KEY = "tap:betting:halt"
+INTEGRITY_LAST_KEY = "tap:integrity:last"
+INTEGRITY_LOCK_KEY = "tap:integrity:lock"
 
 CHANNEL_PRICE = "tap:price"
 CHANNEL_PUBLIC = "tap:public"  # pre-serialised JSON for every websocket (grid, status from other workers)
@@ -54,6 +65,16 @@ def bet_key(bet_id: str) -> str:
     return f"tap:bet:{bet_id}"
 
 
+def exposure_key(t_start: int) -> str:
+    """A column's open potential payout: field ``t`` the column's total, ``<row>`` each cell's."""
+    return f"tap:exp:{t_start}"
+
+
+def exposure_bets_key(t_start: int) -> str:
+    """The bets counted in `exposure_key(t_start)`: bet id → ``<row>:<payout>`` (releases are idempotent)."""
+    return f"tap:expb:{t_start}"
+
+
 def heartbeat_key(instance: str) -> str:
     return f"tap:worker:{instance}"
 
@@ -71,6 +92,24 @@ def events_key(address: str) -> str:
 def session_ended_message(session_key: str) -> bytes:
     """Published on CHANNEL_CONTROL at logout: every worker closes that session's sockets."""
     return orjson.dumps({"type": "session_ended", "session": session_key})
+
+
+def betting_message(open_: bool, reason: str | None) -> bytes:
+    """Published on CHANNEL_CONTROL when an operator halts or reopens betting: every worker updates
+    its switch at once and tells its websockets (`status`)."""
+    return orjson.dumps({"type": "betting", "open": open_, "reason": reason})
+
+
+def betting_change(data: bytes) -> tuple[bool, str | None] | None:
+    """(open, reason) of a `betting` control message, or None for anything else."""
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(msg, dict) and msg.get("type") == "betting" and isinstance(msg.get("open"), bool):
+        reason = msg.get("reason")
+        return msg["open"], reason if isinstance(reason, str) else None
+    return None
 
 
 def ended_session(data: bytes) -> str | None:

@@ -64,6 +64,11 @@ class Metrics:
             "Write jobs whose commit could not be confirmed or denied (reconciled from SQLite)",
             registry=r,
         )
+        self.replication_lag = Gauge(
+            "tap_replication_lag_seconds",
+            "Seconds since Litestream last uploaded the current week file to S3 (-1: not replicating)",
+            registry=r,
+        )
         self.feed_age = Gauge(
             "tap_feed_age_seconds", "Seconds since the last price tick (monotonic)", registry=r
         )
@@ -75,8 +80,11 @@ class Metrics:
         # price ingestion and the breaker (workers/aggregator.py, workers/exchanges/, app/market/feed.py)
         self.feed_betting = Gauge(
             "tap_feed_betting_open",
-            "1 while bets are accepted, 0 while the breaker suspends them",
+            "1 while bets are accepted, 0 while the breaker suspends them or an operator halts betting",
             registry=r,
+        )
+        self.betting_halted = Gauge(
+            "tap_betting_halted", "1 while an operator has halted betting (SPEC §8b), else 0", registry=r
         )
         self.feed_transitions = Counter(
             "tap_feed_status_changes", "Changes of the websocket status message", ["feed"], registry=r

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 import redis
 from flask import Flask, current_app
 
+from app.admin.samples import ConsoleSamples
 from app.bets.claims import BetClaims
+from app.bets.halt import BettingSwitch
 from app.bets.notify import BetNotifier
+from app.bets.tapstats import TapCounter
 from app.config import Settings
 from app.market.feed import FeedMonitor
 from app.market.grid import GridSpec
@@ -37,12 +40,25 @@ class Services:
     bet_notifier: BetNotifier
     # Concurrent taps' Redis script calls (rate counter, claim, session lookup) in one round trip.
     redis_batch: ScriptBatcher
+    betting: BettingSwitch = field(default_factory=BettingSwitch)  # the operator's halt switch (copy)
+    taps: TapCounter = field(default_factory=TapCounter)  # taps per second by outcome (console)
+    console: ConsoleSamples = field(default_factory=ConsoleSamples)  # writer and feed samples (console)
     # The wall clock every rule reads (bet freshness, placeable cells, sessions, server_time):
     # timestamps leave the process, so wall time, not monotonic. Tests freeze it with `set_clock`.
     clock: Callable[[], float] = field(default=time.time)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def status_message(self) -> dict:
+        """The websocket `status` message: the feed's state, and betting open only while both the
+        breaker and the operator's switch allow it. While the operator has halted betting it also
+        carries ``"halted": true`` and the operator's ``reason`` (absent otherwise)."""
+        msg = self.feed.status_message()
+        halt = self.betting.state
+        if not halt.open:
+            msg.update(betting=False, halted=True, reason=halt.reason)
+        return msg
 
 
 def services(app: Flask | None = None) -> Services:

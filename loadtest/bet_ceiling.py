@@ -9,7 +9,8 @@ What it does (everything on 127.0.0.1, every step bounded in time, everything it
 
 1. Starts a private redis-server (CPU 1) and gunicorn (`-c gunicorn.conf.py`, CPU 0) on free ports
    with TAP_DATA_DIR=<tmp>, TAP_DEV_MODE=1 and the app's own rate limits off (all load comes from
-   one IP: TAP_RATE_PER_IP=0, TAP_RATE_PER_ADDRESS=0, TAP_RATE_AUTH_PER_IP=0). The grid settings stay
+   one IP: TAP_RATE_PER_IP=0, TAP_RATE_PER_ADDRESS=0, TAP_RATE_AUTH_PER_IP=0), and the exposure caps
+   raised out of the way (TAP_MAX_CELL_PAYOUT/TAP_MAX_COLUMN_PAYOUT = 10^9). The grid settings stay
    at their defaults; the simulated feed's volatility is lowered (TAP_SIM_VOLATILITY, default here
    0.15) so the price row drifts less during a run and the pre-chosen cells stay placeable. This
    process pins itself to CPU 1.
@@ -26,6 +27,11 @@ What it does (everything on 127.0.0.1, every step bounded in time, everything it
    keep-alive connections (64, like nginx's upstream keepalive). Afterwards it waits for the writer
    to drain, reads /metrics and checks a sample of bets with `GET /api/v1/bets/<id>`.
 5. Prints one markdown row per run and writes everything to --json.
+
+With ``--console-poll S`` an operator session (an admin wallet made up for the run, put in
+TAP_ADMIN_ADDRESSES) polls ``GET /api/v1/admin/overview`` every S seconds during each run, on its own
+connection, as the operator console does; its latencies are reported beside the taps' (issue 14: the
+console must not slow the trader path).
 
 "Time to bet:confirmed" is measured on the traders' websockets from the instant the bet was due
 (a tap) to the `bet:confirmed` frame; the server's own histogram `tap_bet_confirm_seconds`
@@ -62,9 +68,75 @@ from loadtest.lib.cells import cells_per_trader_estimate, plan_cells, sign_bodie
 from loadtest.lib.cpu import CpuWindow, loadavg, wait_quiet
 from loadtest.lib.metrics import hist_quantiles, metric_delta, rejected_by_reason, scrape
 from loadtest.lib.openloop import WsListeners, latency_summary, open_loop, pct
-from loadtest.lib.rawhttp import Api, Trader, build_request, login_trader
-from loadtest.lib.signing import Key, bet_text
+from loadtest.lib.rawhttp import Api, RawHttp, Trader, build_request, login_trader
+from loadtest.lib.signing import Key, bet_text, siwe_message
 from loadtest.lib.stack import VENV_BIN, Stack, free_port, log, tcp_ok
+
+# ---- the operator console, polling (issue 14)
+
+
+class ConsolePoller:
+    """An operator's console: GET /api/v1/admin/overview every `every_s` seconds, latencies kept."""
+
+    def __init__(self, host: str, port: int, token: str, every_s: float) -> None:
+        self.http = RawHttp(host, port)
+        self.req = build_request("GET", "/api/v1/admin/overview", f"{host}:{port}", token=token)
+        self.every_s = every_s
+        self.latencies_ms: list[float] = []
+        self.bytes = 0
+        self.errors: list[str] = []
+        self._g = None
+
+    def start(self) -> None:
+        import gevent
+
+        self.latencies_ms, self.errors, self.bytes = [], [], 0
+        self._g = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        import gevent
+
+        nxt = time.monotonic()
+        while True:
+            t0 = time.monotonic()
+            try:
+                status, body = self.http.request(self.req)
+                if status != 200:
+                    self.errors.append(f"{status} {body[:100]!r}")
+                self.bytes += len(body)
+            except (OSError, ConnectionError) as exc:
+                self.errors.append(repr(exc))
+            self.latencies_ms.append((time.monotonic() - t0) * 1000)
+            nxt += self.every_s
+            gevent.sleep(max(0.0, nxt - time.monotonic()))
+
+    def stop(self) -> dict:
+        if self._g is not None:
+            self._g.kill()
+        self.http.close()
+        lat = self.latencies_ms
+        return {
+            "polls": len(lat),
+            "p50_ms": pct(lat, 0.5),
+            "p99_ms": pct(lat, 0.99),
+            "max_ms": max(lat) if lat else float("nan"),
+            "mean_bytes": self.bytes / max(1, len(lat)),
+            "errors": self.errors[:5],
+        }
+
+
+def login_admin(api: Api, key: Key, domain: str, chain_id: int) -> str:
+    status, body = api.call("GET", "/api/v1/auth/nonce")
+    assert status == 200, (status, body)
+    text = siwe_message(domain, chain_id, key, body["nonce"], None, int(time.time() * 1000))
+    status, body = api.call(
+        "POST", "/api/v1/auth/login", {"message": text, "signature": key.personal_sign(text)}
+    )
+    assert status == 200, (status, body)
+    status, who = api.call("GET", "/api/v1/admin/whoami", token=body["token"])
+    assert status == 200, (status, who)
+    return body["token"]
+
 
 # ---- one measured run
 
@@ -85,6 +157,7 @@ def measure_bets(
     profile: Path | None,
     worker_pid: int | None,
     quiet: tuple[float, float] | None = None,
+    console: ConsolePoller | None = None,
 ) -> dict:
     import gevent
 
@@ -147,7 +220,10 @@ def measure_bets(
         )
         time.sleep(0.5)
     win = CpuWindow(stack_pids)
+    if console is not None:
+        console.start()
     res = open_loop(host, port, reqs, rate, conns, grace_s=10.0)
+    console_stats = console.stop() if console is not None else None
     cpu = win.end()
     if spy is not None:
         spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
@@ -235,6 +311,7 @@ def measure_bets(
         if idle
         else None,
         "loadavg": loadavg(),
+        "console": console_stats,
     }
     if profile is not None:
         threads = sorted(cpu.get("worker_threads_cores", {}).values(), reverse=True)
@@ -528,6 +605,17 @@ def print_table(results: list[dict]) -> None:
             f"{f(r['worker_marginal_us_per_bet'], '{:.0f}')} | {busy} | {f(cpu.get('others_cores', 0), '{:.2f}')} | "
             f"{non or 'none'} |"
         )
+    consoles = [r for r in results if r.get("console")]
+    if consoles:
+        print()
+        print("| run | offered/s | console polls | overview p50 / p99 / max ms | mean bytes | errors |")
+        print("|---|---:|---:|---|---:|---|")
+        for r in consoles:
+            c = r["console"]
+            print(
+                f"| bets {r['duration_s']:.0f} s | {r['rate']} | {c['polls']} | {f(c['p50_ms'])} / "
+                f"{f(c['p99_ms'])} / {f(c['max_ms'])} | {c['mean_bytes']:.0f} | {c['errors'] or 'none'} |"
+            )
 
 
 # ---- main ---------------------------------------------------------------------------------------------
@@ -571,6 +659,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0,
         help="only start the stack, print its URL, keep it up this many seconds, stop it (for locust)",
+    )
+    ap.add_argument(
+        "--console-poll",
+        type=float,
+        default=0,
+        help="an operator polls GET /api/v1/admin/overview every this many seconds during each run (0: no)",
     )
     ap.add_argument("--json", type=Path, help="write all results here")
     ap.add_argument("--logs", type=Path, help="keep the gunicorn and redis logs here")
@@ -618,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     api: Api | None = None
+    admin_key = Key()
+    console: ConsolePoller | None = None
     main_greenlet = gevent.getcurrent()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # under gevent a handler runs in the hub: throw into the main greenlet so `finally` stops the stack
@@ -631,6 +727,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             env = dict(kv.split("=", 1) for kv in args.env)
             env.setdefault("TAP_SIM_VOLATILITY", args.sim_volatility)
+            # Thousands of bets of 1 on a few dozen cells, far cells at 100× with the calm sim feed: the
+            # default exposure caps (SPEC §8b) would refuse part of them. Out of the way, as before them.
+            env.setdefault("TAP_MAX_CELL_PAYOUT", "1000000000")
+            env.setdefault("TAP_MAX_COLUMN_PAYOUT", "1000000000")
+            if args.console_poll:
+                env["TAP_ADMIN_ADDRESSES"] = admin_key.checksum_address
             stack = Stack(env, args.logs)
             stack.start()
             host, port = "127.0.0.1", stack.port
@@ -679,6 +781,9 @@ def main(argv: list[str] | None = None) -> int:
         count = args.traders or max(args.ws_traders, math.ceil(max(rates) * args.duration / per_trader))
         traders = setup_traders(host, port, count, domain, chain_id)
         self_check(api, traders[0], domain, chain_id)
+        if args.console_poll:
+            token = login_admin(api, admin_key, domain, chain_id)
+            console = ConsolePoller(host, port, token, args.console_poll)
 
         if args.warmup > 0:
             r = measure_bets(
@@ -739,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
                         prof,
                         worker,
                         quiet=(args.max_others, args.quiet_timeout) if pids else None,
+                        console=console,
                     )
                     r["attempt"] = attempt + 1
                     r["profiled"] = prof is not None

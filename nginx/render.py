@@ -4,11 +4,12 @@
     python nginx/render.py --prefix DIR --exec   # render into DIR, then become nginx (make run)
 
 nginx uses only its *runtime prefix*: config, pid, access log, temp dirs, a copy of the TLS certificate
-and a copy of static/. By default that is ``<data dir>/nginx``. Started as root, nginx drops to
-`nobody`, who may not be able to enter the checkout or the data directory (a clone under /root, mode
-700; a `mktemp -d` data dir), so `make run` then passes a private runtime dir of its own (under /run,
-removed at exit). The certificate is made once, kept in ``<data dir>/nginx/tls`` and copied in. The
-error log goes to nginx's stderr, which the caller sends where it likes (make run: logs/nginx.log).
+and a copy of the built web app (web/dist). By default that is ``<data dir>/nginx``. Started as root,
+nginx drops to `nobody`, who may not be able to enter the checkout or the data directory (a clone under
+/root, mode 700; a `mktemp -d` data dir), so `make run` then passes a private runtime dir of its own
+(under /run, removed at exit). The certificate is made once, kept in ``<data dir>/nginx/tls`` and copied
+in. The error log goes to nginx's stderr, which the caller sends where it likes (make run:
+logs/nginx.log).
 """
 
 from __future__ import annotations
@@ -114,6 +115,28 @@ def _fill(template: str, **values: object) -> str:
     return re.sub(r"\{\{([a-z_]+)\}\}", sub, template)
 
 
+WEB_DIST = ROOT / "web" / "dist"
+NOT_BUILT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Tap Trading</title></head>
+<body><h1>Tap Trading</h1><p>The web app is not built yet: <code>make run</code> builds it
+(<code>bash scripts/web.sh build</code> on its own).</p></body></html>
+"""
+
+
+def copy_app(static_root: Path) -> None:
+    """The one thing nginx serves at `/`: the built web app (web/dist, made by scripts/web.sh).
+
+    Before a build exists (a checkout where only the API is used), a one-page notice says how to build it.
+    """
+    if static_root.exists():
+        shutil.rmtree(static_root)
+    if (WEB_DIST / "index.html").exists():
+        shutil.copytree(WEB_DIST, static_root)
+    else:
+        static_root.mkdir(parents=True)
+        (static_root / "index.html").write_text(NOT_BUILT)
+
+
 def render(
     settings: Settings,
     *,
@@ -122,7 +145,7 @@ def render(
     api_burst: int = 10000,
     conn_per_ip: int = 2000,
 ) -> Path:
-    """Write the config, a copy of the certificate and of static/ under `prefix` (default
+    """Write the config, a copy of the certificate and of the web app (web/dist) under `prefix` (default
     ``<data dir>/nginx``); return the config path. As root, hand the prefix to `nobody` and check that
     nobody can reach it (SystemExit naming the directory that keeps it out, if not)."""
     home = settings.data_dir / "nginx"
@@ -137,7 +160,7 @@ def render(
         (prefix / "tls").mkdir(exist_ok=True)
         cert, key = Path(shutil.copy2(cert, prefix / "tls")), Path(shutil.copy2(key, prefix / "tls"))
     static_root = prefix / "html"
-    shutil.copytree(ROOT / "static", static_root, dirs_exist_ok=True)
+    copy_app(static_root)
     text = _fill(
         (ROOT / "nginx" / "nginx.conf.template").read_text(),
         prefix=prefix,

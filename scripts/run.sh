@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 bash scripts/setup.sh
+bash scripts/web.sh build   # the web app nginx serves at /; rebuilt only when web/ changed
 
 export TAP_DATA_DIR=${TAP_DATA_DIR:-$ROOT/var}
 export TAP_DEV_MODE=${TAP_DEV_MODE:-1}   # mock deposits on: this command is for local use
@@ -33,14 +34,28 @@ except ConfigError as exc:
 u = urlsplit(s.redis_url)
 print(f"REDIS_HOST={shlex.quote(u.hostname or '127.0.0.1')} REDIS_PORT={u.port or 6379}")
 print(f"BIND={shlex.quote(s.bind)} HTTP_PORT={s.http_port} HTTPS_PORT={s.https_port}")
+if s.replicating:
+    # Litestream's configuration is derived from the same TAP_* settings, rewritten at every start.
+    from app.storage.replication import ReplicationError, litestream_bin, write_config
+    try:
+        exe, cfg = litestream_bin(), write_config(s)
+    except ReplicationError as exc:
+        print(f"echo {shlex.quote('tap-trading: ' + str(exc))} >&2; exit 2")
+        sys.exit(0)
+    where = f"s3://{s.s3_bucket}/{s.s3_replica_prefix}" + (f" at {s.s3_endpoint_url}" if s.s3_endpoint_url else "")
+    print(f"REPLICA={shlex.quote(where)} LITESTREAM={shlex.quote(str(exe))} LITESTREAM_CONFIG={shlex.quote(str(cfg))}")
+else:
+    print("REPLICA=")
 PYEOF
 )"
 LOGS=$TAP_DATA_DIR/logs
 mkdir -p "$TAP_DATA_DIR/redis" "$LOGS"
 
-SERVICES=(redis gunicorn nginx)   # start order; stopped in reverse
+SERVICES=(redis gunicorn nginx)   # start order
+[ -n "$REPLICA" ] && SERVICES=(redis gunicorn litestream nginx)
 declare -A PID=() STARTED_MS=() QUICK_DEATHS=() RESTART_AT_MS=()
-declare -A LOG=([redis]=$LOGS/redis.log [gunicorn]=$LOGS/gunicorn.log [nginx]=$LOGS/nginx.log)
+declare -A LOG=([redis]=$LOGS/redis.log [gunicorn]=$LOGS/gunicorn.log [nginx]=$LOGS/nginx.log
+                [litestream]=$LOGS/litestream.log)
 NGINX_PREFIX=$TAP_DATA_DIR/nginx
 NGINX_RUNTIME=""   # set when this script made a runtime dir for nginx (removed at exit)
 
@@ -64,6 +79,8 @@ cleanup() {
   # nginx first (no new requests), gunicorn next (it flushes the SQLite writer: up to 25 s), Redis last.
   [ -n "${PID[nginx]:-}" ] && reap_group "${PID[nginx]}" QUIT 50
   [ -n "${PID[gunicorn]:-}" ] && reap_group "${PID[gunicorn]}" TERM 250
+  # Litestream after gunicorn: its TERM handler uploads what the writer's last commits left (<= 30 s).
+  [ -n "${PID[litestream]:-}" ] && reap_group "${PID[litestream]}" TERM 350
   if [ -n "${PID[redis]:-}" ]; then
     redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
     reap_group "${PID[redis]}" TERM 50
@@ -111,6 +128,13 @@ start_gunicorn() {
   PID[gunicorn]=$!
   echo "${PID[gunicorn]}" >"$TAP_DATA_DIR/gunicorn.pid"
 }
+start_litestream() {
+  # AWS_CA_BUNDLE makes litestream 0.5.17 refuse to start; Go reads the same bundle from SSL_CERT_FILE
+  # (app/storage/replication.py: litestream_env).
+  env -u AWS_CA_BUNDLE ${AWS_CA_BUNDLE:+SSL_CERT_FILE=$AWS_CA_BUNDLE} \
+    setsid "$LITESTREAM" replicate -config "$LITESTREAM_CONFIG" >>"${LOG[litestream]}" 2>&1 &
+  PID[litestream]=$!
+}
 start_nginx() {
   setsid $PY nginx/render.py --prefix "$NGINX_PREFIX" --exec >>"${LOG[nginx]}" 2>&1 &
   PID[nginx]=$!
@@ -145,6 +169,12 @@ done
 
 log "starting gunicorn on $BIND"
 start gunicorn
+if [ -n "$REPLICA" ]; then
+  log "starting litestream: replicating $TAP_DATA_DIR/db/bets_*.db to $REPLICA (lag on /readyz; log ${LOG[litestream]})"
+  start litestream
+else
+  log "replication off: TAP_S3_BUCKET is not set (or TAP_REPLICATION=OFF); the week files live on this disk only"
+fi
 log "starting nginx on :$HTTP_PORT and :$HTTPS_PORT (TLS, self-signed for localhost; files in $NGINX_PREFIX)"
 start nginx
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs whatever is missing for running or testing Tap Trading, and nothing else.
-#   - Debian packages: redis-server, nginx, openssl, wrk (apt-get; services are NOT started by apt)
+#   - Debian packages: redis-server, nginx, openssl, wrk, chromium, fonts-liberation (apt-get; services
+#     are NOT started by apt)
 #   - a virtualenv in .venv with the project installed in editable mode (+ dev extras)
+#   - the web app's Node packages (npm ci from web/package-lock.json; scripts/web.sh install)
 # Safe to run again: every step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,9 @@ have redis-server || missing+=(redis-server)
 have nginx || missing+=(nginx)
 have openssl || missing+=(openssl)
 have wrk || missing+=(wrk)
+# The web app's end-to-end tests drive Debian's Chromium (never a browser downloaded by Playwright).
+have chromium || missing+=(chromium)
+dpkg -s fonts-liberation >/dev/null 2>&1 || missing+=(fonts-liberation)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then
@@ -53,4 +58,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
   log "python packages installed"
 fi
+# ---- the web app's Node packages --------------------------------------------------------------
+bash scripts/web.sh install
 log "ready ($ROOT)"

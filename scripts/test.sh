@@ -12,6 +12,9 @@ echo "[test] ruff format --check"
 .venv/bin/ruff format --check .
 echo "[test] mypy (app/, workers/)"
 .venv/bin/mypy
+echo "[test] web app: tsc, vitest, build"
+bash scripts/web.sh test
+bash scripts/web.sh build   # the end-to-end tests load web/dist through nginx
 echo "[test] pytest"
 if [ "${QUICK:-0}" = 1 ]; then
   exec .venv/bin/python -m pytest -m "not e2e" "$@"

@@ -39,6 +39,17 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="module")
+def module_redis_url(redis_server: RedisServer) -> str:
+    """The shared redis-server, flushed for a module whose server lives across its tests: a previous
+    module's price history would otherwise be replayed as a feed stall (betting suspended for the
+    30 s recovery) by the next server that starts on it."""
+    if not redis_server.running:
+        redis_server.start()
+    redis_server.client().flushall()
+    return redis_server.url
+
+
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Settings:
     return Settings.from_env({}, data_dir=tmp_path / "data", redis_url=redis_url, dev_mode=True)

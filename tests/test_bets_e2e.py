@@ -1,19 +1,17 @@
-"""Money safety through real processes: gunicorn (gevent worker), real Redis, real SQLite file."""
+"""Money safety through real processes: gunicorn (gevent worker), real Redis, real SQLite file.
+
+kill -9 of the worker under load (and the other process faults) is in tests/test_faults.py."""
 
 import os
-import random
-import signal
 import subprocess
 import sys
 import time
 
-import apsw
 import gevent
 import pytest
 
 from app.config import Settings
-from app.storage.db import current_week_file
-from tests.support.servers import ROOT, Gunicorn, http_get, wait_until
+from tests.support.servers import ROOT, Gunicorn
 from tests.support.traders import HttpClient, Trader
 
 pytestmark = pytest.mark.e2e
@@ -103,68 +101,6 @@ def _integrity(env):
         text=True,
         timeout=60,
     )
-
-
-def test_kill_9_of_the_worker_under_load_loses_no_confirmed_bet(stack):
-    server, settings, env = stack
-    traders = [Trader(HttpClient(server.url), settings).login() for _ in range(8)]
-    for t in traders:
-        t.deposit("1000")
-    confirmed: set[str] = set()
-    accepted: list[tuple[Trader, str]] = []
-    stop = False
-    rng = random.Random(1)
-
-    def place(t):
-        cells = _placeable_cells(t)
-        rng.shuffle(cells)
-        while not stop and cells:
-            try:
-                status, body, _ = t.bet(cells.pop(), "1")
-            except OSError:
-                gevent.sleep(0.05)  # the worker is being killed / restarted
-                continue
-            if status == 202:
-                accepted.append((t, body["bet_id"]))
-            elif status in (409, 422):
-                pass  # the cell closed meanwhile
-            gevent.sleep(0)
-
-    def watch():
-        while not stop:
-            for t, bet_id in list(accepted):
-                if bet_id in confirmed:
-                    continue
-                try:
-                    status, body, _ = t.call("GET", f"/api/v1/bets/{bet_id}")
-                except OSError:
-                    continue
-                if status == 200 and body["status"] == "confirmed":
-                    confirmed.add(bet_id)
-            gevent.sleep(0.02)
-
-    greenlets = [gevent.spawn(place, t) for t in traders] + [gevent.spawn(watch)]
-    # kill while bets are being placed and confirmed, and keep the load on after the restart
-    wait_until(lambda: len(confirmed) >= 15, timeout=30, what="bets confirmed before the kill")
-    (worker,) = server.worker_pids()
-    os.kill(worker, signal.SIGKILL)
-    wait_until(lambda: server.worker_pids() and server.worker_pids() != [worker], timeout=20, what="respawn")
-    wait_until(lambda: http_get(server.url + "/readyz")[0] == 200, timeout=20, what="ready after kill -9")
-    confirmed_before = len(confirmed)
-    wait_until(
-        lambda: len(confirmed) >= confirmed_before + 15, timeout=30, what="bets confirmed after the restart"
-    )
-    stop = True
-    gevent.joinall(greenlets, timeout=20)
-    assert len(confirmed) > 20, "the load was too light to mean anything"
-
-    path = current_week_file(settings.db_dir)
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    in_db = {r[0] for r in conn.execute("SELECT bet_id FROM bets")}
-    conn.close()
-    assert confirmed <= in_db, f"confirmed but lost: {sorted(confirmed - in_db)[:5]}"
-    result = _integrity(env)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_trader_websocket_sees_confirmation_resolution_and_balance(tmp_path, redis_url):

@@ -247,3 +247,53 @@ def test_calibration_every_bucket(annual_vol, rows, books, paths, seed):
         )
     if clamp.bets:  # the permitted exception: capped cells can only favour the house
         assert clamp.ret <= 0.95, report
+
+
+# ---- quotes lean against exposure (SPEC §8b) -------------------------------------------------------
+
+
+def test_the_shading_curve():
+    """m × (1 − 0.5·u²), floored, never above m, never below 1.01; u is clamped to [0, 1]."""
+    assert quotes.shade(30_000, 0.0) == 30_000
+    assert quotes.shade(30_000, 0.25) == 29_062  # −3.1 %
+    assert quotes.shade(30_000, 0.5) == 26_250  # −12.5 %
+    assert quotes.shade(30_000, 1.0) == 15_000  # −50 % at the cap
+    assert quotes.shade(30_000, 7.0) == 15_000  # beyond the cap counts as the cap
+    assert quotes.shade(10_200, 1.0) == 10_100  # floored to 1.01
+    assert quotes.shade(None, 1.0) is None
+    prev = MAX_MULTIPLIER
+    for k in range(101):  # monotone in the liability
+        m = quotes.shade(MAX_MULTIPLIER, k / 100)
+        assert m is not None and m <= prev
+        prev = m
+
+
+def test_a_book_leans_against_its_exposure_and_the_grid_shows_what_is_charged():
+    now = 1_763_712_001.0
+    book = quotes.QuoteBook.build(SPEC, 6_700_050, SIGMA, 0.25, 500, now=now)
+    cols = list(SPEC.placeable_columns(now))
+    row = book.current_row + 3
+    empty = book.with_exposure(quotes.Exposure(cell_cap=10**9, column_cap=10**10))
+    assert empty.quotes == book.quotes == book.base  # an empty book: the calibrated model, untouched
+    exp = quotes.Exposure(
+        cell_cap=10**9,
+        column_cap=10**13,
+        cells={(cols[0], row): 5 * 10**8},  # this cell at half its cap (its column: next to nothing)
+        columns={cols[0]: 5 * 10**8, cols[1]: 10**13},  # the next column at its cap
+    )
+    shaded = book.with_exposure(exp)
+    base_m = book.base[(cols[0], row)]
+    assert base_m is not None
+    assert shaded.quotes[(cols[0], row)] == math.floor(base_m * 0.875)
+    neighbour = book.base[(cols[0], row + 1)]  # shaded only by its column's 0.005 %: one unit at most
+    assert neighbour is not None and neighbour - 1 <= shaded.quotes[(cols[0], row + 1)] <= neighbour
+    for (t, r), m in book.base.items():
+        if t == cols[1] and m is not None:
+            assert shaded.quotes[(t, r)] == max(10_100, math.floor(m * 0.5))
+    assert shaded.base is book.base  # the model's quotes are kept for the next snapshot
+    # the grid message and the acceptance (book.quote) give the same shaded numbers
+    msg = quotes.grid_message(shaded, int(now * 1000))
+    i, j = msg["columns"].index(cols[0]), msg["rows"].index(row)
+    assert msg["quotes"][i][j] == quotes.format_multiplier(shaded.quote(cols[0], row))
+    far = (cols[0] + 100 * SPEC.column_seconds, row)  # a cell outside the book is shaded the same way
+    assert shaded.quote(*far) == book.quote(*far)  # (no exposure recorded there)

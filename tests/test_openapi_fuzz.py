@@ -50,11 +50,11 @@ MAX_EXAMPLES = 15  # per operation and mode: enough to reach every documented br
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory, redis_server) -> Iterator[tuple[object, dict[str, str]]]:
+def fuzzed(tmp_path_factory, module_redis_url) -> Iterator[tuple[object, dict[str, str]]]:
     s = Settings.from_env(
         {},
         data_dir=tmp_path_factory.mktemp("fuzz") / "data",
-        redis_url=redis_server.url,
+        redis_url=module_redis_url,
         dev_mode=True,
         rate_per_address=0,
         rate_per_ip=0,

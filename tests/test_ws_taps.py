@@ -28,6 +28,9 @@ class Front:
 
 
 def _env(tmp, redis_server, **extra: str) -> dict:
+    """The server's settings, on the shared redis-server flushed first: a previous server's price
+    history would be replayed as a feed stall (betting suspended) by the next one (module_redis_url)."""
+    redis_server.client().flushall()
     return {
         "TAP_DATA_DIR": str(tmp / "data"),
         "TAP_REDIS_URL": redis_server.url,

@@ -1,8 +1,10 @@
 """Watches the feed monitor and tells every websocket when its status changes.
 
-The websocket `status` message (``{"type":"status","feed":…,"betting":…}``) goes out on connect
-(app/realtime/ws.py) and from here on every change of either field — e.g. CRITICAL→recovering changes the
-feed from "critical" to "degraded" while betting stays false, and recovery flips betting to true.
+The websocket `status` message (``{"type":"status","feed":…,"betting":…,"halted":…,"reason":…}``,
+`Services.status_message`) goes out on connect (app/realtime/ws.py) and from here on every change of
+any field — e.g. CRITICAL→recovering changes the feed from "critical" to "degraded" while betting
+stays false, recovery flips betting to true, and the operator's halt switch flips it with its reason.
+Each change is also kept in `FeedMonitor.transitions` for the operator console.
 Polling every 100 ms also drives the time-based edges of the state machine (a stall is noticed
 without waiting for the next tick) and keeps the betting gauge current.
 """
@@ -10,6 +12,8 @@ without waiting for the next tick) and keeps the betting gauge current.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import orjson
 
@@ -25,15 +29,25 @@ class FeedWatch(LoopWorker):
     name = "feed-watch"
     interval_s = 0.1
 
-    def __init__(self, feed: FeedMonitor, fanout: Fanout, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        feed: FeedMonitor,
+        fanout: Fanout,
+        metrics: Metrics | None = None,
+        *,
+        status: Callable[[], dict] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__()
         self.feed = feed
         self.fanout = fanout
         self.metrics = metrics
+        self.status = status or feed.status_message
+        self.wall = wall
         self._last: dict | None = None
 
     def step(self) -> None:
-        status = self.feed.status_message()
+        status = self.status()
         last, self._last = self._last, status
         if last is None:  # first round (or a restart): the gauge only; clients got status on connect
             self._gauge(status)
@@ -47,6 +61,9 @@ class FeedWatch(LoopWorker):
                 "betting" if status["betting"] else "suspended",
             )
             self._gauge(status)
+            self.feed.transitions.append(
+                {k: v for k, v in status.items() if k != "type"} | {"at": int(self.wall() * 1000)}
+            )
             if self.metrics:
                 self.metrics.feed_transitions.labels(status["feed"]).inc()
             self.fanout.broadcast(orjson.dumps(status))

@@ -3,6 +3,11 @@
 The book is rebuilt whenever a new tick arrives (and at least every second, as time moves the
 columns), so the multiplier charged at acceptance is computed from the same inputs the trader's grid
 showed. Volatility is re-estimated from the Redis price history every few seconds.
+
+Quotes lean against exposure (SPEC §8b, `app.market.quotes.shade`): at each rebuild, and every
+`shade_every_s` in between, the open liability of the placeable columns is read from Redis (one
+pipelined round trip) and the book is re-shaded from it — no probability is recomputed for that. The
+book the bet path charges is always a shaded one; if Redis cannot be read, the last snapshot stays.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import time
 import orjson
 import redis
 
+from app.bets.exposure import read_exposure
 from app.market.feed import FeedMonitor
 from app.market.grid import GridSpec
 from app.market.prices import ticks_since
-from app.market.quotes import QuoteBook, QuoteState, estimate_sigma, grid_message
+from app.market.quotes import Exposure, QuoteBook, QuoteState, estimate_sigma, grid_message
 from app.realtime.fanout import Fanout
 from workers.loop import LoopWorker
 
@@ -30,6 +36,7 @@ class GridPublisher(LoopWorker):
     interval_s = 0.05
     broadcast_every_s = 1.0
     sigma_every_s = 5.0
+    shade_every_s = 0.25
 
     def __init__(
         self,
@@ -41,6 +48,8 @@ class GridPublisher(LoopWorker):
         *,
         house_edge: int,
         prior_vol: float,
+        cell_cap: int = 0,
+        column_cap: int = 0,
     ) -> None:
         super().__init__()
         self.r = r
@@ -50,8 +59,12 @@ class GridPublisher(LoopWorker):
         self.fanout = fanout
         self.house_edge = house_edge
         self.prior_vol = prior_vol
+        self.cell_cap = cell_cap
+        self.column_cap = column_cap
         self._last_tick: object = None
-        self._last_build = self._last_broadcast = self._last_sigma = 0.0
+        self._last_build = self._last_broadcast = self._last_sigma = self._last_shade = 0.0
+        self._base: QuoteBook | None = None  # the latest unshaded book
+        self._exposure: Exposure | None = None
 
     def refresh_sigma(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -70,7 +83,27 @@ class GridPublisher(LoopWorker):
             self.house_edge,
             tick_ts=tick.ts,
         )
+        self._base = book
+        return self.reshade()
+
+    def reshade(self) -> QuoteBook | None:
+        """Read the placeable columns' liability and publish the base book shaded by it."""
+        base = self._base
+        if base is None:
+            return None
+        if self.cell_cap > 0 and self.column_cap > 0:
+            try:
+                self._exposure = read_exposure(
+                    self.r,
+                    self.spec.placeable_columns(base.now),
+                    cell_cap=self.cell_cap,
+                    column_cap=self.column_cap,
+                )
+            except redis.RedisError as exc:
+                log.warning("grid-publisher: cannot read the exposure (%s); keeping the last", exc)
+        book = base.with_exposure(self._exposure)
         self.quotes.book = book
+        self._last_shade = time.monotonic()
         return book
 
     def step(self) -> None:
@@ -89,3 +122,5 @@ class GridPublisher(LoopWorker):
             if book is not None and now - self._last_broadcast >= self.broadcast_every_s:
                 self.fanout.broadcast(orjson.dumps(grid_message(book, int(time.time() * 1000))))
                 self._last_broadcast = now
+        elif now - self._last_shade >= self.shade_every_s:
+            self.reshade()

@@ -26,7 +26,15 @@ from collections.abc import Callable
 import redis
 
 from app.auth.decorators import WS_CLOSE_INVALID_SESSION
-from app.keys import CHANNEL_CONTROL, CHANNEL_PRICE, CHANNEL_PUBLIC, USER_PATTERN, USER_PREFIX, ended_session
+from app.keys import (
+    CHANNEL_CONTROL,
+    CHANNEL_PRICE,
+    CHANNEL_PUBLIC,
+    USER_PATTERN,
+    USER_PREFIX,
+    betting_change,
+    ended_session,
+)
 from app.market.feed import FeedMonitor
 from app.market.prices import Tick, tick_at_or_before, ticks_since
 from app.metrics import Metrics
@@ -50,8 +58,10 @@ class PubSubListener(Stoppable):
         metrics: Metrics | None = None,
         *,
         wall: Callable[[], float] = time.time,
+        on_betting: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         super().__init__()
+        self.on_betting = on_betting  # the operator halted or reopened betting (a control message)
         self.r = r
         self.fanout = fanout
         self.feed = feed
@@ -117,6 +127,8 @@ class PubSubListener(Stoppable):
             session_key = ended_session(data)
             if session_key is not None:  # logged out: its sockets are closed with 4401 (SPEC §8)
                 self.fanout.end_session(session_key, WS_CLOSE_INVALID_SESSION, "invalid_session")
+            elif (change := betting_change(data)) is not None and self.on_betting is not None:
+                self.on_betting(*change)  # feed-watch tells the sockets within 100 ms
         elif channel.startswith(self._user_prefix):
             address = channel[len(self._user_prefix) :]
             if _text(data) is None or not _ADDRESS_RE.fullmatch(address):

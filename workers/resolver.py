@@ -15,6 +15,11 @@ settles it through the writer in chunks:
 Only the holder of the resolver lease works (two workers overlap during a reload); even without it
 every bet would settle once (status guard + unique ledger rows). Traders get `bet:resolved` and
 `balance` after the commit.
+
+Once a window is completely settled its open liability is released in one step, by column
+(`app.bets.claims.release_column`: one DEL of the column's exposure hashes — idempotent, so a repeated
+settlement or a late rejection never releases twice). A window that is never settled here (all its
+bets rejected) loses its exposure keys by their TTL.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import gevent
 import orjson
 import redis
 
+from app.bets.claims import release_column, trim_exposure_index
 from app.bets.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.errors import ApiError
 from app.keys import RESOLVER_LEASE_KEY
@@ -40,6 +46,8 @@ from workers.lease import RedisLease
 from workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
+
+TRIM_EVERY_S = 60.0  # how often the console's index of exposed columns is trimmed
 
 
 def decide(stats: WindowStats, now_ms: int, critical_s: float, grace_s: float) -> Outcome | None:
@@ -87,6 +95,7 @@ class Resolver(LoopWorker):
         self.metrics = metrics
         self.lease = RedisLease(r, RESOLVER_LEASE_KEY, 5000)
         self._last_renew = 0.0
+        self._last_trim = 0.0
 
     def step(self) -> float | None:
         try:
@@ -128,6 +137,9 @@ class Resolver(LoopWorker):
                 continue
             settled += self.settle_window(t_start, outcome, now_ms)
         self._record_lag(now_ms)
+        if time.monotonic() - self._last_trim >= TRIM_EVERY_S:
+            self._last_trim = time.monotonic()
+            trim_exposure_index(self.r, now_ms // 1000)
         return settled
 
     def settle_window(self, t_start: int, outcome: Outcome, now_ms: int) -> int:
@@ -150,6 +162,7 @@ class Resolver(LoopWorker):
             if rows:
                 self._notify(rows)
             if len(rows) < self.chunk:
+                self._release(t_start)
                 break
         if total:
             log.info(
@@ -161,6 +174,13 @@ class Resolver(LoopWorker):
             if self.metrics:
                 self.metrics.bets_settled.inc(total)
         return total
+
+    def _release(self, t_start: int) -> None:
+        """The window is settled: its liability is no longer open (SPEC §8b)."""
+        try:
+            release_column(self.r, t_start)
+        except redis.RedisError as exc:  # the keys expire by themselves; the console shows them till then
+            log.warning("window %s: could not release its exposure now (%s)", t_start, exc)
 
     def _notify(self, rows: list[Settled]) -> None:
         """One pipeline: each trader's `bet:resolved` events, then its last balance (with ids, kept

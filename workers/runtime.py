@@ -9,6 +9,7 @@ from flask import Flask
 from app.services import services
 from workers.aggregator import PriceAggregator
 from workers.bet_reconciler import BetReconciler
+from workers.console import ConsoleWorker
 from workers.exchanges import BinanceSource, CoinbaseSource
 from workers.feed_watch import FeedWatch
 from workers.grid_publisher import GridPublisher
@@ -30,12 +31,17 @@ def build_workers(app: Flask) -> list[Worker]:
     s = svc.settings
     workers: list[Worker] = [
         SqliteWriter(
-            svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, batch_max=s.batch_max, metrics=svc.metrics
+            svc.writes,
+            s.db_dir,
+            synchronous=s.sqlite_synchronous,
+            batch_max=s.batch_max,
+            metrics=svc.metrics,
+            autocheckpoint=not s.replicating,
         ),
         # Right after the writer, so it stops just before the writer drains (its heartbeat covers that).
         BetReconciler(svc, svc.now_ms),
-        PubSubListener(svc.redis, svc.fanout, svc.feed, svc.metrics),
-        FeedWatch(svc.feed, svc.fanout, svc.metrics),
+        PubSubListener(svc.redis, svc.fanout, svc.feed, svc.metrics, on_betting=svc.betting.apply),
+        FeedWatch(svc.feed, svc.fanout, svc.metrics, status=svc.status_message),
         GridPublisher(
             svc.redis,
             svc.grid,
@@ -44,6 +50,8 @@ def build_workers(app: Flask) -> list[Worker]:
             svc.fanout,
             house_edge=s.house_edge,
             prior_vol=s.quote_prior_vol / 10_000,
+            cell_cap=s.max_cell_payout,
+            column_cap=s.max_column_payout,
         ),
         Resolver(
             svc.redis,
@@ -53,7 +61,9 @@ def build_workers(app: Flask) -> list[Worker]:
             critical_s=s.feed_critical_s,
             metrics=svc.metrics,
         ),
-        WeekRollover(svc.writes, s.db_dir, synchronous=s.sqlite_synchronous),
+        WeekRollover(
+            svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, autocheckpoint=not s.replicating
+        ),
     ]
     # Price ingestion: every source feeds one aggregator, which publishes while it holds the lease.
     aggregator = PriceAggregator(
@@ -84,6 +94,7 @@ def build_workers(app: Flask) -> list[Worker]:
             )
         else:  # pragma: no cover - Settings refuses unknown sources
             raise RuntimeError(f"TAP_PRICE_SOURCES: unknown source {source!r}")
+    workers.append(ConsoleWorker(svc, aggregator, s.price_sources))
     workers.append(aggregator)  # stopped first: no tick is published once shutdown begins
     return workers
 

@@ -21,6 +21,7 @@ may be on disk.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -146,10 +147,45 @@ def _close_quietly(conn: apsw.Connection | None) -> None:
             log.exception("closing the write connection")
 
 
+def _wal_size(path: Path) -> int:
+    try:
+        return os.stat(f"{path}-wal").st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _last_resort_checkpoint(conn: apsw.Connection, path: Path, limit: int) -> None:
+    """On the writer thread, between transactions: a PASSIVE checkpoint when the WAL is past `limit`.
+
+    Only while Litestream should own checkpoints (autocheckpoint off) and evidently does not — it
+    checkpoints PASSIVE every ~1000 pages and TRUNCATE past ~500 MB, so a WAL this large means it is
+    not running. PASSIVE never waits and never restarts the WAL under a reader (Litestream's read lock
+    holds), so if Litestream is merely slow nothing is lost on its side either.
+    """
+    size = _wal_size(path)
+    if size <= limit:
+        return
+    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    busy, log_frames, done = row if row is not None else (None, None, None)
+    log.warning(
+        "WAL of %s is %d MB (Litestream should checkpoint it; is it running?): PASSIVE checkpoint by"
+        " the writer, %s of %s frames copied (busy=%s)",
+        path.name,
+        size >> 20,
+        done,
+        log_frames,
+        busy,
+    )
+
+
 class SqliteWriter:
     name = "sqlite-writer"
     late_outcome_wait_s = 120.0  # a killed writer's thread may still be committing (rollover: longer)
     probe_interval_s = 1.0  # while commits fail, try a tiny one this often so readiness can recover
+    # With autocheckpoint off (Litestream replicates): how often the WAL's size is looked at, and the
+    # size past which the writer checkpoints by itself (2x Litestream's own TRUNCATE threshold).
+    wal_check_interval_s = 10.0
+    wal_limit_bytes = 1 << 30
 
     def __init__(
         self,
@@ -159,12 +195,15 @@ class SqliteWriter:
         synchronous: str,
         batch_max: int,
         metrics: Metrics | None = None,
+        autocheckpoint: bool = True,
     ) -> None:
         self.queue = queue
         self.db_dir = db_dir
         self.synchronous = synchronous
         self.batch_max = batch_max
         self.metrics = metrics
+        self.autocheckpoint = autocheckpoint  # False while Litestream owns checkpoints
+        self._last_wal_check = time.monotonic()
         self._pool = ThreadPool(1)
         self._conn: apsw.Connection | None = None
         self._path: Path | None = None
@@ -175,7 +214,8 @@ class SqliteWriter:
         path = current_week_file(self.db_dir)
         if path is None:
             raise RuntimeError(f"no current week file in {self.db_dir}; run `flask init-db`")
-        return self._pool.apply(connect, (path,), {"synchronous": self.synchronous}), path
+        kw = {"synchronous": self.synchronous, "autocheckpoint": self.autocheckpoint}
+        return self._pool.apply(connect, (path,), kw), path
 
     def _execute(
         self, conn: apsw.Connection, path: Path, jobs: list[WriteJob]
@@ -198,7 +238,7 @@ class SqliteWriter:
                 conn.close()
                 if current is None:
                     raise RuntimeError(f"CURRENT disappeared from {self.db_dir}")
-                conn = connect(current, synchronous=self.synchronous)
+                conn = connect(current, synchronous=self.synchronous, autocheckpoint=self.autocheckpoint)
                 path = current
         except BaseException:
             _close_quietly(conn)
@@ -214,6 +254,7 @@ class SqliteWriter:
                 if self._stopping:
                     break
                 self._probe_if_failing()
+                self._check_wal()
                 continue
             transactions = split_solo(jobs)
             for i, txn in enumerate(transactions):
@@ -226,6 +267,7 @@ class SqliteWriter:
                         err = RuntimeError("not run: an earlier transaction of the batch failed")
                         self._deliver(rest, [(False, err)] * len(rest))
                     raise
+            self._check_wal()
         self._close()
 
     def _commit(self, jobs: list[WriteJob]) -> None:
@@ -260,6 +302,21 @@ class SqliteWriter:
             self.metrics.write_batch_size.observe(len(jobs))
             self.metrics.write_commit_seconds.observe(time.perf_counter() - t0)
         self._deliver(jobs, outcomes)
+
+    def _check_wal(self) -> None:
+        """While Litestream owns checkpoints: every `wal_check_interval_s` (when idle), make sure the WAL
+        has not grown past `wal_limit_bytes` — the sign that nobody checkpoints it (see
+        `_last_resort_checkpoint`). Runs on the writer thread, between transactions."""
+        if self.autocheckpoint or self._conn is None or self._path is None:
+            return
+        now = time.monotonic()
+        if now - self._last_wal_check < self.wal_check_interval_s:
+            return
+        self._last_wal_check = now
+        try:
+            self._pool.apply(_last_resort_checkpoint, (self._conn, self._path, self.wal_limit_bytes))
+        except apsw.Error as exc:
+            log.warning("last-resort WAL checkpoint failed: %r", exc)
 
     def _deliver_late(self, jobs: list[WriteJob], pending: Any) -> None:
         """After a kill: wait for the thread's transaction and report what really happened."""

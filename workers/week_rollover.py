@@ -29,11 +29,13 @@ class WeekRollover(LoopWorker):
         *,
         synchronous: str = "FULL",
         clock: Callable[[], float] = time.time,
+        autocheckpoint: bool = True,
     ) -> None:
         super().__init__()
         self.writes = writes
         self.db_dir = db_dir
         self.synchronous = synchronous
+        self.autocheckpoint = autocheckpoint
         self.clock = clock
 
     def due(self) -> Path | None:
@@ -57,7 +59,9 @@ class WeekRollover(LoopWorker):
             return None
         try:
             return self.writes.call(
-                rollover_job(self.db_dir, target, self.synchronous), timeout=300, priority=True
+                rollover_job(self.db_dir, target, self.synchronous, autocheckpoint=self.autocheckpoint),
+                timeout=300,
+                priority=True,
             )
         except (ApiError, OutcomeUnknown, gevent.Timeout) as exc:
             log.warning("week rollover to %s not done now (%r); retried at the next check", target.name, exc)

@@ -13,6 +13,21 @@ One Lua script, so these happen atomically and cost one round trip on the hot pa
 - ``tap:pending`` (sorted set, score = placed_at ms) indexes the pending records, so that a worker can
   find the bets a dead worker's queue took with it (`app.bets.reconcile`) without scanning keys.
 
+The same script enforces the house's risk limits (SPEC §8b), so they cost no extra round trip and
+concurrent taps cannot overshoot them (a Lua script runs alone):
+
+- ``tap:betting:halt`` present (an operator halted betting): nothing is claimed; 503 `betting_halted`.
+- exposure: ``tap:exp:<t_start>`` holds the open potential payout of the column (field ``t``) and of
+  each cell (field ``<row>``). A bet whose payout would take its cell above `TAP_MAX_CELL_PAYOUT` or
+  its column above `TAP_MAX_COLUMN_PAYOUT` is refused (422 `exposure_limit`) before anything is
+  written: no nonce, no cell claim. An accepted bet adds its payout to both fields and records
+  itself in ``tap:expb:<t_start>`` (bet id → ``<row>:<payout>``); every release (the writer's
+  rejection, the reconciler, an abandoned claim) goes through that record, deleting it as it
+  subtracts, so a bet's liability is released at most once however often a release is repeated.
+  Settlement releases a whole column at once (`release_column`, called by the resolver): once a
+  column has started nothing can be placed on it, so its liability matters only to the console.
+  Both hashes expire `EXPOSURE_GRACE_S` after the column ends, whatever happens.
+
 A claim whose bet is never queued must not dangle (issue 10 items 5 and 15): when the claim's reply
 is lost (a Redis timeout after the script ran) or the writer refuses the job afterwards, the route
 calls `abandon`, which releases the claim now — compare-and-delete, so it only ever removes this
@@ -34,7 +49,18 @@ import orjson
 import redis
 
 from app.auth.signatures import NONCE_TTL_S
-from app.keys import PENDING_INDEX, bet_key, cell_key, events_key, nonce_key, user_channel
+from app.keys import (
+    BETTING_HALT_KEY,
+    EXPOSURE_COLUMNS,
+    PENDING_INDEX,
+    bet_key,
+    cell_key,
+    events_key,
+    exposure_bets_key,
+    exposure_key,
+    nonce_key,
+    user_channel,
+)
 from app.realtime.events import EMIT_LUA
 from app.storage.redis_batch import ScriptBatcher, batched
 
@@ -42,23 +68,67 @@ log = logging.getLogger(__name__)
 
 ScriptArg = bytes | str | int  # what redis-py's Script accepts as one argument
 
+# KEYS: nonce, cell claim, bet record, pending index, halt switch, column exposure, its bets, columns
+# ARGV: 1 nonce value, 2 nonce ttl, 3 proceed, 4 bet id, 5 cell ttl, 6 record, 7 record ttl,
+#       8 placed_at, 9 payout, 10 row, 11 cell cap, 12 column cap, 13 exposure ttl, 14 t_start
+# Sums stay below 2^53 (each term is at most a cap, itself at most 1e15 micro-units): exact in Lua.
 _CLAIM = """
 local old = redis.call('GET', KEYS[1])
 if old then return {0, old} end
+local halt = redis.call('GET', KEYS[5])
+if halt then return {4, halt} end
 if ARGV[3] == '0' then return {1, ''} end
 local owner = redis.call('GET', KEYS[2])
 if owner then return {2, owner} end
+local payout = tonumber(ARGV[9])
+local cell = tonumber(redis.call('HGET', KEYS[6], ARGV[10]) or '0')
+if cell + payout > tonumber(ARGV[11]) then return {5, 'cell', tonumber(ARGV[11]) - cell} end
+local col = tonumber(redis.call('HGET', KEYS[6], 't') or '0')
+if col + payout > tonumber(ARGV[12]) then return {5, 'column', tonumber(ARGV[12]) - col} end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
 redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
 redis.call('ZADD', KEYS[4], ARGV[8], ARGV[4])
+redis.call('HINCRBY', KEYS[6], ARGV[10], payout)
+redis.call('HSET', KEYS[7], ARGV[4], ARGV[10] .. ':' .. ARGV[9])
+if redis.call('HINCRBY', KEYS[6], 't', payout) == payout then
+  -- the column's first open bet (its hashes are new): their TTL, and the console's index
+  redis.call('EXPIRE', KEYS[6], ARGV[13])
+  redis.call('EXPIRE', KEYS[7], ARGV[13])
+  redis.call('ZADD', KEYS[8], ARGV[14], ARGV[14])
+end
 return {3, ''}
 """
 
+# Release one bet's liability (a Lua fragment; E1 = its column's exposure hash, E2 = that column's
+# bets hash, B = the bet id): only if the bet is still counted, and then never again.
+_RELEASE_EXPOSURE = """
+local counted = redis.call('HGET', {E2}, {B})
+if counted then
+  redis.call('HDEL', {E2}, {B})
+  local sep = string.find(counted, ':', 1, true)
+  local p = tonumber(string.sub(counted, sep + 1))
+  if redis.call('EXISTS', {E1}) == 1 then
+    redis.call('HINCRBY', {E1}, string.sub(counted, 1, sep - 1), -p)
+    redis.call('HINCRBY', {E1}, 't', -p)
+  end
+end
+"""
+
+
+def _release_exposure(e1: str, e2: str, bet: str) -> str:
+    return _RELEASE_EXPOSURE.replace("{E1}", e1).replace("{E2}", e2).replace("{B}", bet)
+
+
+EXPOSURE_GRACE_S = 3600  # a column's exposure keys outlive its end by this much (settled or not)
+
 # Undo the claim of a bet that was never queued. Compare-and-delete: only this bet's nonce value and
 # cell claim are removed; its record, if still pending, becomes rejected "not_queued".
-_RELEASE = """
-local n = 0
+_RELEASE = (
+    """
+local n = 0"""
+    + _release_exposure("KEYS[5]", "KEYS[6]", "ARGV[2]")
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); n = n + 1 end
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]); n = n + 1 end
 local rec = redis.call('GET', KEYS[3])
@@ -68,20 +138,24 @@ end
 redis.call('ZREM', KEYS[4], ARGV[2])
 return n
 """
+)
 
 # A bet is rejected (by the writer, or found lost by the reconciler): mark its record, free its cell
 # (only if the cell still holds this bet), unindex it and tell the trader — once: a record already
 # settled (rejected) is left alone, so a retried or duplicated call publishes nothing twice.
-# The trader hears it through `emit` (app.realtime.events): kept in its event Stream (KEYS[4]) with an id.
+# Its liability is released with the cell (idempotently: see _RELEASE_EXPOSURE). The trader hears it
+# through `emit` (app.realtime.events): kept in its event Stream (KEYS[6]) with an id.
 REJECT_LUA = (
     EMIT_LUA
     + """
 local rec = redis.call('GET', KEYS[1])
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end"""
+    + _release_exposure("KEYS[4]", "KEYS[5]", "ARGV[3]")
+    + """
 redis.call('ZREM', KEYS[3], ARGV[3])
 if rec and cjson.decode(rec)['status'] ~= 'pending' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-emit(KEYS[4], ARGV[4], {ARGV[5]})
+emit(KEYS[6], ARGV[4], {ARGV[5]})
 return 1
 """
 )
@@ -113,6 +187,25 @@ class Claim(IntEnum):
     REFUSED = 1  # nonce unused and nothing stored: an earlier check refused the bet
     CELL_TAKEN = 2  # detail: the bet id holding the cell
     ACCEPTED = 3
+    HALTED = 4  # detail: the halt record (JSON: reason, by, at); nothing stored
+    EXPOSURE = 5  # detail: "cell" or "column"; `room` the payout still available; nothing stored
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The exposure caps and the bet's own numbers the claim script needs (micro-units)."""
+
+    payout: int
+    row: int
+    t_start: int
+    cell_cap: int
+    column_cap: int
+    column_end: int  # Unix seconds: the exposure keys expire EXPOSURE_GRACE_S after it
+
+
+def column_of(cell: str) -> int:
+    """The column start of a cell id ``"<t_start>:<row>"`` (already validated when the bet was parsed)."""
+    return int(cell.partition(":")[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +241,25 @@ class BetClaims:
         proceed: bool,
         cell_ttl_s: int,
         pending_json: bytes,
+        limits: Limits,
         placed_at: int = 0,
-    ) -> tuple[Claim, str]:
-        """Run the claim script. With `proceed` False it only looks the nonce up (a check already failed)."""
+    ) -> tuple[Claim, str, int]:
+        """Run the claim script: (outcome, detail, room). With `proceed` False it only looks the nonce
+        and the halt switch up (a check already failed). `room` is the payout still available when
+        the outcome is EXPOSURE."""
+        t_start = limits.t_start
+        exposure_ttl = max(1, limits.column_end + EXPOSURE_GRACE_S - placed_at // 1000)
         res = self._script(
-            keys=[nonce_key(address, nonce), cell_key(address, cell), bet_key(bet_id), PENDING_INDEX],
+            keys=[
+                nonce_key(address, nonce),
+                cell_key(address, cell),
+                bet_key(bet_id),
+                PENDING_INDEX,
+                BETTING_HALT_KEY,
+                exposure_key(t_start),
+                exposure_bets_key(t_start),
+                EXPOSURE_COLUMNS,
+            ],
             args=[
                 f"{fingerprint}|{bet_id}",
                 NONCE_TTL_S,
@@ -162,10 +269,17 @@ class BetClaims:
                 pending_json,
                 PENDING_TTL_S,
                 placed_at,
+                limits.payout,
+                limits.row,
+                limits.cell_cap,
+                limits.column_cap,
+                exposure_ttl,
+                t_start,
             ],
         )
         detail = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
-        return Claim(int(res[0])), detail
+        room = int(res[2]) if len(res) > 2 else 0
+        return Claim(int(res[0])), detail, room
 
     # ---- claims whose bet was never queued --------------------------------------------------------
     def abandon(
@@ -207,12 +321,15 @@ class BetClaims:
             self._abandoned.pop(bet_id, None)
 
     def _release_one(self, item: _Abandoned) -> None:
+        t_start = column_of(item.cell)
         self._release(
             keys=[
                 nonce_key(item.address, item.nonce),
                 cell_key(item.address, item.cell),
                 bet_key(item.bet_id),
                 PENDING_INDEX,
+                exposure_key(t_start),
+                exposure_bets_key(t_start),
             ],
             args=[f"{item.fingerprint}|{item.bet_id}", item.bet_id, item.record, PENDING_TTL_S],
         )
@@ -241,7 +358,15 @@ def reject_args(
     *, bet_id: str, address: str, cell: str, record: bytes, message: bytes
 ) -> tuple[list[str], list[ScriptArg]]:
     """keys, args of REJECT_LUA (`record`: the rejected record; `message`: the bet:rejected JSON)."""
-    keys = [bet_key(bet_id), cell_key(address, cell), PENDING_INDEX, events_key(address)]
+    t_start = column_of(cell)
+    keys = [
+        bet_key(bet_id),
+        cell_key(address, cell),
+        PENDING_INDEX,
+        exposure_key(t_start),
+        exposure_bets_key(t_start),
+        events_key(address),
+    ]
     return keys, [record, PENDING_TTL_S, bet_id, user_channel(address), message]
 
 
@@ -252,6 +377,21 @@ def confirm_args(
     `always`: publish even if the pending record is gone (the writer's own notification)."""
     keys = [bet_key(bet_id), PENDING_INDEX, events_key(address)]
     return keys, [bet_id, user_channel(address), message, balance_message, "1" if always else "0"]
+
+
+def release_column(r: redis.Redis, t_start: int) -> None:
+    """Settlement: the column's bets are settled, none of its liability is open any more. One DEL of
+    both hashes (idempotent; a rejection arriving later finds no record and releases nothing)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.delete(exposure_key(t_start), exposure_bets_key(t_start))
+    pipe.zrem(EXPOSURE_COLUMNS, t_start)
+    pipe.execute()
+
+
+def trim_exposure_index(r: redis.Redis, now_s: int) -> None:
+    """Forget columns in ``tap:exp:cols`` whose exposure keys have expired (a column whose bets were all
+    rejected is never settled, so nothing else would remove it)."""
+    r.zremrangebyscore(EXPOSURE_COLUMNS, "-inf", now_s - EXPOSURE_GRACE_S - 3600)
 
 
 def rejected_record(pending: bytes, reason: str) -> bytes:

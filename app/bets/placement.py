@@ -7,11 +7,16 @@ The checks run in the order SPEC §6 gives, each with its own error code:
 2. session (the transport's job: a bearer token, or the session bound to the socket);
 3. signature by the session key or the wallet; 4. `ts` within 30 s of the server;
 5. nonce unused for this address (with the cell claim and the pending record: one Redis script);
-6. circuit breaker and quote freshness; 7. cell placeable, stake within limits, quote ≥ the minimum,
-   one bet per cell; 8. queued to the writer.
+6. the operator's halt switch (503 `betting_halted`), circuit breaker and quote freshness;
+7. cell placeable, stake within limits, quote ≥ the minimum, one bet per cell, the house's exposure
+   caps (422 `exposure_limit`, SPEC §8b); 8. queued to the writer.
 
 Steps 6 and 7 are *decided* before step 5 (they need no Redis) but *reported* after it, so that a
-retry of an accepted nonce is always answered with its bet, whatever the market does meanwhile.
+retry of an accepted nonce is always answered with its bet, whatever the market does meanwhile. The
+halt switch, the one-bet-per-cell rule and the exposure caps need Redis: the claim script of step 5
+decides them in the same round trip (`app.bets.claims`), atomically with the claim.
+
+Every outcome from step 1 on is counted per second for the operator console (`app.bets.tapstats`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from app.auth.signatures import (
     same_request_or_conflict,
     verify_signer,
 )
-from app.bets.claims import Claim, rejected_record
+from app.bets.claims import Claim, Limits, rejected_record
+from app.bets.halt import HALT_RETRY_AFTER_S, decode_halt
 from app.bets.notify import pending_json
 from app.bets.schemas import BetRequestSchema
 from app.bets.store import NewBet, bet_row_json, get_bet, insert_bet
@@ -78,6 +84,14 @@ class BetRequest:
 
 def parse_bet(svc: Services, body: object) -> BetRequest:
     """Step 1: the schema and the units. Raises a 400 with the field's own code."""
+    try:
+        return _parse_bet(svc, body)
+    except ApiError as exc:
+        svc.taps.record(exc.code, svc.clock())
+        raise
+
+
+def _parse_bet(svc: Services, body: object) -> BetRequest:
     fields = validate_object(_schema, body)
     try:
         stake = parse_money(fields["stake"], "stake")
@@ -105,6 +119,7 @@ def parse_bet(svc: Services, body: object) -> BetRequest:
 def shed_load(svc: Services) -> None:
     """Refuse at once, before any work, while the writer's queue is full."""
     if svc.writes.depth() >= svc.writes.maxsize:
+        svc.taps.record(Overloaded.code, svc.clock())
         raise Overloaded("Too many bets in flight; try again shortly.", retry_after=1)
 
 
@@ -130,6 +145,25 @@ def place_bet(
     `on_done(ok, value)` is called once, after the writer's commit (or failure) of a bet this call
     queued, after the notifier; never for a refusal or a retry.
     """
+    try:
+        placed = _place_bet(svc, session, req, now_ms, on_done)
+    except ApiError as exc:
+        svc.taps.record(exc.code, svc.clock())
+        raise
+    except redis.RedisError:
+        svc.taps.record("dependency_unavailable", svc.clock())
+        raise
+    svc.taps.record("accepted" if placed.queued else "retry", svc.clock())
+    return placed
+
+
+def _place_bet(
+    svc: Services,
+    session: Session,
+    req: BetRequest,
+    now_ms: int,
+    on_done: Callable[[bool, object], None] | None,
+) -> Placed:
     text = bet_signing_text(
         svc.settings,
         address=session.address,
@@ -146,10 +180,19 @@ def place_bet(
     claim = _claim(svc, session, req, bet, request_fingerprint(text), refused=refusal is not None)  # 5.
     if claim.retry_of is not None:
         return Placed(load_bet(svc, claim.retry_of, session), queued=False)
+    if claim.halted is not None:
+        raise Unavailable(
+            f"Betting is halted by the operator: {claim.halted}",
+            code="betting_halted",
+            retry_after=HALT_RETRY_AFTER_S,
+            details={"reason": claim.halted},
+        )
     if refusal is not None:
         raise refusal
     if claim.cell_taken:
         raise Conflict("You already have a bet on that cell.", code="duplicate_cell")
+    if claim.exposure is not None:
+        raise _exposure_limit(claim.exposure, claim.room)
     _queue(svc, bet, claim, on_done)  # 8.
     body = {
         "bet_id": bet.bet_id,
@@ -185,7 +228,7 @@ def _judge(svc: Services, req: BetRequest, now_ms: int) -> tuple[ApiError | None
             raise Unprocessable(f"The smallest stake is {format_money(s.min_stake)}.", code="stake_too_small")
         if req.stake_units > s.max_stake:
             raise Unprocessable(f"The largest stake is {format_money(s.max_stake)}.", code="stake_too_large")
-        multiplier = book.quote(req.t_start, req.row)
+        multiplier = book.quote(req.t_start, req.row)  # shaded by the cell's open liability
         if multiplier is None:
             raise Unprocessable("That cell is too likely to win to be offered.", code="cell_not_quoted")
         if multiplier < req.min_multiplier_units:
@@ -194,9 +237,28 @@ def _judge(svc: Services, req: BetRequest, now_ms: int) -> tuple[ApiError | None
                 code="multiplier_below_minimum",
                 details={"multiplier": format_multiplier(multiplier)},
             )
+        payout = payout_for(req.stake_units, multiplier)
+        if payout > s.max_cell_payout:  # could never fit, however empty the cell
+            raise Unprocessable(
+                f"A payout of {format_money(payout)} is above the house's limit on one cell"
+                f" ({format_money(s.max_cell_payout)}); lower the stake.",
+                code="exposure_limit",
+                details={"scope": "cell", "available_payout": format_money(s.max_cell_payout)},
+            )
     except ApiError as exc:
         return exc, 0
     return None, multiplier
+
+
+def _exposure_limit(scope: str, room: int) -> Unprocessable:
+    """422 `exposure_limit`: the bet's payout would take the cell or column above the house's cap."""
+    room = max(0, room)
+    return Unprocessable(
+        f"The house's open payouts on that {scope} are at its limit; at most"
+        f" {format_money(room)} more can be paid there now.",
+        code="exposure_limit",
+        details={"scope": scope, "available_payout": format_money(room)},
+    )
 
 
 def _new_bet(svc: Services, session: Session, req: BetRequest, multiplier: int, now_ms: int) -> NewBet:
@@ -227,6 +289,9 @@ class ClaimResult:
     fingerprint: str
     record: bytes  # the pending record stored with the claim
     cell_ttl_s: int
+    halted: str | None = None  # the operator's reason: betting is halted, nothing was claimed
+    exposure: str | None = None  # "cell"/"column": a cap refused the bet, nothing was claimed
+    room: int = 0  # the payout still available under that cap
 
 
 def _claim(
@@ -235,9 +300,18 @@ def _claim(
     """Step 5: nonce, cell claim and pending record in one Redis script; a lost reply is compensated."""
     cell_ttl_s = req.t_start + svc.grid.column_seconds - bet.placed_at // 1000 + 60
     record = pending_json(bet, svc.bet_claims.instance)
+    s = svc.settings
+    limits = Limits(
+        payout=bet.payout,
+        row=req.row,
+        t_start=req.t_start,
+        cell_cap=s.max_cell_payout,
+        column_cap=s.max_column_payout,
+        column_end=req.t_start + svc.grid.column_seconds,
+    )
     for _ in range(2):
         try:
-            outcome, detail = svc.bet_claims.claim(
+            outcome, detail, room = svc.bet_claims.claim(
                 address=session.address,
                 nonce=req.nonce,
                 fingerprint=fingerprint,
@@ -246,6 +320,7 @@ def _claim(
                 proceed=not refused,
                 cell_ttl_s=cell_ttl_s,
                 pending_json=record,
+                limits=limits,
                 placed_at=bet.placed_at,
             )
         except redis.RedisError as exc:
@@ -253,6 +328,11 @@ def _claim(
                 lost = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
                 _abandon(svc, bet, fingerprint, record, cell_ttl_s, now=not lost)
             raise  # 503 dependency_unavailable
+        if outcome is Claim.HALTED:
+            reason = decode_halt(detail).reason
+            return ClaimResult(None, False, fingerprint, record, cell_ttl_s, halted=reason)
+        if outcome is Claim.EXPOSURE:
+            return ClaimResult(None, False, fingerprint, record, cell_ttl_s, exposure=detail, room=room)
         if outcome is not Claim.NONCE_USED:
             return ClaimResult(None, outcome is Claim.CELL_TAKEN, fingerprint, record, cell_ttl_s)
         stored_fp, _, first_bet_id = detail.partition("|")

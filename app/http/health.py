@@ -34,7 +34,8 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Readiness: SQLite, Redis, the price feed and the write queue. 503 if any is not usable.
+    """Readiness: SQLite, Redis, the price feed, the write queue and (when on) replication lag; 503 if
+    any is not usable.
     ---
     get:
       tags: [health]
@@ -52,6 +53,7 @@ def readyz() -> Response:
         "feed": _check_feed(svc),
         "writer": _check_writer(svc),
         "resolver": _timed(_check_resolver, svc),
+        "replication": _timed(_check_replication, svc),
     }
     ok = all(c["ok"] for c in checks.values())
     resp = jsonify(status="ready" if ok else "unavailable", checks=checks)
@@ -71,7 +73,10 @@ def metrics() -> Response:
       responses:
         200: {description: Prometheus text format, content: {text/plain: {schema: {type: string}}}}
     """
-    return services().metrics.render()
+    svc = services()
+    if svc.settings.replicating:
+        _timed(_check_replication, svc)  # tap_replication_lag_seconds is read at scrape time
+    return svc.metrics.render()
 
 
 def _timed(check, svc: Services) -> dict[str, Any]:
@@ -93,6 +98,19 @@ def _check_resolver(svc: Services) -> dict[str, Any]:
     end = None if oldest is None else oldest + svc.settings.column_seconds
     lag = 0.0 if end is None else max(0.0, time.time() - end)
     return {"ok": lag < RESOLVER_LAG_MAX_S, "lag_s": round(lag, 1)}
+
+
+def _check_replication(svc: Services) -> dict[str, Any]:
+    """Litestream's lag on the current week file (issue 15): ok while under TAP_REPLICA_LAG_MAX_S.
+    Off (no bucket, or TAP_REPLICATION=OFF) is reported, and ready: the disk alone is then the copy."""
+    if not svc.settings.replicating:
+        return {"enabled": False}
+    from app.storage.replication import lag
+
+    info = lag(svc.settings, svc.reads.current())
+    ok = bool(info.get("running")) and info.get("lag_s", 0.0) <= svc.settings.replica_lag_max_s
+    svc.metrics.replication_lag.set(info.get("lag_s", -1.0) if info.get("running") else -1.0)
+    return {"ok": ok, "enabled": True, "max_s": svc.settings.replica_lag_max_s, **info}
 
 
 def _check_sqlite(svc: Services) -> None:

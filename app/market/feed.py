@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 
@@ -43,6 +44,7 @@ class FeedState(StrEnum):
 
 
 _LEVEL = {FeedState.HEALTHY: 0, FeedState.DEGRADED: 1, FeedState.CRITICAL: 2}
+TRANSITIONS_KEPT = 50
 
 
 class FeedMonitor:
@@ -64,6 +66,9 @@ class FeedMonitor:
         self._impaired = False  # degraded or worse since the last recovery
         self._suspended = False  # critical since the last recovery: betting closed
         self.last_tick: Tick | None = None
+        # The recent changes of the websocket status (appended by workers/feed_watch.py), newest last:
+        # {"at": Unix ms, "feed": …, "betting": …}, for the operator console.
+        self.transitions: deque[dict] = deque(maxlen=TRANSITIONS_KEPT)
 
     # ---- inputs ----------------------------------------------------------------------------------
     def record(self, tick: Tick, at: float | None = None) -> None:

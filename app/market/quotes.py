@@ -27,10 +27,26 @@ and overpays 1–10× cells.
 
 A cell whose fair multiplier would be below 1.01 (a near-certain touch) gets no quote rather than a
 multiplier that would hand the player an edge; cells that rare get the 100× cap.
+
+**Quotes lean against exposure** (SPEC §8b). With ``u`` the larger of the cell's open potential
+payout over ``TAP_MAX_CELL_PAYOUT`` and its column's over ``TAP_MAX_COLUMN_PAYOUT`` (clamped to
+[0, 1]), the quoted multiplier is
+
+    shaded = max(1.01, floor(m × (1 − SHADE_K · u^SHADE_P)))   and never above m,
+
+with m the model's multiplier above, ``SHADE_K`` = 0.5 and ``SHADE_P`` = 2: nothing for an empty book
+(the calibration above holds as is), −3 % at a quarter of the cap, −12.5 % at half, −50 % at the
+cap (where the claim script refuses anything more anyway). Quadratic, so that small books are not
+penalised, and steep near the cap, so the last room left in a cell goes at a price that pays the
+house for the risk. Float arithmetic is fine here: the result is floored to an integer in 1e-4 units.
+The grid publisher shades the book from a snapshot of the liability it reads each quarter second
+(`Exposure`), and the bet path charges the quote of that same book, so the trader pays what the grid
+showed; the caps themselves are enforced exactly, in the claim script.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -50,6 +66,8 @@ _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SIMPSON_N = 24  # intervals per side (even), at least
 _MIN_CACHED_RATIO = 0.25  # below, per-column nodes on [0, 8/ratio] would be too many (see _side)
+SHADE_K = 0.5  # the share of the multiplier taken away at the cap
+SHADE_P = 2  # the curve's power: gentle while the book is small
 
 
 def _phi_cdf(z: float) -> float:
@@ -147,6 +165,35 @@ def multiplier_for(probability: float, house_edge_units: int) -> int | None:
     return math.floor(raw)
 
 
+def shade(multiplier: int | None, used: float) -> int | None:
+    """The multiplier leaning against exposure: `used` is the share of the cap taken (module docstring).
+
+    >>> shade(30_000, 0.0), shade(30_000, 0.5), shade(30_000, 1.0), shade(10_200, 1.0)
+    (30000, 26250, 15000, 10100)
+    """
+    if multiplier is None or used <= 0.0:
+        return multiplier
+    u = min(1.0, used)
+    shaded = math.floor(multiplier * (1.0 - SHADE_K * u**SHADE_P))
+    return min(multiplier, max(MIN_MULTIPLIER, shaded))
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A snapshot of the open potential payout (micro-units) per cell and per column, and the caps."""
+
+    cell_cap: int
+    column_cap: int
+    cells: dict[tuple[int, int], int] = field(default_factory=dict)
+    columns: dict[int, int] = field(default_factory=dict)
+
+    def used(self, t_start: int, row: int) -> float:
+        """The share of its caps a cell has used: the larger of the cell's and its column's."""
+        cell = self.cells.get((t_start, row), 0) / self.cell_cap if self.cell_cap > 0 else 0.0
+        column = self.columns.get(t_start, 0) / self.column_cap if self.column_cap > 0 else 0.0
+        return max(cell, column)
+
+
 def estimate_sigma(
     ticks: Sequence[tuple[int, int]],
     prior: float,
@@ -185,8 +232,10 @@ class QuoteBook:
     house_edge: int
     now: float
     current_row: int = 0
-    quotes: dict[tuple[int, int], int | None] = field(default_factory=dict)
+    quotes: dict[tuple[int, int], int | None] = field(default_factory=dict)  # shaded: what is charged
     tick_ts: int | None = None  # Unix ms of the tick whose price the book was built from
+    base: dict[tuple[int, int], int | None] = field(default_factory=dict)  # the model's, unshaded
+    exposure: Exposure | None = None  # the liability the quotes were shaded by (None: none)
 
     def age_s(self, now_s: float) -> float:
         """How old the quotes are at `now_s` (wall seconds): the older of the build and its tick.
@@ -214,9 +263,18 @@ class QuoteBook:
         book = cls(spec, price, sigma, tick_interval, house_edge, now, spec.row_of(price), tick_ts=tick_ts)
         for t_start, row in spec.cells(now, book.current_row):
             book.quotes[(t_start, row)] = book.quote(t_start, row)
+        book.base = book.quotes
         return book
 
+    def with_exposure(self, exposure: Exposure | None) -> QuoteBook:
+        """A copy of this book with its quotes shaded by `exposure` (cheap: no probability is computed)."""
+        if exposure is None:
+            return dataclasses.replace(self, quotes=self.base, exposure=None)
+        quotes = {(t, r): shade(m, exposure.used(t, r)) for (t, r), m in self.base.items()}
+        return dataclasses.replace(self, quotes=quotes, exposure=exposure)
+
     def quote(self, t_start: int, row: int) -> int | None:
+        """The multiplier charged for a cell: the book's (shaded) quote, computed if not in the book."""
         cached = self.quotes.get((t_start, row), 0)
         if cached != 0:
             return cached
@@ -224,7 +282,8 @@ class QuoteBook:
         p = touch_probability(
             self.price, lo, hi, t_start - self.now, self.spec.column_seconds, self.sigma, self.tick_interval
         )
-        return multiplier_for(p, self.house_edge)
+        m = multiplier_for(p, self.house_edge)
+        return m if self.exposure is None else shade(m, self.exposure.used(t_start, row))
 
 
 class QuoteState:

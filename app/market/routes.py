@@ -39,7 +39,7 @@ def grid() -> Response:
     body.pop("type", None)
     body.update(
         server_time=now_ms,
-        feed=svc.feed.status_message(),
+        feed=svc.status_message(),
         settings={
             "column_seconds": s.column_seconds,
             "price_step": format_price(s.price_step),

@@ -118,7 +118,7 @@ def _write(ws: Any, out: Any, client: Client, taps: TapSocket) -> None:
     TAP_WS_PING_S) first checks the last one was answered; CLOSE ends it (logout, expiry, malformed)."""
     svc = taps.svc
     missed = 0
-    out.sendall(text_frame(orjson.dumps(svc.feed.status_message())))
+    out.sendall(text_frame(orjson.dumps(svc.status_message())))
     if svc.feed.last_tick is not None:
         out.sendall(text_frame(svc.feed.last_tick.encode()))
     get = client.queue.get

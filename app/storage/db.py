@@ -52,6 +52,12 @@ T = TypeVar("T")
 #  cache_size          64 MiB page cache for the writer (hot users and index pages stay resident).
 #  temp_store=MEMORY   sorts for history pages never touch the disk.
 #  journal_size_limit  truncate the WAL back to 64 MiB after checkpoints so it cannot grow without bound.
+#  wal_autocheckpoint  SQLite's default (1000 pages) unless Litestream replicates the file (issue 15):
+#                      then 0, because Litestream must own checkpoints — a checkpoint taken by the app
+#                      between two of Litestream's can restart the WAL under it, which costs a full
+#                      snapshot upload. Litestream checkpoints PASSIVE every ~1000 pages / 1 min and
+#                      TRUNCATE past ~500 MB; the writer keeps a last-resort checkpoint for a WAL far
+#                      beyond that (Litestream not running), see workers/sqlite_writer.py.
 _COMMON_PRAGMAS = (
     "PRAGMA busy_timeout = 5000",
     "PRAGMA foreign_keys = ON",
@@ -112,7 +118,9 @@ def set_current_week_file(db_dir: Path, path: Path) -> None:
     write_atomic(db_dir / CURRENT_POINTER, (path.name + "\n").encode())
 
 
-def prepare_database(db_dir: Path, now: float, synchronous: str = "FULL") -> Path:
+def prepare_database(
+    db_dir: Path, now: float, synchronous: str = "FULL", autocheckpoint: bool = True
+) -> Path:
     """Make sure the current week file exists and carries every migration; return its path.
 
     Run once per start (gunicorn's master in ``on_starting``, ``flask init-db``, test fixtures),
@@ -123,7 +131,7 @@ def prepare_database(db_dir: Path, now: float, synchronous: str = "FULL") -> Pat
     created = path is None
     if path is None:
         path = db_dir / week_filename(*iso_week(now))
-    conn = connect(path, synchronous=synchronous)
+    conn = connect(path, synchronous=synchronous, autocheckpoint=autocheckpoint)
     try:
         migrate(conn)
         conn.execute("INSERT OR IGNORE INTO week_meta (key, value) VALUES ('week', ?)", (path.stem[5:],))
@@ -138,8 +146,13 @@ def prepare_database(db_dir: Path, now: float, synchronous: str = "FULL") -> Pat
 # ---- connections and migrations ----------------------------------------------------------------
 
 
-def connect(path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> apsw.Connection:
-    """Open a connection with the project's pragmas. `readonly` connections refuse writes (query_only)."""
+def connect(
+    path: Path, *, readonly: bool = False, synchronous: str = "FULL", autocheckpoint: bool = True
+) -> apsw.Connection:
+    """Open a connection with the project's pragmas. `readonly` connections refuse writes (query_only).
+
+    `autocheckpoint=False` for every writing connection while Litestream replicates (it owns the
+    checkpoints; see the pragma notes above)."""
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI
     if not readonly:
         flags |= apsw.SQLITE_OPEN_CREATE
@@ -160,6 +173,8 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "FULL") ->
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         for pragma in _WRITER_PRAGMAS:
             conn.execute(pragma)
+        if not autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
 
 

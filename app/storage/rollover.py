@@ -57,6 +57,7 @@ def rollover_job(
     synchronous: str = "FULL",
     now_ms: int | None = None,
     fail_before_switch: bool = False,
+    autocheckpoint: bool = True,
 ):
     """The writer job that rolls the current week file over to `new_path`.
 
@@ -73,7 +74,7 @@ def rollover_job(
         stamp = int(time.time() * 1000) if now_ms is None else now_ms
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{new_path}{suffix}").unlink(missing_ok=True)
-        new = connect(new_path, synchronous=synchronous)
+        new = connect(new_path, synchronous=synchronous, autocheckpoint=autocheckpoint)
         try:
             migrate(new)
             week = new_path.stem.removeprefix("bets_")
@@ -132,7 +133,11 @@ def following_week_file(path: Path) -> Path:
 
 
 def force_rollover(
-    db_dir: Path, new_path: Path | None = None, synchronous: str = "FULL", lock_wait_ms: int = 60_000
+    db_dir: Path,
+    new_path: Path | None = None,
+    synchronous: str = "FULL",
+    lock_wait_ms: int = 60_000,
+    autocheckpoint: bool = True,
 ) -> RolloverResult:
     """Roll CURRENT over now, from any process, while the server runs (`flask rollover`, issue 10 item 11).
 
@@ -151,14 +156,14 @@ def force_rollover(
             if target == current:
                 return RolloverResult(current.name, target.name, 0, 0, 0.0, already_done=True)
             raise ValueError(f"{target.name} is not later than the current week file {current.name}")
-        conn = connect(current, synchronous=synchronous)
+        conn = connect(current, synchronous=synchronous, autocheckpoint=autocheckpoint)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(lock_wait_ms)}")
             conn.execute("BEGIN IMMEDIATE")
             if current_week_file(db_dir) != current:  # another rollover won while we waited
                 conn.execute("ROLLBACK")
                 continue
-            result = rollover_job(db_dir, target, synchronous)(conn)
+            result = rollover_job(db_dir, target, synchronous, autocheckpoint=autocheckpoint)(conn)
             conn.execute("COMMIT")
             return result
         except BaseException:

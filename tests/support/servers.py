@@ -5,6 +5,7 @@ Each picks a free loopback port, waits until it answers, and is stopped (and wai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -30,10 +32,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> None:
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
     """`tests.support.waiting.wait_until` for probing servers: any exception (connection refused while a
-    process starts, a reset while it restarts) counts as "not yet"."""
-    waiting.wait_until(predicate, timeout=timeout, interval=interval, what=what, ignore=(Exception,))
+    process starts, a reset while it restarts) counts as "not yet". Returns the predicate's value."""
+    return waiting.wait_until(predicate, timeout=timeout, interval=interval, what=what, ignore=(Exception,))
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -200,11 +202,18 @@ class Nginx:
         path = self.prefix / "logs" / "access.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def reopen_logs(self) -> None:
-        """Flush the buffered access log (SIGUSR1 reopens, writing out what is buffered)."""
+    def wait_for_access_log(self, needle: str) -> str:
+        """The access log once it holds `needle`: SIGUSR1 makes nginx reopen its logs, writing out what
+        it buffered; sent again on every poll, since a request that was still open at the first signal
+        (a websocket) is logged only when it ends."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGUSR1)
-        wait_until(lambda: "GET " in self.access_log(), timeout=5, what="nginx access log written")
+
+        def logged() -> str | None:
+            self.proc.send_signal(signal.SIGUSR1)
+            text = self.access_log()
+            return text if needle in text else None
+
+        return wait_until(logged, timeout=10, interval=0.1, what=f"{needle!r} in nginx's access log")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -216,3 +225,97 @@ class Nginx:
                 self.proc.wait()
         shutil.rmtree(self.prefix, ignore_errors=True)
         self.error_log_path.unlink(missing_ok=True)
+
+
+class MotoServer:
+    """A real `moto_server` process (S3 API over HTTP) on a free loopback port, as tests/test_archive.py."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._log = open(self.workdir / "moto.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: urllib.request.urlopen(self.url + "/moto-api/", timeout=1).status == 200, what="moto"
+        )
+
+    def create_bucket(self, name: str) -> str:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1").create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc)
+            self._log.close()
+            self.proc = None
+
+
+def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
+    """Signal a process started with its own session, and everything in that group; wait for it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything left in the group
+
+
+class Litestream:
+    """`litestream replicate` with the configuration `make run` writes for these TAP_* settings."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        from app.config import Settings
+        from app.storage.replication import litestream_bin, litestream_env, write_config
+
+        self.settings = Settings.from_env({**os.environ, **env})
+        self.config = write_config(self.settings)
+        self.cmd = [str(litestream_bin()), "replicate", "-config", str(self.config)]
+        self.env = litestream_env({**os.environ, **env})
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def lag(self) -> dict:
+        from app.storage.db import current_week_file
+        from app.storage.replication import lag
+
+        current = current_week_file(self.settings.db_dir)
+        assert current is not None
+        return lag(self.settings, current)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """kill -9: the machine is gone, nothing is flushed."""
+        if self.proc is not None:
+            _kill_group(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc, signal.SIGTERM, wait=35)
+            self._log.close()
+            self.proc = None

@@ -1,0 +1,295 @@
+"""What the operator console shows (SPEC §8c), one reader per panel, each cached briefly.
+
+The console refreshes about once a second; several operators may have it open. Every reader is cached
+(`Cached`: one computation per period however many requests arrive, concurrent ones wait for it), SQLite
+is read only through the read pool (native threads: the hub never blocks on a query) and Redis in one
+pipelined round trip per panel. Nothing here runs on a tap's path.
+
+Per-process figures (taps per second, writer latency, websocket clients, the feed as seen here) are
+this worker's: gunicorn runs one worker, and in a SIGHUP overlap the answering worker's view is shown
+(``worker`` in the overview names its pid).
+
+Money is a decimal string, ratios (realised return) a decimal string with 4 decimals, times Unix ms.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import gevent
+import gevent.event
+
+from app.admin.store import house_days, recent_betting_actions, utc_day
+from app.bets.claims import EXPOSURE_GRACE_S
+from app.bets.exposure import column_hashes, exposed_columns
+from app.bets.resolution import BUCKETS, oldest_open_window
+from app.services import Services
+from app.units import MULT_ONE, format_money, format_multiplier, format_price
+
+T = TypeVar("T")
+
+LARGEST_CELLS = 10
+TRANSITIONS_SHOWN = 20
+
+
+class Cached(Generic[T]):
+    """A value recomputed at most once per `ttl_s`; callers arriving during a computation wait for it."""
+
+    def __init__(
+        self, ttl_s: float, fn: Callable[[], T], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.fn = fn
+        self.clock = clock
+        self._value: T | None = None
+        self._at = -1e18
+        self._busy: gevent.event.AsyncResult | None = None
+
+    def expire(self) -> None:
+        """Recompute on the next `get` (e.g. after an action the panel shows)."""
+        self._at = -1e18
+
+    def get(self) -> T:
+        if self.clock() - self._at < self.ttl_s and self._value is not None:
+            return self._value
+        if self._busy is not None:
+            return self._busy.get()
+        self._busy = busy = gevent.event.AsyncResult()
+        try:
+            value = self.fn()
+        except BaseException as exc:
+            busy.set_exception(exc)
+            raise
+        finally:
+            self._busy = None
+        self._value, self._at = value, self.clock()
+        busy.set(value)
+        return value
+
+
+def ratio(num: int, den: int) -> str | None:
+    """num/den as a decimal string with 4 decimals, floored (None when den is 0)."""
+    if den <= 0:
+        return None
+    return (
+        format_multiplier(num * MULT_ONE // den)
+        if num >= 0
+        else "-" + format_multiplier(-num * MULT_ONE // den)
+    )
+
+
+class Console:
+    """The panels. One per app (`app.extensions`), built by `app.admin.routes`."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        clock = self._now
+        self.resolver = Cached(1.0, self._resolver, clock)
+        self.exposure = Cached(1.0, self._exposure, clock)
+        self.house = Cached(2.0, self._house, clock)
+        self.weeks = Cached(30.0, self._weeks, clock)
+        self.actions = Cached(1.0, self._actions, clock)
+        self._archiver: Any = None
+
+    def _now(self) -> float:
+        """The app's clock, read at each call (`set_clock` may replace it: frozen in tests)."""
+        return self.svc.clock()
+
+    # ---- feed and breaker ------------------------------------------------------------------------
+    def feed(self) -> dict[str, Any]:
+        svc = self.svc
+        tick = svc.feed.last_tick
+        sources = []
+        for s in svc.console.sources:
+            sources.append(
+                {
+                    "source": s["source"],
+                    "price": None if s.get("price") is None else format_price(s["price"]),
+                    "age_s": None if s.get("age_s") is None else round(s["age_s"], 3),
+                    "exchange_ts": s.get("exchange_ts"),
+                    "fresh": s["fresh"],
+                    "median": None if s.get("median") is None else format_price(s["median"]),
+                    "deviation_ppm": s.get("deviation_ppm"),
+                }
+            )
+        return {
+            "breaker": svc.feed.snapshot(),
+            "last_price": None if tick is None else format_price(tick.price),
+            "last_tick_ts": None if tick is None else tick.ts,
+            "sources": sources,
+            "sources_at": svc.console.sources_at,
+            "max_deviation": format_multiplier(svc.settings.feed_max_deviation),
+            "transitions": list(svc.feed.transitions)[-TRANSITIONS_SHOWN:],
+        }
+
+    # ---- betting switch ------------------------------------------------------------------------------
+    def betting(self) -> dict[str, Any]:
+        svc = self.svc
+        state = svc.betting.state
+        return {
+            "open": state.open and svc.feed.betting_open(),
+            "halted": not state.open,
+            "reason": state.reason,
+            "by": state.by,
+            "at": state.at,
+            "breaker_open": svc.feed.betting_open(),
+            "actions": self.actions.get(),
+        }
+
+    def _actions(self) -> list[dict[str, Any]]:
+        return self.svc.reads.run(recent_betting_actions)
+
+    # ---- writer and taps ---------------------------------------------------------------------------
+    def writer(self, window_s: int) -> dict[str, Any]:
+        svc = self.svc
+        samples = list(svc.console.writer)[-window_s:]
+        return {
+            "queue_depth": svc.writes.depth(),
+            "queue_max": svc.writes.maxsize,
+            "batch_max": svc.settings.batch_max,
+            "series": {
+                "at": [s.at for s in samples],
+                "commits": [s.commits for s in samples],
+                "batch_mean": [round(s.items / s.commits, 2) if s.commits else None for s in samples],
+                "commit_p50_ms": [s.p50_ms for s in samples],
+                "commit_p99_ms": [s.p99_ms for s in samples],
+                "queue_depth": [s.queue_depth for s in samples],
+            },
+        }
+
+    def taps(self, window_s: int) -> dict[str, Any]:
+        return self.svc.taps.series(self.svc.clock(), window_s)
+
+    # ---- resolver -------------------------------------------------------------------------------------
+    def _resolver(self) -> dict[str, Any]:
+        svc = self.svc
+        oldest = svc.reads.run(oldest_open_window)
+        now_s = svc.clock()
+        if oldest is None:
+            return {"oldest_open_window": None, "lag_s": 0.0}
+        lag = max(0.0, now_s - (oldest + svc.grid.column_seconds))
+        return {"oldest_open_window": oldest, "lag_s": round(lag, 3)}
+
+    # ---- exposure -------------------------------------------------------------------------------------
+    def _exposure(self) -> dict[str, Any]:
+        svc = self.svc
+        s = svc.settings
+        now_s = svc.clock()
+        since = int(now_s) - EXPOSURE_GRACE_S - svc.grid.column_seconds
+        cols = sorted(set(exposed_columns(svc.redis, since)) | set(svc.grid.placeable_columns(now_s)))
+        hashes = column_hashes(svc.redis, cols)
+        columns = []
+        cells: list[tuple[int, int, int]] = []
+        for t in cols:
+            fields = hashes.get(t, {})
+            total = fields.get("t", 0)
+            col_cells = {int(k): v for k, v in fields.items() if k != "t" and v}
+            if not total and not col_cells and t < svc.grid.column_of(now_s):
+                continue  # a closed column with nothing open: not worth a line
+            cells += [(v, t, row) for row, v in col_cells.items()]
+            columns.append(
+                {
+                    "t_start": t,
+                    "placeable": t in svc.grid.placeable_columns(now_s),
+                    "closed": t + svc.grid.column_seconds <= now_s,
+                    "liability": format_money(total),
+                    "used": ratio(total, s.max_column_payout),
+                    "cells": {str(row): format_money(v) for row, v in sorted(col_cells.items())},
+                }
+            )
+        cells.sort(reverse=True)
+        return {
+            "cell_cap": format_money(s.max_cell_payout),
+            "column_cap": format_money(s.max_column_payout),
+            "total": format_money(sum(fields.get("t", 0) for fields in hashes.values())),
+            "columns": columns,
+            "largest_cells": [
+                {
+                    "cell": f"{t}:{row}",
+                    "liability": format_money(v),
+                    "used": ratio(v, s.max_cell_payout),
+                    "band": [format_price(p) for p in svc.grid.band(row)],
+                }
+                for v, t, row in cells[:LARGEST_CELLS]
+            ],
+        }
+
+    # ---- the house's result ---------------------------------------------------------------------------
+    def _house(self) -> dict[str, Any]:
+        svc = self.svc
+        today = utc_day(svc.clock())
+        rows = svc.reads.run(house_days)
+        target = MULT_ONE - svc.settings.house_edge
+        return {
+            "target_return": format_multiplier(target),
+            "today": _summary([r for r in rows if r[0] == today], day=today),
+            "week": _summary(rows),
+            "days": [_summary([r for r in rows if r[0] == d], day=d) for d in sorted({r[0] for r in rows})],
+        }
+
+    # ---- weeks ------------------------------------------------------------------------------------------
+    def _weeks(self) -> dict[str, Any]:
+        from app.storage.archive import ArchiveError, Archiver
+
+        try:
+            if self._archiver is None:  # once: an S3 client costs ~0.1 s of CPU to build
+                self._archiver = Archiver(self.svc.settings)
+            listing = self._archiver.listing()
+        except ArchiveError as exc:
+            return {"error": str(exc), "local": [], "archived": []}
+        return {
+            "local": listing["local"],
+            "archived": [
+                {k: a[k] for k in ("week", "compressed_size", "raw_size", "last_modified", "restored")}
+                for a in listing["archived"]
+            ],
+            "target": listing["target"],
+        }
+
+    # ---- everything -------------------------------------------------------------------------------------
+    def overview(self, window_s: int, integrity: dict[str, Any] | None) -> dict[str, Any]:
+        svc = self.svc
+        return {
+            "server_time": svc.now_ms(),
+            "worker": os.getpid(),
+            "feed": self.feed(),
+            "betting": self.betting(),
+            "writer": self.writer(window_s),
+            "taps": self.taps(window_s),
+            "websocket": {"clients": len(svc.fanout)},
+            "resolver": self.resolver.get(),
+            "exposure": self.exposure.get(),
+            "house": self.house.get(),
+            "weeks": self.weeks.get(),
+            "integrity": integrity,
+        }
+
+
+def _summary(rows: list[tuple], day: str | None = None) -> dict[str, Any]:
+    """Totals and per-bucket figures of house_days rows (day, bucket, bets, won, staked, paid, voided,
+    refunded): the house's result (staked − paid) and the realised return to players (paid / staked)."""
+
+    def block(rs: list[tuple]) -> dict[str, Any]:
+        bets = sum(r[2] for r in rs)
+        won = sum(r[3] for r in rs)
+        staked = sum(r[4] for r in rs)
+        paid = sum(r[5] for r in rs)
+        return {
+            "bets": bets,
+            "won": won,
+            "staked": format_money(staked),
+            "paid": format_money(paid),
+            "house_result": format_money(staked - paid),
+            "realised_return": ratio(paid, staked),
+            "voided": sum(r[6] for r in rs),
+            "refunded": format_money(sum(r[7] for r in rs)),
+        }
+
+    out = block(rows)
+    out["buckets"] = {name: block([r for r in rows if r[1] == name]) for name, _ in BUCKETS}
+    if day is not None:
+        out["day"] = day
+    return out

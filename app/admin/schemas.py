@@ -1,0 +1,83 @@
+"""Marshmallow schemas of the admin endpoints (for the OpenAPI document; the routes validate by hand
+where marshmallow would be too lenient, e.g. `open` must be a JSON boolean, not 1 or "true")."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+
+class BettingRequestSchema(Schema):
+    open = fields.Boolean(required=True, metadata={"description": "false halts all betting; true reopens"})
+    reason = fields.String(
+        metadata={"description": "Why (1–200 characters); required to halt, shown to every trader"}
+    )
+
+
+class BettingActionSchema(Schema):
+    at = fields.Integer(required=True, metadata={"description": "Unix ms"})
+    address = fields.String(required=True, metadata={"description": "The operator's wallet, lowercase"})
+    action = fields.String(required=True, metadata={"description": "halt | reopen"})
+    reason = fields.String(allow_none=True)
+    ip = fields.String(allow_none=True, metadata={"description": "The operator's client address"})
+    week = fields.String(metadata={"description": "The week file holding the record"})
+
+
+class BettingStateSchema(Schema):
+    open = fields.Boolean(
+        required=True, metadata={"description": "Taps accepted now (the switch and the feed's breaker)"}
+    )
+    halted = fields.Boolean(required=True, metadata={"description": "The operator's switch is off"})
+    reason = fields.String(allow_none=True, metadata={"description": "The operator's reason while halted"})
+    by = fields.String(allow_none=True, metadata={"description": "Who halted it"})
+    at = fields.Integer(allow_none=True, metadata={"description": "When it was halted, Unix ms"})
+    breaker_open = fields.Boolean(
+        required=True, metadata={"description": "The feed's breaker allows betting"}
+    )
+    actions = fields.List(fields.Nested(BettingActionSchema), metadata={"description": "Newest first"})
+    recorded = fields.Boolean(
+        metadata={"description": "POST only: the action was written to SQLite (false: logged, retry it)"}
+    )
+
+
+class IntegrityRunSchema(Schema):
+    id = fields.String(required=True)
+    state = fields.String(
+        required=True, metadata={"description": "running | ok | violations | failed | interrupted"}
+    )
+    by = fields.String(metadata={"description": "The operator who started it"})
+    started_at = fields.Integer(metadata={"description": "Unix ms"})
+    finished_at = fields.Integer(allow_none=True, metadata={"description": "Unix ms"})
+    files_done = fields.Integer()
+    files_total = fields.Integer(allow_none=True)
+    current_file = fields.String(allow_none=True)
+    violations = fields.Integer(metadata={"description": "How many, in all files"})
+    first_violations = fields.List(fields.String(), metadata={"description": "The first 100, as text"})
+    files = fields.List(fields.Dict(), metadata={"description": "Per week file: its violations"})
+    seconds = fields.Float(metadata={"description": "How long it ran"})
+    error = fields.String(metadata={"description": "Why it failed (state failed)"})
+
+
+class IntegrityStateSchema(Schema):
+    last = fields.Nested(IntegrityRunSchema, allow_none=True, metadata={"description": "null: never run"})
+
+
+class PanelSchema(Schema):
+    """A console panel: see docs/API.md for every field."""
+
+    class Meta:
+        unknown = "include"
+
+
+class OverviewSchema(Schema):
+    server_time = fields.Integer(required=True)
+    worker = fields.Integer(metadata={"description": "The pid of the worker that answered"})
+    feed = fields.Dict(metadata={"description": "GET /api/v1/admin/feed"})
+    betting = fields.Nested(BettingStateSchema)
+    writer = fields.Dict(metadata={"description": "GET /api/v1/admin/writer"})
+    taps = fields.Dict(metadata={"description": "GET /api/v1/admin/taps"})
+    websocket = fields.Dict(metadata={"description": '{"clients": n}'})
+    resolver = fields.Dict(metadata={"description": "GET /api/v1/admin/resolver"})
+    exposure = fields.Dict(metadata={"description": "GET /api/v1/admin/exposure"})
+    house = fields.Dict(metadata={"description": "GET /api/v1/admin/house"})
+    weeks = fields.Dict(metadata={"description": "GET /api/v1/admin/weeks"})
+    integrity = fields.Nested(IntegrityRunSchema, allow_none=True)

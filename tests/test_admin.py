@@ -1,0 +1,273 @@
+"""The operator's API (SPEC §8b halt switch, §8c console) on the in-process pinned desk: real Redis and
+SQLite, a frozen clock, a pinned quote book. The websocket side of the halt switch is in
+tests/test_admin_e2e.py (a real gunicorn)."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+from eth_account import Account
+
+from app.admin.samples import ConsoleSamples
+from app.bets.resolution import Outcome
+from app.config import Settings
+from app.keys import INTEGRITY_LOCK_KEY
+from app.units import MICRO
+from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.traders import Trader
+from tests.test_house_risk import make_traders
+
+ADMIN = Account.create()
+
+
+@pytest.fixture(name="settings")
+def settings_fixture(tmp_path, redis_url) -> Settings:
+    return Settings.from_env(
+        {},
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        dev_mode=True,
+        rate_per_address=0,
+        rate_per_ip=0,
+        admin_addresses=frozenset({ADMIN.address.lower()}),
+        max_cell_payout=1000 * MICRO,
+        max_column_payout=5000 * MICRO,
+    )
+
+
+@pytest.fixture(name="admin")
+def admin_fixture(desk: Desk) -> Trader:
+    return Trader(desk.app.test_client(), desk.svc.settings, wallet=ADMIN, clock=desk.clock).login()
+
+
+def admin_routes(app) -> list[tuple[str, str]]:
+    out = []
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/v1/admin"):
+            out += [(m, rule.rule) for m in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+    return sorted(out)
+
+
+def test_every_admin_endpoint_refuses_a_trader_with_403_and_no_session_with_401(desk: Desk, admin) -> None:
+    routes = admin_routes(desk.app)
+    assert len(routes) >= 12, routes  # whoami, betting ×2, overview, feed, writer, taps, resolver, ...
+    trader = desk.trader(deposit=None)
+    client = desk.app.test_client()
+    for method, path in routes:
+        body = {"open": False, "reason": "x"} if method == "POST" else None
+        status, out, _ = trader.call(method, path, body)
+        assert status == 403 and out["error"]["code"] == "forbidden", (method, path, out)
+        resp = client.open(path, method=method, json=body)
+        assert resp.status_code == 401, (method, path)
+    # nothing a trader sent changed anything
+    assert desk.svc.betting.open
+
+
+def test_the_admin_can_read_every_panel(desk: Desk, admin) -> None:
+    for method, path in admin_routes(desk.app):
+        if method == "GET":
+            status, out, headers = admin.call("GET", path)
+            assert status == 200, (path, out)
+            assert headers.get("Cache-Control") == "no-store" or path.endswith("whoami")
+
+
+def test_halting_refuses_every_tap_with_the_reason_and_records_who_did_it(desk: Desk, admin) -> None:
+    (t,) = make_traders(desk, 1)
+    accepted_body = t.bet_body(desk.cell(col=1), "1", ts=desk.clock.ms)
+    status, accepted, _ = t.call("POST", "/api/v1/bets", accepted_body)
+    assert status == 202
+
+    status, out, _ = admin.call(
+        "POST", "/api/v1/admin/betting", {"open": False, "reason": "feed looks wrong"}
+    )
+    assert status == 200, out
+    assert out["open"] is False and out["halted"] is True and out["reason"] == "feed looks wrong"
+    assert out["by"] == admin.address and out["recorded"] is True
+    assert out["actions"][0]["action"] == "halt" and out["actions"][0]["address"] == admin.address
+    assert out["actions"][0]["reason"] == "feed looks wrong" and out["actions"][0]["at"] == desk.clock.ms
+
+    status, body, headers = t.bet(desk.cell(col=2), "1", ts=desk.clock.ms)
+    assert status == 503 and body["error"]["code"] == "betting_halted", body
+    assert "feed looks wrong" in body["error"]["message"]
+    assert body["error"]["details"]["reason"] == "feed looks wrong"
+    assert headers["Retry-After"] == "30"
+    assert list(desk.svc.redis.scan_iter("tap:bn:*")) == [
+        desk.svc.redis.keys("tap:bn:*")[0]
+    ]  # only the first
+    # a retry of the bet accepted before the halt still answers with that bet
+    status, again, _ = t.call("POST", "/api/v1/bets", accepted_body)
+    assert status == 202 and again["bet_id"] == accepted["bet_id"]
+    # the websocket status message every worker sends says so
+    assert desk.svc.status_message() | {"feed": "x"} == {
+        "type": "status",
+        "feed": "x",
+        "betting": False,
+        "halted": True,
+        "reason": "feed looks wrong",
+    }
+
+    assert "tap_betting_halted 1.0" in desk.app.test_client().get("/metrics").get_data(as_text=True)
+
+    desk.clock.advance(1)
+    status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": True})
+    assert status == 200 and out["open"] is True and out["halted"] is False and out["reason"] is None
+    assert [a["action"] for a in out["actions"]] == ["reopen", "halt"]
+    status, body, _ = t.bet(desk.cell(col=2), "1", ts=desk.clock.ms)
+    assert status == 202, body
+    assert "halted" not in desk.svc.status_message()
+    status, state, _ = admin.call("GET", "/api/v1/admin/betting")
+    assert [a["action"] for a in state["actions"]] == ["reopen", "halt"]
+    assert "tap_betting_halted 0.0" in desk.app.test_client().get("/metrics").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"open": False}, "invalid_reason"),
+        ({"open": False, "reason": ""}, "invalid_reason"),
+        ({"open": False, "reason": "   "}, "invalid_reason"),
+        ({"open": False, "reason": "x" * 201}, "invalid_reason"),
+        ({"open": False, "reason": 5}, "invalid_reason"),
+        ({"open": 0, "reason": "x"}, "invalid_request"),
+        ({"open": "false", "reason": "x"}, "invalid_request"),
+        ({"reason": "x"}, "invalid_request"),
+        ({"open": False, "reason": "x", "until": 5}, "invalid_request"),
+        ([False], "invalid_json"),
+    ],
+)
+def test_a_bad_halt_request_is_a_400_and_changes_nothing(desk: Desk, admin, body, code) -> None:
+    status, out, _ = admin.call("POST", "/api/v1/admin/betting", body)
+    assert status == 400 and out["error"]["code"] == code, out
+    assert desk.svc.betting.open and desk.svc.redis.get("tap:betting:halt") is None
+
+
+def test_the_overview_shows_taps_by_code_exposure_and_the_house_result(desk: Desk, admin) -> None:
+    traders = make_traders(desk, 12)
+    cell = desk.cell(col=1, row_offset=2)
+    codes = []
+    for t in traders:
+        status, body, _ = t.bet(cell, "50", ts=desk.clock.ms)
+        codes.append("accepted" if status == 202 else body["error"]["code"])
+    t = traders[0]
+    t.bet(cell, "10", ts=desk.clock.ms)  # a second tap on the same cell
+    t.bet("nonsense", "10", ts=desk.clock.ms)  # bad input
+    status, out, _ = admin.call("GET", "/api/v1/admin/overview?window=60")
+    assert status == 200, out
+    taps = out["taps"]
+    assert taps["seconds"] == 60
+    assert taps["totals"]["accepted"] == codes.count("accepted") > 0
+    assert taps["totals"].get("exposure_limit", 0) == codes.count("exposure_limit") > 0
+    assert taps["totals"]["invalid_cell"] == 1
+    assert taps["totals"].get("duplicate_cell", 0) + taps["totals"].get("exposure_limit", 0) >= 1
+    assert sum(taps["by_outcome"]["accepted"]) == taps["totals"]["accepted"]
+    exp = out["exposure"]
+    assert exp["cell_cap"] == "1000" and exp["column_cap"] == "5000"
+    top = exp["largest_cells"][0]
+    assert top["cell"] == cell and float(top["liability"]) <= 1000
+    col = next(c for c in exp["columns"] if c["t_start"] == int(cell.split(":")[0]))
+    assert col["cells"][cell.split(":")[1]] == top["liability"] == col["liability"]
+    assert out["betting"]["open"] is True and out["websocket"] == {"clients": 0}
+    assert out["feed"]["breaker"]["state"] == "healthy"
+    assert out["resolver"] == {"oldest_open_window": None, "lag_s": 0.0} or out["resolver"]["lag_s"] == 0.0
+    assert out["house"]["target_return"] == "0.95"
+
+    # settle the column: the house's day appears, the exposure is released
+    from workers.resolver import Resolver
+
+    with gevent.Timeout(20):
+        while desk.svc.reads.run(
+            lambda c: c.execute("SELECT count(*) FROM bets").fetchone()[0]
+        ) < codes.count("accepted"):
+            gevent.sleep(0.02)
+    t_start = int(cell.split(":")[0])
+    res = Resolver(desk.svc.redis, desk.svc.reads, desk.svc.writes, column_s=5, critical_s=10)
+    lo, hi = desk.svc.grid.band(int(cell.split(":")[1]))
+    res.settle_window(t_start, Outcome(void=False, lo=lo, hi=hi), desk.clock.ms)  # the cell won
+    desk.clock.advance(3)  # past the cache period
+    status, out, _ = admin.call("GET", "/api/v1/admin/house")
+    n = codes.count("accepted")
+    today = out["today"]
+    assert today["bets"] == today["won"] == n and today["staked"] == str(50 * n)
+    assert float(today["paid"]) > 50 * n and today["house_result"].startswith("-")
+    assert out["week"]["bets"] == n and today["buckets"]
+    status, out, _ = admin.call("GET", "/api/v1/admin/exposure")
+    assert out["largest_cells"] == []
+
+
+def test_the_writer_panel_samples_commit_latency_and_batch_size(desk: Desk) -> None:
+    samples = ConsoleSamples()
+    m = desk.svc.metrics
+    samples.sample_writer(m, 100, 0)  # the baseline
+    for _ in range(10):
+        m.write_batch_size.observe(4)
+        m.write_commit_seconds.observe(0.003)
+    m.write_commit_seconds.observe(0.2)
+    m.write_batch_size.observe(4)
+    s = samples.sample_writer(m, 101, 7)
+    assert (s.commits, s.items, s.queue_depth) == (11, 44, 7)
+    assert s.p50_ms == 5.0 and s.p99_ms == 250.0  # bucket upper bounds
+    assert samples.sample_writer(m, 102, 0).commits == 0
+
+
+def test_the_integrity_check_runs_in_the_background_and_its_result_is_kept(desk: Desk, admin) -> None:
+    traders = make_traders(desk, 3)
+    for t in traders:
+        assert t.bet(desk.cell(col=1), "1", ts=desk.clock.ms)[0] == 202
+    status, out, _ = admin.call("GET", "/api/v1/admin/integrity-check")
+    assert status == 200 and out == {"last": None}
+    status, out, _ = admin.call("POST", "/api/v1/admin/integrity-check")
+    assert status == 202 and out["last"]["state"] == "running" and out["last"]["by"] == admin.address
+    status, again, _ = admin.call("POST", "/api/v1/admin/integrity-check")
+    assert status == 409 and again["error"]["code"] == "integrity_check_running"
+    with gevent.Timeout(60):
+        while True:
+            status, out, _ = admin.call("GET", "/api/v1/admin/integrity-check")
+            if out["last"]["state"] != "running":
+                break
+            gevent.sleep(0.05)
+    last = out["last"]
+    assert last["state"] == "ok", last
+    assert last["violations"] == 0 and last["files_total"] == 1 and last["files_done"] == 1
+    assert last["finished_at"] is not None and desk.svc.redis.get(INTEGRITY_LOCK_KEY) is None
+    # kept: still there on the next read, and in the overview
+    status, out, _ = admin.call("GET", "/api/v1/admin/overview?window=10")
+    assert out["integrity"]["id"] == last["id"] and out["integrity"]["state"] == "ok"
+
+
+def test_a_run_whose_worker_died_is_reported_interrupted(desk: Desk, admin) -> None:
+    r = desk.svc.redis
+    r.set("tap:integrity:last", b'{"id": "abc", "state": "running", "violations": 0}')
+    _, out, _ = admin.call("GET", "/api/v1/admin/integrity-check")
+    assert out["last"]["state"] == "interrupted"
+
+
+def test_the_openapi_document_lists_every_admin_endpoint(desk: Desk) -> None:
+    doc = desk.app.test_client().get("/api/openapi.json").get_json()
+    for method, path in admin_routes(desk.app):
+        op = doc["paths"][path][method.lower()]
+        assert op.get("security") == [{"bearerAuth": []}], path
+        assert "403" in op["responses"], (method, path)
+    body = doc["paths"]["/api/v1/admin/betting"]["post"]["requestBody"]
+    assert "BettingRequest" in str(body)
+
+
+def test_the_integrity_check_reports_violations_with_their_rows(desk: Desk, admin) -> None:
+    from app.storage.db import connect, current_week_file
+
+    (t,) = make_traders(desk, 1)
+    path = current_week_file(desk.svc.settings.db_dir)
+    conn = connect(path)
+    try:
+        conn.execute("UPDATE users SET balance = balance + 1 WHERE address = ?", (t.address,))  # a bad row
+    finally:
+        conn.close()
+    status, out, _ = admin.call("POST", "/api/v1/admin/integrity-check")
+    assert status == 202
+    with gevent.Timeout(60):
+        while out["last"]["state"] == "running":
+            gevent.sleep(0.05)
+            out = admin.call("GET", "/api/v1/admin/integrity-check")[1]
+    last = out["last"]
+    assert last["state"] == "violations" and last["violations"] == 1, last
+    assert "balance_mismatch" in last["first_violations"][0] and t.address in last["first_violations"][0]
+    assert last["files"] == [{"file": path.name, "violations": 1}]

@@ -1,0 +1,207 @@
+// Account: deposit (dev-mode mock rail), withdrawal, bet history (cursor-paged, by status), ledger.
+// Amounts stay decimal strings from the input to the wire and back.
+import { useCallback, useEffect, useState } from "react";
+import { ApiFailure } from "../api";
+import type { Controller } from "../controller";
+import { displayMoney } from "../money";
+import type { BetRecord, BetStatus, LedgerEntry } from "../wire";
+
+function errText(e: unknown): string {
+  return e instanceof ApiFailure ? e.message : e instanceof Error ? e.message : String(e);
+}
+
+function newKey(): string {
+  return crypto.randomUUID();
+}
+
+function MoneyForm({ ctl, kind, label }: { ctl: Controller; kind: "deposits" | "withdrawals"; label: string }) {
+  const [amount, setAmount] = useState("");
+  const [msg, setMsg] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  // One key per intended movement: a retry of the same amount reuses it, so money moves once.
+  const [key, setKey] = useState(newKey);
+  const id = `${kind}-amount`;
+  return (
+    <form
+      className="money-form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        setBusy(true);
+        setMsg(null);
+        ctl
+          .move(kind, amount, key)
+          .then((r) => {
+            setMsg(r.status === "pending" ? "Submitted; the ledger will show the outcome." : `Done. Balance ${displayMoney(r.balance ?? "0")}.`);
+            setAmount("");
+            setKey(newKey());
+          })
+          .catch((e: unknown) => setMsg(errText(e)))
+          .finally(() => setBusy(false));
+      }}
+    >
+      <label htmlFor={id}>{label}</label>
+      <input
+        id={id}
+        inputMode="decimal"
+        autoComplete="off"
+        value={amount}
+        onChange={(e) => {
+          setAmount(e.target.value);
+          setKey(newKey());
+        }}
+        placeholder="100"
+      />
+      <button type="submit" disabled={busy || amount.trim() === ""}>
+        {label}
+      </button>
+      {msg && (
+        <p className="form-msg" role="status" data-testid={`${kind}-msg`}>
+          {msg}
+        </p>
+      )}
+    </form>
+  );
+}
+
+const FILTERS: (BetStatus | "")[] = ["", "confirmed", "won", "lost", "void"];
+
+function History({ ctl }: { ctl: Controller }) {
+  const [status, setStatus] = useState<BetStatus | "">("");
+  const [pages, setPages] = useState<BetRecord[]>([]);
+  const [next, setNext] = useState<string | null>(null);
+  const [err, setErr] = useState<string | null>(null);
+  const load = useCallback(
+    (cursor: string | null) => {
+      ctl
+        .history(status, cursor)
+        .then((p) => {
+          setPages((prev) => (cursor ? [...prev, ...p.bets] : p.bets));
+          setNext(p.next_cursor);
+          setErr(null);
+        })
+        .catch((e: unknown) => setErr(errText(e)));
+    },
+    [ctl, status],
+  );
+  useEffect(() => load(null), [load]);
+  return (
+    <section aria-labelledby="hist-title">
+      <h3 id="hist-title">History</h3>
+      <label>
+        Status{" "}
+        <select value={status} onChange={(e) => setStatus(e.target.value as BetStatus | "")}>
+          {FILTERS.map((f) => (
+            <option key={f} value={f}>
+              {f || "all"}
+            </option>
+          ))}
+        </select>
+      </label>{" "}
+      <button type="button" onClick={() => load(null)}>
+        Refresh
+      </button>
+      {err && <p className="alert">{err}</p>}
+      <table className="history">
+        <thead>
+          <tr>
+            <th>Cell</th>
+            <th>Stake</th>
+            <th>×</th>
+            <th>Status</th>
+            <th>Payout</th>
+          </tr>
+        </thead>
+        <tbody>
+          {pages.map((b) => (
+            <tr key={b.bet_id} data-bet-id={b.bet_id}>
+              <td>{b.cell}</td>
+              <td>{b.stake}</td>
+              <td>{b.multiplier}</td>
+              <td>{b.status}</td>
+              <td>{b.payout}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {next && (
+        <button type="button" onClick={() => load(next)}>
+          Older bets
+        </button>
+      )}
+    </section>
+  );
+}
+
+function Ledger({ ctl }: { ctl: Controller }) {
+  const [rows, setRows] = useState<LedgerEntry[]>([]);
+  const [next, setNext] = useState<string | null>(null);
+  const [err, setErr] = useState<string | null>(null);
+  const load = useCallback(
+    (cursor: string | null) => {
+      ctl
+        .ledger(cursor)
+        .then((p) => {
+          setRows((prev) => (cursor ? [...prev, ...p.entries] : p.entries));
+          setNext(p.next_cursor);
+        })
+        .catch((e: unknown) => setErr(errText(e)));
+    },
+    [ctl],
+  );
+  useEffect(() => load(null), [load]);
+  return (
+    <section aria-labelledby="ledger-title">
+      <h3 id="ledger-title">Ledger</h3>
+      <button type="button" onClick={() => load(null)}>
+        Refresh
+      </button>
+      {err && <p className="alert">{err}</p>}
+      <table className="ledger">
+        <thead>
+          <tr>
+            <th>When</th>
+            <th>Type</th>
+            <th>Amount</th>
+            <th>Balance</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((r) => (
+            <tr key={String(r.id)}>
+              <td>{new Date(r.created_at).toISOString().slice(0, 19).replace("T", " ")}</td>
+              <td>{r.ref_type}</td>
+              <td>{displayMoney(r.amount)}</td>
+              <td>{displayMoney(r.balance_after)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {next && (
+        <button type="button" onClick={() => load(next)}>
+          Older entries
+        </button>
+      )}
+    </section>
+  );
+}
+
+export function Account({ ctl }: { ctl: Controller }) {
+  const [tab, setTab] = useState<"history" | "ledger">("history");
+  return (
+    <section className="panel account" aria-label="Account">
+      <div className="money">
+        <MoneyForm ctl={ctl} kind="deposits" label="Deposit" />
+        <MoneyForm ctl={ctl} kind="withdrawals" label="Withdraw" />
+      </div>
+      <div className="tabs" role="tablist">
+        <button type="button" role="tab" aria-selected={tab === "history"} onClick={() => setTab("history")}>
+          History
+        </button>
+        <button type="button" role="tab" aria-selected={tab === "ledger"} onClick={() => setTab("ledger")}>
+          Ledger
+        </button>
+      </div>
+      {tab === "history" ? <History ctl={ctl} /> : <Ledger ctl={ctl} />}
+    </section>
+  );
+}

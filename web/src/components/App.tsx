@@ -1,0 +1,67 @@
+import { useCallback, useEffect, useState, useSyncExternalStore } from "react";
+import type { Controller } from "../controller";
+import { Account } from "./Account";
+import { Grid } from "./Grid";
+import { SignIn } from "./SignIn";
+import { Stakes } from "./Stakes";
+import { StatusBanner, TopBar } from "./StatusBar";
+import { Taps } from "./Taps";
+
+export function App({ ctl }: { ctl: Controller }) {
+  const state = useSyncExternalStore(ctl.store.subscribe, ctl.store.get);
+  const [view, setView] = useState<"trade" | "account">("trade");
+  const onTap = useCallback((cell: string) => void ctl.tap(cell), [ctl]);
+  // Keep the reconnect countdown moving while disconnected.
+  const [, tick] = useState(0);
+  useEffect(() => {
+    if (state.conn.state === "open") return;
+    const id = setInterval(() => tick((n) => n + 1), 500);
+    return () => clearInterval(id);
+  }, [state.conn.state]);
+  useEffect(() => {
+    if (!state.notice) return;
+    const id = setTimeout(() => ctl.store.dispatch({ type: "clearNotice" }), 6000);
+    return () => clearTimeout(id);
+  }, [state.notice, ctl]);
+
+  return (
+    <div className="app">
+      <TopBar state={state} onSignOut={() => void ctl.signOut()} />
+      <StatusBanner state={state} />
+      {state.notice && (
+        <p className="notice" role="alert" data-testid="notice">
+          {state.notice.text}
+        </p>
+      )}
+      {!state.session ? (
+        <SignIn ctl={ctl} reason={state.signedOutReason} />
+      ) : (
+        <nav className="views" aria-label="Views">
+          <button type="button" aria-pressed={view === "trade"} onClick={() => setView("trade")}>
+            Trade
+          </button>
+          <button type="button" aria-pressed={view === "account"} onClick={() => setView("account")}>
+            Account
+          </button>
+        </nav>
+      )}
+      {state.session && view === "account" ? (
+        <Account ctl={ctl} />
+      ) : (
+        <main className="trade">
+          {state.settings && (
+            <Stakes
+              settings={state.settings}
+              stake={state.stake}
+              slippage={state.slippage}
+              onPick={(s) => ctl.store.dispatch({ type: "stake", stake: s })}
+              onSlippage={(s) => ctl.store.dispatch({ type: "slippage", slippage: s })}
+            />
+          )}
+          <Grid state={state} series={ctl.series} onTap={onTap} />
+          <Taps taps={state.taps} />
+        </main>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,354 @@
+// The grid: a canvas for speed (price line, columns, bands, quotes, own bets) and, on top of it,
+// a layer of real buttons — one per cell — for touch, keyboard (arrows + Enter) and screen readers.
+import { memo, useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
+import { formatFixed, parsePriceCents } from "../money";
+import { columnStart, fmtTime, geometry, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
+import { perf, record } from "../perf";
+import type { PriceSeries } from "../series";
+import type { State, Tap, TapState } from "../store";
+import type { GridSettings } from "../wire";
+
+export const STATE_LABEL: Record<TapState, string> = {
+  sending: "sending",
+  pending: "pending",
+  confirmed: "confirmed",
+  rejected: "rejected",
+  error: "refused",
+  unknown: "unknown",
+  won: "won",
+  lost: "lost",
+  void: "void",
+};
+/** Drawn in the cell next to the colour, so no state is told by colour alone. */
+const STATE_MARK: Record<TapState, string> = {
+  sending: "…",
+  pending: "…",
+  confirmed: "✓",
+  rejected: "✕",
+  error: "✕",
+  unknown: "?",
+  won: "WON",
+  lost: "LOST",
+  void: "VOID",
+};
+const STATE_FILL: Record<TapState, string> = {
+  sending: "#f5b942",
+  pending: "#f5b942",
+  confirmed: "#3b82f6",
+  rejected: "#ef4444",
+  error: "#ef4444",
+  unknown: "#a855f7",
+  won: "#22c55e",
+  lost: "#6b7280",
+  void: "#9ca3af",
+};
+
+interface Props {
+  state: State;
+  series: PriceSeries;
+  onTap: (cell: string) => void;
+}
+
+type QuoteMap = Map<string, string | null>;
+
+function quoteMap(state: State): QuoteMap {
+  const m: QuoteMap = new Map();
+  const g = state.grid;
+  if (!g) return m;
+  g.columns.forEach((t, i) => g.rows.forEach((r, j) => m.set(`${t}:${r}`, g.quotes[i]?.[j] ?? null)));
+  return m;
+}
+
+/** The canvas shows two decimals (truncated: never more than the quote); the cell's name has all four. */
+function shortQuote(q: string, narrow: boolean): string {
+  const [w = q, f = ""] = q.split(".");
+  // Narrow columns (phones): whole numbers from 10 up, one decimal below; always truncated.
+  const keep = narrow ? (w.length >= 2 ? 0 : 1) : 2;
+  const frac = f.slice(0, keep).replace(/0+$/, "");
+  return (frac ? `${w}.${frac}` : w) + (narrow ? "" : "×");
+}
+
+function bandText(row: number, stepCents: bigint): string {
+  const lo = BigInt(row) * stepCents;
+  return `${formatFixed(lo, 2, 2)}–${formatFixed(lo + stepCents, 2, 2)}`;
+}
+
+interface Frame {
+  g: Geometry;
+  nowSec: number;
+  centerRow: number;
+  quotes: QuoteMap;
+  taps: Record<string, Tap>;
+  settings: GridSettings;
+  series: PriceSeries;
+  minLead: number;
+}
+
+function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
+  const { g, nowSec, centerRow } = f;
+  const cs = g.columnSeconds;
+  const nowCol = columnStart(nowSec, cs);
+  ctx.clearRect(0, 0, g.width, g.height);
+  ctx.fillStyle = "#0b1220";
+  ctx.fillRect(0, 0, g.width, g.height);
+
+  // bands; the current band (the one the last price is in) highlighted
+  const last = f.series.last();
+  const curRow = last ? Math.floor(last.cents / g.stepCents) : centerRow;
+  for (let k = -g.rowsEach; k <= g.rowsEach; k++) {
+    const row = centerRow + k;
+    const y = yOfRow(g, row, centerRow);
+    ctx.fillStyle = row === curRow ? "#1e3a5f" : k % 2 === 0 ? "#0f172a" : "#111a2e";
+    ctx.fillRect(0, y, g.width, g.rowH);
+  }
+
+  // cells: locked columns (current + lead) and placeable ones with their quotes
+  const narrow = g.colW < 48;
+  const fontPx = Math.max(10, Math.min(13, Math.floor(g.colW / (narrow ? 2.6 : 4.2))));
+  ctx.font = `${fontPx}px "Liberation Sans", Arial, sans-serif`;
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  for (let c = 0; c < g.columns; c++) {
+    const tCol = nowCol + c * cs;
+    const x = xOf(g, tCol, nowSec);
+    const locked = c < f.minLead;
+    if (locked) {
+      ctx.fillStyle = "rgba(148,163,184,0.10)";
+      ctx.fillRect(x, 0, g.colW, g.height);
+    }
+    for (let k = -g.rowsEach; k <= g.rowsEach; k++) {
+      const row = centerRow + k;
+      const y = yOfRow(g, row, centerRow);
+      const cell = `${tCol}:${row}`;
+      const tap = f.taps[cell];
+      if (tap) continue; // drawn below
+      if (locked) continue;
+      const q = f.quotes.get(cell);
+      ctx.fillStyle = q ? "#cbd5e1" : "#475569";
+      ctx.fillText(q ? shortQuote(q, narrow) : q === null ? "—" : "", x + g.colW / 2, y + g.rowH / 2);
+    }
+    ctx.strokeStyle = "rgba(148,163,184,0.18)";
+    ctx.beginPath();
+    ctx.moveTo(x + 0.5, 0);
+    ctx.lineTo(x + 0.5, g.height);
+    ctx.stroke();
+    if (locked) {
+      // the word, written down the column: shading alone would tell it by colour only
+      ctx.save();
+      ctx.translate(x + g.colW / 2, g.rowH * 2);
+      ctx.rotate(Math.PI / 2);
+      ctx.fillStyle = "#94a3b8";
+      ctx.fillText("locked", 0, 0);
+      ctx.restore();
+    }
+  }
+
+  // own bets, including those whose window is running or past (they slide into the history)
+  const pulse = 0.45 + 0.35 * Math.sin(t / 160);
+  for (const tap of Object.values(f.taps)) {
+    const [ts, rs] = tap.cell.split(":");
+    const tCol = Number(ts);
+    const row = Number(rs);
+    const x = xOf(g, tCol, nowSec);
+    if (x + g.colW < 0 || x > g.width || Math.abs(row - centerRow) > g.rowsEach) continue;
+    const y = yOfRow(g, row, centerRow);
+    ctx.globalAlpha = tap.state === "pending" || tap.state === "sending" ? pulse : 0.9;
+    ctx.fillStyle = STATE_FILL[tap.state];
+    ctx.fillRect(x + 1, y + 1, g.colW - 2, g.rowH - 2);
+    ctx.globalAlpha = 1;
+    if (tap.state === "unknown") {
+      ctx.strokeStyle = "#f5f3ff";
+      ctx.setLineDash([3, 3]);
+      ctx.strokeRect(x + 2, y + 2, g.colW - 4, g.rowH - 4);
+      ctx.setLineDash([]);
+    }
+    ctx.fillStyle = "#0b1220";
+    ctx.fillText(STATE_MARK[tap.state], x + g.colW / 2, y + g.rowH / 2);
+  }
+
+  // the price line: history left of "now", extended to now
+  const fromMs = (nowSec - g.histW / g.pxPerSec - 1) * 1000;
+  ctx.strokeStyle = "#facc15";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  let started = false;
+  let lastY = 0;
+  for (let k = 0; k < f.series.length; k++) {
+    const ts = f.series.tsAt(k);
+    if (ts < fromMs) continue;
+    const x = xOf(g, ts / 1000, nowSec);
+    lastY = yOfCents(g, f.series.centsAt(k), centerRow);
+    if (started) ctx.lineTo(x, lastY);
+    else ctx.moveTo(x, lastY);
+    started = true;
+  }
+  if (started) {
+    ctx.lineTo(g.histW, lastY);
+    ctx.stroke();
+    ctx.fillStyle = "#facc15";
+    ctx.beginPath();
+    ctx.arc(g.histW, lastY, 4, 0, Math.PI * 2);
+    ctx.fill();
+  }
+  ctx.lineWidth = 1;
+  ctx.strokeStyle = "rgba(250,204,21,0.5)";
+  ctx.beginPath();
+  ctx.moveTo(g.histW + 0.5, 0);
+  ctx.lineTo(g.histW + 0.5, g.height);
+  ctx.stroke();
+}
+
+export function Grid({ state, series, onTap }: Props) {
+  const wrap = useRef<HTMLDivElement>(null);
+  const canvas = useRef<HTMLCanvasElement>(null);
+  const layer = useRef<HTMLDivElement>(null);
+  const [size, setSize] = useState({ w: 0, h: 0 });
+  const settings = state.settings;
+  const quotes = useMemo(() => quoteMap(state), [state.grid]);
+  const stepCents = settings ? parsePriceCents(settings.price_step) : 1000n;
+  const centerRow =
+    state.grid?.current_row ??
+    (state.price ? Number(parsePriceCents(state.price.price) / stepCents) : 0);
+  const g = settings && size.w > 0 ? geometry(size.w, size.h, settings, Number(stepCents)) : null;
+  const nowSecOf = () => (Date.now() + state.clockOffsetMs) / 1000;
+  const [layerCol, setLayerCol] = useState(() => (settings ? columnStart(nowSecOf(), settings.column_seconds) : 0));
+
+  // What the animation loop reads: the latest props without restarting the loop.
+  const frame = useRef<Frame | null>(null);
+  frame.current =
+    g && settings
+      ? { g, nowSec: 0, centerRow, quotes, taps: state.taps, settings, series, minLead: settings.min_lead_columns }
+      : null;
+  const offset = useRef(state.clockOffsetMs);
+  offset.current = state.clockOffsetMs;
+  const layerColRef = useRef(layerCol);
+  layerColRef.current = layerCol;
+
+  useEffect(() => {
+    const el = wrap.current;
+    if (!el) return;
+    const ro = new ResizeObserver(() => setSize({ w: el.clientWidth, h: el.clientHeight }));
+    ro.observe(el);
+    setSize({ w: el.clientWidth, h: el.clientHeight });
+    return () => ro.disconnect();
+  }, []);
+
+  useEffect(() => {
+    const c = canvas.current;
+    if (!c || !g) return;
+    const dpr = window.devicePixelRatio || 1;
+    c.width = Math.round(g.width * dpr);
+    c.height = Math.round(g.height * dpr);
+    c.getContext("2d")?.setTransform(dpr, 0, 0, dpr, 0, 0);
+  }, [g?.width, g?.height]);
+
+  useEffect(() => {
+    let raf = 0;
+    let prev = 0;
+    const loop = (t: number) => {
+      raf = requestAnimationFrame(loop);
+      const f = frame.current;
+      const ctx = canvas.current?.getContext("2d");
+      if (!f || !ctx) return;
+      const start = performance.now();
+      const nowSec = (Date.now() + offset.current) / 1000;
+      f.nowSec = nowSec;
+      draw(ctx, f, t);
+      const col = columnStart(nowSec, f.g.columnSeconds);
+      if (col !== layerColRef.current) setLayerCol(col);
+      if (layer.current) {
+        const dx = xOf(f.g, layerColRef.current, nowSec);
+        layer.current.style.transform = `translate3d(${dx.toFixed(1)}px,0,0)`;
+      }
+      record(perf.draw, performance.now() - start);
+      if (prev) record(perf.gaps, t - prev);
+      prev = t;
+    };
+    raf = requestAnimationFrame(loop);
+    return () => cancelAnimationFrame(raf);
+  }, []);
+
+  return (
+    <div className="grid-wrap" ref={wrap}>
+      <canvas ref={canvas} className="grid-canvas" aria-hidden="true" style={{ width: size.w, height: size.h }} />
+      {g && settings && (
+        <CellLayer
+          layerRef={layer}
+          g={g}
+          settings={settings}
+          layerCol={layerCol}
+          centerRow={centerRow}
+          quotes={quotes}
+          taps={state.taps}
+          stepCents={stepCents}
+          onTap={onTap}
+        />
+      )}
+    </div>
+  );
+}
+
+interface LayerProps {
+  layerRef: React.RefObject<HTMLDivElement | null>;
+  g: Geometry;
+  settings: GridSettings;
+  layerCol: number;
+  centerRow: number;
+  quotes: QuoteMap;
+  taps: Record<string, Tap>;
+  stepCents: bigint;
+  onTap: (cell: string) => void;
+}
+
+function move(e: KeyboardEvent<HTMLDivElement>): void {
+  const el = e.target as HTMLElement;
+  const c = Number(el.dataset["col"]);
+  const r = Number(el.dataset["row"]);
+  if (Number.isNaN(c)) return;
+  const d: Record<string, [number, number]> = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
+  const step = d[e.key];
+  if (!step) return;
+  e.preventDefault();
+  const next = e.currentTarget.querySelector<HTMLElement>(`[data-col="${c + step[0]}"][data-row="${r + step[1]}"]`);
+  next?.focus();
+}
+
+const CellLayer = memo(function CellLayer(p: LayerProps) {
+  const { g, settings } = p;
+  const cs = settings.column_seconds;
+  const cells = [];
+  for (let c = 0; c < g.columns; c++) {
+    const t = p.layerCol + c * cs;
+    for (let k = g.rowsEach; k >= -g.rowsEach; k--) {
+      const row = p.centerRow + k;
+      const cell = `${t}:${row}`;
+      const q = p.quotes.get(cell);
+      const tap = p.taps[cell];
+      const locked = q === undefined;
+      const parts = [`${fmtTime(t)} to ${fmtTime(t + cs)} UTC`, `band ${bandText(row, p.stepCents)}`];
+      parts.push(locked ? "locked" : q === null ? "not offered" : `multiplier ${q}`);
+      if (tap) parts.push(`your bet: ${STATE_LABEL[tap.state]}${tap.reason ? ` (${tap.reason})` : ""}`);
+      cells.push(
+        <button
+          key={cell}
+          type="button"
+          className="cell"
+          data-cell={cell}
+          data-col={c}
+          data-row={row}
+          data-state={tap ? tap.state : locked ? "locked" : q === null ? "unquoted" : "open"}
+          data-history={tap ? tap.history.join(",") : undefined}
+          aria-label={parts.join(", ")}
+          aria-disabled={locked || q === null || undefined}
+          style={{ left: c * g.colW, top: yOfRow(g, row, p.centerRow), width: g.colW, height: g.rowH }}
+          onClick={() => p.onTap(cell)}
+        />,
+      );
+    }
+  }
+  return (
+    <div className="cell-layer" ref={p.layerRef} role="group" aria-label="Betting grid: columns are time windows, rows are price bands" onKeyDown={move}>
+      {cells}
+    </div>
+  );
+});

@@ -1,0 +1,307 @@
+// The glue between the store, the HTTP API, the websocket and the wallet. Components call these
+// methods; every outcome lands in the store through an action.
+import { Api, ApiFailure } from "./api";
+import { minMultiplierFor, normaliseMoneyInput } from "./money";
+import { PriceSeries } from "./series";
+import { buildSiweMessage, newSessionKey, randomNonce, sessionKeyFrom, signBet, type SessionKey } from "./signing";
+import { TapSocket } from "./socket";
+import { Store, tapRefusal, type Session, type Slippage } from "./store";
+import type { DiscoveredWallet } from "./wallet";
+import { ensureChain, personalSign, requestAccount } from "./wallet";
+import {
+  parseBetPage,
+  parseBetRecord,
+  parseGridResponse,
+  parseLedgerPage,
+  parseLogin,
+  parseMe,
+  parseMoneyMove,
+  parseNonce,
+  type BetPage,
+  type BetStatus,
+  type Hex,
+  type LedgerPage,
+  type MoneyMove,
+  type ServerMsg,
+} from "./wire";
+
+const STORAGE_KEY = "tap-trading.session";
+/** Slippage accepted between the quote shown and the one at acceptance, in basis points. The grid
+ * message comes once a second and quotes of near cells can move tens of per cent in that time; the
+ * bet always gets the server's quote, never less than min_multiplier. "any" sends the 1.01 floor. */
+export const SLIPPAGE_BP: Record<Slippage, bigint> = { "10": 1000n, "25": 2500n, any: 10_000n };
+/** A request re-sent after a drop must still pass the server's 30 s `ts` window. */
+const RESEND_WITHIN_MS = 25_000;
+
+interface Stored extends Session {
+  sessionKeyPrivate: Hex;
+}
+
+function load(): Stored | null {
+  try {
+    const raw = sessionStorage.getItem(STORAGE_KEY);
+    if (!raw) return null;
+    const s = JSON.parse(raw) as Partial<Stored>;
+    if (typeof s.token !== "string" || typeof s.address !== "string" || typeof s.sessionKeyPrivate !== "string") return null;
+    if (typeof s.expiresAt !== "number" || s.expiresAt <= Date.now()) return null;
+    return s as Stored;
+  } catch {
+    return null;
+  }
+}
+
+export class Controller {
+  readonly store = new Store();
+  readonly series = new PriceSeries();
+  readonly api: Api;
+  readonly socket: TapSocket;
+  private key: SessionKey | null = null;
+  private signing = new Set<string>();
+  private resent = new Set<string>();
+  private reqSeq = 0;
+
+  constructor(private readonly origin: string = window.location.origin) {
+    this.api = new Api(origin, () => this.expire("Your session has ended (signed out elsewhere or expired). Sign in again."));
+    const wsUrl = origin.replace(/^http/, "ws") + "/ws";
+    this.socket = new TapSocket(wsUrl, {
+      onMessage: (m) => this.onMessage(m),
+      onState: (state, attempt, retryAt) => this.store.dispatch({ type: "conn", state, attempt, retryAt }),
+      onUnauthorized: () => this.expire("Your session is no longer valid. Sign in again."),
+      onOpen: () => void this.resync(),
+    });
+  }
+
+  private get session(): Session | null {
+    return this.store.get().session;
+  }
+
+  async start(): Promise<void> {
+    const stored = load();
+    if (stored) {
+      this.key = sessionKeyFrom(stored.sessionKeyPrivate);
+      const { sessionKeyPrivate: _k, ...session } = stored;
+      this.store.dispatch({ type: "signedIn", session });
+    }
+    await this.loadGrid().catch((e: unknown) => this.notice(e));
+    void this.backfill();
+    this.socket.start(this.session?.token ?? null);
+  }
+
+  private notice(e: unknown): void {
+    const text = e instanceof Error ? e.message : String(e);
+    this.store.dispatch({ type: "notice", text, now: Date.now() });
+  }
+
+  async loadGrid(): Promise<void> {
+    const t0 = Date.now();
+    const g = await this.api.call("GET", "/api/v1/grid", parseGridResponse);
+    const t1 = Date.now();
+    this.store.dispatch({ type: "settings", settings: g.settings, clockOffsetMs: g.server_time - Math.round((t0 + t1) / 2) });
+    this.store.dispatch({ type: "server", msg: g.feed, now: t1 });
+    if (g.price !== null) {
+      const { server_time: _s, feed: _f, settings: _st, ...quotes } = g;
+      this.store.dispatch({ type: "server", msg: { type: "grid", ...quotes }, now: t1 });
+    }
+  }
+
+  private async backfill(): Promise<void> {
+    try {
+      const body = await this.api.call("GET", `/api/v1/prices?since=${Date.now() - 120_000}`, (v) => v);
+      const prices = (body as { prices?: unknown }).prices;
+      if (Array.isArray(prices))
+        for (const p of prices as { price?: unknown; ts?: unknown }[])
+          if (typeof p.price === "string" && typeof p.ts === "number") this.series.push(p.ts, p.price);
+    } catch {
+      /* the live stream fills the chart anyway */
+    }
+  }
+
+  private onMessage(m: ServerMsg): void {
+    if (m.type === "price") this.series.push(m.ts, m.price);
+    this.store.dispatch({ type: "server", msg: m, now: Date.now() });
+    if (m.type === "bet:accepted" && this.resent.has(m.req)) {
+      // A retry answered: the confirmation may have been published while we were away.
+      this.resent.delete(m.req);
+      void this.truth(m.cell, m.bet_id);
+    }
+    if (m.type === "bet:resolved") void this.refreshMe();
+  }
+
+  /** After every (re)connect: settings and quotes, balance, and the truth about unknown taps. */
+  private async resync(): Promise<void> {
+    await this.loadGrid().catch(() => undefined);
+    if (!this.session) return;
+    await this.refreshMe();
+    const now = Date.now();
+    for (const t of Object.values(this.store.get().taps)) {
+      if (t.state !== "unknown") continue;
+      if (t.betId) {
+        void this.truth(t.cell, t.betId);
+      } else if (now - t.sentAt < RESEND_WITHIN_MS) {
+        // The server may or may not have it: the identical signed request (same nonce) returns the
+        // same bet if it does, and places it if it does not (SPEC §6 idempotency).
+        this.resent.add(t.req);
+        this.socket.send({ type: "bet", req: t.req, ...t.body });
+      } else {
+        this.store.dispatch({ type: "tapLost", cell: t.cell, reason: "The connection dropped before the server answered; see History." });
+      }
+    }
+  }
+
+  private async truth(cell: string, betId: string): Promise<void> {
+    const token = this.session?.token;
+    if (!token) return;
+    try {
+      const bet = await this.api.call("GET", `/api/v1/bets/${encodeURIComponent(betId)}`, parseBetRecord, { token });
+      this.store.dispatch({ type: "truth", cell, bet });
+    } catch (e) {
+      this.notice(e);
+    }
+  }
+
+  async refreshMe(): Promise<void> {
+    const token = this.session?.token;
+    if (!token) return;
+    try {
+      const me = await this.api.call("GET", "/api/v1/me", parseMe, { token });
+      this.store.dispatch({ type: "balance", balance: me.balance });
+    } catch (e) {
+      if (!(e instanceof ApiFailure && e.status === 401)) this.notice(e);
+    }
+  }
+
+  // ---- sign-in ---------------------------------------------------------------------------------
+
+  async signIn(wallet: DiscoveredWallet): Promise<void> {
+    let settings = this.store.get().settings;
+    if (!settings) {
+      await this.loadGrid();
+      settings = this.store.get().settings;
+      if (!settings) throw new Error("The server's settings are not available yet.");
+    }
+    const p = wallet.provider;
+    const address = await requestAccount(p);
+    await ensureChain(p, settings.chain_id);
+    const nonce = await this.api.call("GET", "/api/v1/auth/nonce", parseNonce);
+    const key = newSessionKey();
+    const issuedAt = new Date(Date.now() + this.store.get().clockOffsetMs);
+    const message = buildSiweMessage({
+      domain: settings.siwe_domain,
+      protocol: window.location.protocol,
+      address,
+      chainId: settings.chain_id,
+      nonce,
+      sessionKey: key.account.address,
+      issuedAt,
+      expirationTime: new Date(issuedAt.getTime() + 24 * 3600 * 1000),
+    });
+    const signature = await personalSign(p, address, message);
+    const login = await this.api.call("POST", "/api/v1/auth/login", parseLogin, { body: { message, signature } });
+    const session: Session = { token: login.token, address: login.address, sessionKey: key.account.address, expiresAt: login.expires_at };
+    this.key = key;
+    sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ ...session, sessionKeyPrivate: key.privateKey } satisfies Stored));
+    this.store.dispatch({ type: "signedIn", session });
+    this.socket.restart(session.token);
+  }
+
+  private expire(reason: string): void {
+    if (!this.session) return;
+    sessionStorage.removeItem(STORAGE_KEY);
+    this.key = null;
+    this.store.dispatch({ type: "signedOut", reason });
+    this.socket.restart(null);
+  }
+
+  async signOut(): Promise<void> {
+    const token = this.session?.token;
+    sessionStorage.removeItem(STORAGE_KEY);
+    this.key = null;
+    this.store.dispatch({ type: "signedOut", reason: null });
+    this.socket.restart(null);
+    if (token) await this.api.call("POST", "/api/v1/auth/logout", (v) => v, { token }).catch(() => undefined);
+  }
+
+  // ---- taps ------------------------------------------------------------------------------------
+
+  quoteOf(cell: string): string | null | undefined {
+    const g = this.store.get().grid;
+    if (!g) return undefined;
+    const [t, r] = cell.split(":").map(Number);
+    const i = g.columns.indexOf(t ?? NaN);
+    const j = g.rows.indexOf(r ?? NaN);
+    if (i < 0 || j < 0) return undefined;
+    return g.quotes[i]?.[j];
+  }
+
+  /** One tap = one signed bet over the websocket (SPEC §8a). Returns the refusal, or null if sent. */
+  async tap(cell: string): Promise<string | null> {
+    const s = this.store.get();
+    const quote = this.quoteOf(cell);
+    const refusal = this.signing.has(cell) ? "You already have a bet on this cell." : tapRefusal(s, cell, quote);
+    if (refusal || !s.session || !s.settings || !s.stake || !quote || !this.key) {
+      const text = refusal ?? "Sign in to place bets.";
+      this.store.dispatch({ type: "notice", text, now: Date.now() });
+      return text;
+    }
+    this.signing.add(cell);
+    try {
+      const body = await signBet(
+        this.key,
+        { domain: s.settings.siwe_domain, chainId: s.settings.chain_id, address: s.session.address },
+        {
+          cell,
+          stake: s.stake,
+          min_multiplier: minMultiplierFor(quote, SLIPPAGE_BP[s.slippage]),
+          nonce: randomNonce(),
+          ts: Date.now() + s.clockOffsetMs,
+        },
+      );
+      const req = `t${Date.now().toString(36)}${(this.reqSeq++).toString(36)}`;
+      this.store.dispatch({
+        type: "tapSent",
+        tap: { req, cell, stake: body.stake, multiplier: quote, body, sentAt: Date.now() },
+      });
+      if (!this.socket.send({ type: "bet", req, ...body })) {
+        this.store.dispatch({ type: "tapLost", cell, reason: "Not connected: the tap was not sent." });
+        return "Not connected: the tap was not sent.";
+      }
+      return null;
+    } finally {
+      this.signing.delete(cell);
+    }
+  }
+
+  // ---- account ---------------------------------------------------------------------------------
+
+  private token(): string {
+    const t = this.session?.token;
+    if (!t) throw new Error("Sign in first.");
+    return t;
+  }
+
+  history(status: BetStatus | "", cursor: string | null): Promise<BetPage> {
+    const q = new URLSearchParams({ limit: "20" });
+    if (status) q.set("status", status);
+    if (cursor) q.set("cursor", cursor);
+    return this.api.call("GET", `/api/v1/bets?${q.toString()}`, parseBetPage, { token: this.token() });
+  }
+
+  ledger(cursor: string | null): Promise<LedgerPage> {
+    const q = new URLSearchParams({ limit: "20" });
+    if (cursor) q.set("cursor", cursor);
+    return this.api.call("GET", `/api/v1/ledger?${q.toString()}`, parseLedgerPage, { token: this.token() });
+  }
+
+  /** Deposit (dev-mode mock rail) or withdrawal; `amount` as typed, sent as a money string. */
+  async move(kind: "deposits" | "withdrawals", amountText: string, idempotencyKey: string): Promise<MoneyMove> {
+    const amount = normaliseMoneyInput(amountText);
+    if (amount === null) throw new Error("Enter a positive amount with at most 6 decimals, e.g. 100 or 2.5.");
+    const r = await this.api.call("POST", `/api/v1/${kind}`, parseMoneyMove, {
+      token: this.token(),
+      body: { amount },
+      headers: { "Idempotency-Key": idempotencyKey },
+    });
+    if (r.balance !== undefined) this.store.dispatch({ type: "balance", balance: r.balance });
+    return r;
+  }
+}

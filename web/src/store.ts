@@ -1,0 +1,254 @@
+// The app's state in one place: a pure reducer (unit-tested) plus a tiny store around it.
+// A tap's life: sending → pending (bet:accepted) → confirmed → won | lost | void,
+// or error (bet:error) / rejected (bet:rejected); a socket drop while sending/pending → unknown,
+// and the truth (GET /api/v1/bets/<id>) replaces unknown after the reconnect.
+import type { BetRecord, BetRequest, BetStatus, FeedState, GridQuotes, GridSettings, Hex, ServerMsg } from "./wire";
+
+export type TapState = "sending" | "pending" | "confirmed" | "rejected" | "error" | "unknown" | "won" | "lost" | "void";
+
+export interface Tap {
+  req: string;
+  cell: string;
+  stake: string;
+  /** The quote shown when tapped; replaced by the server's multiplier once accepted. */
+  multiplier: string;
+  payout: string | null;
+  betId: string | null;
+  state: TapState;
+  reason: string | null;
+  /** Every state this tap went through, in order (shown in the DOM for tests and support). */
+  history: TapState[];
+  /** The signed body, kept so the identical request can be re-sent after a drop (same nonce = same bet). */
+  body: BetRequest;
+  sentAt: number;
+}
+
+export const SLIPPAGES = ["10", "25", "any"] as const;
+export type Slippage = (typeof SLIPPAGES)[number];
+
+export type ConnState = "connecting" | "open" | "reconnecting";
+
+export interface Session {
+  token: string;
+  address: Hex;
+  sessionKey: Hex;
+  expiresAt: number;
+}
+
+export interface State {
+  settings: GridSettings | null;
+  grid: GridQuotes | null;
+  /** server_time − Date.now(), from the last GET /grid; signed `ts` uses server time. */
+  clockOffsetMs: number;
+  price: { price: string; ts: number } | null;
+  feed: { feed: FeedState; betting: boolean; reason: string | null };
+  conn: { state: ConnState; attempt: number; retryAt: number | null };
+  session: Session | null;
+  signedOutReason: string | null;
+  balance: string | null;
+  stake: string | null;
+  /** How far below the shown quote the trader still accepts (SLIPPAGES); "any" sends the 1.01 floor. */
+  slippage: Slippage;
+  taps: Record<string, Tap>; // by cell: one bet per cell (SPEC §1)
+  notice: { text: string; at: number } | null;
+}
+
+export const initialState: State = {
+  settings: null,
+  grid: null,
+  clockOffsetMs: 0,
+  price: null,
+  feed: { feed: "healthy", betting: true, reason: null },
+  conn: { state: "connecting", attempt: 0, retryAt: null },
+  session: null,
+  signedOutReason: null,
+  balance: null,
+  stake: null,
+  slippage: "10",
+  taps: {},
+  notice: null,
+};
+
+export type Action =
+  | { type: "settings"; settings: GridSettings; clockOffsetMs: number }
+  | { type: "server"; msg: ServerMsg; now: number }
+  | { type: "conn"; state: ConnState; attempt?: number; retryAt?: number | null }
+  | { type: "signedIn"; session: Session }
+  | { type: "signedOut"; reason: string | null }
+  | { type: "balance"; balance: string }
+  | { type: "stake"; stake: string }
+  | { type: "slippage"; slippage: Slippage }
+  | { type: "tapSent"; tap: Omit<Tap, "state" | "history" | "betId" | "payout" | "reason"> }
+  | { type: "truth"; cell: string; bet: BetRecord }
+  | { type: "tapLost"; cell: string; reason: string }
+  | { type: "notice"; text: string; now: number }
+  | { type: "clearNotice" };
+
+const SETTLED: readonly TapState[] = ["won", "lost", "void"];
+/** States in which a cell counts as taken: a second tap there is refused before it is sent. */
+export const HOLDS_CELL: readonly TapState[] = ["sending", "pending", "confirmed", "unknown", "won", "lost", "void"];
+
+function move(t: Tap, state: TapState, patch: Partial<Tap> = {}): Tap {
+  if (t.state === state && Object.keys(patch).length === 0) return t;
+  return { ...t, ...patch, state, history: t.state === state ? t.history : [...t.history, state] };
+}
+
+function findById(taps: Record<string, Tap>, betId: string): Tap | undefined {
+  for (const t of Object.values(taps)) if (t.betId === betId) return t;
+  return undefined;
+}
+function findByReq(taps: Record<string, Tap>, req: string): Tap | undefined {
+  for (const t of Object.values(taps)) if (t.req === req) return t;
+  return undefined;
+}
+function put(s: State, t: Tap): State {
+  return s.taps[t.cell] === t ? s : { ...s, taps: { ...s.taps, [t.cell]: t } };
+}
+
+function fromStatus(status: BetStatus): TapState {
+  return status; // BetStatus ⊂ TapState
+}
+
+function onServer(s: State, m: ServerMsg, now: number): State {
+  switch (m.type) {
+    case "price":
+      return { ...s, price: { price: m.price, ts: m.ts } };
+    case "grid": {
+      const { type: _t, ...grid } = m;
+      return { ...s, grid };
+    }
+    case "status":
+      return { ...s, feed: { feed: m.feed, betting: m.betting, reason: m.reason ?? null } };
+    case "balance":
+      return { ...s, balance: m.balance };
+    case "bet:accepted": {
+      const t = findByReq(s.taps, m.req);
+      if (!t) return s;
+      // A re-sent request answers with the bet's current status (a retry of the same nonce).
+      const state: TapState = m.status === "pending" ? "pending" : fromStatus(m.status);
+      return put(s, move(t, state, { betId: m.bet_id, multiplier: m.multiplier, payout: m.payout }));
+    }
+    case "bet:error": {
+      const t = findByReq(s.taps, m.req);
+      if (!t) return s;
+      return put(s, move(t, "error", { reason: m.error.message || m.error.code }));
+    }
+    case "bet:confirmed": {
+      const t = findById(s.taps, m.bet_id) ?? s.taps[m.cell];
+      if (!t || SETTLED.includes(t.state)) return s;
+      return put(s, move(t, "confirmed", { betId: m.bet_id, multiplier: m.multiplier, payout: m.payout }));
+    }
+    case "bet:rejected": {
+      const t = findById(s.taps, m.bet_id) ?? s.taps[m.cell];
+      if (!t) return s;
+      return put(s, move(t, "rejected", { betId: m.bet_id, reason: m.reason }));
+    }
+    case "bet:resolved": {
+      const t = findById(s.taps, m.bet_id);
+      if (!t) return s;
+      return put(s, move(t, m.status, { payout: m.payout }));
+    }
+    case "error":
+      return { ...s, notice: { text: m.error.message, at: now } };
+    case "auth:ok":
+      return s; // the socket reports "open" itself once authenticated
+  }
+}
+
+export function reducer(s: State, a: Action): State {
+  switch (a.type) {
+    case "settings":
+      return {
+        ...s,
+        settings: a.settings,
+        clockOffsetMs: a.clockOffsetMs,
+        stake: s.stake && a.settings.stake_presets.includes(s.stake) ? s.stake : (a.settings.stake_presets[0] ?? null),
+      };
+    case "server":
+      return onServer(s, a.msg, a.now);
+    case "conn": {
+      const conn = { state: a.state, attempt: a.attempt ?? 0, retryAt: a.retryAt ?? null };
+      if (a.state === "open") return { ...s, conn };
+      // The socket is gone: whatever was in flight has an unknown outcome until the server says.
+      let taps = s.taps;
+      for (const t of Object.values(s.taps)) {
+        if (t.state === "sending" || t.state === "pending") taps = { ...taps, [t.cell]: move(t, "unknown") };
+      }
+      return { ...s, conn, taps };
+    }
+    case "signedIn":
+      return { ...s, session: a.session, signedOutReason: null, taps: {}, balance: null };
+    case "signedOut":
+      return { ...s, session: null, signedOutReason: a.reason, taps: {}, balance: null };
+    case "balance":
+      return { ...s, balance: a.balance };
+    case "stake":
+      return { ...s, stake: a.stake };
+    case "slippage":
+      return { ...s, slippage: a.slippage };
+    case "tapSent": {
+      const prev = s.taps[a.tap.cell];
+      if (prev && HOLDS_CELL.includes(prev.state)) return s; // one bet per cell
+      const tap: Tap = { ...a.tap, state: "sending", history: ["sending"], betId: null, payout: null, reason: null };
+      return { ...s, taps: { ...s.taps, [tap.cell]: tap } };
+    }
+    case "truth": {
+      const t = s.taps[a.cell];
+      if (!t) return s;
+      const b = a.bet;
+      return put(
+        s,
+        move(t, fromStatus(b.status), {
+          betId: b.bet_id,
+          multiplier: b.multiplier,
+          payout: b.payout,
+          reason: b.reason ?? null,
+        }),
+      );
+    }
+    case "tapLost": {
+      const t = s.taps[a.cell];
+      return t ? put(s, move(t, "error", { reason: a.reason })) : s;
+    }
+    case "notice":
+      return { ...s, notice: { text: a.text, at: a.now } };
+    case "clearNotice":
+      return { ...s, notice: null };
+  }
+}
+
+/** Why a tap on `cell` must not be sent now, or null when it may be. */
+export function tapRefusal(s: State, cell: string, quote: string | null | undefined): string | null {
+  if (!s.session) return "Sign in to place bets.";
+  if (s.conn.state !== "open") return "Not connected: taps are paused until the connection is back.";
+  if (!s.feed.betting) return "Betting is suspended right now.";
+  const prev = s.taps[cell];
+  if (prev && HOLDS_CELL.includes(prev.state)) return "You already have a bet on this cell.";
+  if (quote === undefined) return "This cell is locked: it is too close or already running.";
+  if (quote === null) return "This cell is not offered (a near-certain touch).";
+  if (!s.stake) return "Choose a stake first.";
+  return null;
+}
+
+type Listener = () => void;
+
+/** A minimal store: one state, one reducer, subscribers (useSyncExternalStore). */
+export class Store {
+  private state: State;
+  private listeners = new Set<Listener>();
+  constructor(initial: State = initialState) {
+    this.state = initial;
+  }
+  get = (): State => this.state;
+  dispatch = (a: Action): void => {
+    const next = reducer(this.state, a);
+    if (next !== this.state) {
+      this.state = next;
+      for (const l of this.listeners) l();
+    }
+  };
+  subscribe = (l: Listener): (() => void) => {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  };
+}

@@ -1,0 +1,77 @@
+import { describe, expect, it } from "vitest";
+import { initialState, reducer, tapRefusal, type Action, type State } from "../store";
+import type { BetRequest, ServerMsg } from "../wire";
+
+const body: BetRequest = { cell: "100:5", stake: "10", min_multiplier: "2.375", nonce: "abcdefgh12345678", ts: 1, signature: "0x00" };
+const session = { token: "t".repeat(43), address: "0x1563915e194D8CfBA1943570603F7606A3115508" as const, sessionKey: "0x01" as const, expiresAt: 9e12 };
+
+function run(...actions: Action[]): State {
+  return actions.reduce(reducer, { ...initialState, session, conn: { state: "open", attempt: 0, retryAt: null } });
+}
+const sent: Action = { type: "tapSent", tap: { req: "t-1", cell: "100:5", stake: "10", multiplier: "2.5", body, sentAt: 0 } };
+const srv = (msg: ServerMsg): Action => ({ type: "server", msg, now: 0 });
+const accepted = srv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", cell: "100:5", stake: "10", multiplier: "2.5", payout: "25" });
+const confirmed = srv({ type: "bet:confirmed", bet_id: "b1", status: "confirmed", cell: "100:5", stake: "10", multiplier: "2.5", payout: "25" });
+const drop: Action = { type: "conn", state: "reconnecting", attempt: 1, retryAt: 5 };
+const reopen: Action = { type: "conn", state: "open" };
+const bet = (status: "confirmed" | "rejected" | "won" | "pending", extra = {}) => ({
+  bet_id: "b1", status, cell: "100:5", stake: "10", multiplier: "2.5", payout: "25", potential_payout: "25", placed_at: 1, settled_at: null, ...extra,
+});
+
+describe("a tap's state machine", () => {
+  it("sending → pending → confirmed → won, with payout and the server's multiplier", () => {
+    const s = run(sent, accepted, confirmed, srv({ type: "bet:resolved", bet_id: "b1", status: "won", payout: "25" }));
+    const t = s.taps["100:5"]!;
+    expect(t.state).toBe("won");
+    expect(t.history).toEqual(["sending", "pending", "confirmed", "won"]);
+    expect(t.payout).toBe("25");
+  });
+  it("bet:error keeps the reason and frees the cell", () => {
+    const s = run(sent, srv({ type: "bet:error", req: "t-1", status: 422, error: { code: "stake_too_large", message: "The stake is above the maximum." } }));
+    expect(s.taps["100:5"]).toMatchObject({ state: "error", reason: "The stake is above the maximum." });
+    expect(tapRefusal({ ...s, stake: "10" }, "100:5", "2.5")).toBeNull();
+  });
+  it("bet:rejected after acceptance shows the reason", () => {
+    const s = run(sent, accepted, srv({ type: "bet:rejected", bet_id: "b1", cell: "100:5", reason: "insufficient_funds" }));
+    expect(s.taps["100:5"]).toMatchObject({ state: "rejected", reason: "insufficient_funds" });
+  });
+  it("a drop while pending → unknown; the truth replaces it after the reconnect", () => {
+    let s = run(sent, accepted, drop);
+    expect(s.taps["100:5"]!.state).toBe("unknown");
+    expect(tapRefusal(s, "200:5", "2")).toMatch(/Not connected/);
+    s = [reopen, { type: "truth", cell: "100:5", bet: bet("confirmed") } as Action].reduce(reducer, s);
+    expect(s.taps["100:5"]!.history).toEqual(["sending", "pending", "unknown", "confirmed"]);
+  });
+  it("a drop before any answer → unknown; the truth may be a rejection", () => {
+    const s = run(sent, drop, reopen, { type: "truth", cell: "100:5", bet: bet("rejected", { reason: "insufficient_funds" }) });
+    expect(s.taps["100:5"]).toMatchObject({ state: "rejected", reason: "insufficient_funds", history: ["sending", "unknown", "rejected"] });
+  });
+  it("a drop does not touch settled or confirmed taps", () => {
+    const s = run(sent, accepted, confirmed, drop);
+    expect(s.taps["100:5"]!.state).toBe("confirmed");
+  });
+  it("a second tap on the same cell is refused before sending, and the reducer ignores it", () => {
+    const s = run({ type: "stake", stake: "10" }, sent);
+    expect(tapRefusal(s, "100:5", "2.5")).toMatch(/already have a bet/);
+    const again = reducer(s, { type: "tapSent", tap: { req: "t-2", cell: "100:5", stake: "10", multiplier: "2.5", body, sentAt: 1 } });
+    expect(again).toBe(s);
+  });
+  it("refuses taps when signed out, suspended, locked or unquoted", () => {
+    const base = run({ type: "stake", stake: "10" });
+    expect(tapRefusal({ ...base, session: null }, "1:1", "2")).toMatch(/Sign in/);
+    expect(tapRefusal(reducer(base, srv({ type: "status", feed: "critical", betting: false })), "1:1", "2")).toMatch(/suspended/);
+    expect(tapRefusal(base, "1:1", undefined)).toMatch(/locked/);
+    expect(tapRefusal(base, "1:1", null)).toMatch(/not offered/);
+    expect(tapRefusal(base, "1:1", "2")).toBeNull();
+  });
+  it("a retry answered with status confirmed lands on confirmed", () => {
+    const s = run(sent, drop, reopen, srv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "confirmed", cell: "100:5", stake: "10", multiplier: "2.5", payout: "25" }));
+    expect(s.taps["100:5"]).toMatchObject({ state: "confirmed", betId: "b1" });
+  });
+  it("signing out forgets taps and balance; balance messages update it", () => {
+    let s = run(sent, srv({ type: "balance", balance: "90" }));
+    expect(s.balance).toBe("90");
+    s = reducer(s, { type: "signedOut", reason: "expired" });
+    expect(s).toMatchObject({ session: null, balance: null, taps: {}, signedOutReason: "expired" });
+  });
+});

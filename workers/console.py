@@ -1,0 +1,82 @@
+"""The console worker: once a second, what the operator console needs from inside this process.
+
+- the operator's halt switch re-read from Redis (`Services.betting`), in case a `betting` control
+  message was missed (a reconnecting pub/sub listener, a worker started meanwhile);
+- one second of the SQLite writer: commits, mean batch size, commit latency p50/p99 (from the
+  Prometheus histograms, so the writer itself is not touched) and the queue depth;
+- the health of each price source as this process's aggregator sees it: last price, its age, whether
+  it is fresh, and its deviation from the median of the fresh ones. Every worker runs every source
+  (the lease only decides who publishes), so each worker can answer for them.
+
+Samples live in `Services.console` (`app.admin.samples`); the admin routes read them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from app.services import Services
+from workers.aggregator import PriceAggregator, median_cents
+from workers.loop import LoopWorker
+
+log = logging.getLogger(__name__)
+
+
+class ConsoleWorker(LoopWorker):
+    name = "console"
+    interval_s = 1.0
+
+    def __init__(
+        self,
+        svc: Services,
+        aggregator: PriceAggregator | None,
+        sources: tuple[str, ...],
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.svc = svc
+        self.aggregator = aggregator
+        self.sources = sources
+        self.wall = wall
+
+    def step(self) -> None:
+        svc = self.svc
+        now = self.wall()
+        try:
+            svc.betting.refresh(svc.redis)
+        except redis.RedisError as exc:  # the claim script is what refuses taps; this is the display
+            log.warning("console: cannot read the halt switch (%s)", exc)
+        svc.console.sample_writer(svc.metrics, int(now), svc.writes.depth())
+        if self.aggregator is not None:
+            svc.console.set_sources(self.source_health(), int(now * 1000))
+
+    def source_health(self) -> list[dict[str, Any]]:
+        agg = self.aggregator
+        assert agg is not None
+        now_mono = agg.clock.mono()
+        now_ms = agg.clock.wall_ms()
+        rows: list[dict[str, Any]] = []
+        for name in self.sources:
+            q = agg.latest(name)
+            if q is None:
+                rows.append({"source": name, "price": None, "age_s": None, "fresh": False})
+                continue
+            age = max(0.0, now_mono - q.recv_mono)
+            fresh = age <= agg.fresh_s and abs(now_ms - q.exch_ts) <= agg.fresh_s * 1000
+            rows.append(
+                {"source": name, "price": q.price, "exchange_ts": q.exch_ts, "age_s": age, "fresh": fresh}
+            )
+        fresh_prices = [r["price"] for r in rows if r["fresh"]]
+        median = median_cents(fresh_prices) if fresh_prices else None
+        for r in rows:
+            r["median"] = median
+            r["deviation_ppm"] = (
+                None if median is None or r["price"] is None else (r["price"] - median) * 1_000_000 // median
+            )
+        return rows
