@@ -52,10 +52,16 @@ class TapSocket:
     """The message side of one `/ws` connection: its session, its taps in flight, its malformed count."""
 
     def __init__(
-        self, svc: Services, client: Client, session: Session | None, limits: Limits, counter: Counter
+        self,
+        svc: Services,
+        client: Client,
+        session: Session | None,
+        limits: Limits,
+        counter: Counter | None = None,
     ) -> None:
         self.svc = svc
-        self.counter = counter
+        # the app's (auth state) in the route; a fresh one on the same batcher otherwise (tests)
+        self.counter = counter or Counter(svc.redis, svc.redis_batch)
         self.client = client
         self.session = session
         self.limits = limits
