@@ -131,6 +131,10 @@ def post_worker_init(worker):
     """
     from workers import runtime
 
+    # The SQLite writer's thread takes the GIL back after every apsw call; from a busy hub thread that
+    # can take up to the switch interval each time (the GIL convoy, BENCHMARKS.md).
+    if _settings.switch_interval_ms > 0:
+        sys.setswitchinterval(_settings.switch_interval_ms / 1000)
     runtime.start(worker.wsgi)
     _wait_for_quote_book(worker)
 

@@ -53,6 +53,17 @@ def _seconds(raw: str) -> float:
     return v
 
 
+def _ms_window(raw: str) -> float:
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of milliseconds") from None
+    if not 0 <= v <= 50:
+        raise ValueError("must be >= 0 and <= 50 milliseconds")
+
+    return v
+
+
 def _bool(raw: str) -> bool:
     low = raw.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -282,7 +293,13 @@ class Settings:
         "TAP_WRITE_QUEUE_MAX", _int(1, 1_000_000), "10000", "Writes waiting for the SQLite writer before 503"
     )
     batch_max: int = _setting(
-        "TAP_BATCH_MAX", _int(1, 100_000), "100", "Most writes committed in one transaction"
+        # 500, not 100: one transaction at a time, so under load the writer commits at most this many per
+        # cycle (hub wake-up + GIL round trips + fsync: 30-100 ms on a saturated core); 100 capped taps
+        # at ~1-2k/s there (BENCHMARKS.md, taps over the websocket).
+        "TAP_BATCH_MAX",
+        _int(1, 100_000),
+        "500",
+        "Most writes committed in one transaction",
     )
     ws_queue_max: int = _setting(
         "TAP_WS_QUEUE_MAX", _int(1, 100_000), "256", "Messages buffered per websocket before it is dropped"
@@ -293,6 +310,24 @@ class Settings:
     )
     redis_pool_size: int = _setting(
         "TAP_REDIS_POOL_SIZE", _int(1, 10_000), "64", "Redis connections shared by all greenlets"
+    )
+    redis_batch_window_ms: float = _setting(
+        "TAP_REDIS_BATCH_WINDOW_MS",
+        _ms_window,
+        "0",
+        "How long a tap's Redis call waits for others to share its round trip (0: one hub pass)",
+    )
+    redis_batch_max: int = _setting(
+        "TAP_REDIS_BATCH_MAX",
+        _int(1, 10_000),
+        "64",
+        "Most Redis script calls sent in one round trip (1: no batching)",
+    )
+    switch_interval_ms: float = _setting(
+        "TAP_SWITCH_INTERVAL_MS",
+        _ms_window,
+        "1",  # measured better than Python's 5 ms under tap load (BENCHMARKS.md, taps over the websocket)
+        "sys.setswitchinterval of the worker: how long the busy hub may hold the GIL from the SQLite writer",
     )
     redis_timeout_s: float = _setting("TAP_REDIS_TIMEOUT_S", _seconds, "2", "Redis connect/read timeout")
     log_level: str = _setting(

@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from app import admin, auth, errors, metrics
+from app.auth.decorators import WS_CLOSE_INVALID_SESSION
 from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
 from app.bets.routes import bp as bets_bp
@@ -26,6 +27,7 @@ from app.realtime.fanout import Fanout
 from app.realtime.ws import sock
 from app.services import Services
 from app.storage.db import ReadPool
+from app.storage.redis_batch import ScriptBatcher
 from app.storage.redis_client import make_redis
 from app.storage.writes import WriteQueue
 
@@ -40,7 +42,9 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         MAX_CONTENT_LENGTH=64 * 1024,
         SOCK_SERVER_OPTIONS={
-            "ping_interval": settings.ws_ping_s,
+            # No simple-websocket ping thread: the socket's writer greenlet sends the pings
+            # (app.realtime.ws), so one greenlet writes to each socket.
+            "ping_interval": None,
             # A message over TAP_WS_MAX_MESSAGE gets a JSON `error` from app.realtime.taps (SPEC §8a);
             # past 16 times that, simple-websocket closes with 1009 before buffering any more of it.
             "max_message_size": 16 * settings.ws_max_message,
@@ -51,20 +55,33 @@ def build_app(settings: Settings | None = None) -> Flask:
     redis_client = make_redis(
         settings.redis_url, pool_size=settings.redis_pool_size, timeout_s=settings.redis_timeout_s
     )
+    redis_batch = ScriptBatcher(
+        redis_client,
+        window_s=settings.redis_batch_window_ms / 1000,
+        max_batch=settings.redis_batch_max,
+        observe=m.redis_batch_size.observe,
+    )
     svc = Services(
         settings=settings,
         redis=redis_client,
         reads=ReadPool(settings.db_dir),
         writes=WriteQueue(settings.write_queue_max),
         metrics=m,
-        fanout=Fanout(settings.ws_queue_max, on_drop=m.ws_dropped.inc),
+        fanout=Fanout(
+            settings.ws_queue_max,
+            on_drop=m.ws_dropped.inc,
+            ping_every_s=settings.ws_ping_s,
+            on_expired=(WS_CLOSE_INVALID_SESSION, "invalid_session"),
+        ),
         feed=FeedMonitor(settings.feed_degraded_s, settings.feed_critical_s, settings.feed_recovery_s),
         grid=GridSpec.from_settings(settings),
         quotes=QuoteState(),
-        bet_claims=BetClaims(redis_client),
+        bet_claims=BetClaims(redis_client, redis_batch),
         bet_notifier=BetNotifier(redis_client, m),
+        redis_batch=redis_batch,
     )
     svc.writes.batch_listeners.append(svc.bet_notifier.flush)
+    svc.fanout.wall_ms = svc.now_ms  # sessions expire on the app's clock (tests shift it)
     app.extensions["tap"] = svc
     m.write_queue_depth.set_function(svc.writes.depth)
     m.ws_clients.set_function(lambda: len(svc.fanout))

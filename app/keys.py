@@ -10,6 +10,7 @@
 | `tap:pending` | sorted set of pending bet ids by placement time | the claim, the reconciler |
 | `tap:worker:<instance>` | a worker process's heartbeat (a few seconds' TTL) | the bet reconciler |
 | `tap:rl:<bucket>:<who>:<window>` | rate-limit counters (ip, addr, auth) | authenticated requests, taps |
+| `tap:ev:<address>` | a trader's last ~1,000 events, with ids (Stream, 24 h) | publishers on `tap:user:*` |
 | `tap:price:last`, `tap:prices` | the last tick; 7 days of ticks (sorted set) | the feed's lease holder |
 | `tap:lease:feed`, `tap:lease:resolver` | singleton leases (one publisher, one resolver) | the workers |
 | `tap:exp:<t_start>` | open potential payout: field `t` the column's, `<row>` each cell's | the claim (1) |
@@ -21,8 +22,8 @@
 (1) released by a rejection, the reconciler, an abandoned claim (per bet) and settlement (per column).
 
 Channels: `tap:price` (ticks), `tap:public` (pre-serialised JSON for every socket), `tap:user:<address>`
-(a trader's `bet:*`/`balance` events), `tap:control` (messages for the workers, never relayed: a session
-ended, betting halted or reopened).
+(a trader's `bet:*`/`balance` events, each with its id; several, one per line, in one message),
+`tap:control` (messages for the workers, never relayed: a session ended, betting halted or reopened).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ CHANNEL_PUBLIC = "tap:public"  # pre-serialised JSON for every websocket (grid, 
 CHANNEL_CONTROL = "tap:control"  # JSON for the workers themselves, never relayed: e.g. a session ended
 USER_PREFIX = "tap:user:"
 USER_PATTERN = USER_PREFIX + "*"
+EVENTS_PREFIX = "tap:ev:"  # + address: a Stream of that trader's events, each with the id it was sent with
 
 
 def nonce_key(address: str, nonce: str) -> str:
@@ -80,6 +82,11 @@ def heartbeat_key(instance: str) -> str:
 def user_channel(address: str) -> str:
     """The channel that reaches `address`'s websockets (publishers send the exact JSON text)."""
     return USER_PREFIX + address.lower()
+
+
+def events_key(address: str) -> str:
+    """The trader's recent `bet:*`/`balance` events (a Redis Stream, bounded), for `resume`."""
+    return EVENTS_PREFIX + address.lower()
 
 
 def session_ended_message(session_key: str) -> bytes:

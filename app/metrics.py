@@ -41,6 +41,12 @@ class Metrics:
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
             registry=r,
         )
+        self.redis_batch_size = Histogram(
+            "tap_redis_batch_size",
+            "Redis script calls sent in one round trip (app.storage.redis_batch)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
         self.write_commit_seconds = Histogram(
             "tap_write_commit_seconds",
             "Time to run and commit one batch",
@@ -118,6 +124,9 @@ class Metrics:
             "tap_ws_private_messages", "Per-user messages relayed from tap:user:* to websockets", registry=r
         )
         self.ws_clients = Gauge("tap_ws_clients", "Connected websocket clients", registry=r)
+        self.ws_idle_closed = Counter(
+            "tap_ws_idle_closed", "Websockets closed after two pings went unanswered", registry=r
+        )
         self.ws_dropped = Counter(
             "tap_ws_dropped", "Websocket clients dropped for not keeping up", registry=r
         )

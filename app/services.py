@@ -21,6 +21,7 @@ from app.market.quotes import QuoteState
 from app.metrics import Metrics
 from app.realtime.fanout import Fanout
 from app.storage.db import ReadPool
+from app.storage.redis_batch import ScriptBatcher
 from app.storage.writes import WriteQueue
 
 
@@ -37,6 +38,8 @@ class Services:
     quotes: QuoteState
     bet_claims: BetClaims
     bet_notifier: BetNotifier
+    # Concurrent taps' Redis script calls (rate counter, claim, session lookup) in one round trip.
+    redis_batch: ScriptBatcher
     betting: BettingSwitch = field(default_factory=BettingSwitch)  # the operator's halt switch (copy)
     taps: TapCounter = field(default_factory=TapCounter)  # taps per second by outcome (console)
     console: ConsoleSamples = field(default_factory=ConsoleSamples)  # writer and feed samples (console)

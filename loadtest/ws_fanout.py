@@ -184,6 +184,7 @@ def run_size(
     seconds: float,
     rate: float,
     bets: float = 0.0,
+    profile: Path | None = None,
 ):
     stats = Stats()
     gate = gevent.lock.Semaphore(200)  # at most 200 handshakes in flight
@@ -217,6 +218,14 @@ def run_size(
     sampler = gevent.spawn(
         lambda: [rss.append(worker.memory_info().rss) or gevent.sleep(1) for _ in iter(int, 1)]
     )
+    spy = None
+    if profile is not None:  # py-spy on the worker during the window (raw folded stacks, CPU 1)
+        spy = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(worker.pid), "--rate", "200",
+             "--threads", "--nonblocking", "--format", "raw", "--duration", str(int(seconds) + 30),
+             "-o", str(profile)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
     stats.measuring = True
     ticks = int(rate * seconds)
     bet_run = start_bets() if start_bets else None
@@ -225,6 +234,13 @@ def run_size(
     stats.measuring = False
     cpu1 = worker.cpu_times()
     wall = time.monotonic() - t0
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
     sampler.kill()
     dropped = metric(url, "tap_ws_dropped_total")
     lags = sorted(stats.lags)
@@ -267,6 +283,8 @@ def main() -> None:
     ap.add_argument(
         "--bets", type=float, default=0, help="also offer this many signed bets/s during the window"
     )
+    ap.add_argument("--profile", type=Path, help="py-spy raw profile of the worker (largest size only)")
+    ap.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the server")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -289,6 +307,7 @@ def main() -> None:
         "TAP_BINANCE_WS_URL": f"ws://127.0.0.1:{free_port()}/ws/btcusdt@aggTrade",
         "TAP_LOG_LEVEL": "WARNING",
     }
+    env.update(dict(kv.split("=", 1) for kv in args.env))
     if args.bets:  # load from one IP, mock deposits
         env.update(TAP_DEV_MODE="1", TAP_RATE_PER_IP="0", TAP_RATE_PER_ADDRESS="0", TAP_RATE_AUTH_PER_IP="0")
     log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115
@@ -308,7 +327,8 @@ def main() -> None:
             os.sched_setaffinity(0, {args.client_cpu})
         r = redis.Redis.from_url(redis_srv.url)
         for n in args.clients:
-            res = run_size(url, port, r, worker, n, args.seconds, args.rate, args.bets)
+            prof = args.profile if n == max(args.clients) else None
+            res = run_size(url, port, r, worker, n, args.seconds, args.rate, args.bets, prof)
             print(json.dumps(res), flush=True)
             results.append(res)
     finally:

@@ -47,8 +47,11 @@ def _messages(pubsub, timeout: float = 3.0) -> list[dict]:
     out, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         m = pubsub.get_message(timeout=0.05)
-        if m and m["type"] == "message":
-            out.append(orjson.loads(m["data"]))
+        if m and m["type"] == "message":  # one event per line, each with its id (app.realtime.events)
+            for line in m["data"].split(b"\n"):
+                event = orjson.loads(line)
+                assert event.pop("id", None), event
+                out.append(event)
             if out[-1]["type"] == "bet:rejected":
                 break
         gevent.sleep(0.01)

@@ -16,7 +16,7 @@ from app.ledger.store import Rejected, credit, debit
 from app.metrics import Metrics
 from app.storage import db
 from app.storage.rollover import rollover_job
-from app.storage.writes import WriteQueue
+from app.storage.writes import WriteQueue, mark_rerunnable
 from workers.sqlite_writer import SqliteWriter
 
 blocking_sleep = get_original("time", "sleep")
@@ -72,6 +72,32 @@ def test_failing_job_is_rolled_back_alone(db_dir):
     assert results[2].get(5) == "a2"
     assert _count(db_dir, "a") == 2
     assert _count(db_dir, "half") == 0
+    writer.stop()
+    g.join(5)
+
+
+@pytest.mark.parametrize("rerunnable", [False, True])
+def test_failing_job_is_rolled_back_alone_whether_or_not_jobs_are_rerunnable(db_dir, rerunnable):
+    """Re-runnable jobs run without a SAVEPOINT each; when one fails, the batch is rolled back and run
+    again one SAVEPOINT per job: the same outcomes, nothing of the failed job left, nothing twice."""
+    q = WriteQueue(100)
+    mark = mark_rerunnable if rerunnable else (lambda f: f)
+
+    def boom(conn):
+        conn.execute("INSERT INTO week_meta (key, value) VALUES ('half', 'written')")
+        raise ValueError("business rule")
+
+    results = [q.submit(mark(_put("r1"))), q.submit(mark(boom)), q.submit(mark(_put("r2")))]
+    writer, g = _start(q, db_dir)
+    assert results[0].get(5) == "r1"
+    with pytest.raises(ValueError, match="business rule"):
+        results[1].get(5)
+    assert results[2].get(5) == "r2"
+    assert _count(db_dir, "r") == 2
+    assert _count(db_dir, "half") == 0
+    fast = [q.submit(mark_rerunnable(_put(f"f{i}"))) for i in range(5)]  # and without a failure
+    assert [r.get(5) for r in fast] == [f"f{i}" for i in range(5)]
+    assert _count(db_dir, "f") == 5
     writer.stop()
     g.join(5)
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import websocket
 
-from tests.support.servers import Gunicorn, wait_until
+from tests.support.servers import Gunicorn, Nginx, free_port, wait_until
 from tests.support.traders import HttpClient, Trader
 
 pytestmark = pytest.mark.e2e
@@ -20,21 +20,57 @@ class Settings:
     chain_id = 1
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, module_redis_url):
-    tmp = tmp_path_factory.mktemp("taps")
-    env = {
+class Front:
+    """Where a test talks to the server: gunicorn directly, or nginx in front of it."""
+
+    def __init__(self, url: str, env: dict) -> None:
+        self.url, self.env = url, env
+
+
+def _env(tmp, redis_server, **extra: str) -> dict:
+    """The server's settings, on the shared redis-server flushed first: a previous server's price
+    history would be replayed as a feed stall (betting suspended) by the next one (module_redis_url)."""
+    redis_server.client().flushall()
+    return {
         "TAP_DATA_DIR": str(tmp / "data"),
-        "TAP_REDIS_URL": module_redis_url,
+        "TAP_REDIS_URL": redis_server.url,
         "TAP_SIWE_DOMAIN": "localhost:8443",
         "TAP_DEV_MODE": "1",
         "TAP_RATE_PER_ADDRESS": "0",
         "TAP_RATE_PER_IP": "0",
         "TAP_QUOTE_MAX_AGE_S": "30",  # a busy test machine may stall the simulated feed a little
+        **extra,
     }
+
+
+@pytest.fixture(scope="module", params=["direct", "nginx"])
+def server(request, tmp_path_factory, redis_server):
+    """Every test of this module runs against gunicorn directly and through nginx."""
+    tmp = tmp_path_factory.mktemp("taps")
+    env = _env(tmp, redis_server)
     g = Gunicorn(env, tmp / "gunicorn.log")
     g.start()
-    yield g
+    nginx = None
+    try:
+        if request.param == "nginx":
+            from app.config import Settings as AppSettings
+
+            settings = AppSettings.from_env(
+                {
+                    **env,
+                    "TAP_BIND": f"127.0.0.1:{g.port}",
+                    "TAP_HTTP_PORT": str(free_port()),
+                    "TAP_HTTPS_PORT": str(free_port()),
+                }
+            )
+            nginx = Nginx(settings)
+            nginx.start()
+            yield Front(f"http://127.0.0.1:{settings.http_port}", env)
+        else:
+            yield Front(g.url, env)
+    finally:
+        if nginx is not None:
+            nginx.stop()
     assert g.stop() == 0
     assert "Traceback" not in g.log(), g.log()
 
@@ -240,3 +276,226 @@ def test_concurrent_taps_over_many_sockets_never_overspend(server):
     finally:
         for s in socks:
             s.close()
+
+
+def _all_cells(trader, n: int) -> list[str]:
+    """Up to `n` distinct quoted cells well inside the placeable window (columns 4.., rows ±6)."""
+    _, grid, _ = trader.call("GET", "/api/v1/grid")
+    out = []
+    mid = len(grid["rows"]) // 2
+    for ci, c in enumerate(grid["columns"]):
+        if ci < 4:
+            continue
+        for ri, r in enumerate(grid["rows"]):
+            if abs(ri - mid) <= 6 and grid["quotes"][ci][ri] is not None:  # away from the ±10 edge
+                out.append(f"{c}:{r}")
+    return out[:n]
+
+
+def _connect(server, token: str, n: int) -> list[Socket]:
+    socks = [Socket(server.url.replace("http", "ws") + "/ws") for _ in range(n)]
+    for s in socks:
+        s.send({"type": "auth", "token": token})
+    for s in socks:
+        s.next(lambda m: m["type"] == "auth:ok")
+    return socks
+
+
+def test_double_spend_with_200_concurrent_taps_over_200_sockets(server):
+    """200 taps of 10 at once on 200 sockets of one trader with 100: each distinct signed body is one
+    bet (a body sent on two sockets is the same bet), exactly 10 confirmed, the balance ends at 0."""
+    t = Trader(HttpClient(server.url), Settings()).login()
+    t.deposit("100")
+    cells = _all_cells(t, 100)
+    assert len(cells) >= 40, cells
+    bodies = [t.bet_body(c, "10") for c in cells]
+    socks = _connect(server, t.token, 200)
+    try:
+        sent = [bodies[i % len(bodies)] for i in range(200)]  # the first bodies twice, on other sockets
+        for i, s in enumerate(socks):
+            s.send(_tap(sent[i], f"s-{i}"))
+        answers = [s.answer(f"s-{i}") for i, s in enumerate(socks)]
+        assert all(a["type"] == "bet:accepted" for a in answers), [a for a in answers if "error" in a][:3]
+        by_body: dict[str, set[str]] = {}
+        for body, a in zip(sent, answers, strict=True):
+            by_body.setdefault(body["nonce"], set()).add(a["bet_id"])
+        assert all(len(ids) == 1 for ids in by_body.values()), "a retried body became two bets"
+        bets = {next(iter(ids)) for ids in by_body.values()}
+        assert len(bets) == len(bodies)
+        wait_until(
+            lambda: all(t.call("GET", f"/api/v1/bets/{b}")[1]["status"] != "pending" for b in bets),
+            timeout=30,
+            what="every tap committed or rejected",
+        )
+        statuses = [t.call("GET", f"/api/v1/bets/{b}")[1]["status"] for b in bets]
+        assert statuses.count("confirmed") == 10
+        assert statuses.count("rejected") == len(bets) - 10
+        _, me, _ = t.call("GET", "/api/v1/me")
+        assert me["balance"] == "0"
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _events_until_resumed(s: Socket) -> tuple[list[dict], dict]:
+    events = []
+    while True:
+        m = s.next(lambda m: m["type"] in ("resumed", "balance") or m["type"].startswith("bet:"))
+        if m["type"] == "resumed":
+            return events, m
+        events.append(m)
+
+
+def _key(event_id: str) -> tuple[int, int]:
+    ms, seq = event_id.split("-")
+    return int(ms), int(seq)
+
+
+def test_a_reconnected_socket_resumes_and_gets_every_missed_event_once(server, trader):
+    first = Socket(server.url.replace("http", "ws") + "/ws")
+    first.send({"type": "auth", "token": trader.token})
+    first.next(lambda m: m["type"] == "auth:ok")
+    cells = _cells(trader, 3)
+    first.send(_tap(trader.bet_body(cells[0], "1"), "r-1"))
+    bet1 = first.answer("r-1")["bet_id"]
+    confirmed = first.next(lambda m: m["type"] == "bet:confirmed" and m["bet_id"] == bet1)
+    balance = first.next(lambda m: m["type"] == "balance")
+    assert _key(confirmed["id"]) < _key(balance["id"])  # every trader event carries its id
+    last_seen = balance["id"]
+    first.close()
+
+    # while no socket is open: two bets over HTTP and a deposit (3 balance events, 2 confirmations)
+    missed_bets = []
+    for cell in cells[1:]:
+        status, body, _ = trader.call("POST", "/api/v1/bets", trader.bet_body(cell, "1"))
+        assert status == 202, body
+        missed_bets.append(body["bet_id"])
+    wait_until(
+        lambda: all(trader.call("GET", f"/api/v1/bets/{b}")[1]["status"] == "confirmed" for b in missed_bets),
+        timeout=15,
+        what="the missed bets confirmed",
+    )
+    trader.deposit("5")
+
+    second = Socket(server.url.replace("http", "ws") + "/ws")
+    try:
+        second.send({"type": "auth", "token": trader.token})
+        second.next(lambda m: m["type"] == "auth:ok")
+        second.send({"type": "resume", "after": last_seen})
+        events, done = _events_until_resumed(second)
+        assert done["complete"] is True
+        ids = [_key(e["id"]) for e in events]
+        assert ids == sorted(set(ids)) and all(i > _key(last_seen) for i in ids)  # in order, once each
+        assert sorted(e["bet_id"] for e in events if e["type"] == "bet:confirmed") == sorted(missed_bets)
+        assert [e["balance"] for e in events if e["type"] == "balance"][-1] == trader.call(
+            "GET", "/api/v1/me"
+        )[1]["balance"]
+        assert sum(e["type"] == "balance" for e in events) == 3
+        assert done["last"] == events[-1]["id"]
+
+        # resuming again from the same point replays nothing this socket already has
+        second.send({"type": "resume", "after": last_seen})
+        again, done2 = _events_until_resumed(second)
+        assert again == [] and done2["last"] == done["last"]
+        # and live events still arrive, once
+        trader.deposit("1")
+        live = second.next(lambda m: m["type"] == "balance")
+        assert _key(live["id"]) > _key(done["last"])
+        second.send({"type": "resume", "after": done["last"]})
+        third, _ = _events_until_resumed(second)
+        assert third == []
+    finally:
+        second.close()
+
+
+def test_resume_refuses_a_bad_id_and_needs_a_session(server, trader):
+    s = Socket(server.url.replace("http", "ws") + "/ws")
+    try:
+        s.send({"type": "resume", "after": "1-0"})
+        assert s.next(lambda m: m["type"] == "error")["error"]["code"] == "invalid_session"
+        s.send({"type": "resume", "after": "yesterday"})
+        assert s.next(lambda m: m["type"] == "error")["error"]["code"] == "invalid_resume"
+    finally:
+        s.close()
+
+
+def test_the_server_answers_a_client_ping_and_echoes_a_close(sock):
+    sock.ws.ping(b"are you there")
+    deadline = time.monotonic() + 10
+    while True:
+        assert time.monotonic() < deadline, "no pong"
+        opcode, data = sock.ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_PONG:
+            assert data == b"are you there"
+            break
+    sock.ws.send_close(1000, b"bye")
+    while True:
+        opcode, data = sock.ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            assert int.from_bytes(data[:2], "big") == 1000
+            break
+
+
+@pytest.fixture(scope="module")
+def fast_ping_server(tmp_path_factory, redis_server):
+    tmp = tmp_path_factory.mktemp("pings")
+    g = Gunicorn(_env(tmp, redis_server, TAP_WS_PING_S="0.5"), tmp / "gunicorn.log")
+    g.start()
+    yield g
+    assert g.stop() == 0
+    assert "Traceback" not in g.log(), g.log()
+
+
+def _idle_closed(url: str) -> float:
+    from tests.support.servers import http_get
+
+    _, body = http_get(url + "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith("tap_ws_idle_closed_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_socket_that_never_answers_pings_is_closed_after_two_intervals_and_counted(fast_ping_server):
+    url = fast_ping_server.url
+    before = _idle_closed(url)
+    silent = websocket.create_connection(url.replace("http", "ws") + "/ws", timeout=10)
+    alive = Socket(url.replace("http", "ws") + "/ws")  # reads, so websocket-client answers each ping
+    try:
+        t0 = time.monotonic()
+        _read_for(alive, 2.5)  # answering its pings; silent: pings at 0.5, 1.0, 1.5 → closed by ~1.5 s
+        frames = []
+        while True:  # what the silent socket was sent meanwhile: pings, then a close
+            silent.settimeout(5)
+            opcode, data = _raw_frame(silent)
+            frames.append(opcode)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                assert int.from_bytes(data[:2], "big") == 1008
+                break
+            assert time.monotonic() - t0 < 10
+        assert frames.count(websocket.ABNF.OPCODE_PING) >= 2
+        assert _idle_closed(url) == before + 1
+        # the socket that answers is still open and still served
+        _read_for(alive, 1.5)
+        assert alive.ws.connected
+    finally:
+        silent.close()
+        alive.close()
+
+
+def _read_for(s: Socket, seconds: float) -> None:
+    """Read (and so answer pings) for `seconds`; the socket must stay open."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        s.ws.settimeout(left)
+        try:
+            opcode, _ = s.ws.recv_data(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            return
+        assert opcode != websocket.ABNF.OPCODE_CLOSE, "the answering socket was closed"
+
+
+def _raw_frame(ws) -> tuple[int, bytes]:
+    """The next frame as sent, without websocket-client answering pings (it would if asked to recv)."""
+    frame = ws.recv_frame()
+    return frame.opcode, frame.data

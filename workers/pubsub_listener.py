@@ -6,8 +6,9 @@ Never share a PubSub object between greenlets: this greenlet owns it. It subscri
   monitor (freshness is measured here, at the consumer, on the monotonic clock) and broadcast;
 - ``tap:public`` — any other message for every client (e.g. ``grid``), relayed as is;
 - ``tap:user:*`` (pattern) — private messages: a publisher sends the exact websocket JSON text
-  (``{"type":"bet:confirmed",…}``, ``{"type":"balance",…}``) on ``tap:user:<lowercase 0x address>``
-  and it goes to that address's authenticated connections only.
+  (``{"type":"bet:confirmed",…}``, ``{"type":"balance",…}``; several, one per line, each with the
+  ``id`` of its entry in the trader's event Stream: app.realtime.events) on
+  ``tap:user:<lowercase 0x address>`` and it goes to that address's authenticated connections only.
 
 Before the first tick it replays the recent price history into the monitor (`FeedMonitor.bootstrap`),
 so a reloaded worker inherits the breaker state instead of starting blind. If Redis goes away it
@@ -130,11 +131,10 @@ class PubSubListener(Stoppable):
                 self.on_betting(*change)  # feed-watch tells the sockets within 100 ms
         elif channel.startswith(self._user_prefix):
             address = channel[len(self._user_prefix) :]
-            text = _text(data)
-            if text is None or not _ADDRESS_RE.fullmatch(address):
+            if _text(data) is None or not _ADDRESS_RE.fullmatch(address):
                 log.warning("dropping private message on bad channel %r", channel[:80])
                 return
-            self.fanout.send_to(address.decode(), text)
+            self.fanout.send_to(address.decode(), data)  # one or more events, one per line
             if self.metrics:
                 self.metrics.ws_private.inc()
 

@@ -35,9 +35,10 @@ import redis
 from app.bets.claims import release_column, trim_exposure_index
 from app.bets.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.errors import ApiError
-from app.keys import RESOLVER_LEASE_KEY, user_channel
+from app.keys import RESOLVER_LEASE_KEY
 from app.market.prices import WindowStats, window_stats
 from app.metrics import Metrics
+from app.realtime.events import Events
 from app.storage.db import ReadPool
 from app.storage.writes import OutcomeUnknown, WriteQueue
 from app.units import format_money
@@ -85,6 +86,7 @@ class Resolver(LoopWorker):
     ) -> None:
         super().__init__()
         self.r = r
+        self.events = Events(r)
         self.reads = reads
         self.writes = writes
         self.column_s = column_s
@@ -181,11 +183,13 @@ class Resolver(LoopWorker):
             log.warning("window %s: could not release its exposure now (%s)", t_start, exc)
 
     def _notify(self, rows: list[Settled]) -> None:
+        """One pipeline: each trader's `bet:resolved` events, then its last balance (with ids, kept
+        in its event Stream for `resume`: app.realtime.events)."""
         pipe = self.r.pipeline(transaction=False)
+        per_user: dict[str, list[bytes]] = {}
         last_balance: dict[str, int] = {}
         for s in rows:
-            pipe.publish(
-                user_channel(s.address),
+            per_user.setdefault(s.address, []).append(
                 orjson.dumps(
                     {
                         "type": "bet:resolved",
@@ -193,14 +197,16 @@ class Resolver(LoopWorker):
                         "status": s.status,
                         "payout": format_money(s.paid),
                     }
-                ),
+                )
             )
             if s.balance is not None:
                 last_balance[s.address] = s.balance
         for address, balance in last_balance.items():
-            pipe.publish(
-                user_channel(address), orjson.dumps({"type": "balance", "balance": format_money(balance)})
+            per_user.setdefault(address, []).append(
+                orjson.dumps({"type": "balance", "balance": format_money(balance)})
             )
+        for address, messages in per_user.items():
+            self.events.publish(address, messages, client=pipe)
         try:
             pipe.execute()
         except redis.RedisError as exc:

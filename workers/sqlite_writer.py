@@ -32,7 +32,7 @@ from gevent.threadpool import ThreadPool
 
 from app.metrics import Metrics
 from app.storage.db import connect, current_week_file
-from app.storage.writes import Expired, OutcomeUnknown, WriteJob, WriteQueue
+from app.storage.writes import Expired, OutcomeUnknown, WriteJob, WriteQueue, is_rerunnable
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,55 @@ def run_batch(conn: apsw.Connection, jobs: list[WriteJob]) -> Outcomes:
 
 
 def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> Outcomes:
-    """The body of `run_batch`, inside a transaction already begun; commits it."""
-    outcomes: Outcomes = []
+    """The body of `run_batch`, inside a transaction already begun; commits it.
+
+    A batch of re-runnable jobs (`mark_rerunnable`: bets) first runs without a SAVEPOINT per job:
+    each apsw call releases the GIL and must take it back from a busy hub thread, and SAVEPOINT +
+    RELEASE are two of a bet's five such calls (the GIL convoy, BENCHMARKS.md). If any job fails, the
+    whole transaction is rolled back and run again the careful way, so the outcomes are the same.
+    """
     now = time.monotonic()
+    if all(is_rerunnable(job.fn) for job in jobs):
+        try:
+            fast = _run_without_savepoints(conn, jobs, now)
+        except BaseException:
+            if not conn.getautocommit():
+                conn.execute("ROLLBACK")
+            raise
+        if fast is not None:
+            return fast
+        conn.execute("BEGIN IMMEDIATE")  # a job failed: rolled back; again, one SAVEPOINT per job
+    return _run_with_savepoints(conn, jobs, now)
+
+
+def _run_without_savepoints(conn: apsw.Connection, jobs: list[WriteJob], now: float) -> Outcomes | None:
+    """Every job in one transaction, committed; None (rolled back) as soon as one job raises."""
+    outcomes: Outcomes = []
+    for job in jobs:
+        if job.expires_at is not None and now > job.expires_at:
+            outcomes.append((False, Expired(f"waited {now - job.enqueued_at:.1f}s in the write queue")))
+            continue
+        try:
+            value = job.fn(conn)
+        except Exception:  # noqa: BLE001 - judged again below, with a SAVEPOINT per job
+            conn.execute("ROLLBACK")
+            return None
+        outcomes.append((True, value))
+    _commit_or_unknown(conn)
+    return outcomes
+
+
+def _commit_or_unknown(conn: apsw.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except apsw.IOError as exc:
+        # The commit frame may have reached the WAL before the failing write or fsync: SQLite
+        # cannot say whether this transaction will be found committed, so neither can we.
+        raise OutcomeUnknown(f"COMMIT failed with an I/O error: {exc}") from exc
+
+
+def _run_with_savepoints(conn: apsw.Connection, jobs: list[WriteJob], now: float) -> Outcomes:
+    outcomes: Outcomes = []
     try:
         for job in jobs:
             if job.expires_at is not None and now > job.expires_at:
@@ -68,12 +114,7 @@ def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> Outcomes:
             else:
                 conn.execute("RELEASE job")
                 outcomes.append((True, value))
-        try:
-            conn.execute("COMMIT")
-        except apsw.IOError as exc:
-            # The commit frame may have reached the WAL before the failing write or fsync: SQLite
-            # cannot say whether this transaction will be found committed, so neither can we.
-            raise OutcomeUnknown(f"COMMIT failed with an I/O error: {exc}") from exc
+        _commit_or_unknown(conn)
     except BaseException:
         if not conn.getautocommit():
             conn.execute("ROLLBACK")

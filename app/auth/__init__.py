@@ -19,7 +19,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the auth blueprints and per-app state. Call after `app.extensions["tap"]` is set."""
-    from app.auth.ratelimit import Limits, SessionLookup
+    from app.auth.ratelimit import Counter, Limits, SessionLookup
     from app.auth.routes import admin_bp, bp
     from app.auth.state import EXT_KEY, AuthState
     from app.services import services
@@ -31,6 +31,10 @@ def init_app(app: Flask) -> None:
         per_ip_per_s=s.rate_per_ip,
         per_address_per_s=s.rate_per_address,
     )
-    app.extensions[EXT_KEY] = AuthState(limits=limits, lookup=SessionLookup(svc.redis, limits))
+    app.extensions[EXT_KEY] = AuthState(
+        limits=limits,
+        lookup=SessionLookup(svc.redis, limits, svc.redis_batch),
+        counter=Counter(svc.redis, svc.redis_batch),
+    )
     app.register_blueprint(bp)
     app.register_blueprint(admin_bp)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from app.auth.ratelimit import Limits, SessionLookup
+from app.auth.ratelimit import Counter, Limits, SessionLookup
 
 EXT_KEY = "tap.auth"
 
@@ -15,6 +15,7 @@ EXT_KEY = "tap.auth"
 class AuthState:
     limits: Limits
     lookup: SessionLookup
+    counter: Counter  # rate counters whose calls can share a round trip (taps)
 
 
 def auth_state(app: Flask | None = None) -> AuthState:

@@ -55,11 +55,14 @@ from app.keys import (
     PENDING_INDEX,
     bet_key,
     cell_key,
+    events_key,
     exposure_bets_key,
     exposure_key,
     nonce_key,
     user_channel,
 )
+from app.realtime.events import EMIT_LUA
+from app.storage.redis_batch import ScriptBatcher, batched
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +143,11 @@ return n
 # A bet is rejected (by the writer, or found lost by the reconciler): mark its record, free its cell
 # (only if the cell still holds this bet), unindex it and tell the trader — once: a record already
 # settled (rejected) is left alone, so a retried or duplicated call publishes nothing twice.
-# Its liability is released with the cell (idempotently: see _RELEASE_EXPOSURE).
+# Its liability is released with the cell (idempotently: see _RELEASE_EXPOSURE). The trader hears it
+# through `emit` (app.realtime.events): kept in its event Stream (KEYS[6]) with an id.
 REJECT_LUA = (
-    """
+    EMIT_LUA
+    + """
 local rec = redis.call('GET', KEYS[1])
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end"""
     + _release_exposure("KEYS[4]", "KEYS[5]", "ARGV[3]")
@@ -150,7 +155,7 @@ if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end"""
 redis.call('ZREM', KEYS[3], ARGV[3])
 if rec and cjson.decode(rec)['status'] ~= 'pending' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+emit(KEYS[6], ARGV[4], {ARGV[5]})
 return 1
 """
 )
@@ -158,15 +163,20 @@ return 1
 # A bet committed: drop its pending record and index entry, tell the trader. The writer's own
 # notification always publishes (ARGV[5] = '1': Redis may have lost the record); the reconciler only
 # when the record was still there, so it never repeats what the writer already said.
-CONFIRM_LUA = """
+# bet:confirmed and the new balance: two events (two ids), one pub/sub message (app.realtime.events).
+CONFIRM_LUA = (
+    EMIT_LUA
+    + """
 local rec = redis.call('GET', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if not rec and ARGV[5] ~= '1' then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[4]) end
+local msgs = {ARGV[3]}
+if ARGV[4] ~= '' then msgs[2] = ARGV[4] end
+emit(KEYS[3], ARGV[2], msgs)
 return 1
 """
+)
 
 PENDING_TTL_S = 24 * 3600
 RETRY_EVERY_S = 0.5
@@ -210,10 +220,12 @@ class _Abandoned:
 
 
 class BetClaims:
-    def __init__(self, r: redis.Redis) -> None:
+    def __init__(self, r: redis.Redis, batch: ScriptBatcher | None = None) -> None:
         self.r = r
         self.instance = secrets.token_hex(8)  # this process's id in the records it queues
-        self._script = r.register_script(_CLAIM)
+        # With a batcher, concurrent claims share one round trip (app.storage.redis_batch); the
+        # script and what each caller gets back are the same.
+        self._script = batched(r.register_script(_CLAIM), batch)
         self._release = r.register_script(_RELEASE)
         self._abandoned: dict[str, _Abandoned] = {}
         self._retrier: gevent.Greenlet | None = None
@@ -353,6 +365,7 @@ def reject_args(
         PENDING_INDEX,
         exposure_key(t_start),
         exposure_bets_key(t_start),
+        events_key(address),
     ]
     return keys, [record, PENDING_TTL_S, bet_id, user_channel(address), message]
 
@@ -362,7 +375,7 @@ def confirm_args(
 ) -> tuple[list[str], list[ScriptArg]]:
     """keys, args of CONFIRM_LUA (`message`: the bet:confirmed JSON; then the balance, if any).
     `always`: publish even if the pending record is gone (the writer's own notification)."""
-    keys = [bet_key(bet_id), PENDING_INDEX]
+    keys = [bet_key(bet_id), PENDING_INDEX, events_key(address)]
     return keys, [bet_id, user_channel(address), message, balance_message, "1" if always else "0"]
 
 

@@ -13,6 +13,7 @@ import apsw
 
 from app.ledger.store import Rejected, debit
 from app.storage.db import Cursor, across_weeks, week_schemas
+from app.storage.writes import mark_rerunnable
 from app.units import format_money, format_multiplier
 
 
@@ -62,7 +63,7 @@ def insert_bet(bet: NewBet):
             raise
         return balance
 
-    return job
+    return mark_rerunnable(job)  # SQL only: the writer may run it without a SAVEPOINT of its own
 
 
 # ---- reads (run on the read pool) ---------------------------------------------------------------

@@ -24,7 +24,6 @@ from app.auth.decorators import current_session, login_required
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from app.http.json import load_json
 from app.http.pagination import cursor_param, encode_cursor, page_limit
-from app.keys import user_channel
 from app.ledger.schemas import MoneyRequestSchema
 from app.ledger.store import (
     Movement,
@@ -36,6 +35,7 @@ from app.ledger.store import (
     movement_ref_id,
     time_ordered_id,
 )
+from app.realtime.events import Events
 from app.services import services
 from app.units import UnitError, format_money, parse_money
 
@@ -183,9 +183,8 @@ def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response,
         return _pending(ref_id, kind, amount)
     if not m.replayed:
         try:
-            svc.redis.publish(
-                user_channel(session.address),
-                orjson.dumps({"type": "balance", "balance": format_money(m.balance or 0)}),
+            Events(svc.redis).publish(
+                session.address, [orjson.dumps({"type": "balance", "balance": format_money(m.balance or 0)})]
             )
         except redis.RedisError as exc:  # the money moved; only the push failed (GET /me is right)
             log.warning("could not publish a balance update: %s", exc)

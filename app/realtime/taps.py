@@ -10,6 +10,8 @@ then `bet:confirmed` / `bet:rejected` / `bet:resolved` arrive as for any bet.
   URL (nginx logs no token either way). A bad token closes the socket with 4401, as `?token=` does.
 - At most `MAX_IN_FLIGHT` bets accepted but not yet confirmed per socket (429 `too_many_in_flight`);
   the per-wallet rate limit counts taps as it counts HTTP requests.
+- `{"type": "resume", "after": "<event id>"}` replays the trader's `bet:*`/`balance` events it missed
+  (each event carries an `id`; app.realtime.events), then live ones, each once; answered `resumed`.
 - A malformed message (not JSON, not an object, unknown `type`, a bad `req`, over `TAP_WS_MAX_MESSAGE`)
   gets `{"type": "error", "error": {…}}`; the `MAX_MALFORMED`-th closes the socket with 1008.
 
@@ -24,14 +26,17 @@ import re
 from typing import Any
 
 import orjson
+import redis
 from eth_utils import to_checksum_address
 
 from app.auth.decorators import WebsocketRefused, websocket_token_session
-from app.auth.ratelimit import Limits, hit
+from app.auth.ratelimit import Counter, Limits
 from app.auth.sessions import Session
 from app.bets.placement import parse_bet, place_bet, shed_load
 from app.errors import RateLimited, Unauthorized, as_api_error
-from app.realtime.fanout import Client
+from app.keys import events_key
+from app.realtime.events import STREAM_TTL_MS, parse_id, with_id
+from app.realtime.fanout import Client, text_frame
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -46,15 +51,24 @@ _ENVELOPE = ("type", "req")
 class TapSocket:
     """The message side of one `/ws` connection: its session, its taps in flight, its malformed count."""
 
-    def __init__(self, svc: Services, client: Client, session: Session | None, limits: Limits) -> None:
+    def __init__(
+        self,
+        svc: Services,
+        client: Client,
+        session: Session | None,
+        limits: Limits,
+        counter: Counter | None = None,
+    ) -> None:
         self.svc = svc
+        # the app's (auth state) in the route; a fresh one on the same batcher otherwise (tests)
+        self.counter = counter or Counter(svc.redis, svc.redis_batch)
         self.client = client
         self.session = session
         self.limits = limits
         self.in_flight = 0
         self.malformed = 0
         if session is not None:
-            svc.fanout.bind(client, session.address, session.key)
+            svc.fanout.bind(client, session.address, session.key, session.expires_at)
 
     @property
     def expires_at_ms(self) -> int | None:
@@ -75,8 +89,12 @@ class TapSocket:
             self._bet(msg)
         elif kind == "auth":
             self._auth(msg)
+        elif kind == "resume":
+            self._resume(msg)
         else:
-            self._malformed("unknown_type", 'Messages are JSON objects with "type": "auth" or "bet".')
+            self._malformed(
+                "unknown_type", 'Messages are JSON objects with "type": "auth", "bet" or "resume".'
+            )
 
     # ---- auth ------------------------------------------------------------------------------------
     def _auth(self, msg: dict[str, Any]) -> None:
@@ -93,8 +111,81 @@ class TapSocket:
             self.svc.fanout.close(self.client, exc.close_code, exc.reason)
             return
         self.session = session
-        self.svc.fanout.bind(self.client, session.address, session.key)
+        self.svc.fanout.bind(self.client, session.address, session.key, session.expires_at)
         self._send({"type": "auth:ok", "address": to_checksum_address(session.address)})
+
+    # ---- resume ----------------------------------------------------------------------------------
+    def _resume(self, msg: dict[str, Any]) -> None:
+        """Replay the trader's events after `after` (its Stream, app.realtime.events), then go on live.
+
+        Live events that arrive meanwhile are held in the client's resume buffer; an event is queued
+        only if its id is above the last one queued to this socket, so each reaches it once. Answers
+        `resumed` with `complete: false` when events after `after` may have been trimmed or expired
+        (the client then reads GET /api/v1/bets and /me).
+        """
+        after = msg.get("after")
+        after_id = parse_id(after) if isinstance(after, str) else None
+        if after_id is None:
+            self._malformed(
+                "invalid_resume", 'A resume message carries "after": an event id such as "1764230000000-0".'
+            )
+            return
+        if self.session is None:
+            self._send(
+                {
+                    "type": "error",
+                    "error": {"code": "invalid_session", "message": "Authenticate the socket first."},
+                }
+            )
+            return
+        svc, client = self.svc, self.client
+        key = events_key(self.session.address)
+        start = max(after_id, client.last_event or (0, 0))
+        client.resume_buffer = []
+        try:
+            pipe = svc.redis.pipeline(transaction=False)
+            pipe.xinfo_stream(key)
+            pipe.xrange(key, min=f"({start[0]}-{start[1]}", max="+")
+            info, entries = pipe.execute(raise_on_error=False)
+            if isinstance(entries, Exception):
+                raise entries
+            for raw_id, fields in entries:
+                eid = parse_id(raw_id)
+                if eid is not None and b"m" in fields:
+                    svc.fanout.replay(client, eid, text_frame(with_id(raw_id, fields[b"m"])))
+        except redis.RedisError as exc:
+            log.warning("resume failed: %s", exc)
+            self._flush_resume()
+            self._send(
+                {
+                    "type": "error",
+                    "error": {
+                        "code": "dependency_unavailable",
+                        "message": "Could not read your events; retry.",
+                    },
+                }
+            )
+            return
+        self._flush_resume()
+        if isinstance(info, Exception):  # no Stream: no event for 24 h, or none ever
+            complete = after_id[0] > svc.now_ms() - STREAM_TTL_MS
+        else:
+            trimmed = parse_id(info.get("max-deleted-entry-id", b"0-0")) or (0, 0)
+            complete = trimmed <= after_id
+        last = client.last_event
+        self._send(
+            {
+                "type": "resumed",
+                "after": after,
+                "last": None if last is None else f"{last[0]}-{last[1]}",
+                "complete": complete,
+            }
+        )
+
+    def _flush_resume(self) -> None:
+        buffered, self.client.resume_buffer = self.client.resume_buffer or [], None
+        for eid, frame in buffered:
+            self.svc.fanout.deliver(self.client, eid, frame)
 
     # ---- bet -------------------------------------------------------------------------------------
     def _bet(self, msg: dict[str, Any]) -> None:
@@ -134,8 +225,10 @@ class TapSocket:
                 retry_after=1,
             )
         now_ms = svc.now_ms()
-        hit(
-            svc.redis, "addr", session.address, limit=self.limits.per_address_per_s, window_s=1, now_ms=now_ms
+        # The per-wallet counter HTTP requests count too (one limit for both transports), as a
+        # script call that shares its round trip with concurrent taps' calls.
+        self.counter.hit(
+            "addr", session.address, limit=self.limits.per_address_per_s, window_s=1, now_ms=now_ms
         )
         req = parse_bet(svc, fields)
         self.in_flight += 1  # reserved before the writer can answer; released below unless queued

@@ -2,10 +2,15 @@
 
 Each connection registers a bounded queue with the fan-out, and the route's greenlet is the only
 writer to its socket: it sends `status` (and the last price) on connect, then whatever is queued —
-broadcasts, the trader's `bet:*`/`balance` events, and the answers to its own messages. A reader
-greenlet hands each client message to `app.realtime.taps` one at a time. A client that cannot keep up
-is dropped by the fan-out. A socket whose session is logged out (a control message from any worker)
-or expires is closed with 4401 by its writer.
+broadcasts, the trader's `bet:*`/`balance` events, the answers to its own messages — and the pings.
+A reader greenlet (simple-websocket's) hands each client message to `app.realtime.taps` one at a time;
+the few frames simple-websocket itself writes (a pong to a client's ping, the echo of a close) go
+through the same queue (`_QueuedSocket`), so no two greenlets ever write to one socket.
+
+Pings: every `TAP_WS_PING_S` the writer sends a ping; a socket that leaves two pings in a row
+unanswered is closed (1008, counted in `tap_ws_idle_closed`). A client that cannot keep up is dropped
+by the fan-out. A socket whose session is logged out (a control message from any worker) or expires is
+closed with 4401 by its writer.
 """
 
 from __future__ import annotations
@@ -20,22 +25,46 @@ import orjson
 from flask_sock import Sock
 from gevent.queue import Empty
 from simple_websocket import ConnectionClosed
+from wsproto.events import CloseConnection
 
-from app.auth import errors as E
-from app.auth.decorators import WS_CLOSE_INVALID_SESSION, WebsocketRefused, websocket_session
+from app.auth.decorators import WebsocketRefused, websocket_session
 from app.auth.state import auth_state
-from app.realtime.fanout import CLOSE, text_frame
-from app.realtime.taps import TapSocket
+from app.realtime.fanout import CLOSE, PING, Client, Fanout, text_frame
+from app.realtime.taps import WS_CLOSE_POLICY_VIOLATION, TapSocket
 from app.services import services
 
 log = logging.getLogger(__name__)
 sock = Sock()
 
-IDLE_CHECK_S = 5.0
+MISSED_PINGS = 2  # unanswered pings in a row before the socket is closed
 # Kernel send buffer per websocket (Linux doubles it). Fixed instead of autotuned (up to 4 MiB), so
 # a client that stops reading is detected after ~0.5 MiB plus TAP_WS_QUEUE_MAX messages, and memory
 # per connection stays bounded; still far above what the streams need on a slow link.
 SEND_BUFFER_BYTES = 256 * 1024
+
+
+class _QueuedSocket:
+    """Stands in for the socket inside simple-websocket: reads go to the socket, writes (its pongs and
+    close echoes) are queued for the connection's writer greenlet like any other frame."""
+
+    def __init__(self, real: Any, fanout: Fanout, client: Client) -> None:
+        self._real, self._fanout, self._client = real, fanout, client
+
+    def send(self, data: bytes) -> int:
+        if data:
+            self._fanout.queue_raw(self._client, bytes(data))
+        return len(data)
+
+    sendall = send
+
+    def close(self) -> None:
+        """simple-websocket's reader is done (close handshake, or the peer vanished): instead of
+        closing the socket under the writer, wake the writer, which writes what is queued before it
+        (the close echo) and ends; gunicorn then closes the connection."""
+        self._fanout.queue_raw(self._client, CLOSE)
+
+    def __getattr__(self, name: str) -> Any:  # recv, close, fileno, setsockopt, shutdown …
+        return getattr(self._real, name)
 
 
 @sock.route("/ws")
@@ -60,29 +89,16 @@ def stream(ws: Any) -> None:
         ws.close(reason=exc.close_code, message=exc.reason)
         return
     client = svc.fanout.register()
-    taps = TapSocket(svc, client, session, auth_state().limits)
-    with contextlib.suppress(OSError, AttributeError):
-        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+    state = auth_state()
+    taps = TapSocket(svc, client, session, state.limits, state.counter)
     out = ws.sock
+    with contextlib.suppress(OSError, AttributeError):
+        out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+    ws.sock = _QueuedSocket(out, svc.fanout, client)
     reader = gevent.spawn(_read, ws, taps)
     reader.link_exception(lambda g: log.error("websocket reader failed", exc_info=g.exc_info))
     try:
-        out.sendall(text_frame(orjson.dumps(svc.status_message())))
-        if svc.feed.last_tick is not None:
-            out.sendall(text_frame(svc.feed.last_tick.encode()))
-        while ws.connected:
-            try:
-                # Pre-framed bytes (app.realtime.fanout.text_frame), written whole: simple-websocket's
-                # own send() uses sock.send() and would truncate a frame on a partial write.
-                frame = client.queue.get(timeout=_wait_s(taps, svc.now_ms()))
-            except Empty:
-                if _expired(taps, svc.now_ms()):  # the session ended while the socket was open
-                    ws.close(reason=WS_CLOSE_INVALID_SESSION, message=E.INVALID_SESSION)
-                continue
-            if frame is CLOSE:
-                ws.close(reason=client.close_code, message=client.close_reason)
-                break
-            out.sendall(frame)
+        _write(ws, out, client, taps)
     except OSError:
         ws.connected = False  # the peer went away mid-write
     except gevent.GreenletExit:
@@ -90,10 +106,60 @@ def stream(ws: Any) -> None:
         # (that could block on a slow peer); shut it so the reader greenlet ends too.
         ws.connected = False
         with contextlib.suppress(OSError):
-            ws.sock.shutdown(socket.SHUT_RDWR)
+            out.shutdown(socket.SHUT_RDWR)
+        out.close()  # as simple-websocket's reader used to: nothing is left to write, by anyone
     finally:
         reader.kill(block=False)
         svc.fanout.unregister(client)
+
+
+def _write(ws: Any, out: Any, client: Client, taps: TapSocket) -> None:
+    """The writer loop: queued frames in order; a PING (queued by the fan-out's sweeper every
+    TAP_WS_PING_S) first checks the last one was answered; CLOSE ends it (logout, expiry, malformed)."""
+    svc = taps.svc
+    missed = 0
+    out.sendall(text_frame(orjson.dumps(svc.status_message())))
+    if svc.feed.last_tick is not None:
+        out.sendall(text_frame(svc.feed.last_tick.encode()))
+    get = client.queue.get
+    while ws.connected:
+        # No timeout: pings and session expiry arrive as queued items (Fanout.sweep), so a message
+        # costs no timer. Pre-framed bytes (app.realtime.fanout.text_frame) are written whole:
+        # simple-websocket's own send() uses sock.send() and would truncate a frame on a partial write.
+        frame = get()
+        if frame is PING:
+            missed = 0 if ws.pong_received else missed + 1
+            if missed >= MISSED_PINGS:  # two intervals without a pong: the peer is gone
+                svc.metrics.ws_idle_closed.inc()
+                _close(ws, out, WS_CLOSE_POLICY_VIOLATION, "ping timeout")
+                break
+            ws.pong_received = False
+        elif frame is CLOSE:
+            _close(ws, out, client.close_code or 1000, client.close_reason)
+            break
+        out.sendall(frame)
+    _echo_close(client, out)
+
+
+def _echo_close(client: Client, out: Any) -> None:
+    """The peer closed: write the close echo simple-websocket's reader queued, if the loop ended
+    before it (the rest of the queue is not worth writing to a closing peer)."""
+    while True:
+        try:
+            frame = client.queue.get_nowait()
+        except Empty:
+            return
+        if frame and frame[0] == 0x88:
+            out.sendall(frame)
+            return
+
+
+def _close(ws: Any, out: Any, code: int, reason: str) -> None:
+    """Write a close frame from the writer itself (simple-websocket's close() would queue it)."""
+    if ws.connected:
+        ws.connected = False
+        with contextlib.suppress(Exception):  # the state machine may already be closing
+            out.sendall(ws.ws.send(CloseConnection(code, reason)))
 
 
 def _read(ws: Any, taps: TapSocket) -> None:
@@ -103,16 +169,3 @@ def _read(ws: Any, taps: TapSocket) -> None:
             data = ws.receive()
             if data is not None:
                 taps.handle(data)
-
-
-def _wait_s(taps: TapSocket, now_ms: int) -> float:
-    """How long the writer may wait for a frame: until the session expires, at most IDLE_CHECK_S."""
-    expires = taps.expires_at_ms
-    if expires is None:
-        return IDLE_CHECK_S
-    return max(0.0, min(IDLE_CHECK_S, (expires - now_ms) / 1000))
-
-
-def _expired(taps: TapSocket, now_ms: int) -> bool:
-    expires = taps.expires_at_ms
-    return expires is not None and now_ms >= expires

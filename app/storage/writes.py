@@ -60,6 +60,18 @@ def is_solo(fn: WriteFn) -> bool:
     return bool(getattr(fn, "write_solo", False))
 
 
+def mark_rerunnable(fn: WriteFn) -> WriteFn:
+    """Mark `fn` as touching nothing but the connection (no other side effect), so the writer may run
+    it without a SAVEPOINT of its own and, if any job of the batch fails, roll the whole transaction
+    back and run it again. Each SAVEPOINT/RELEASE pair is two GIL round trips on the writer thread."""
+    fn.write_rerunnable = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_rerunnable(fn: WriteFn) -> bool:
+    return bool(getattr(fn, "write_rerunnable", False))
+
+
 @dataclass(slots=True)
 class WriteJob:
     fn: WriteFn

@@ -1,0 +1,86 @@
+"""A trader's events (`bet:*`, `balance`) with ids, so a reconnected socket can resume (docs/API.md).
+
+Every publisher on ``tap:user:<address>`` goes through the Lua function `EMIT_LUA`: each event is
+appended to the trader's Stream ``tap:ev:<address>`` (bounded: ~`STREAM_MAX` entries, `STREAM_TTL_MS`
+after the last one) and published with the Stream entry's id spliced in as its first field,
+``{"id":"1764230000000-0","type":…}``. Both happen in one script, so an event is in the Stream if and
+only if it was published, and with the same id. Several events for one trader (a confirmation and the
+new balance) travel as one pub/sub message, one JSON text per line: one message per bet for the
+listener to relay.
+
+A socket that comes back sends ``{"type":"resume","after":"<the last id it saw>"}``; the server replays
+the Stream after that id and then the live events, skipping any id the socket already has — each
+event once (app.realtime.taps, app.realtime.fanout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from app.keys import events_key, user_channel
+
+STREAM_MAX = 1000  # events kept per trader (approximate trimming)
+STREAM_TTL_MS = 24 * 3600 * 1000
+
+# emit(stream key, channel, {json texts}): XADD each, then one PUBLISH of the texts with their ids.
+EMIT_LUA = f"""
+local function emit(stream, channel, msgs)
+  local out = {{}}
+  for _, m in ipairs(msgs) do
+    local id = redis.call('XADD', stream, 'MAXLEN', '~', {STREAM_MAX}, '*', 'm', m)
+    out[#out + 1] = '{{"id":"' .. id .. '",' .. string.sub(m, 2)
+  end
+  if #out > 0 then
+    redis.call('PEXPIRE', stream, {STREAM_TTL_MS})
+    redis.call('PUBLISH', channel, table.concat(out, '\\n'))
+  end
+end
+"""
+
+# KEYS[1] the stream, ARGV[1] the channel, ARGV[2..] the events.
+_PUBLISH_LUA = (
+    EMIT_LUA
+    + """
+local msgs = {}
+for i = 2, #ARGV do msgs[#msgs + 1] = ARGV[i] end
+emit(KEYS[1], ARGV[1], msgs)
+return #msgs
+"""
+)
+
+
+class Events:
+    """Publishing a trader's events (outside the bet scripts, which call `emit` themselves)."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self._script = r.register_script(_PUBLISH_LUA)
+
+    def publish(self, address: str, messages: Sequence[bytes], client: redis.Redis | None = None) -> None:
+        """Append and publish `messages` (JSON objects as text) for `address`; `client`: a pipeline."""
+        if messages:
+            self._script(keys=[events_key(address)], args=[user_channel(address), *messages], client=client)
+
+
+def with_id(entry_id: bytes | str, message: bytes) -> bytes:
+    """`message` (a JSON object) with `"id"` as its first field, as `EMIT_LUA` publishes it."""
+    eid = entry_id.encode() if isinstance(entry_id, str) else entry_id
+    return b'{"id":"' + eid + b'",' + message[1:]
+
+
+def parse_id(raw: str | bytes) -> tuple[int, int] | None:
+    """A Stream id `<ms>-<seq>` as a comparable pair; None if it is not one."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, sep, seq = text.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit() or len(text) > 41:
+        return None
+    return int(ms), int(seq)
+
+
+def message_id(frame_text: bytes) -> tuple[int, int] | None:
+    """The id of a published event (`{"id":"<id>",…`), or None for a message without one."""
+    if not frame_text.startswith(b'{"id":"'):
+        return None
+    end = frame_text.find(b'"', 7)
+    return parse_id(frame_text[7:end]) if end > 0 else None
