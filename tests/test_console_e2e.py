@@ -118,7 +118,11 @@ def test_operator_halts_and_reopens_and_sees_the_exposure(browser, stack):  # no
     cell = placeable_cell(trader, column=9)
     cell_id = cell.get_attribute("data-cell")
     cell.dispatch_event("click")
-    expect(admin.locator(f'[data-testid="heat-cell"][data-cell="{cell_id}"]')).to_be_visible()
+    item = trader.locator(f'ol.taps li[data-cell="{cell_id}"]')
+    expect(item).to_have_attribute("data-state", re.compile("^(pending|confirmed)$"), timeout=15_000)
+    # the console polls once a second; a loaded machine may take a few polls to show it
+    heat = admin.locator(f'[data-testid="heat-cell"][data-cell="{cell_id}"]')
+    expect(heat).to_be_visible(timeout=15_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
     admin.screenshot(path=str(SHOTS / "console.png"), full_page=True)
     assert admin.errors == [] and trader.errors == []
