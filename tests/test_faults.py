@@ -48,44 +48,10 @@ FREEZE_S = 10.0
 TMPFS_MB = 128
 
 
-class AofRedis(RedisServer):
-    """redis-server as `make run` starts it (AOF on, fsync every second), so a restart keeps sessions."""
-
-    def start(self) -> None:
-        import shutil
-
-        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--dir",
-                str(self.workdir),
-                "--daemonize",
-                "no",
-                "--logfile",
-                str(self.workdir / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_until(lambda: self.client().ping(), what=f"redis-server on {self.port}")
-
-
 @dataclass
 class Stack:
     server: Gunicorn
-    redis: AofRedis
+    redis: RedisServer
     load: TapLoad
     settings: Settings
     env: dict[str, str]
@@ -116,7 +82,7 @@ def stack(tmp_path_factory):
     data.mkdir()
     tmpfs, reason = _mount_tmpfs(data)
     (tmp / "redis").mkdir()
-    redis = AofRedis(tmp / "redis")
+    redis = RedisServer(tmp / "redis", aof=True)  # as `make run` starts it: a restart keeps sessions
     env = {
         "TAP_DATA_DIR": str(data),
         "TAP_REDIS_URL": redis.url,

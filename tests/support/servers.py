@@ -54,10 +54,13 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 class RedisServer:
     """A private redis-server; `stop()` and `start()` again reuse the same port (for outage tests)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, cpus: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, cpus: str | None = None, aof: bool = False
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.cpus = cpus  # e.g. "1": pinned with taskset (benchmarks keep the server off the load's core)
+        self.aof = aof  # as `make run` starts it (AOF, fsync every second): a restart keeps sessions
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -85,8 +88,11 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(
+                    ["--appendonly", "yes", "--appendfsync", "everysec"]
+                    if self.aof
+                    else ["--appendonly", "no"]
+                ),
                 "--dir",
                 str(self.workdir),
                 "--daemonize",
