@@ -38,20 +38,33 @@ from workers.sqlite_writer import run_batch
 
 
 def one(
-    mode: str, batch: int, bets: int, root: Path, moto: MotoServer, bucket: str, target: str = "s3"
+    mode: str,
+    batch: int,
+    bets: int,
+    root: Path,
+    moto: MotoServer,
+    bucket: str,
+    target: str = "s3",
+    sync_ms: int = 200,
+    settle: float = 0.0,
+    db_opts: dict[str, str] | None = None,
 ) -> tuple[float, float | None]:
     data = Path(tempfile.mkdtemp(dir=root))
     on = mode == "on"
+    # "nockpt": no replication, but the writer's checkpoint policy of "on" (wal_autocheckpoint=0), which
+    # separates what Litestream costs from what leaving the checkpoints to it costs.
+    autocheckpoint = mode == "off"
     env = {"TAP_DATA_DIR": str(data)}
     if on:
         env |= {
             "TAP_S3_BUCKET": bucket,
             "TAP_S3_ENDPOINT_URL": moto.url,
             "TAP_S3_REPLICA_PREFIX": f"bench-{data.name}/",
+            "TAP_REPLICA_SYNC_MS": str(sync_ms),
         }
     settings = Settings.from_env(env)
-    path = db.prepare_database(settings.db_dir, time.time(), "FULL", autocheckpoint=not on)
-    conn = db.connect(path, synchronous="FULL", autocheckpoint=not on)
+    path = db.prepare_database(settings.db_dir, time.time(), "FULL", autocheckpoint=autocheckpoint)
+    conn = db.connect(path, synchronous="FULL", autocheckpoint=autocheckpoint)
     with conn:
         conn.executemany(
             "INSERT INTO users (id, address, balance, created_at) VALUES (?, ?, ?, 0)",
@@ -60,6 +73,12 @@ def one(
     proc = None
     if on:
         cfg = replication.write_config(settings)
+        if db_opts:  # e.g. checkpoint-interval=1s: Litestream's own checkpoint settings, to compare
+            import yaml
+
+            conf = yaml.safe_load(cfg.read_text())
+            conf["dbs"][0].update(db_opts)
+            cfg.write_text(yaml.safe_dump(conf))
         if target == "file":  # Litestream's own cost, without an S3 server on the same two cores
             import yaml
 
@@ -67,7 +86,7 @@ def one(
             conf["dbs"][0]["replica"] = {
                 "type": "file",
                 "path": str(data / "replica"),
-                "sync-interval": "200ms",
+                "sync-interval": f"{sync_ms}ms",
             }
             cfg.write_text(yaml.safe_dump(conf))
         proc = subprocess.Popen(
@@ -82,6 +101,9 @@ def one(
             if time.monotonic() > deadline:
                 raise SystemExit("litestream did not start replicating in 20 s")
             time.sleep(0.1)
+        # Litestream's first sync of a new file (its snapshot of the whole file) is not the writer's
+        # steady state; --settle waits it out before the clock starts.
+        time.sleep(settle)
     try:
         t0 = time.perf_counter()
         for start in range(0, bets, batch):
@@ -114,7 +136,29 @@ def main() -> None:
     ap.add_argument(
         "--target", choices=("s3", "file"), default="s3", help="s3: moto on this machine; file: a local dir"
     )
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=["off", "on"],
+        choices=("off", "on", "nockpt"),
+        help="nockpt: off, at wal_autocheckpoint=0",
+    )
+    ap.add_argument(
+        "--sync-ms",
+        type=int,
+        default=200,
+        help="Litestream's monitor and sync interval (TAP_REPLICA_SYNC_MS)",
+    )
+    ap.add_argument(
+        "--settle", type=float, default=0.0, help="seconds between Litestream's first sync and the clock"
+    )
+    ap.add_argument("--small", type=int, default=2000, help="bets in a batch-1 run")
+    ap.add_argument(
+        "--litestream-opt", action="append", default=[], metavar="KEY=VALUE", help="a dbs[] option"
+    )
     args = ap.parse_args()
+    db_opts = dict(o.split("=", 1) for o in args.litestream_opt)
+    db_opts = {k: int(v) if v.isdigit() else v for k, v in db_opts.items()}
     for k, v in {
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
@@ -132,9 +176,11 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             for batch in args.batch:
-                n = min(args.bets, 2000) if batch == 1 else args.bets
-                for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                    bps, lag = one(mode, batch, n, work, moto, bucket, args.target)
+                n = min(args.bets, args.small) if batch == 1 else args.bets
+                for mode in args.modes if r % 2 == 0 else args.modes[::-1]:
+                    bps, lag = one(
+                        mode, batch, n, work, moto, bucket, args.target, args.sync_ms, args.settle, db_opts
+                    )
                     results.setdefault((mode, batch), []).append(bps)
                     if lag is not None:
                         lags.setdefault(batch, []).append(lag)
@@ -146,10 +192,12 @@ def main() -> None:
     )
     print("|---|---|---|---|---|")
     for batch in args.batch:
-        off = statistics.median(results[("off", batch)])
-        on = statistics.median(results[("on", batch)])
+        med = {m: statistics.median(results[(m, batch)]) for m in args.modes}
         lag = statistics.median(lags[batch]) if lags.get(batch) else float("nan")
-        print(f"| {batch} | {off:,.0f} | {on:,.0f} | {100 * (on - off) / off:+.0f} % | {lag:.2f} s |")
+        cells = " | ".join(f"{m} {med[m]:,.0f}" for m in args.modes)
+        if "off" in med and "on" in med:
+            cells += f" | {100 * (med['on'] - med['off']) / med['off']:+.0f} %"
+        print(f"| {batch} | {cells} | {lag:.2f} s |")
 
 
 if __name__ == "__main__":
