@@ -117,8 +117,7 @@ def test_an_outlier_among_three_is_dropped_and_counted_once(r, clocks):
 def test_with_two_sources_the_last_price_decides_which_is_the_outlier(r, clocks):
     m = Metrics()
     agg = make(r, clocks, metrics=m)
-    agg.last_published = Tick(6_700_000, T0_MS - 300)
-    agg._last_pub_mono = clocks.mono_t - 0.3
+    agg.mark_published(Tick(6_700_000, T0_MS - 300), 0, at_mono=clocks.mono_t - 0.3)
     agg.offer(q(clocks, "binance", 6_700_100))
     agg.offer(q(clocks, "coinbase", 6_000_000))  # -10 %
     tick, _ = agg.compute()
@@ -139,7 +138,7 @@ def test_nothing_new_is_never_republished_and_ts_strictly_increases(r, clocks):
     agg = make(r, clocks)
     agg.offer(q(clocks, "binance", 6_700_000, lag_ms=0))
     tick1, seq = agg.compute()
-    agg.last_published, agg._used_seq, agg._last_pub_mono = tick1, seq, clocks.mono_t
+    agg.mark_published(tick1, seq)
     assert agg.compute() is None  # no new quote
     agg.offer(q(clocks, "coinbase", 6_700_100, lag_ms=30))  # older exchange time than tick1
     tick2, _ = agg.compute()

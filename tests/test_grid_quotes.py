@@ -176,7 +176,7 @@ SIDE_EXACT = [
 
 @pytest.mark.parametrize(("za", "ratio", "offset", "exact"), SIDE_EXACT)
 def test_side_integral_matches_the_bivariate_normal_closed_form(za, ratio, offset, exact):
-    assert quotes._side(za, ratio, offset) == pytest.approx(exact, rel=5e-3, abs=1e-9)
+    assert quotes.side_integral(za, ratio, offset) == pytest.approx(exact, rel=5e-3, abs=1e-9)
 
 
 def test_a_window_opening_very_soon_is_priced_from_the_known_price():

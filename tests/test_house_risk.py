@@ -280,7 +280,7 @@ def test_the_grid_publisher_shades_by_the_live_liability_and_the_tap_pays_the_sh
         cell_cap=s.max_cell_payout,
         column_cap=s.max_column_payout,
     )
-    pub._base = svc.quotes.book  # the pinned, unshaded book
+    pinned = svc.quotes.book  # the pinned, unshaded book
     traders = make_traders(desk, 30)
     cell = desk.cell(col=1, row_offset=2)
     t_start, row = map(int, cell.split(":"))
@@ -293,7 +293,7 @@ def test_the_grid_publisher_shades_by_the_live_liability_and_the_tap_pays_the_sh
     cell_l, _ = liability(desk, cell)
     used = cell_l / s.max_cell_payout
     assert 0.2 < used <= 1.0
-    book = pub.reshade()
+    book = pub.reshade(pinned)
     assert book is svc.quotes.book
     shaded = book.quote(t_start, row)
     assert shaded == max(10_100, int(base * (1 - 0.5 * used**2))) < base

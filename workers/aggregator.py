@@ -271,6 +271,16 @@ class PriceAggregator(Stoppable):
             ts = self.last_published.ts + 1
         return Tick(price=price, ts=ts), newest_seq
 
+    def mark_published(self, tick: Tick, newest_seq: int, at_mono: float | None = None) -> None:
+        """Record `tick` as published at `at_mono` (now by default), built from quotes up to `newest_seq`.
+
+        The last published price anchors the outlier check while it is fresh, and a quote already used
+        is never republished. The publish round calls this after a fenced publish succeeds; a test
+        calls it to set the stage without a Redis round."""
+        self._used_seq = newest_seq
+        self.last_published = tick
+        self._last_pub_mono = self.clock.mono() if at_mono is None else at_mono
+
     def _anchor(self, now_mono: float) -> int | None:
         if self.last_published is None or self._last_pub_mono is None:
             return None
@@ -349,9 +359,7 @@ class PriceAggregator(Stoppable):
             return
         self.published += 1
         self._last_renew = now  # the fenced publish renewed the lease
-        self._used_seq = newest_seq
-        self.last_published = tick
-        self._last_pub_mono = now
+        self.mark_published(tick, newest_seq, now)
         self._next_at = now + self.publish_s
         if self.metrics:
             self.metrics.ticks_published.labels("normalised").inc()

@@ -86,8 +86,13 @@ class GridPublisher(LoopWorker):
         self._base = book
         return self.reshade()
 
-    def reshade(self) -> QuoteBook | None:
-        """Read the placeable columns' liability and publish the base book shaded by it."""
+    def reshade(self, base: QuoteBook | None = None) -> QuoteBook | None:
+        """Read the placeable columns' liability and publish the base book shaded by it.
+
+        `base` replaces the last unshaded book first (a book pinned by a test or a replay); by default
+        the last one `rebuild` made is shaded again with fresh liability."""
+        if base is not None:
+            self._base = base
         base = self._base
         if base is None:
             return None

@@ -65,7 +65,7 @@ SECONDS_PER_YEAR = 365 * 24 * 3600
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SIMPSON_N = 24  # intervals per side (even), at least
-_MIN_CACHED_RATIO = 0.25  # below, per-column nodes on [0, 8/ratio] would be too many (see _side)
+_MIN_CACHED_RATIO = 0.25  # below, per-column nodes on [0, 8/ratio] would be too many (see side_integral)
 SHADE_K = 0.5  # the share of the multiplier taken away at the cap
 SHADE_P = 2  # the curve's power: gentle while the book is small
 
@@ -76,7 +76,7 @@ def _phi_cdf(z: float) -> float:
 
 @functools.lru_cache(maxsize=64)
 def _side_nodes(ratio: float, offset: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Nodes u_i and weights of `_side`'s Simpson rule, with the window factor 2Q(u_i·ratio + offset)
+    """Nodes u_i and weights of `side_integral`'s Simpson rule, with the window factor 2Q(u_i·ratio + offset)
     and 1/√(2π) folded into the weights.
 
     They depend only on the column (σ, lead time, window, tick interval), not on the row, so a book
@@ -95,7 +95,7 @@ def _side_nodes(ratio: float, offset: float) -> tuple[tuple[float, ...], tuple[f
     return tuple(nodes), tuple(weights)
 
 
-def _side(za: float, ratio: float, offset: float) -> float:
+def side_integral(za: float, ratio: float, offset: float) -> float:
     """∫_{u≥0} φ(za − u) · 2Q(u·ratio + offset) du: P(start beyond a barrier `za`, then reach it).
 
     In units of the start spread s: `za` is the barrier, u ≥ 0 how far beyond it the window starts (u = 0
@@ -150,8 +150,8 @@ def touch_probability(
     p_in = _phi_cdf(zb) - _phi_cdf(za)  # opens inside the band: a certain touch
     ratio = s / v * stretch if v > 0 else 0.0
     offset = shift / v if v > 0 else 0.0
-    p_below = _side(za, ratio, offset)  # opens below a, rises to it
-    p_above = _side(-zb, ratio, offset)  # opens above b, falls to it (mirror image)
+    p_below = side_integral(za, ratio, offset)  # opens below a, rises to it
+    p_above = side_integral(-zb, ratio, offset)  # opens above b, falls to it (mirror image)
     return min(1.0, max(0.0, p_in + p_below + p_above))
 
 
