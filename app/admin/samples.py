@@ -65,7 +65,7 @@ def _ms_precision(age: float | None) -> float | None:
 @dataclass
 class AgeSecond:
     at: int  # Unix seconds
-    ages: dict[str, float | None]  # seconds since each source's last price arrived; None: none yet
+    ages: dict[str, float | None]  # seconds (ms precision) since each source's last price; None: none yet
 
 
 @dataclass
@@ -106,7 +106,7 @@ class ConsoleSamples:
         keeps the later one; if the wall clock stepped back, the samples "after" now are dropped so
         the series stays in order)."""
         self.sources, self.sources_at = sources, at_ms
-        sample = AgeSecond(at_ms // 1000, {s["source"]: s.get("age_s") for s in sources})
+        sample = AgeSecond(at_ms // 1000, {s["source"]: _ms_precision(s.get("age_s")) for s in sources})
         while self.ages and self.ages[-1].at >= sample.at:
             self.ages.pop()
         self.ages.append(sample)
@@ -114,12 +114,14 @@ class ConsoleSamples:
     def age_series(self, window_s: int) -> dict[str, Any]:
         """The sampled seconds of the last `window_s` seconds (up to the newest sample):
         ``{"at": [Unix s], "sources": {name: [age_s or None per second]}}``."""
-        samples = list(self.ages)
-        if samples:
-            newest = samples[-1].at
-            samples = [a for a in samples if a.at > newest - window_s]
+        samples: list[AgeSecond] = []
+        for a in reversed(self.ages):  # newest first: a short window reads only its own seconds
+            if samples and a.at <= samples[0].at - window_s:
+                break
+            samples.append(a)
+        samples.reverse()
         names = sorted({n for a in samples for n in a.ages})
         return {
             "at": [a.at for a in samples],
-            "sources": {n: [_ms_precision(a.ages.get(n)) for a in samples] for n in names},
+            "sources": {n: [a.ages.get(n) for a in samples] for n in names},
         }
