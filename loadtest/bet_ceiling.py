@@ -66,79 +66,13 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the repo root
 from loadtest.lib.cells import cells_per_trader_estimate, plan_cells, sign_bodies
+from loadtest.lib.console import ConsolePoller, console_table, login_admin
 from loadtest.lib.cpu import CpuWindow, loadavg, wait_quiet
 from loadtest.lib.metrics import hist_quantiles, metric_delta, rejected_by_reason, scrape
 from loadtest.lib.openloop import WsListeners, latency_summary, open_loop, pct
-from loadtest.lib.rawhttp import Api, RawHttp, Trader, build_request, login_trader
-from loadtest.lib.signing import Key, bet_text, siwe_message
+from loadtest.lib.rawhttp import Api, Trader, build_request, login_trader
+from loadtest.lib.signing import Key, bet_text
 from loadtest.lib.stack import VENV_BIN, Stack, free_port, log, tcp_ok
-
-# ---- the operator console, polling (issue 14)
-
-
-class ConsolePoller:
-    """An operator's console: GET /api/v1/admin/overview every `every_s` seconds, latencies kept."""
-
-    def __init__(self, host: str, port: int, token: str, every_s: float, window_s: int | None = None) -> None:
-        self.http = RawHttp(host, port)
-        path = "/api/v1/admin/overview" + (f"?window={window_s}" if window_s else "")
-        self.req = build_request("GET", path, f"{host}:{port}", token=token)
-        self.every_s = every_s
-        self.latencies_ms: list[float] = []
-        self.bytes = 0
-        self.errors: list[str] = []
-        self._g = None
-
-    def start(self) -> None:
-        import gevent
-
-        self.latencies_ms, self.errors, self.bytes = [], [], 0
-        self._g = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        import gevent
-
-        nxt = time.monotonic()
-        while True:
-            t0 = time.monotonic()
-            try:
-                status, body = self.http.request(self.req)
-                if status != 200:
-                    self.errors.append(f"{status} {body[:100]!r}")
-                self.bytes += len(body)
-            except (OSError, ConnectionError) as exc:
-                self.errors.append(repr(exc))
-            self.latencies_ms.append((time.monotonic() - t0) * 1000)
-            nxt += self.every_s
-            gevent.sleep(max(0.0, nxt - time.monotonic()))
-
-    def stop(self) -> dict:
-        if self._g is not None:
-            self._g.kill()
-        self.http.close()
-        lat = self.latencies_ms
-        return {
-            "polls": len(lat),
-            "p50_ms": pct(lat, 0.5),
-            "p99_ms": pct(lat, 0.99),
-            "max_ms": max(lat) if lat else float("nan"),
-            "mean_bytes": self.bytes / max(1, len(lat)),
-            "errors": self.errors[:5],
-        }
-
-
-def login_admin(api: Api, key: Key, domain: str, chain_id: int) -> str:
-    status, body = api.call("GET", "/api/v1/auth/nonce")
-    assert status == 200, (status, body)
-    text = siwe_message(domain, chain_id, key, body["nonce"], None, int(time.time() * 1000))
-    status, body = api.call(
-        "POST", "/api/v1/auth/login", {"message": text, "signature": key.personal_sign(text)}
-    )
-    assert status == 200, (status, body)
-    status, who = api.call("GET", "/api/v1/admin/whoami", token=body["token"])
-    assert status == 200, (status, who)
-    return body["token"]
-
 
 # ---- one measured run
 
@@ -607,17 +541,7 @@ def print_table(results: list[dict]) -> None:
             f"{f(r['worker_marginal_us_per_bet'], '{:.0f}')} | {busy} | {f(cpu.get('others_cores', 0), '{:.2f}')} | "
             f"{non or 'none'} |"
         )
-    consoles = [r for r in results if r.get("console")]
-    if consoles:
-        print()
-        print("| run | offered/s | console polls | overview p50 / p99 / max ms | mean bytes | errors |")
-        print("|---|---:|---:|---|---:|---|")
-        for r in consoles:
-            c = r["console"]
-            print(
-                f"| bets {r['duration_s']:.0f} s | {r['rate']} | {c['polls']} | {f(c['p50_ms'])} / "
-                f"{f(c['p99_ms'])} / {f(c['max_ms'])} | {c['mean_bytes']:.0f} | {c['errors'] or 'none'} |"
-            )
+    console_table(results, lambda r: f"bets {r['duration_s']:.0f} s")
 
 
 # ---- main ---------------------------------------------------------------------------------------------

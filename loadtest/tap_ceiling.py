@@ -4,6 +4,7 @@
     .venv/bin/python loadtest/tap_ceiling.py                                  # 1k..5k taps/s, 10 s each
     .venv/bin/python loadtest/tap_ceiling.py --rates 3000 --profile /tmp/tap.pyspy
     .venv/bin/python loadtest/tap_ceiling.py --rates 3000 --mixed             # + 1,000 watchers + 200 reads/s
+    .venv/bin/python loadtest/tap_ceiling.py --rates 3000 --mixed --console-poll 1 --console-window 10
 
 What it does (127.0.0.1 only, every step bounded, everything it starts is stopped):
 
@@ -21,6 +22,12 @@ What it does (127.0.0.1 only, every step bounded, everything it starts is stoppe
    the SQLite week file.
 5. `--mixed`: the same, plus 1,000 unauthenticated watching sockets (price lag measured) and 200 HTTP
    reads/s (`/grid`, `/me`, `/bets`) open loop, all at once.
+6. `--console-poll S` (issue 14): an operator session (a wallet made up for the run, put in
+   TAP_ADMIN_ADDRESSES) polls `GET /api/v1/admin/overview` every S seconds during each measured run,
+   on its own connection, as the console at /admin does (`--console-window 10`: `?window=10`, what the
+   web console polls after its first load); its latencies are printed beside the taps' (the console
+   must not slow the trader path). The operator code is loadtest/lib/console.py, shared with
+   bet_ceiling.py.
 """
 
 from __future__ import annotations
@@ -47,10 +54,12 @@ from loadtest.bet_ceiling import (
     wait_betting_open,
 )
 from loadtest.lib.cells import plan_cells
+from loadtest.lib.console import ConsolePoller, console_line, console_table, login_admin
 from loadtest.lib.cpu import CpuWindow, loadavg, wait_quiet
 from loadtest.lib.metrics import hist_quantiles, metric_delta, rejected_by_reason, scrape
 from loadtest.lib.openloop import latency_summary, open_loop, pct
 from loadtest.lib.rawhttp import Api, Trader, build_request
+from loadtest.lib.signing import Key
 from loadtest.lib.stack import VENV_BIN, Stack, log
 from loadtest.lib.wstaps import TapSocket, connect_all, open_loop_taps, sign_taps
 
@@ -131,6 +140,7 @@ def measure_taps(
     profile: Path | None,
     quiet: tuple[float, float] | None,
     mixed: tuple[Watchers, list[Trader], int] | None = None,
+    console: ConsolePoller | None = None,
 ) -> dict:
     import gevent
 
@@ -177,9 +187,12 @@ def measure_taps(
         watchers.measuring = True
         reqs = read_requests(api.http.host, api.http.port, traders, int(read_rate * duration))
         reads = gevent.spawn(open_loop, api.http.host, api.http.port, reqs, read_rate, 16, 10.0)
+    if console is not None:
+        console.start()
     win = CpuWindow(pids)
     run = open_loop_taps(socks, frames, owner, rate, grace_s=10.0)
     cpu = win.end()
+    console_stats = console.stop() if console is not None else None
     read_res = reads.get() if reads is not None else None
     if mixed is not None:
         mixed[0].measuring = False
@@ -256,6 +269,7 @@ def measure_taps(
         else worker_cores * cpu["wall_s"] / max(1, n) * 1e6,
         "closed_sockets": sum(1 for s in socks if s.closed),
         "loadavg": loadavg(),
+        "console": console_stats,
     }
     if mixed is not None:
         lags = mixed[0].lags
@@ -302,6 +316,12 @@ def print_table(results: list[dict]) -> None:
                 f"reads {f(rd.get('sent_per_s'), '{:.0f}')}/s p50/p99 {f(rd.get('p50_ms'))}/{f(rd.get('p99_ms'))} ms "
                 f"{rd.get('statuses')}"
             )
+        c = r.get("console")
+        console = (
+            f"; console overview p50/p99 {f(c['p50_ms'])}/{f(c['p99_ms'])} ms ({c['polls']} polls)"
+            if c
+            else ""
+        )
         print(
             f"| {r['kind']} {r['duration_s']:.0f} s, {r['sockets']} sockets | {r['rate']} | {f(r['accepted_per_s'], '{:.0f}')} | "
             f"{f(r['acc_p50_ms'])} / {f(r['acc_p99_ms'])} | {f(r['conf_p50_ms'])} / {f(r['conf_p99_ms'])} | "
@@ -310,8 +330,9 @@ def print_table(results: list[dict]) -> None:
             f"{f(r['worker_us_per_tap'], '{:.0f}')} | {r['batch_hist'].get('p50')}/{r['batch_hist'].get('p99')} | "
             f"{f(cpu.get('others_cores', 0), '{:.2f}')} | {r['errors'] or 'none'}"
             f"{'; unanswered ' + str(r['unanswered']) if r['unanswered'] else ''}"
-            f"{'; not sent ' + str(r['not_sent']) if r['not_sent'] else ''}{extra} |"
+            f"{'; not sent ' + str(r['not_sent']) if r['not_sent'] else ''}{extra}{console} |"
         )
+    console_table(results, lambda r: f"{r['kind']} {r['duration_s']:.0f} s, {r['sockets']} sockets")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,6 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixed", action="store_true", help="+ --watchers public sockets + --reads HTTP reads/s")
     ap.add_argument("--watchers", type=int, default=1000)
     ap.add_argument("--reads", type=int, default=200)
+    ap.add_argument(
+        "--console-poll",
+        type=float,
+        default=0,
+        help="an operator polls GET /api/v1/admin/overview every this many seconds during each run (0: no)",
+    )
+    ap.add_argument(
+        "--console-window",
+        type=int,
+        default=None,
+        help="poll with ?window=N (the web console polls ?window=10 after its first load); default: 900",
+    )
     ap.add_argument("--sim-volatility", default="0.15")
     ap.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the started server")
     ap.add_argument("--json", type=Path)
@@ -336,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.duration > 20:
         ap.error("--duration must be ≤ 20 s (the cells must stay placeable and ts within ±30 s)")
+    if args.console_window is not None and not 10 <= args.console_window <= 900:
+        ap.error("--console-window must be 10 to 900 seconds (the API's range)")
 
     from gevent import monkey
 
@@ -356,12 +391,16 @@ def main(argv: list[str] | None = None) -> int:
     api: Api | None = None
     socks: list[TapSocket] = []
     watchers: Watchers | None = None
+    admin_key = Key()
+    console: ConsolePoller | None = None
     main_greenlet = gevent.getcurrent()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, lambda sig=sig: main_greenlet.throw(SystemExit(128 + sig)))
     try:
         env = dict(kv.split("=", 1) for kv in args.env)
         env.setdefault("TAP_SIM_VOLATILITY", args.sim_volatility)
+        if args.console_poll:
+            env["TAP_ADMIN_ADDRESSES"] = admin_key.checksum_address
         stack = Stack(env, args.logs)
         stack.start()
         host, port = "127.0.0.1", stack.port
@@ -392,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         count = args.sockets or max(500, math.ceil(max(rates) * args.duration / per_trader))
         traders = setup_traders(host, port, count, domain, chain_id)
         self_check(api, traders[0], domain, chain_id)
+        if args.console_poll:
+            token = login_admin(api, admin_key, domain, chain_id)
+            console = ConsolePoller(host, port, token, args.console_poll, args.console_window)
+            log(
+                f"operator session: overview every {args.console_poll:g} s"
+                f"{f' with ?window={args.console_window}' if args.console_window else ''}"
+            )
         socks = connect_all(host, port, traders)
         log(f"{len(socks)} sockets authenticated (first message auth)")
         if args.mixed:
@@ -427,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                     prof,
                     (args.max_others, args.quiet_timeout),
                     (watchers, traders, args.reads) if watchers else None,
+                    console,
                 )
                 profiled = profiled or prof is not None
                 r["attempt"] = attempt + 1
@@ -438,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['conf_p99_ms']:.1f} ms, heard {r['confirmed_heard']}/{r['accepted']}, sqlite "
                     f"{r['in_sqlite']}, worker {r['cpu'].get('worker_cores', 0) * 100:.0f}%, "
                     f"{r['worker_us_per_tap']:.0f} µs/tap, others {others:.2f}, errors {r['errors']}"
+                    + (f"; {console_line(r['console'])}" if r["console"] else "")
                 )
                 if others <= args.max_others:
                     break

@@ -4,6 +4,8 @@ tests/test_admin_e2e.py (a real gunicorn)."""
 
 from __future__ import annotations
 
+import math
+
 import gevent
 import pytest
 from eth_account import Account
@@ -13,9 +15,12 @@ from app.bets.resolution import Outcome
 from app.config import Settings
 from app.keys import INTEGRITY_LOCK_KEY
 from app.units import MICRO
+from tests.support.auth import FakeClock
 from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
 from tests.support.traders import Trader
 from tests.test_house_risk import make_traders
+from workers.aggregator import PriceAggregator, Quote, SteadyClock
+from workers.console import ConsoleWorker
 
 ADMIN = Account.create()
 
@@ -207,6 +212,55 @@ def test_the_writer_panel_samples_commit_latency_and_batch_size(desk: Desk) -> N
     assert (s.commits, s.items, s.queue_depth) == (11, 44, 7)
     assert s.p50_ms == 5.0 and s.p99_ms == 250.0  # bucket upper bounds
     assert samples.sample_writer(m, 102, 0).commits == 0
+
+
+def test_the_feed_panel_keeps_each_sources_age_per_second_as_the_sampler_saw_it(desk: Desk, admin) -> None:
+    desk.clock.advance(math.ceil(desk.clock()) - desk.clock() + 0.25)  # a quarter past a whole second
+    start = int(desk.clock())
+    mono = FakeClock(1000.0)
+    agg = PriceAggregator(
+        desk.svc.redis, fresh_s=2, max_deviation=100, publish_ms=100, clock=SteadyClock(mono, desk.clock)
+    )
+    sampler = ConsoleWorker(desk.svc, agg, ("binance", "coinbase"), wall=desk.clock)
+
+    def tick(seconds: float = 1.0) -> None:
+        desk.clock.advance(seconds)
+        mono.advance(seconds)
+
+    def quote(source: str) -> None:
+        assert agg.offer(Quote(source, 6_700_000, agg.clock.wall_ms(), mono()))
+
+    quote("binance")
+    sampler.step()  # start: binance 0 s, coinbase never heard from
+    tick()
+    sampler.step()
+    tick()
+    quote("coinbase")
+    sampler.step()
+    tick(0.5)
+    sampler.step()  # the same second again: the later sample counts
+    tick(0.5)
+    sampler.step()  # start + 3: binance 3 s (stale, still plotted), coinbase 1 s
+
+    _, out, _ = admin.call("GET", "/api/v1/admin/overview")
+    assert out["feed"]["age_series"] == {
+        "at": [start, start + 1, start + 2, start + 3],
+        "sources": {"binance": [0.0, 1.0, 2.5, 3.0], "coinbase": [None, None, 0.5, 1.0]},
+    }
+    for _ in range(12):  # 12 more seconds, coinbase fresh each time
+        tick()
+        quote("coinbase")
+        sampler.step()
+    _, out, _ = admin.call("GET", "/api/v1/admin/overview?window=10")
+    series = out["feed"]["age_series"]
+    assert series["at"] == list(range(start + 6, start + 16))
+    assert series["sources"] == {"binance": [float(a) for a in range(6, 16)], "coinbase": [0.0] * 10}
+    _, feed, _ = admin.call("GET", "/api/v1/admin/feed?window=10")
+    assert feed["age_series"] == series
+    status, out, _ = admin.call("GET", "/api/v1/admin/feed?window=9")
+    assert status == 400 and out["error"]["code"] == "invalid_window"
+    _, full, _ = admin.call("GET", "/api/v1/admin/feed")
+    assert full["age_series"]["at"] == list(range(start, start + 16))
 
 
 def test_the_integrity_check_runs_in_the_background_and_its_result_is_kept(desk: Desk, admin) -> None:

@@ -5,8 +5,8 @@ nginx over TLS serving the built app, wallets injected over EIP-6963 and signing
 An operator (its wallet in TAP_ADMIN_ADDRESSES) signs in at /admin and sees the feed healthy; halts
 betting with a reason (confirmed first); a trader's page shows the reason and refuses the tap with
 it; the operator reopens and the trader's tap goes through; the bet's exposure appears in the heat
-map and the taps panel; an integrity-check runs from the console. A trader at /admin gets a plain
-"not allowed" page. The console's screenshot is written to var/screenshots/console.png (README).
+map and the taps panel; an integrity-check runs from the console. In the trader app, the operator's
+header links to the console and a trader's does not. A trader at /admin gets a plain "not allowed" page. The console's screenshot is written to var/screenshots/console.png (README).
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def test_operator_halts_and_reopens_and_sees_the_exposure(browser, stack):  # no
 
     trader = open_page(browser, stack, Wallet())
     sign_in(trader)
+    expect(trader.get_by_test_id("balance")).not_to_have_attribute("data-balance", "")  # /me answered
+    expect(trader.get_by_test_id("console-link")).to_have_count(0)  # a trader is not offered the console
     deposit(trader, "50")
     expect(trader.get_by_test_id("conn")).to_have_attribute("data-conn", "open")
 
@@ -128,6 +130,18 @@ def test_operator_halts_and_reopens_and_sees_the_exposure(browser, stack):  # no
     assert admin.errors == [] and trader.errors == []
     admin.context.close()
     trader.context.close()
+
+
+def test_an_operator_in_the_trader_app_is_offered_the_console(browser, stack):  # noqa: F811
+    page = open_page(browser, stack, ADMIN)
+    sign_in(page)
+    link = page.get_by_test_id("console-link")
+    expect(link).to_have_attribute("href", "/admin")
+    link.click()
+    expect(page.get_by_role("heading", name="Operator console")).to_be_visible()
+    expect(page.get_by_test_id("console-link")).to_have_count(0)  # not inside the console itself
+    assert page.errors == []
+    page.context.close()
 
 
 def test_a_trader_at_admin_sees_not_allowed(browser, stack):  # noqa: F811

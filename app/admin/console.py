@@ -99,7 +99,7 @@ class Console:
         return self.svc.clock()
 
     # ---- feed and breaker ------------------------------------------------------------------------
-    def feed(self) -> dict[str, Any]:
+    def feed(self, window_s: int) -> dict[str, Any]:
         svc = self.svc
         tick = svc.feed.last_tick
         sources = []
@@ -121,6 +121,7 @@ class Console:
             "last_tick_ts": None if tick is None else tick.ts,
             "sources": sources,
             "sources_at": svc.console.sources_at,
+            "age_series": svc.console.age_series(window_s),
             "max_deviation": format_multiplier(svc.settings.feed_max_deviation),
             "transitions": list(svc.feed.transitions)[-TRANSITIONS_SHOWN:],
         }
@@ -255,7 +256,7 @@ class Console:
         return {
             "server_time": svc.now_ms(),
             "worker": os.getpid(),
-            "feed": self.feed(),
+            "feed": self.feed(window_s),
             "betting": self.betting(),
             "writer": self.writer(window_s),
             "taps": self.taps(window_s),

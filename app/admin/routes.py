@@ -179,7 +179,7 @@ def overview() -> Response:
       parameters:
         - name: window
           in: query
-          description: Seconds of per-second series (taps, writer)
+          description: Seconds of per-second series (taps, writer, feed age per source)
           schema: {type: integer, minimum: 10, maximum: 900, default: 900}
       responses:
         200:
@@ -197,17 +197,21 @@ def overview() -> Response:
 @bp.get("/feed")
 @admin_required
 def feed() -> Response:
-    """Feed health per source and the breaker's state with its recent transitions.
+    """Feed health per source (now, and each source's age per second over the window) and the breaker's
+    state with its recent transitions.
     ---
     get:
       tags: [admin]
       summary: Per source age, last price, deviation from the median; the breaker and its transitions
+      parameters:
+        - {name: window, in: query, schema: {type: integer, minimum: 10, maximum: 900, default: 900}}
       responses:
         200: {description: The feed panel, content: {application/json: {schema: PanelSchema}}}
+        400: BadRequest
         401: Unauthorized
         403: Forbidden
     """
-    return _no_store(jsonify(admin_state().console.feed()))
+    return _no_store(jsonify(admin_state().console.feed(_window())))
 
 
 @bp.get("/writer")

@@ -1,8 +1,10 @@
 """Per-second samples for the operator console, kept in this process's memory.
 
 The console worker (`workers/console.py`) calls `sample_writer` and `set_sources` once a second; the
-admin routes only read. Nothing here is on a tap's path. Imports nothing from the rest of `app` but
-`app.metrics`, so `app.services` can hold a `ConsoleSamples`.
+admin routes only read. `set_sources` also keeps the last 15 minutes of each source's age (one sample
+a second), so the console's feed-age plot covers the window however long the page has been open.
+Nothing here is on a tap's path. Imports nothing from the rest of `app` but `app.metrics`, so
+`app.services` can hold a `ConsoleSamples`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ class WriterSecond:
     queue_depth: int
 
 
+def _ms_precision(age: float | None) -> float | None:
+    return None if age is None else round(age, 3)
+
+
+@dataclass
+class AgeSecond:
+    at: int  # Unix seconds
+    ages: dict[str, float | None]  # seconds (ms precision) since each source's last price; None: none yet
+
+
 @dataclass
 class ConsoleSamples:
     """What the console worker measured, newest last."""
@@ -63,6 +75,7 @@ class ConsoleSamples:
     writer: deque[WriterSecond] = field(default_factory=lambda: deque(maxlen=WINDOW_S))
     sources: list[dict[str, Any]] = field(default_factory=list)  # feed health per source
     sources_at: int | None = None  # Unix ms of that snapshot
+    ages: deque[AgeSecond] = field(default_factory=lambda: deque(maxlen=WINDOW_S))
     _last_commit: tuple[list[tuple[float, float]], float, float] | None = None
     _last_batch: tuple[float, float] | None = None
 
@@ -89,4 +102,26 @@ class ConsoleSamples:
         return sample
 
     def set_sources(self, sources: list[dict[str, Any]], at_ms: int) -> None:
+        """The sources' health now, and their ages as this second's sample (a second sampled twice
+        keeps the later one; if the wall clock stepped back, the samples "after" now are dropped so
+        the series stays in order)."""
         self.sources, self.sources_at = sources, at_ms
+        sample = AgeSecond(at_ms // 1000, {s["source"]: _ms_precision(s.get("age_s")) for s in sources})
+        while self.ages and self.ages[-1].at >= sample.at:
+            self.ages.pop()
+        self.ages.append(sample)
+
+    def age_series(self, window_s: int) -> dict[str, Any]:
+        """The sampled seconds of the last `window_s` seconds (up to the newest sample):
+        ``{"at": [Unix s], "sources": {name: [age_s or None per second]}}``."""
+        samples: list[AgeSecond] = []
+        for a in reversed(self.ages):  # newest first: a short window reads only its own seconds
+            if samples and a.at <= samples[0].at - window_s:
+                break
+            samples.append(a)
+        samples.reverse()
+        names = sorted({n for a in samples for n in a.ages})
+        return {
+            "at": [a.at for a in samples],
+            "sources": {n: [a.ages.get(n) for a in samples] for n in names},
+        }

@@ -71,7 +71,9 @@ class PanelSchema(Schema):
 class OverviewSchema(Schema):
     server_time = fields.Integer(required=True)
     worker = fields.Integer(metadata={"description": "The pid of the worker that answered"})
-    feed = fields.Dict(metadata={"description": "GET /api/v1/admin/feed"})
+    feed = fields.Dict(
+        metadata={"description": "GET /api/v1/admin/feed (its age_series over the same window)"}
+    )
     betting = fields.Nested(BettingStateSchema)
     writer = fields.Dict(metadata={"description": "GET /api/v1/admin/writer"})
     taps = fields.Dict(metadata={"description": "GET /api/v1/admin/taps"})

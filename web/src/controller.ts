@@ -164,7 +164,8 @@ export class Controller {
     if (!token) return;
     try {
       const me = await this.api.call("GET", "/api/v1/me", parseMe, { token });
-      this.store.dispatch({ type: "balance", balance: me.balance });
+      if (this.session?.token !== token) return; // signed out (or in again) meanwhile
+      this.store.dispatch({ type: "me", balance: me.balance, isAdmin: me.is_admin });
     } catch (e) {
       if (!(e instanceof ApiFailure && e.status === 401)) this.notice(e);
     }

@@ -46,6 +46,8 @@ export interface State {
   session: Session | null;
   signedOutReason: string | null;
   balance: string | null;
+  /** The session's wallet is an operator's (`GET /api/v1/me` `is_admin`): the header links to /admin. */
+  isAdmin: boolean;
   stake: string | null;
   /** How far below the shown quote the trader still accepts (SLIPPAGES); "any" sends the 1.01 floor. */
   slippage: Slippage;
@@ -63,6 +65,7 @@ export const initialState: State = {
   session: null,
   signedOutReason: null,
   balance: null,
+  isAdmin: false,
   stake: null,
   slippage: "10",
   taps: {},
@@ -76,6 +79,7 @@ export type Action =
   | { type: "signedIn"; session: Session }
   | { type: "signedOut"; reason: string | null }
   | { type: "balance"; balance: string }
+  | { type: "me"; balance: string; isAdmin: boolean }
   | { type: "stake"; stake: string }
   | { type: "slippage"; slippage: Slippage }
   | { type: "tapSent"; tap: Omit<Tap, "state" | "history" | "betId" | "payout" | "reason"> }
@@ -177,11 +181,13 @@ export function reducer(s: State, a: Action): State {
       return { ...s, conn, taps };
     }
     case "signedIn":
-      return { ...s, session: a.session, signedOutReason: null, taps: {}, balance: null };
+      return { ...s, session: a.session, signedOutReason: null, taps: {}, balance: null, isAdmin: false };
     case "signedOut":
-      return { ...s, session: null, signedOutReason: a.reason, taps: {}, balance: null };
+      return { ...s, session: null, signedOutReason: a.reason, taps: {}, balance: null, isAdmin: false };
     case "balance":
       return { ...s, balance: a.balance };
+    case "me":
+      return s.session ? { ...s, balance: a.balance, isAdmin: a.isAdmin } : s;
     case "stake":
       return { ...s, stake: a.stake };
     case "slippage":

@@ -446,11 +446,19 @@ export interface FeedTransition {
   halted: boolean;
   reason: string | null;
 }
+/** Each source's age (seconds, null before its first price) per second the console worker sampled,
+ * over the overview's `?window=`. */
+export interface AgeSeries {
+  /** Unix seconds, ascending. */
+  at: number[];
+  sources: Record<string, (number | null)[]>;
+}
 export interface FeedPanel {
   breaker: BreakerState;
   last_price: string | null;
   last_tick_ts: number | null;
   sources: FeedSource[];
+  age_series: AgeSeries;
   max_deviation: string;
   transitions: FeedTransition[];
 }
@@ -624,6 +632,19 @@ function optRatio(o: Obj, k: string): string | null {
   return s;
 }
 
+function parseAgeSeries(v: unknown): AgeSeries {
+  const o = obj(v, "age_series");
+  const at = intArray(o, "at");
+  const by = obj(o["sources"], "age_series.sources");
+  const sources: Record<string, (number | null)[]> = {};
+  for (const k of Object.keys(by)) {
+    const series = optNumList(by, k);
+    if (series.length !== at.length) throw new WireError(`age_series.sources.${k}: ${at.length} entries expected`);
+    sources[k] = series;
+  }
+  return { at, sources };
+}
+
 function parseFeedPanel(v: unknown): FeedPanel {
   const o = obj(v, "feed");
   const b = obj(o["breaker"], "breaker");
@@ -648,6 +669,7 @@ function parseFeedPanel(v: unknown): FeedPanel {
         deviation_ppm: optInt(s, "deviation_ppm"),
       };
     }),
+    age_series: parseAgeSeries(o["age_series"]),
     max_deviation: decimal(o, "max_deviation"),
     transitions: list(o, "transitions", (x) => {
       const t = obj(x, "transition");

@@ -2,7 +2,7 @@
 // `?window=10` polls, time buckets for the plots, the exposure heat map's grid and scale, ratios as
 // integer basis points. Money stays bigint micro-units; only plot coordinates are floats.
 import { parseMoney } from "../money";
-import type { ExposureColumn, FeedSource, TapsPanel, WriterPanel } from "../wire";
+import type { AgeSeries, ExposureColumn, TapsPanel, WriterPanel } from "../wire";
 
 /** What the plots show: the last 15 minutes. */
 export const KEEP_S = 900;
@@ -108,19 +108,21 @@ export function bucketMax(at: number[], values: (number | null)[], from: number,
   return out;
 }
 
-// ---- feed age per source: sampled by the console at each poll ---------------------------------------
+// ---- feed age per source: the server's per-second samples -------------------------------------------
 
-export interface AgeSample {
-  /** Unix ms of the poll. */
-  at: number;
-  ages: Record<string, number | null>;
-}
-
-export function pushAges(hist: AgeSample[], at: number, sources: FeedSource[], keepMs = KEEP_S * 1000): AgeSample[] {
-  const ages: Record<string, number | null> = {};
-  for (const s of sources) ages[s.source] = s.age_s;
-  const kept = hist.filter((h) => h.at > at - keepMs && h.at < at);
-  return [...kept, { at, ages }];
+/** Feed ages per source merged by `at` (Unix s) like the writer's samples: `next` replaces equal
+ * seconds, older than `keep` before the newest are dropped, sorted by time. A source missing from a
+ * poll is null in that poll's seconds (a gap in the plot, not a zero). */
+export function mergeAges(prev: AgeSeries | null, next: AgeSeries, keep = KEEP_S): AgeSeries {
+  const rows = new Map<number, { src: AgeSeries; i: number }>();
+  for (const src of prev ? [prev, next] : [next]) src.at.forEach((at, i) => rows.set(at, { src, i }));
+  if (rows.size === 0) return { at: [], sources: {} };
+  const newest = Math.max(...rows.keys());
+  const kept = [...rows.entries()].filter(([at]) => at > newest - keep).sort((a, b) => a[0] - b[0]);
+  const names = new Set([...Object.keys(next.sources), ...(prev ? Object.keys(prev.sources) : [])]);
+  const sources: Record<string, (number | null)[]> = {};
+  for (const n of names) sources[n] = kept.map(([, r]) => r.src.sources[n]?.[r.i] ?? null);
+  return { at: kept.map(([at]) => at), sources };
 }
 
 // ---- the exposure heat map -------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 // The console's state in one place: a pure reducer over what the polls bring, plus a small store.
-import type { IntegrityRun, Overview, TapsPanel } from "../wire";
-import { mergeTaps, mergeWriter, pushAges, type AgeSample, type WriterSeries } from "./shape";
+import type { AgeSeries, IntegrityRun, Overview, TapsPanel } from "../wire";
+import { mergeAges, mergeTaps, mergeWriter, type WriterSeries } from "./shape";
 
 export type Access = "checking" | "allowed" | "forbidden";
 
@@ -10,7 +10,8 @@ export interface AdminState {
   /** The last 15 minutes, merged from the polls (the overview carries only the last few seconds). */
   taps: TapsPanel | null;
   writer: WriterSeries | null;
-  ages: AgeSample[];
+  /** Feed age per source, per second (the server samples it; the page need not have been open). */
+  ages: AgeSeries | null;
   /** When the last poll answered (client ms) and the last failure, if the latest poll failed. */
   polledAt: number | null;
   error: string | null;
@@ -24,7 +25,7 @@ export const initialAdmin: AdminState = {
   overview: null,
   taps: null,
   writer: null,
-  ages: [],
+  ages: null,
   polledAt: null,
   error: null,
   integrity: null,
@@ -52,7 +53,7 @@ export function adminReducer(s: AdminState, a: AdminAction): AdminState {
         overview: o,
         taps: mergeTaps(s.taps, o.taps),
         writer: mergeWriter(s.writer, o.writer.series),
-        ages: pushAges(s.ages, o.server_time, o.feed.sources),
+        ages: mergeAges(s.ages, o.feed.age_series),
         polledAt: a.now,
         error: null,
         integrity: o.integrity,

@@ -26,7 +26,7 @@ export function App({ ctl }: { ctl: Controller }) {
 
   return (
     <div className="app">
-      <TopBar state={state} onSignOut={() => void ctl.signOut()} />
+      <TopBar state={state} onSignOut={() => void ctl.signOut()} consoleLink />
       <StatusBanner state={state} />
       {state.notice && (
         <p className="notice" role="alert" data-testid="notice">

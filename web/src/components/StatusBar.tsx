@@ -39,7 +39,8 @@ export function StatusBanner({ state }: { state: State }) {
   );
 }
 
-export function TopBar({ state, onSignOut }: { state: State; onSignOut: () => void }) {
+/** `consoleLink`: offer the operator console (/admin) to an admin's session (the trader app's header). */
+export function TopBar({ state, onSignOut, consoleLink = false }: { state: State; onSignOut: () => void; consoleLink?: boolean }) {
   const s = state.session;
   const connText = state.conn.state === "open" ? "live" : state.conn.state;
   return (
@@ -59,6 +60,11 @@ export function TopBar({ state, onSignOut }: { state: State; onSignOut: () => vo
           <span className="addr" title={s.address}>
             {s.address.slice(0, 6)}…{s.address.slice(-4)}
           </span>
+          {consoleLink && state.isAdmin && (
+            <a className="console-link" href="/admin" data-testid="console-link">
+              Console
+            </a>
+          )}
           <button type="button" onClick={onSignOut}>
             Sign out
           </button>

@@ -7,9 +7,9 @@ import {
   heatGrid,
   heatLevel,
   mergeTaps,
+  mergeAges,
   mergeWriter,
   pct,
-  pushAges,
   ratioBp,
   shareBp,
 } from "../admin/shape";
@@ -38,6 +38,16 @@ describe("the overview wire format", () => {
     expect(() => parseOverview(bad)).toThrow(WireError);
     const bad2 = structuredClone(overview) as { integrity: { state: string } };
     bad2.integrity.state = "sleeping";
+    expect(() => parseOverview(bad2)).toThrow(WireError);
+  });
+  it("reads the feed's age series per source, and refuses one whose lengths disagree", () => {
+    const o = parseOverview(overview);
+    expect(o.feed.age_series).toEqual({ at: [1795772796, 1795772798, 1795772799, 1795772800], sources: { sim: [null, 0.412, 0.09, 0.193] } });
+    const bad = structuredClone(overview) as { feed: { age_series: { sources: Record<string, unknown> } } };
+    bad.feed.age_series.sources["sim"] = [0.1];
+    expect(() => parseOverview(bad)).toThrow(WireError);
+    const bad2 = structuredClone(overview) as { feed: { age_series: { sources: Record<string, unknown> } } };
+    bad2.feed.age_series.sources["sim"] = ["0.1", 1, 2, 3];
     expect(() => parseOverview(bad2)).toThrow(WireError);
   });
 });
@@ -71,11 +81,17 @@ describe("rolling series", () => {
     expect(m.commit_p99_ms).toEqual([5, 25, 10]);
     expect(mergeWriter(m, s([20], [1]), 8).at).toEqual([13, 20]);
   });
-  it("keeps 15 minutes of feed ages, one sample per poll", () => {
-    let h = pushAges([], 1000, [{ source: "sim", age_s: 0.2, price: "1", fresh: true, median: "1", deviation_ppm: 0 }], 5000);
-    h = pushAges(h, 3000, [], 5000);
-    h = pushAges(h, 7000, [], 5000);
-    expect(h.map((x) => x.at)).toEqual([3000, 7000]);
+  it("appends the server's feed ages per source by second, the newer poll winning, within the window", () => {
+    const full = { at: [100, 101, 103], sources: { sim: [0.2, 1.2, 0.1], binance: [null, 0.5, 2.5] } };
+    const poll = { at: [103, 104], sources: { sim: [0.3, 0.4] } }; // binance gone from this worker
+    const m = mergeAges(full, poll);
+    expect(m.at).toEqual([100, 101, 103, 104]);
+    expect(m.sources).toEqual({ sim: [0.2, 1.2, 0.3, 0.4], binance: [null, 0.5, null, null] });
+    expect(mergeAges(m, { at: [110], sources: { sim: [0.9] } }, 8)).toEqual({
+      at: [103, 104, 110],
+      sources: { sim: [0.3, 0.4, 0.9], binance: [null, null, null] },
+    });
+    expect(mergeAges(null, { at: [], sources: {} })).toEqual({ at: [], sources: {} });
   });
 });
 
@@ -150,7 +166,19 @@ describe("the console's state", () => {
     expect(s.access).toBe("allowed");
     expect(s.error).toBeNull();
     expect(s.taps?.totals).toEqual({ accepted: 3, betting_halted: 1 });
-    expect(s.ages).toHaveLength(1);
+    expect(s.ages?.at).toEqual([1795772796, 1795772798, 1795772799, 1795772800]);
     expect(adminReducer(s, { type: "access", access: "forbidden" }).access).toBe("forbidden");
+  });
+  it("plots feed ages from the full window, then appends each ?window=10 poll", () => {
+    const full = parseOverview(overview);
+    let s = adminReducer(initialAdmin, { type: "overview", overview: full, now: 1 });
+    const poll = structuredClone(full);
+    poll.server_time += 2000;
+    poll.feed.age_series = { at: [1795772800, 1795772801, 1795772802], sources: { sim: [0.5, 0.25, 0.125] } };
+    s = adminReducer(s, { type: "overview", overview: poll, now: 2 });
+    expect(s.ages).toEqual({
+      at: [1795772796, 1795772798, 1795772799, 1795772800, 1795772801, 1795772802],
+      sources: { sim: [null, 0.412, 0.09, 0.5, 0.25, 0.125] },
+    });
   });
 });

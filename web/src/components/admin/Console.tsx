@@ -176,15 +176,13 @@ function Feed({ feed, state }: { feed: FeedPanel; state: AdminState }) {
   const names = feed.sources.map((x) => x.source);
   const now = Math.floor((state.overview?.server_time ?? 0) / 1000);
   const from = now - KEEP_S + 1;
-  const lines: Line[] = names.map((n, i) => {
-    const at: number[] = [];
-    const vs: (number | null)[] = [];
-    for (const h of state.ages) {
-      at.push(Math.floor(h.at / 1000));
-      vs.push(h.ages[n] ?? null);
-    }
-    return { name: n, points: bucketMax(at, vs, from, now + 1, BUCKET_S), color: PALETTE[i % PALETTE.length] ?? "#fff", dash: DASHES[i % DASHES.length] };
-  });
+  const ages = state.ages ?? { at: [], sources: {} };
+  const lines: Line[] = names.map((n, i) => ({
+    name: n,
+    points: bucketMax(ages.at, ages.sources[n] ?? [], from, now + 1, BUCKET_S),
+    color: PALETTE[i % PALETTE.length] ?? "#fff",
+    dash: DASHES[i % DASHES.length],
+  }));
   return (
     <section className="panel" aria-labelledby="feed-t">
       <h3 id="feed-t">Price feed</h3>
