@@ -28,6 +28,10 @@ What it does (127.0.0.1 only, every step bounded, everything it starts is stoppe
    web console polls after its first load); its latencies are printed beside the taps' (the console
    must not slow the trader path). The operator code is loadtest/lib/console.py, shared with
    bet_ceiling.py.
+7. `--replicate` (issue 15): `make run`'s replication with a bucket set — a moto S3 server (CPU 1, in
+   place of S3 across the network) and `litestream replicate` (unpinned, as on the VM) streaming the
+   week file while the taps are committed, the writer at wal_autocheckpoint=0. After the runs it
+   reports how far behind the last commit the replica was. Compare with the same command without it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -309,7 +314,7 @@ def print_table(results: list[dict]) -> None:
             )
             continue
         extra = ""
-        if r["kind"] == "mixed":
+        if r["kind"].startswith("mixed"):
             rd = r.get("reads") or {}
             extra = (
                 f" watchers lag p50/p99 {f(r['watch_lag_p50_ms'])}/{f(r['watch_lag_p99_ms'])} ms; "
@@ -359,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="poll with ?window=N (the web console polls ?window=10 after its first load); default: 900",
     )
+    ap.add_argument(
+        "--replicate", action="store_true", help="Litestream streams the week file to a local moto S3 server"
+    )
     ap.add_argument("--sim-volatility", default="0.15")
     ap.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the started server")
     ap.add_argument("--json", type=Path)
@@ -379,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import gevent
 
+    from tests.support.servers import Litestream, MotoServer  # after the patch: it imports redis, boto3
+
     rates = [int(r) for r in args.rates.split(",")]
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {1})
@@ -393,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     watchers: Watchers | None = None
     admin_key = Key()
     console: ConsolePoller | None = None
+    moto = None
+    litestream = None
     main_greenlet = gevent.getcurrent()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, lambda sig=sig: main_greenlet.throw(SystemExit(128 + sig)))
@@ -401,10 +413,40 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault("TAP_SIM_VOLATILITY", args.sim_volatility)
         if args.console_poll:
             env["TAP_ADMIN_ADDRESSES"] = admin_key.checksum_address
+        if args.replicate:
+            moto_dir = Path(tempfile.mkdtemp(prefix="tap-ceiling-moto-"))
+            moto = MotoServer(moto_dir)
+            moto.start()
+            os.sched_setaffinity(moto.proc.pid, {1})  # S3 is across the network in production
+            aws = {
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+            os.environ.update(aws)  # moto's bucket creation (boto3) and the server's env alike
+            env |= aws | {"TAP_S3_BUCKET": moto.create_bucket("tap-ceiling"), "TAP_S3_ENDPOINT_URL": moto.url}
         stack = Stack(env, args.logs)
         stack.start()
         host, port = "127.0.0.1", stack.port
         log(f"redis :{stack.redis_port} (CPU 1), gunicorn :{port} (CPU 0), data {stack.tmp}; {args.env}")
+        if args.replicate:
+            litestream = Litestream(
+                {k: v for k, v in stack.env.items() if k.startswith(("TAP_", "AWS_"))},
+                stack.tmp / "litestream.log",
+            )
+            with contextlib.suppress(OSError):  # unpinned (it inherits the affinity it starts with)
+                os.sched_setaffinity(0, {0, 1})
+            litestream.start()
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {1})
+            deadline = time.monotonic() + 30
+            while (stack.tmp / "data" / "db" / "CURRENT").exists() is False or litestream.lag().get(
+                "status"
+            ) in (None, "waiting"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"litestream did not start replicating: {litestream.log()[-2000:]}")
+                time.sleep(0.2)
+            log(f"litestream replicates {stack.tmp / 'data' / 'db'} to {moto.url if moto else '?'}")
         api = Api(host, port)
         deadline = time.monotonic() + 60
         while True:
@@ -477,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 profiled = profiled or prof is not None
                 r["attempt"] = attempt + 1
+                if litestream is not None:
+                    r["kind"] += " + Litestream"
                 results.append(r)
                 others = r["cpu"].get("others_cores", 0)
                 log(
@@ -490,6 +534,12 @@ def main(argv: list[str] | None = None) -> int:
                 if others <= args.max_others:
                     break
                 log(f"other processes used {others:.2f} cores during the run: repeating it")
+        if litestream is not None:
+            time.sleep(2)  # two sync intervals
+            info = litestream.lag()
+            log(f"replica after the runs: {info}")
+            if results:
+                results[-1]["replica"] = info
         return 0
     finally:
         for s in socks:
@@ -498,8 +548,12 @@ def main(argv: list[str] | None = None) -> int:
             watchers.stop()
         if api is not None:
             api.http.close()
+        if litestream is not None:
+            litestream.stop()
         if stack is not None:
             stack.stop()
+        if moto is not None:
+            moto.stop()
         if results:
             print()
             print_table(results)
