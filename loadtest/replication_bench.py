@@ -114,6 +114,9 @@ def one(
             run_batch(conn, [WriteJob(bet_job(i)) for i in range(start, min(bets, start + batch))])
         dt = time.perf_counter() - t0
         done = time.time()
+        wal = Path(str(path) + "-wal")
+        wal_kib = wal.stat().st_size // 1024 if wal.exists() else 0
+        print(f"  ({mode}, batch {batch}: the WAL file is {wal_kib:,} KiB after the run)", file=sys.stderr)
         caught_up = None
         if on:
             deadline = time.monotonic() + 30
