@@ -4,6 +4,13 @@
     .venv/bin/python loadtest/tap_micro.py pool       # CPU per pooled PING: redis-py's pool vs the app's
     .venv/bin/python loadtest/tap_micro.py queue      # hub CPU per queued websocket message, timed get or not
     .venv/bin/python loadtest/tap_micro.py gil        # does coincurve release the GIL; does a thread pool help
+    .venv/bin/python loadtest/tap_micro.py parse      # CPU per bet body check: marshmallow vs bet_request_fields
+    .venv/bin/python loadtest/tap_micro.py keccak     # CPU per keccak-256: pycryptodome vs others installed
+    .venv/bin/python loadtest/tap_micro.py ir parse   # the same, in instructions (valgrind callgrind), per call
+
+`parse` and `keccak` alternate their variants round after round (`--rounds`), so a busy machine slows
+each alike; they print every round and the median. `ir WHAT` runs `WHAT --only VARIANT` under callgrind
+with --n N and 2N calls and prints the difference per call: instructions, steady on a noisy machine.
 
 Each pins itself to CPU 0 (`gil` uses both CPUs for its first part), is bounded, and stops what it starts
 (`pool` runs a private redis-server on a free port).
@@ -25,7 +32,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gevent
 
@@ -163,13 +172,135 @@ def gil() -> None:
         tp.kill()
 
 
+def _alternate(variants: dict[str, Callable[[int], object]], n: int, rounds: int, what: str) -> None:
+    """Time each variant's n calls, round after round in turn; CPU (process_time) µs per call."""
+    import statistics
+
+    got: dict[str, list[float]] = {k: [] for k in variants}
+    for fn in variants.values():
+        for i in range(min(n, 200)):
+            fn(i)  # warm up
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            t = time.process_time()
+            for i in range(n):
+                fn(i)
+            got[name].append((time.process_time() - t) / n * 1e6)
+    for name, xs in got.items():
+        rs = " ".join(f"{x:.2f}" for x in xs)
+        print(f"{what} {name}: median {statistics.median(xs):.2f} µs CPU per call (rounds: {rs})")
+
+
+def _bet_bodies(n: int) -> list[dict[str, Any]]:
+    ts = int(time.time() * 1000)
+    return [
+        {
+            "cell": "1763712005:6712",
+            "stake": "10",
+            "min_multiplier": "2.5",
+            "nonce": secrets.token_hex(8),
+            "ts": ts + i,
+            "signature": "0x" + secrets.token_hex(65),
+        }
+        for i in range(n)
+    ]
+
+
+def parse(n: int, rounds: int, only: str | None) -> None:
+    """The bet body check alone, both ways: what `app.bets.placement._parse_bet` ran before and now."""
+    from app.bets.schemas import BetRequestSchema, bet_request_fields
+    from app.http.json import validate_object
+
+    schema = BetRequestSchema()
+    bodies = _bet_bodies(n)
+    variants: dict[str, Callable[[int], object]] = {
+        "schema (marshmallow)": lambda i: validate_object(schema, bodies[i]),
+        "bet_request_fields": lambda i: bet_request_fields(bodies[i]) or validate_object(schema, bodies[i]),
+    }
+    _alternate(_only(variants, only), n, rounds, "parse")
+
+
+def keccak(n: int, rounds: int, only: str | None) -> None:
+    """keccak-256 of what a tap hashes: the EIP-191 message (~270 bytes) and a 64-byte public key."""
+    from Crypto.Hash import keccak as crypto_keccak
+
+    msgs = [secrets.token_bytes(270) for _ in range(64)] + [secrets.token_bytes(64) for _ in range(64)]
+    variants: dict[str, Callable[[int], object]] = {
+        "pycryptodome": lambda i: crypto_keccak.new(digest_bits=256, data=msgs[i & 127]).digest()
+    }
+    try:
+        from Cryptodome.Hash import keccak as dome_keccak
+
+        variants["pycryptodomex"] = lambda i: dome_keccak.new(digest_bits=256, data=msgs[i & 127]).digest()
+    except ImportError:
+        print("pycryptodomex not installed: skipped")
+    try:
+        import sha3  # safe-pysha3
+
+        variants["safe-pysha3"] = lambda i: sha3.keccak_256(msgs[i & 127]).digest()
+    except ImportError:
+        print("safe-pysha3 not installed: skipped")
+    for name, fn in variants.items():  # they must agree before they are compared
+        assert fn(5) == variants["pycryptodome"](5), name
+    _alternate(_only(variants, only), n, rounds, "keccak")
+
+
+def _only(
+    variants: dict[str, Callable[[int], object]], only: str | None
+) -> dict[str, Callable[[int], object]]:
+    if only is None:
+        return variants
+    picked = {k: v for k, v in variants.items() if k.startswith(only)}
+    if not picked:
+        raise SystemExit(f"--only {only}: none of {list(variants)}")
+    return picked
+
+
+def ir(what: str, only: list[str], n: int) -> None:
+    """Instructions per call of `what --only V`: callgrind runs with n and 2n calls, one round each."""
+    import re
+
+    for variant in only:
+        counts = []
+        for calls in (n, 2 * n):
+            cmd = [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                what,
+                "--only",
+                variant,
+                "--n",
+                str(calls),
+                "--rounds",
+                "1",
+            ]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            m = re.search(r"Collected : (\d+)", res.stderr)
+            assert m, res.stderr[-2000:]
+            counts.append(int(m.group(1)))
+        print(f"{what} {variant}: {(counts[1] - counts[0]) / n:,.0f} instructions per call")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["pool", "queue", "gil"])
+    ap.add_argument("what", choices=["pool", "queue", "gil", "parse", "keccak", "ir"])
+    ap.add_argument("target", nargs="?", help="for ir: parse or keccak")
+    ap.add_argument("--n", type=int, default=20000, help="calls per round (parse, keccak)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--only", action="append", help="a variant's name (or its start); ir: repeat")
     args = ap.parse_args()
     if args.what != "gil":
         os.sched_setaffinity(0, {0})
-    {"pool": pool, "queue": queue, "gil": gil}[args.what]()
+    if args.what in ("parse", "keccak"):
+        only = args.only[0] if args.only else None
+        {"parse": parse, "keccak": keccak}[args.what](args.n, args.rounds, only)
+    elif args.what == "ir":
+        ir(args.target, args.only or ["schema", "bet_request_fields"], min(args.n, 2000))
+    else:
+        {"pool": pool, "queue": queue, "gil": gil}[args.what]()
     return 0
 
 
