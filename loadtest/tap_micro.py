@@ -6,6 +6,8 @@
     .venv/bin/python loadtest/tap_micro.py gil        # does coincurve release the GIL; does a thread pool help
     .venv/bin/python loadtest/tap_micro.py parse      # CPU per bet body check: marshmallow vs bet_request_fields
     .venv/bin/python loadtest/tap_micro.py keccak     # CPU per keccak-256: pycryptodome vs others installed
+    .venv/bin/python loadtest/tap_micro.py recover    # CPU per signature recovery with either keccak
+    .venv/bin/python loadtest/tap_micro.py write      # CPU per tap of the websocket writers' sendalls
     .venv/bin/python loadtest/tap_micro.py ir parse   # the same, in instructions (valgrind callgrind), per call
 
 `parse` and `keccak` alternate their variants round after round (`--rounds`), so a busy machine slows
@@ -245,6 +247,153 @@ def keccak(n: int, rounds: int, only: str | None) -> None:
     _alternate(_only(variants, only), n, rounds, "keccak")
 
 
+def recover(n: int, rounds: int, only: str | None) -> None:
+    """A whole signature recovery (`recover_personal_sign`: 2 keccaks + coincurve), with each keccak."""
+    from Crypto.Hash import keccak as crypto_keccak
+
+    from app.auth import signatures as sig
+    from loadtest.lib.signing import Key, bet_text
+
+    key = Key()
+    texts = [
+        bet_text("localhost", 1, key.address, "1763712005:6712", "10", "2.5", f"n{i:08d}", 1)
+        for i in range(256)
+    ]
+    sigs = [key.personal_sign(t) for t in texts]
+    current = sig.keccak256
+
+    def old(data: bytes) -> bytes:
+        return crypto_keccak.new(digest_bits=256, data=data).digest()
+
+    def run(hasher: Callable[[bytes], bytes]) -> Callable[[int], object]:
+        def one(i: int) -> object:
+            sig.keccak256 = hasher
+            return sig.recover_personal_sign(texts[i & 255], sigs[i & 255])
+
+        return one
+
+    assert run(old)(3) == run(current)(3) == key.address.lower()
+    variants = {"pycryptodome keccak": run(old), "app (safe-pysha3 keccak)": run(current)}
+    _alternate(_only(variants, only), n, rounds, "recover")
+
+
+_DRAIN = """
+import selectors, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+sel = selectors.DefaultSelector()
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+open_ = n
+while open_:
+    for key, _ in sel.select():
+        try:
+            data = key.fileobj.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        if not data:
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+            open_ -= 1
+"""
+
+
+def write(n: int, rounds: int, only: str | None) -> None:
+    """The websocket writer greenlets (`app.realtime.ws._write`) on real loopback sockets, per tap: its
+    `bet:accepted` alone, then `bet:confirmed` + `balance` queued together, and a broadcast every two
+    taps per socket; one frame per sendall (the loop before) vs what is queued in one sendall (now).
+    A child process on CPU 1 reads every socket; this process (CPU 0) counts only the server side."""
+    import socket
+    from types import SimpleNamespace
+
+    from app.realtime import ws as wsmod
+    from app.realtime.fanout import CLOSE, PING, Fanout, text_frame
+
+    def write_each(ws: Any, out: Any, client: Any, taps: Any) -> None:  # the loop before: a frame a sendall
+        get = client.queue.get
+        while ws.connected:
+            frame = get()
+            if frame is PING:
+                ws.pong_received = False
+            elif frame is CLOSE:
+                break
+            out.sendall(frame)
+
+    per_variant = 200
+    variants = {"one sendall per frame": write_each, "app (queued frames in one sendall)": wsmod._write}
+    if only:
+        variants = {k: v for k, v in variants.items() if k.startswith(only)}
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4096)
+    port = lsock.getsockname()[1]
+    child = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, "-c", _DRAIN, str(port), str(per_variant * len(variants))]
+    )
+    svc = SimpleNamespace(
+        status_message=lambda: {"type": "status", "feed": "healthy", "betting": True},
+        feed=SimpleNamespace(last_tick=None),
+        metrics=None,
+    )
+    taps = SimpleNamespace(svc=svc)
+    setups = {}
+    greenlets = []
+    for name, fn in variants.items():
+        fanout = Fanout(queue_max=256, ping_every_s=3600)
+        clients = []
+        for _ in range(per_variant):
+            conn, _ = lsock.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wsmod.SEND_BUFFER_BYTES)
+            client = fanout.register()
+            ws = SimpleNamespace(connected=True, pong_received=True)
+            greenlets.append(gevent.spawn(fn, ws, conn, client, taps))
+            clients.append((client, ws, conn))
+        setups[name] = (fanout, clients)
+    accepted = b'{"type":"bet:accepted","req":"t-42","bet_id":"01JD8X7Q3K5M2N4P6R8T0V","status":"pending","cell":"1763712005:6712","stake":"10","multiplier":"2.5","payout":"25"}'
+    confirmed = text_frame(
+        b'{"type":"bet:confirmed","id":"1764230000000-0","bet_id":"01JD8X7Q3K5M2N4P6R8T0V","cell":"1763712005:6712","stake":"10","multiplier":"2.5","payout":"25"}'
+    )
+    balance = text_frame(b'{"type":"balance","id":"1764230000000-1","balance":"1234.5"}')
+    price = b'{"type":"price","price":"67123.40","ts":1764230000000}'
+
+    def one_round(name: str, n: int = n) -> float:
+        fanout, clients = setups[name]
+        t = time.process_time()
+        for start in range(0, n, per_variant):
+            batch = clients[: min(per_variant, n - start)]
+            for client, _, _ in batch:
+                fanout.reply(client, accepted)
+            gevent.sleep(0)
+            for client, _, _ in batch:
+                fanout.deliver(client, None, confirmed)
+                fanout.deliver(client, None, balance)
+            if (start // per_variant) % 2:
+                fanout.broadcast(price)
+            gevent.sleep(0)
+        while any(c.queue.qsize() for c, _, _ in clients):
+            gevent.sleep(0)
+        return (time.process_time() - t) / n * 1e6
+
+    import statistics
+
+    got: dict[str, list[float]] = {k: [] for k in variants}
+    for name in variants:
+        one_round(name, 1000)  # warm up
+    for _ in range(rounds):
+        for name in variants:
+            got[name].append(one_round(name))
+    for name, xs in got.items():
+        rs = " ".join(f"{x:.2f}" for x in xs)
+        print(f"write {name}: median {statistics.median(xs):.2f} µs CPU per tap (rounds: {rs})")
+    for _, (_, clients) in setups.items():
+        for _, ws, conn in clients:
+            ws.connected = False
+            conn.close()
+    gevent.killall(greenlets)
+    child.wait(30)
+
+
 def _only(
     variants: dict[str, Callable[[int], object]], only: str | None
 ) -> dict[str, Callable[[int], object]]:
@@ -286,7 +435,7 @@ def ir(what: str, only: list[str], n: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["pool", "queue", "gil", "parse", "keccak", "ir"])
+    ap.add_argument("what", choices=["pool", "queue", "gil", "parse", "keccak", "recover", "write", "ir"])
     ap.add_argument("target", nargs="?", help="for ir: parse or keccak")
     ap.add_argument("--n", type=int, default=20000, help="calls per round (parse, keccak)")
     ap.add_argument("--rounds", type=int, default=7)
@@ -294,9 +443,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.what != "gil":
         os.sched_setaffinity(0, {0})
-    if args.what in ("parse", "keccak"):
+    if args.what in ("parse", "keccak", "recover", "write"):
         only = args.only[0] if args.only else None
-        {"parse": parse, "keccak": keccak}[args.what](args.n, args.rounds, only)
+        fn = {"parse": parse, "keccak": keccak, "recover": recover, "write": write}[args.what]
+        fn(args.n, args.rounds, only)
     elif args.what == "ir":
         ir(args.target, args.only or ["schema", "bet_request_fields"], min(args.n, 2000))
     else:
