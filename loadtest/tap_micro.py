@@ -8,6 +8,7 @@
     .venv/bin/python loadtest/tap_micro.py keccak     # CPU per keccak-256: pycryptodome vs others installed
     .venv/bin/python loadtest/tap_micro.py recover    # CPU per signature recovery with either keccak
     .venv/bin/python loadtest/tap_micro.py write      # CPU per tap of the websocket writers' sendalls
+    .venv/bin/python loadtest/tap_micro.py fanout --n 20   # CPU per broadcast frame to 1,000 idle sockets
     .venv/bin/python loadtest/tap_micro.py ir parse   # the same, in instructions (valgrind callgrind), per call
 
 `parse` and `keccak` alternate their variants round after round (`--rounds`), so a busy machine slows
@@ -394,6 +395,78 @@ def write(n: int, rounds: int, only: str | None) -> None:
     child.wait(30)
 
 
+def fanout(n: int, rounds: int, only: str | None) -> None:
+    """Broadcasts (price ticks) to 1,000 idle websocket writers (`app.realtime.ws._write`) on loopback,
+    CPU per frame delivered: queued for each socket's writer (before) vs written by the broadcasting
+    greenlet to an idle writer's socket (now). A child process on CPU 1 reads every socket."""
+    import socket
+    import statistics
+    from types import SimpleNamespace
+
+    from app.realtime import ws as wsmod
+    from app.realtime.fanout import Fanout
+
+    per_variant = 1000
+    names = ["queued for the writer", "app (written by the broadcaster)"]
+    if only:
+        names = [k for k in names if k.startswith(only)]
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4096)
+    port = lsock.getsockname()[1]
+    child = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, "-c", _DRAIN, str(port), str(per_variant * len(names))]
+    )
+    svc = SimpleNamespace(
+        status_message=lambda: {"type": "status", "feed": "healthy", "betting": True},
+        feed=SimpleNamespace(last_tick=None),
+        metrics=None,
+    )
+    taps = SimpleNamespace(svc=svc)
+    setups: dict[str, tuple[Fanout, list[Any]]] = {}
+    greenlets = []
+    for name in names:
+        hub_fanout = Fanout(queue_max=256, ping_every_s=3600)
+        clients = []
+        for _ in range(per_variant):
+            conn, _ = lsock.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wsmod.SEND_BUFFER_BYTES)
+            client = hub_fanout.register()
+            if name.startswith("app"):
+                client.raw = conn._sock  # as the route sets it
+            ws = SimpleNamespace(connected=True, pong_received=True)
+            greenlets.append(gevent.spawn(wsmod._write, ws, conn, client, taps))
+            clients.append((client, ws, conn))
+        setups[name] = (hub_fanout, clients)
+    gevent.sleep(0.2)
+    price = b'{"type":"price","price":"67123.40","ts":1764230000000}'
+
+    def one_round(name: str, n: int = n) -> float:
+        hub_fanout, clients = setups[name]
+        t = time.process_time()
+        for _ in range(n):
+            hub_fanout.broadcast(price)
+            while any(c.queue.qsize() for c, _, _ in clients) or not all(c.idle for c, _, _ in clients):
+                gevent.sleep(0)
+        return (time.process_time() - t) / (n * per_variant) * 1e6
+
+    got: dict[str, list[float]] = {k: [] for k in names}
+    for name in names:
+        one_round(name, 5)  # warm up
+    for _ in range(rounds):
+        for name in names:
+            got[name].append(one_round(name))
+    for name, xs in got.items():
+        rs = " ".join(f"{x:.2f}" for x in xs)
+        print(f"fanout {name}: median {statistics.median(xs):.2f} µs CPU per frame sent (rounds: {rs})")
+    for _, (_, clients) in setups.items():
+        for _, ws, conn in clients:
+            ws.connected = False
+            conn.close()
+    gevent.killall(greenlets)
+    child.wait(30)
+
+
 def _only(
     variants: dict[str, Callable[[int], object]], only: str | None
 ) -> dict[str, Callable[[int], object]]:
@@ -435,7 +508,9 @@ def ir(what: str, only: list[str], n: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["pool", "queue", "gil", "parse", "keccak", "recover", "write", "ir"])
+    ap.add_argument(
+        "what", choices=["pool", "queue", "gil", "parse", "keccak", "recover", "write", "fanout", "ir"]
+    )
     ap.add_argument("target", nargs="?", help="for ir: parse or keccak")
     ap.add_argument("--n", type=int, default=20000, help="calls per round (parse, keccak)")
     ap.add_argument("--rounds", type=int, default=7)
@@ -443,9 +518,11 @@ def main() -> int:
     args = ap.parse_args()
     if args.what != "gil":
         os.sched_setaffinity(0, {0})
-    if args.what in ("parse", "keccak", "recover", "write"):
+    if args.what in ("parse", "keccak", "recover", "write", "fanout"):
         only = args.only[0] if args.only else None
-        fn = {"parse": parse, "keccak": keccak, "recover": recover, "write": write}[args.what]
+        fn = {"parse": parse, "keccak": keccak, "recover": recover, "write": write, "fanout": fanout}[
+            args.what
+        ]
         fn(args.n, args.rounds, only)
     elif args.what == "ir":
         ir(args.target, args.only or ["schema", "bet_request_fields"], min(args.n, 2000))

@@ -98,6 +98,12 @@ def stream(ws: Any) -> None:
     with contextlib.suppress(OSError, AttributeError):
         out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     ws.sock = _QueuedSocket(out, svc.fanout, client)
+    # gevent's socket keeps the non-blocking OS socket as `_sock`: an idle writer's broadcasts are
+    # written from the broadcasting greenlet (Fanout.broadcast); without it they are queued.
+    raw: Any = getattr(out, "_sock", None)
+    with contextlib.suppress(AttributeError, OSError):
+        if raw.gettimeout() == 0.0:  # non-blocking, as gevent keeps it: a send never waits
+            client.raw = raw
     reader = gevent.spawn(_read, ws, taps)
     reader.link_exception(lambda g: log.error("websocket reader failed", exc_info=g.exc_info))
     try:
@@ -132,7 +138,9 @@ def _write(ws: Any, out: Any, client: Client, taps: TapSocket) -> None:
         # costs no timer. Pre-framed bytes (app.realtime.fanout.text_frame) are written whole:
         # simple-websocket's own send() uses sock.send() and would truncate a frame on a partial write.
         if held is None:
+            client.idle = True  # a broadcast may write to the socket itself meanwhile (Fanout.broadcast)
             frame = get()
+            client.idle = False
         else:
             frame, held = held, None
         if frame is PING:
