@@ -322,7 +322,17 @@ def write(n: int, rounds: int, only: str | None) -> None:
             out.sendall(frame)
 
     per_variant = 200
-    variants = {"one sendall per frame": write_each, "app (queued frames in one sendall)": wsmod._write}
+    variants = {
+        "one sendall per frame": write_each,
+        "app (queued frames in one sendall)": wsmod._write,
+        "app (raw), answers queued": wsmod._write,
+        "app (raw), answers written by the reader": wsmod._write,
+    }
+
+    class QueuedAnswers(Fanout):
+        def reply(self, client: Any, text: str | bytes) -> None:  # before: every answer queued
+            self._offer(client, text_frame(text))
+
     if only:
         variants = {k: v for k, v in variants.items() if k.startswith(only)}
     lsock = socket.socket()
@@ -341,12 +351,14 @@ def write(n: int, rounds: int, only: str | None) -> None:
     setups = {}
     greenlets = []
     for name, fn in variants.items():
-        fanout = Fanout(queue_max=256, ping_every_s=3600)
+        fanout = (QueuedAnswers if "answers queued" in name else Fanout)(queue_max=256, ping_every_s=3600)
         clients = []
         for _ in range(per_variant):
             conn, _ = lsock.accept()
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wsmod.SEND_BUFFER_BYTES)
             client = fanout.register()
+            if "(raw)" in name:
+                client.raw = conn._sock  # as the route sets it: idle writers are written to directly
             ws = SimpleNamespace(connected=True, pong_received=True)
             greenlets.append(gevent.spawn(fn, ws, conn, client, taps))
             clients.append((client, ws, conn))

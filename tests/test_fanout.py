@@ -109,3 +109,19 @@ def test_a_broadcast_is_written_to_an_idle_writer_s_socket_and_the_rest_queued_i
     fanout.broadcast("five")  # queue empty again but the socket is full: queued whole
     assert idle.queue.get_nowait() == text_frame("five")
     assert idle.raw.sent == text_frame("one") + text_frame("two")[:3]
+
+
+def test_an_answer_is_written_to_an_idle_writer_s_socket_else_queued():
+    from app.realtime.fanout import text_frame
+
+    fanout = Fanout(queue_max=10)
+    client = fanout.register()
+    client.raw, client.idle = _Raw(room=1000), True
+    fanout.reply(client, "accepted")
+    assert client.raw.sent == text_frame("accepted") and client.queue.qsize() == 0
+    client.idle = False  # its writer is busy: queued, in order
+    fanout.reply(client, "second")
+    client.idle = True
+    fanout.reply(client, "third")  # the queue is not empty: queued behind it
+    assert [client.queue.get_nowait() for _ in range(2)] == [text_frame("second"), text_frame("third")]
+    assert client.raw.sent == text_frame("accepted")

@@ -1,10 +1,11 @@
 """Websocket fan-out: one bounded queue per connected client.
 
 The pub/sub listener greenlet (``workers.pubsub_listener``), the status watcher and the grid
-publisher push messages here, already framed as websocket frames; each websocket's own greenlet is
-the only one that writes them to its socket. A client
-whose queue is full is not keeping up: it is dropped (its greenlet killed, its socket closed) so it
-can never slow the others or grow memory without bound.
+publisher push messages here, already framed as websocket frames; each websocket's own greenlet
+writes them to its socket (or, while that writer is idle on an empty queue, the greenlet that has a
+broadcast or an answer writes it with one non-blocking send: `broadcast`). A client whose queue is
+full is not keeping up: it is dropped (its greenlet killed, its socket closed) so it can never slow the
+others or grow memory without bound.
 """
 
 from __future__ import annotations
@@ -148,8 +149,13 @@ class Fanout:
                         del index[key]
 
     def reply(self, client: Client, text: str | bytes) -> None:
-        """Queue a message for one connection (the answer to a message it sent)."""
-        self._offer(client, text_frame(text))
+        """Send a message to one connection (the answer to a message it sent, e.g. `bet:accepted`):
+        written at once if its writer is idle, as a broadcast is (see `broadcast`), else queued."""
+        frame = text_frame(text)
+        if client.idle and client.raw is not None and not client.queue.qsize():
+            self._write_now(client, frame)
+        else:
+            self._offer(client, frame)
 
     def queue_raw(self, client: Client, data: bytes) -> None:
         """Queue bytes already framed (a pong, a close echo from simple-websocket's reader)."""

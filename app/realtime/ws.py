@@ -5,8 +5,11 @@ writer to its socket: it sends `status` (and the last price) on connect, then wh
 broadcasts, the trader's `bet:*`/`balance` events, the answers to its own messages — and the pings.
 A reader greenlet (simple-websocket's) hands each client message to `app.realtime.taps` one at a time;
 the few frames simple-websocket itself writes (a pong to a client's ping, the echo of a close) go
-through the same queue (`_QueuedSocket`), so no two greenlets ever write to one socket. What is already
-queued when the writer wakes goes out in one `sendall` (one syscall for `bet:confirmed` + `balance`).
+through the same queue (`_QueuedSocket`), so no two greenlets ever write to one socket at once. What is
+already queued when the writer wakes goes out in one `sendall` (one syscall for `bet:confirmed` +
+`balance`). While the writer is parked on an empty queue with nothing half-written (`Client.idle`), a
+broadcast or an answer is written by the greenlet that has it, in one non-blocking send, instead of
+waking the writer for it (`Fanout.broadcast`/`reply`); what the kernel does not take is queued.
 
 Pings: every `TAP_WS_PING_S` the writer sends a ping; a socket that leaves two pings in a row
 unanswered is closed (1008, counted in `tap_ws_idle_closed`). A client that cannot keep up is dropped
