@@ -4,6 +4,16 @@
     .venv/bin/python loadtest/tap_micro.py pool       # CPU per pooled PING: redis-py's pool vs the app's
     .venv/bin/python loadtest/tap_micro.py queue      # hub CPU per queued websocket message, timed get or not
     .venv/bin/python loadtest/tap_micro.py gil        # does coincurve release the GIL; does a thread pool help
+    .venv/bin/python loadtest/tap_micro.py parse      # CPU per bet body check: marshmallow vs bet_request_fields
+    .venv/bin/python loadtest/tap_micro.py keccak     # CPU per keccak-256: pycryptodome vs others installed
+    .venv/bin/python loadtest/tap_micro.py recover    # CPU per signature recovery with either keccak
+    .venv/bin/python loadtest/tap_micro.py write      # CPU per tap of the websocket writers' sendalls
+    .venv/bin/python loadtest/tap_micro.py fanout --n 20   # CPU per broadcast frame to 1,000 idle sockets
+    .venv/bin/python loadtest/tap_micro.py ir parse   # the same, in instructions (valgrind callgrind), per call
+
+`parse` and `keccak` alternate their variants round after round (`--rounds`), so a busy machine slows
+each alike; they print every round and the median. `ir WHAT` runs `WHAT --only VARIANT` under callgrind
+with --n N and 2N calls and prints the difference per call: instructions, steady on a noisy machine.
 
 Each pins itself to CPU 0 (`gil` uses both CPUs for its first part), is bounded, and stops what it starts
 (`pool` runs a private redis-server on a free port).
@@ -25,7 +35,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gevent
 
@@ -163,13 +175,371 @@ def gil() -> None:
         tp.kill()
 
 
+def _alternate(variants: dict[str, Callable[[int], object]], n: int, rounds: int, what: str) -> None:
+    """Time each variant's n calls, round after round in turn; CPU (process_time) µs per call."""
+    import statistics
+
+    got: dict[str, list[float]] = {k: [] for k in variants}
+    for fn in variants.values():
+        for i in range(min(n, 200)):
+            fn(i)  # warm up
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            t = time.process_time()
+            for i in range(n):
+                fn(i)
+            got[name].append((time.process_time() - t) / n * 1e6)
+    for name, xs in got.items():
+        rs = " ".join(f"{x:.2f}" for x in xs)
+        print(f"{what} {name}: median {statistics.median(xs):.2f} µs CPU per call (rounds: {rs})")
+
+
+def _bet_bodies(n: int) -> list[dict[str, Any]]:
+    ts = int(time.time() * 1000)
+    return [
+        {
+            "cell": "1763712005:6712",
+            "stake": "10",
+            "min_multiplier": "2.5",
+            "nonce": secrets.token_hex(8),
+            "ts": ts + i,
+            "signature": "0x" + secrets.token_hex(65),
+        }
+        for i in range(n)
+    ]
+
+
+def parse(n: int, rounds: int, only: str | None) -> None:
+    """The bet body check alone, both ways: what `app.bets.placement._parse_bet` ran before and now."""
+    from app.bets.schemas import BetRequestSchema, bet_request_fields
+    from app.http.json import validate_object
+
+    schema = BetRequestSchema()
+    bodies = _bet_bodies(n)
+    variants: dict[str, Callable[[int], object]] = {
+        "schema (marshmallow)": lambda i: validate_object(schema, bodies[i]),
+        "bet_request_fields": lambda i: bet_request_fields(bodies[i]) or validate_object(schema, bodies[i]),
+    }
+    _alternate(_only(variants, only), n, rounds, "parse")
+
+
+def keccak(n: int, rounds: int, only: str | None) -> None:
+    """keccak-256 of what a tap hashes: the EIP-191 message (~270 bytes) and a 64-byte public key."""
+    from Crypto.Hash import keccak as crypto_keccak
+
+    msgs = [secrets.token_bytes(270) for _ in range(64)] + [secrets.token_bytes(64) for _ in range(64)]
+    variants: dict[str, Callable[[int], object]] = {
+        "pycryptodome": lambda i: crypto_keccak.new(digest_bits=256, data=msgs[i & 127]).digest()
+    }
+    try:
+        from Cryptodome.Hash import keccak as dome_keccak
+
+        variants["pycryptodomex"] = lambda i: dome_keccak.new(digest_bits=256, data=msgs[i & 127]).digest()
+    except ImportError:
+        print("pycryptodomex not installed: skipped")
+    try:
+        import sha3  # safe-pysha3
+
+        variants["safe-pysha3"] = lambda i: sha3.keccak_256(msgs[i & 127]).digest()
+    except ImportError:
+        print("safe-pysha3 not installed: skipped")
+    for name, fn in variants.items():  # they must agree before they are compared
+        assert fn(5) == variants["pycryptodome"](5), name
+    _alternate(_only(variants, only), n, rounds, "keccak")
+
+
+def recover(n: int, rounds: int, only: str | None) -> None:
+    """A whole signature recovery (`recover_personal_sign`: 2 keccaks + coincurve), with each keccak."""
+    from Crypto.Hash import keccak as crypto_keccak
+
+    from app.auth import signatures as sig
+    from loadtest.lib.signing import Key, bet_text
+
+    key = Key()
+    texts = [
+        bet_text("localhost", 1, key.address, "1763712005:6712", "10", "2.5", f"n{i:08d}", 1)
+        for i in range(256)
+    ]
+    sigs = [key.personal_sign(t) for t in texts]
+    current = sig.keccak256
+
+    def old(data: bytes) -> bytes:
+        return crypto_keccak.new(digest_bits=256, data=data).digest()
+
+    def run(hasher: Callable[[bytes], bytes]) -> Callable[[int], object]:
+        def one(i: int) -> object:
+            sig.keccak256 = hasher
+            return sig.recover_personal_sign(texts[i & 255], sigs[i & 255])
+
+        return one
+
+    assert run(old)(3) == run(current)(3) == key.address.lower()
+    variants = {"pycryptodome keccak": run(old), "app (safe-pysha3 keccak)": run(current)}
+    _alternate(_only(variants, only), n, rounds, "recover")
+
+
+_DRAIN = """
+import selectors, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+sel = selectors.DefaultSelector()
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+open_ = n
+while open_:
+    for key, _ in sel.select():
+        try:
+            data = key.fileobj.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        if not data:
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+            open_ -= 1
+"""
+
+
+def write(n: int, rounds: int, only: str | None) -> None:
+    """The websocket writer greenlets (`app.realtime.ws._write`) on real loopback sockets, per tap: its
+    `bet:accepted` alone, then `bet:confirmed` + `balance` queued together, and a broadcast every two
+    taps per socket; one frame per sendall (the loop before) vs what is queued in one sendall (now).
+    A child process on CPU 1 reads every socket; this process (CPU 0) counts only the server side."""
+    import socket
+    from types import SimpleNamespace
+
+    from app.realtime import ws as wsmod
+    from app.realtime.fanout import CLOSE, PING, Fanout, text_frame
+
+    def write_each(ws: Any, out: Any, client: Any, taps: Any) -> None:  # the loop before: a frame a sendall
+        get = client.queue.get
+        while ws.connected:
+            frame = get()
+            if frame is PING:
+                ws.pong_received = False
+            elif frame is CLOSE:
+                break
+            out.sendall(frame)
+
+    per_variant = 200
+    variants = {
+        "one sendall per frame": write_each,
+        "app (queued frames in one sendall)": wsmod._write,
+        "app (raw), answers queued": wsmod._write,
+        "app (raw), answers written by the reader": wsmod._write,
+    }
+
+    class QueuedAnswers(Fanout):
+        def reply(self, client: Any, text: str | bytes) -> None:  # before: every answer queued
+            self._offer(client, text_frame(text))
+
+    if only:
+        variants = {k: v for k, v in variants.items() if k.startswith(only)}
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4096)
+    port = lsock.getsockname()[1]
+    child = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, "-c", _DRAIN, str(port), str(per_variant * len(variants))]
+    )
+    svc = SimpleNamespace(
+        status_message=lambda: {"type": "status", "feed": "healthy", "betting": True},
+        feed=SimpleNamespace(last_tick=None),
+        metrics=None,
+    )
+    taps = SimpleNamespace(svc=svc)
+    setups = {}
+    greenlets = []
+    for name, fn in variants.items():
+        fanout = (QueuedAnswers if "answers queued" in name else Fanout)(queue_max=256, ping_every_s=3600)
+        clients = []
+        for _ in range(per_variant):
+            conn, _ = lsock.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wsmod.SEND_BUFFER_BYTES)
+            client = fanout.register()
+            if "(raw)" in name:
+                client.raw = conn._sock  # as the route sets it: idle writers are written to directly
+            ws = SimpleNamespace(connected=True, pong_received=True)
+            greenlets.append(gevent.spawn(fn, ws, conn, client, taps))
+            clients.append((client, ws, conn))
+        setups[name] = (fanout, clients)
+    accepted = b'{"type":"bet:accepted","req":"t-42","bet_id":"01JD8X7Q3K5M2N4P6R8T0V","status":"pending","cell":"1763712005:6712","stake":"10","multiplier":"2.5","payout":"25"}'
+    confirmed = text_frame(
+        b'{"type":"bet:confirmed","id":"1764230000000-0","bet_id":"01JD8X7Q3K5M2N4P6R8T0V","cell":"1763712005:6712","stake":"10","multiplier":"2.5","payout":"25"}'
+    )
+    balance = text_frame(b'{"type":"balance","id":"1764230000000-1","balance":"1234.5"}')
+    price = b'{"type":"price","price":"67123.40","ts":1764230000000}'
+
+    def one_round(name: str, n: int = n) -> float:
+        fanout, clients = setups[name]
+        t = time.process_time()
+        for start in range(0, n, per_variant):
+            batch = clients[: min(per_variant, n - start)]
+            for client, _, _ in batch:
+                fanout.reply(client, accepted)
+            gevent.sleep(0)
+            for client, _, _ in batch:
+                fanout.deliver(client, None, confirmed)
+                fanout.deliver(client, None, balance)
+            if (start // per_variant) % 2:
+                fanout.broadcast(price)
+            gevent.sleep(0)
+        while any(c.queue.qsize() for c, _, _ in clients):
+            gevent.sleep(0)
+        return (time.process_time() - t) / n * 1e6
+
+    import statistics
+
+    got: dict[str, list[float]] = {k: [] for k in variants}
+    for name in variants:
+        one_round(name, 1000)  # warm up
+    for _ in range(rounds):
+        for name in variants:
+            got[name].append(one_round(name))
+    for name, xs in got.items():
+        rs = " ".join(f"{x:.2f}" for x in xs)
+        print(f"write {name}: median {statistics.median(xs):.2f} µs CPU per tap (rounds: {rs})")
+    for _, (_, clients) in setups.items():
+        for _, ws, conn in clients:
+            ws.connected = False
+            conn.close()
+    gevent.killall(greenlets)
+    child.wait(30)
+
+
+def fanout(n: int, rounds: int, only: str | None) -> None:
+    """Broadcasts (price ticks) to 1,000 idle websocket writers (`app.realtime.ws._write`) on loopback,
+    CPU per frame delivered: queued for each socket's writer (before) vs written by the broadcasting
+    greenlet to an idle writer's socket (now). A child process on CPU 1 reads every socket."""
+    import socket
+    import statistics
+    from types import SimpleNamespace
+
+    from app.realtime import ws as wsmod
+    from app.realtime.fanout import Fanout
+
+    per_variant = 1000
+    names = ["queued for the writer", "app (written by the broadcaster)"]
+    if only:
+        names = [k for k in names if k.startswith(only)]
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4096)
+    port = lsock.getsockname()[1]
+    child = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, "-c", _DRAIN, str(port), str(per_variant * len(names))]
+    )
+    svc = SimpleNamespace(
+        status_message=lambda: {"type": "status", "feed": "healthy", "betting": True},
+        feed=SimpleNamespace(last_tick=None),
+        metrics=None,
+    )
+    taps = SimpleNamespace(svc=svc)
+    setups: dict[str, tuple[Fanout, list[Any]]] = {}
+    greenlets = []
+    for name in names:
+        hub_fanout = Fanout(queue_max=256, ping_every_s=3600)
+        clients = []
+        for _ in range(per_variant):
+            conn, _ = lsock.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wsmod.SEND_BUFFER_BYTES)
+            client = hub_fanout.register()
+            if name.startswith("app"):
+                client.raw = conn._sock  # as the route sets it
+            ws = SimpleNamespace(connected=True, pong_received=True)
+            greenlets.append(gevent.spawn(wsmod._write, ws, conn, client, taps))
+            clients.append((client, ws, conn))
+        setups[name] = (hub_fanout, clients)
+    gevent.sleep(0.2)
+    price = b'{"type":"price","price":"67123.40","ts":1764230000000}'
+
+    def one_round(name: str, n: int = n) -> float:
+        hub_fanout, clients = setups[name]
+        t = time.process_time()
+        for _ in range(n):
+            hub_fanout.broadcast(price)
+            while any(c.queue.qsize() for c, _, _ in clients) or not all(c.idle for c, _, _ in clients):
+                gevent.sleep(0)
+        return (time.process_time() - t) / (n * per_variant) * 1e6
+
+    got: dict[str, list[float]] = {k: [] for k in names}
+    for name in names:
+        one_round(name, 5)  # warm up
+    for _ in range(rounds):
+        for name in names:
+            got[name].append(one_round(name))
+    for name, xs in got.items():
+        rs = " ".join(f"{x:.2f}" for x in xs)
+        print(f"fanout {name}: median {statistics.median(xs):.2f} µs CPU per frame sent (rounds: {rs})")
+    for _, (_, clients) in setups.items():
+        for _, ws, conn in clients:
+            ws.connected = False
+            conn.close()
+    gevent.killall(greenlets)
+    child.wait(30)
+
+
+def _only(
+    variants: dict[str, Callable[[int], object]], only: str | None
+) -> dict[str, Callable[[int], object]]:
+    if only is None:
+        return variants
+    picked = {k: v for k, v in variants.items() if k.startswith(only)}
+    if not picked:
+        raise SystemExit(f"--only {only}: none of {list(variants)}")
+    return picked
+
+
+def ir(what: str, only: list[str], n: int) -> None:
+    """Instructions per call of `what --only V`: callgrind runs with n and 2n calls, one round each."""
+    import re
+
+    for variant in only:
+        counts = []
+        for calls in (n, 2 * n):
+            cmd = [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                what,
+                "--only",
+                variant,
+                "--n",
+                str(calls),
+                "--rounds",
+                "1",
+            ]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            m = re.search(r"Collected : (\d+)", res.stderr)
+            assert m, res.stderr[-2000:]
+            counts.append(int(m.group(1)))
+        print(f"{what} {variant}: {(counts[1] - counts[0]) / n:,.0f} instructions per call")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["pool", "queue", "gil"])
+    ap.add_argument(
+        "what", choices=["pool", "queue", "gil", "parse", "keccak", "recover", "write", "fanout", "ir"]
+    )
+    ap.add_argument("target", nargs="?", help="for ir: parse or keccak")
+    ap.add_argument("--n", type=int, default=20000, help="calls per round (parse, keccak)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--only", action="append", help="a variant's name (or its start); ir: repeat")
     args = ap.parse_args()
     if args.what != "gil":
         os.sched_setaffinity(0, {0})
-    {"pool": pool, "queue": queue, "gil": gil}[args.what]()
+    if args.what in ("parse", "keccak", "recover", "write", "fanout"):
+        only = args.only[0] if args.only else None
+        fn = {"parse": parse, "keccak": keccak, "recover": recover, "write": write, "fanout": fanout}[
+            args.what
+        ]
+        fn(args.n, args.rounds, only)
+    elif args.what == "ir":
+        ir(args.target, args.only or ["schema", "bet_request_fields"], min(args.n, 2000))
+    else:
+        {"pool": pool, "queue": queue, "gil": gil}[args.what]()
     return 0
 
 

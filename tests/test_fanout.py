@@ -71,3 +71,57 @@ def test_frames_are_valid_unmasked_text_frames():
             assert n == 126 and int.from_bytes(frame[2:4], "big") == size and len(frame) == 4 + size
         else:
             assert n == 127 and int.from_bytes(frame[2:10], "big") == size and len(frame) == 10 + size
+
+
+class _Raw:
+    """A non-blocking socket's send: takes `room` bytes at most, raises BlockingIOError when full."""
+
+    def __init__(self, room: int) -> None:
+        self.room, self.sent = room, b""
+
+    def send(self, data: bytes) -> int:
+        if self.room == 0:
+            raise BlockingIOError
+        n = min(self.room, len(data))
+        self.sent += data[:n]
+        self.room -= n
+        return n
+
+
+def test_a_broadcast_is_written_to_an_idle_writer_s_socket_and_the_rest_queued_in_order():
+    from app.realtime.fanout import text_frame
+
+    fanout = Fanout(queue_max=10)
+    idle, busy, no_raw = fanout.register(), fanout.register(), fanout.register()
+    idle.raw, idle.idle = _Raw(room=3 + len(text_frame("one"))), True
+    busy.raw, busy.idle = _Raw(room=1000), False  # its writer is mid-write: never written to directly
+    no_raw.idle = True
+    fanout.broadcast("one")
+    assert idle.raw.sent == text_frame("one") and idle.queue.qsize() == 0
+    assert busy.raw.sent == b"" and busy.queue.get_nowait() == text_frame("one")
+    assert no_raw.queue.get_nowait() == text_frame("one")
+    fanout.broadcast("two")  # the kernel takes 3 bytes: the rest waits for the writer
+    assert idle.raw.sent == text_frame("one") + text_frame("two")[:3]
+    assert idle.queue.get_nowait() == text_frame("two")[3:]
+    fanout.reply(idle, "three")  # queued: not empty any more, so nothing is written directly after it
+    fanout.broadcast("four")
+    assert [idle.queue.get_nowait() for _ in range(2)] == [text_frame("three"), text_frame("four")]
+    fanout.broadcast("five")  # queue empty again but the socket is full: queued whole
+    assert idle.queue.get_nowait() == text_frame("five")
+    assert idle.raw.sent == text_frame("one") + text_frame("two")[:3]
+
+
+def test_an_answer_is_written_to_an_idle_writer_s_socket_else_queued():
+    from app.realtime.fanout import text_frame
+
+    fanout = Fanout(queue_max=10)
+    client = fanout.register()
+    client.raw, client.idle = _Raw(room=1000), True
+    fanout.reply(client, "accepted")
+    assert client.raw.sent == text_frame("accepted") and client.queue.qsize() == 0
+    client.idle = False  # its writer is busy: queued, in order
+    fanout.reply(client, "second")
+    client.idle = True
+    fanout.reply(client, "third")  # the queue is not empty: queued behind it
+    assert [client.queue.get_nowait() for _ in range(2)] == [text_frame("second"), text_frame("third")]
+    assert client.raw.sent == text_frame("accepted")

@@ -17,9 +17,11 @@ Replay protection rests on the nonce, never on signature bytes: one signature ha
 text* and high-s forms are refused outright (EIP-2). Domain and chain id are part of the signed text,
 so a signature made for another deployment or chain recovers some other address and is refused.
 
-Fast path: keccak-256 (pycryptodome) of the EIP-191 message, then libsecp256k1's public-key recovery
-through coincurve, then keccak of the public key: about 67 µs here against about 180 µs for
-``eth_account.Account.recover_message`` (``loadtest/bench_sigverify.py``; figures in BENCHMARKS.md).
+Fast path: keccak-256 (safe-pysha3, a C extension) of the EIP-191 message, then libsecp256k1's public-key
+recovery through coincurve, then keccak of the public key: about 67 µs here (with pycryptodome's keccak,
+whose ctypes call cost ~12 µs a hash against ~2.4 µs for safe-pysha3: ``loadtest/tap_micro.py keccak``)
+against about 180 µs for ``eth_account.Account.recover_message`` (``loadtest/bench_sigverify.py``;
+figures in BENCHMARKS.md).
 A property test proves both give the same address on random keys and messages.
 """
 
@@ -31,7 +33,7 @@ from typing import NamedTuple, Protocol
 
 import redis
 from coincurve import PublicKey
-from Crypto.Hash import keccak as _keccak
+from sha3 import keccak_256
 
 from app.auth import errors as E
 from app.auth.errors import AuthError, InvalidRequest, SignatureError
@@ -73,7 +75,8 @@ class SignedCheck(NamedTuple):
 
 
 def keccak256(data: bytes) -> bytes:
-    return _keccak.new(digest_bits=256, data=data).digest()
+    """Ethereum's keccak-256 (not NIST SHA3-256): safe-pysha3, ~5× cheaper a call than pycryptodome's."""
+    return keccak_256(data).digest()
 
 
 def personal_sign_hash(text: str) -> bytes:

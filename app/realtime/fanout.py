@@ -1,10 +1,11 @@
 """Websocket fan-out: one bounded queue per connected client.
 
 The pub/sub listener greenlet (``workers.pubsub_listener``), the status watcher and the grid
-publisher push messages here, already framed as websocket frames; each websocket's own greenlet is
-the only one that writes them to its socket. A client
-whose queue is full is not keeping up: it is dropped (its greenlet killed, its socket closed) so it
-can never slow the others or grow memory without bound.
+publisher push messages here, already framed as websocket frames; each websocket's own greenlet
+writes them to its socket (or, while that writer is idle on an empty queue, the greenlet that has a
+broadcast or an answer writes it with one non-blocking send: `broadcast`). A client whose queue is
+full is not keeping up: it is dropped (its greenlet killed, its socket closed) so it can never slow the
+others or grow memory without bound.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent.queue import Full, Queue
@@ -58,9 +60,11 @@ class Client:
         "dropped",
         "expires_at_ms",
         "greenlet",
+        "idle",
         "last_event",
         "next_ping",
         "queue",
+        "raw",
         "resume_buffer",
         "session_key",
     )
@@ -80,6 +84,11 @@ class Client:
         self.last_event: EventId | None = None
         # While a `resume` reads the Stream, live events wait here (then go out without duplicates).
         self.resume_buffer: list[tuple[EventId, bytes]] | None = None
+        # Set by the socket's writer (app.realtime.ws): its non-blocking OS socket, and True only while
+        # it waits on an empty queue with nothing half-written. Then a broadcast may write to the socket
+        # itself (`Fanout.broadcast`), as the writer would, without waking the writer.
+        self.raw: Any = None
+        self.idle = False
 
 
 class Fanout:
@@ -140,8 +149,13 @@ class Fanout:
                         del index[key]
 
     def reply(self, client: Client, text: str | bytes) -> None:
-        """Queue a message for one connection (the answer to a message it sent)."""
-        self._offer(client, text_frame(text))
+        """Send a message to one connection (the answer to a message it sent, e.g. `bet:accepted`):
+        written at once if its writer is idle, as a broadcast is (see `broadcast`), else queued."""
+        frame = text_frame(text)
+        if client.idle and client.raw is not None and not client.queue.qsize():
+            self._write_now(client, frame)
+        else:
+            self._offer(client, frame)
 
     def queue_raw(self, client: Client, data: bytes) -> None:
         """Queue bytes already framed (a pong, a close echo from simple-websocket's reader)."""
@@ -161,10 +175,31 @@ class Fanout:
         return len(clients)
 
     def broadcast(self, text: str | bytes) -> None:
-        """Queue one JSON text message for every client, framed once for all of them."""
+        """Send one JSON text message to every client, framed once for all of them.
+
+        A client whose writer is idle (waiting on an empty queue, nothing half-written) gets the frame
+        written at once by this greenlet with a non-blocking send: waking its writer to write it costs
+        a queue put, a hub callback and two greenlet switches, most of a broadcast's CPU per socket
+        (BENCHMARKS.md, fan-out). Nothing else can write meanwhile (the writer is parked, and every
+        other frame goes through the queue, which is empty), so bytes never interleave; whatever the
+        kernel does not take at once is queued for the writer, ahead of anything later.
+        """
         frame = text_frame(text)
         for client in list(self._clients):
-            self._offer(client, frame)
+            if client.idle and client.raw is not None and not client.queue.qsize():
+                self._write_now(client, frame)
+            else:
+                self._offer(client, frame)
+
+    def _write_now(self, client: Client, frame: bytes) -> None:
+        try:
+            sent = client.raw.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # the peer is gone: the writer finds out on its own next write
+            return
+        if sent < len(frame):
+            self._offer(client, frame[sent:] if sent else frame)
 
     def send_to(self, address: str, text: str | bytes) -> None:
         """Queue a trader's events (bet:* and balance; several, one JSON text per line) for every

@@ -5,7 +5,11 @@ writer to its socket: it sends `status` (and the last price) on connect, then wh
 broadcasts, the trader's `bet:*`/`balance` events, the answers to its own messages — and the pings.
 A reader greenlet (simple-websocket's) hands each client message to `app.realtime.taps` one at a time;
 the few frames simple-websocket itself writes (a pong to a client's ping, the echo of a close) go
-through the same queue (`_QueuedSocket`), so no two greenlets ever write to one socket.
+through the same queue (`_QueuedSocket`), so no two greenlets ever write to one socket at once. What is
+already queued when the writer wakes goes out in one `sendall` (one syscall for `bet:confirmed` +
+`balance`). While the writer is parked on an empty queue with nothing half-written (`Client.idle`), a
+broadcast or an answer is written by the greenlet that has it, in one non-blocking send, instead of
+waking the writer for it (`Fanout.broadcast`/`reply`); what the kernel does not take is queued.
 
 Pings: every `TAP_WS_PING_S` the writer sends a ping; a socket that leaves two pings in a row
 unanswered is closed (1008, counted in `tap_ws_idle_closed`). A client that cannot keep up is dropped
@@ -41,6 +45,8 @@ MISSED_PINGS = 2  # unanswered pings in a row before the socket is closed
 # a client that stops reading is detected after ~0.5 MiB plus TAP_WS_QUEUE_MAX messages, and memory
 # per connection stays bounded; still far above what the streams need on a slow link.
 SEND_BUFFER_BYTES = 256 * 1024
+# At most this many bytes of queued frames are joined into one write (app.realtime.ws._write).
+COALESCE_MAX_BYTES = 64 * 1024
 
 
 class _QueuedSocket:
@@ -95,6 +101,12 @@ def stream(ws: Any) -> None:
     with contextlib.suppress(OSError, AttributeError):
         out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     ws.sock = _QueuedSocket(out, svc.fanout, client)
+    # gevent's socket keeps the non-blocking OS socket as `_sock`: an idle writer's broadcasts are
+    # written from the broadcasting greenlet (Fanout.broadcast); without it they are queued.
+    raw: Any = getattr(out, "_sock", None)
+    with contextlib.suppress(AttributeError, OSError):
+        if raw.gettimeout() == 0.0:  # non-blocking, as gevent keeps it: a send never waits
+            client.raw = raw
     reader = gevent.spawn(_read, ws, taps)
     reader.link_exception(lambda g: log.error("websocket reader failed", exc_info=g.exc_info))
     try:
@@ -121,12 +133,19 @@ def _write(ws: Any, out: Any, client: Client, taps: TapSocket) -> None:
     out.sendall(text_frame(orjson.dumps(svc.status_message())))
     if svc.feed.last_tick is not None:
         out.sendall(text_frame(svc.feed.last_tick.encode()))
-    get = client.queue.get
+    queue = client.queue
+    get, get_nowait = queue.get, queue.get_nowait
+    held: bytes | None = None  # a PING or CLOSE met while draining: handled on the next turn
     while ws.connected:
         # No timeout: pings and session expiry arrive as queued items (Fanout.sweep), so a message
         # costs no timer. Pre-framed bytes (app.realtime.fanout.text_frame) are written whole:
         # simple-websocket's own send() uses sock.send() and would truncate a frame on a partial write.
-        frame = get()
+        if held is None:
+            client.idle = True  # a broadcast may write to the socket itself meanwhile (Fanout.broadcast)
+            frame = get()
+            client.idle = False
+        else:
+            frame, held = held, None
         if frame is PING:
             missed = 0 if ws.pong_received else missed + 1
             if missed >= MISSED_PINGS:  # two intervals without a pong: the peer is gone
@@ -137,6 +156,21 @@ def _write(ws: Any, out: Any, client: Client, taps: TapSocket) -> None:
         elif frame is CLOSE:
             _close(ws, out, client.close_code or 1000, client.close_reason)
             break
+        if queue.qsize():
+            # Frames already queued behind this one (`bet:confirmed` + `balance` arrive together, a
+            # broadcast lands beside an answer) go out in one sendall: one syscall and one gevent
+            # socket call instead of one each. Taken in order, up to a PING/CLOSE (which needs its own
+            # turn above) or COALESCE_MAX_BYTES, so what waits in this greenlet stays bounded too.
+            parts = [frame]
+            size = len(frame)
+            while size < COALESCE_MAX_BYTES and queue.qsize():
+                nxt = get_nowait()
+                if nxt is PING or nxt is CLOSE:
+                    held = nxt
+                    break
+                parts.append(nxt)
+                size += len(nxt)
+            frame = b"".join(parts)
         out.sendall(frame)
     _echo_close(client, out)
 
