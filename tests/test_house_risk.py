@@ -324,8 +324,13 @@ def test_the_caps_hold_for_taps_over_the_websocket_too(desk: Desk) -> None:
     for i, t in enumerate(traders):
         session = lookup_session(svc.redis, t.token, desk.clock.ms)
         assert session is not None
-        s = TapSocket(svc, svc.fanout.register(), session, limits)
-        s._send = lambda msg, i=i: answers.__setitem__(str(i), msg)  # type: ignore[method-assign]
+        s = TapSocket(
+            svc,
+            svc.fanout.register(),
+            session,
+            limits,
+            send=lambda msg, i=i: answers.__setitem__(str(i), msg),
+        )
         sockets.append((s, orjson.dumps({"type": "bet", "req": f"r{i}", **t.bet_body(cell, "10")})))
     gevent.joinall([gevent.spawn(s.handle, raw) for s, raw in sockets], raise_error=True)
     kinds = Counter(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -58,8 +59,11 @@ class TapSocket:
         session: Session | None,
         limits: Limits,
         counter: Counter | None = None,
+        send: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.svc = svc
+        # where answers go: the socket (through Fanout.reply) unless a caller collects them (tests)
+        self._deliver = send
         # the app's (auth state) in the route; a fresh one on the same batcher otherwise (tests)
         self.counter = counter or Counter(svc.redis, svc.redis_batch)
         self.client = client
@@ -252,4 +256,7 @@ class TapSocket:
             self.svc.fanout.close(self.client, WS_CLOSE_POLICY_VIOLATION, "too many malformed messages")
 
     def _send(self, msg: dict[str, Any]) -> None:
+        if self._deliver is not None:
+            self._deliver(msg)
+            return
         self.svc.fanout.reply(self.client, orjson.dumps(msg))
