@@ -5,10 +5,15 @@ Fixtures follow the flaskr convention: `app`, `client`, `runner`; plus `running_
 its worker greenlets started) and process-level servers in `tests/servers.py`.
 """
 
-from gevent import monkey
+from tests.support.xdist_gevent import use_real_thread_primitives
+
+use_real_thread_primitives()  # only in a pytest-xdist worker; before the patching (see the module)
+
+from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 
+import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -20,6 +25,42 @@ from app import create_app  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.storage.db import prepare_database  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): TAP_TEST_WORKERS, else 3 workers. Most of the core's time is spent
+    waiting on servers (gunicorn, nginx, redis-server, moto, litestream), so one worker more than this
+    2-core machine's cores keeps both busy; more than that starves the timing-sensitive tests."""
+    return int(os.environ.get("TAP_TEST_WORKERS", "3"))
+
+
+# The test files that take longest (from `--durations=0`), longest first. Under `--dist loadfile` a file is
+# one unit of work and the units are handed out in collection order (`--no-loadscope-reorder`): these go
+# first, so that no worker is still starting a minute-long file when the others have run out of work.
+SLOW_FILES_FIRST = [
+    "test_replication.py",
+    "test_ws_slow_consumer.py",
+    "test_openapi_fuzz.py",
+    "test_archive.py",
+    "test_e2e.py",
+    "test_grid_quotes.py",
+    "test_bets_e2e.py",
+    "test_ws_taps.py",
+    "test_reload.py",
+    "test_bets.py",
+    "test_forced_rollover.py",
+    "test_nginx.py",
+    "test_admin.py",
+    "test_admin_e2e.py",
+    "test_run.py",
+    "test_feed_e2e.py",
+    "test_auth_ws.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's order is kept
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ def gunicorn(tmp_path, redis_url):
         "TAP_REDIS_URL": redis_url,
         "TAP_SIWE_DOMAIN": "localhost:8443",
         "TAP_DEV_MODE": "1",  # mock deposits fund the script's bet
+        "TAP_QUOTE_MAX_AGE_S": "30",  # a busy test machine may stall the simulated feed a little
     }
     server = Gunicorn(env, tmp_path / "gunicorn.log")
     server.start()

@@ -31,6 +31,7 @@ def stack(tmp_path, redis_url):
         # connection runs out and the bet is refused 503 (fail closed, correctly), which is not
         # what these tests are about: they get a patient pool
         "TAP_REDIS_TIMEOUT_S": "10",
+        "TAP_QUOTE_MAX_AGE_S": "30",  # a busy test machine may stall the simulated feed a little
     }
     server = Gunicorn(env, tmp_path / "gunicorn.log")
     server.start()
@@ -117,6 +118,7 @@ def test_trader_websocket_sees_confirmation_resolution_and_balance(tmp_path, red
         "TAP_MIN_LEAD_COLUMNS": "2",
         "TAP_COLUMNS_AHEAD": "4",
         "TAP_RATE_PER_ADDRESS": "0",
+        "TAP_QUOTE_MAX_AGE_S": "30",  # a busy test machine may stall the simulated feed a little
     }
     server = Gunicorn(env, tmp_path / "gunicorn.log")
     server.start()

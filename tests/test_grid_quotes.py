@@ -236,7 +236,7 @@ def test_calibration_every_bucket(annual_vol, rows, books, paths, seed):
     spec = dataclasses.replace(quote_sim.SPEC, rows_each_side=rows)
     results = quote_sim.simulate(annual_vol, seed=seed, books=books, paths=paths, spec=spec)
     report = f"σ = {annual_vol}, ±{rows} rows, {books} books × {paths} paths:\n" + quote_sim.table(results)
-    print(report)  # pytest -s / -rP shows the table, the clamp included
+    print(report)  # pytest -rP (or -n 0 -s) shows the table, the clamp included
     *buckets, clamp = results
     for r in buckets:
         assert r.bets and len(r.clusters) >= 50, f"bucket {r.label} barely sampled\n{report}"

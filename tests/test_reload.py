@@ -39,6 +39,9 @@ def stack(tmp_path, redis_url):
         "TAP_RATE_PER_IP": "0",
         "TAP_COLUMNS_AHEAD": "14",
         "TAP_ROWS_EACH_SIDE": "30",
+        # A busy machine may stall the simulated feed a little (503 quotes_stale). The regression this
+        # file guards is a worker serving before it has a book at all, 503 betting_suspended: still seen.
+        "TAP_QUOTE_MAX_AGE_S": "30",
     }
     server = Gunicorn(env, tmp_path / "gunicorn.log")
     server.start()

@@ -6,7 +6,9 @@ Each picks a free loopback port, waits until it answers, and is stopped (and wai
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,10 +28,30 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
+# Under pytest-xdist each worker (gw0, gw1, …) takes its ports from a block of its own below the kernel's
+# ephemeral range (32768+): a port one worker picked cannot be picked by another before its server binds
+# it, nor taken meanwhile as the source port of some outgoing connection (the tests open hundreds).
+_XDIST_PORT_BASE, _XDIST_PORT_BLOCK = 20000, 1000
+_port_cursor = itertools.count(random.randrange(_XDIST_PORT_BLOCK))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nobody is listening on now (the caller's server binds it next)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    base = _XDIST_PORT_BASE + (int(worker[2:]) % 12) * _XDIST_PORT_BLOCK
+    for _ in range(_XDIST_PORT_BLOCK):
+        port = base + next(_port_cursor) % _XDIST_PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}..{base + _XDIST_PORT_BLOCK - 1}")
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
