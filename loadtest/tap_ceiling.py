@@ -411,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = dict(kv.split("=", 1) for kv in args.env)
         env.setdefault("TAP_SIM_VOLATILITY", args.sim_volatility)
+        # The house's exposure caps (SPEC §8b) out of the way, as bet_ceiling.py does: this measures
+        # the tap path, and hundreds of traders on the same few cells would otherwise hit the caps.
+        env.setdefault("TAP_MAX_CELL_PAYOUT", "1000000000")
+        env.setdefault("TAP_MAX_COLUMN_PAYOUT", "1000000000")
         if args.console_poll:
             env["TAP_ADMIN_ADDRESSES"] = admin_key.checksum_address
         if args.replicate:
