@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,13 @@ import redis
 from tests.support.servers import ROOT, free_port, http_get, wait_until
 
 pytestmark = pytest.mark.e2e
+
+
+# Ctrl-C reaches run.sh as from a terminal. A suite started in the background by a non-interactive
+# shell (`cmd &`) inherits SIGINT ignored, and bash cannot trap a signal that was ignored when it
+# started: the test's Ctrl-C would do nothing (seen: `make run` killed after 45 s, exit -9). This
+# resets it and execs the command (not preexec_fn: an xdist worker has a second thread).
+_WITH_DEFAULT_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
 
 
 class Run:
@@ -40,7 +48,11 @@ class Run:
     def start(self) -> None:
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(
-                ["bash", "scripts/run.sh"], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-c", _WITH_DEFAULT_SIGINT, "bash", "scripts/run.sh"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def output(self) -> str:
