@@ -28,15 +28,19 @@ class TapGeventWorker(GeventWorker):
     (plus direct clients), so each reload held the old worker 20 s, and gunicorn's master, which waits
     for the old worker inside its reload, handled the next HUP that much later. A connection busy
     with a request is left alone: gunicorn answers it with ``Connection: close``. An idle connection
-    with bytes already waiting (a request just arriving) is left alone for the same reason.
+    with bytes already waiting (a request just arriving) is left alone for the same reason, and so is
+    a fresh connection that has not sent its first request yet.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._idle: set[socket.socket] = set()  # connections waiting for their next request
+        self._idle: set[socket.socket] = set()  # connections waiting for their *next* request
 
     def handle(self, listener, client, addr) -> None:
-        self._idle.add(client)
+        # A connection joins `_idle` only once it has carried a request (handle_request). A fresh one
+        # is about to send its first: shutting it down at the stop lost that request to the client
+        # (RemoteDisconnected during a reload on a busy core: the request's bytes had not arrived when
+        # the old worker looked). gunicorn reads and answers it with ``Connection: close`` instead.
         try:
             super().handle(listener, client, addr)
         finally:
