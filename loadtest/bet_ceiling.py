@@ -66,7 +66,13 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the repo root
 from loadtest.lib.cells import cells_per_trader_estimate, plan_cells, sign_bodies
-from loadtest.lib.console import ConsolePoller, console_table, login_admin
+from loadtest.lib.console import (
+    ConsolePoller,
+    add_console_args,
+    check_console_args,
+    console_table,
+    login_admin,
+)
 from loadtest.lib.cpu import CpuWindow, loadavg, wait_quiet
 from loadtest.lib.metrics import hist_quantiles, metric_delta, rejected_by_reason, scrape
 from loadtest.lib.openloop import WsListeners, latency_summary, open_loop, pct
@@ -586,18 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="only start the stack, print its URL, keep it up this many seconds, stop it (for locust)",
     )
-    ap.add_argument(
-        "--console-poll",
-        type=float,
-        default=0,
-        help="an operator polls GET /api/v1/admin/overview every this many seconds during each run (0: no)",
-    )
-    ap.add_argument(
-        "--console-window",
-        type=int,
-        default=None,
-        help="poll with ?window=N (the web console polls ?window=10 after its first load); default: 900",
-    )
+    add_console_args(ap)
     ap.add_argument("--json", type=Path, help="write all results here")
     ap.add_argument("--logs", type=Path, help="keep the gunicorn and redis logs here")
     ap.add_argument(
@@ -612,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quiet-timeout", type=float, default=90, help="longest wait for a quiet machine per run"
     )
     args = ap.parse_args(argv)
+    check_console_args(ap, args)
 
     from gevent import monkey
 

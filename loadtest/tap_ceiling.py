@@ -59,7 +59,14 @@ from loadtest.bet_ceiling import (
     wait_betting_open,
 )
 from loadtest.lib.cells import plan_cells
-from loadtest.lib.console import ConsolePoller, console_line, console_table, login_admin
+from loadtest.lib.console import (
+    ConsolePoller,
+    add_console_args,
+    check_console_args,
+    console_line,
+    console_table,
+    login_admin,
+)
 from loadtest.lib.cpu import CpuWindow, loadavg, wait_quiet
 from loadtest.lib.metrics import hist_quantiles, metric_delta, rejected_by_reason, scrape
 from loadtest.lib.openloop import latency_summary, open_loop, pct
@@ -352,18 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixed", action="store_true", help="+ --watchers public sockets + --reads HTTP reads/s")
     ap.add_argument("--watchers", type=int, default=1000)
     ap.add_argument("--reads", type=int, default=200)
-    ap.add_argument(
-        "--console-poll",
-        type=float,
-        default=0,
-        help="an operator polls GET /api/v1/admin/overview every this many seconds during each run (0: no)",
-    )
-    ap.add_argument(
-        "--console-window",
-        type=int,
-        default=None,
-        help="poll with ?window=N (the web console polls ?window=10 after its first load); default: 900",
-    )
+    add_console_args(ap)
     ap.add_argument(
         "--replicate", action="store_true", help="Litestream streams the week file to a local moto S3 server"
     )
@@ -375,10 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attempts", type=int, default=2)
     ap.add_argument("--quiet-timeout", type=float, default=90)
     args = ap.parse_args(argv)
+    check_console_args(ap, args)
     if args.duration > 20:
         ap.error("--duration must be ≤ 20 s (the cells must stay placeable and ts within ±30 s)")
-    if args.console_window is not None and not 10 <= args.console_window <= 900:
-        ap.error("--console-window must be 10 to 900 seconds (the API's range)")
 
     from gevent import monkey
 

@@ -10,6 +10,7 @@ prints them beside a benchmark's own table. Used by bet_ceiling.py and tap_ceili
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Callable
@@ -111,3 +112,24 @@ def console_table(results: list[dict], label: Callable[[dict], str]) -> None:
             f"| {label(r)} | {r['rate']} | {c['polls']} | {_f(c['p50_ms'])} / "
             f"{_f(c['p99_ms'])} / {_f(c['max_ms'])} | {c['mean_bytes']:.0f} | {c['errors'] or 'none'} |"
         )
+
+
+def add_console_args(ap: argparse.ArgumentParser) -> None:
+    """`--console-poll S` and `--console-window N`, the same in every load script that has an operator."""
+    ap.add_argument(
+        "--console-poll",
+        type=float,
+        default=0,
+        help="an operator polls GET /api/v1/admin/overview every this many seconds during each run (0: no)",
+    )
+    ap.add_argument(
+        "--console-window",
+        type=int,
+        default=None,
+        help="poll with ?window=N (the web console polls ?window=10 after its first load); default: 900",
+    )
+
+
+def check_console_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.console_window is not None and not 10 <= args.console_window <= 900:
+        ap.error("--console-window must be 10 to 900 seconds (the API's range)")
