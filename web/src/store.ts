@@ -239,16 +239,20 @@ export function tapRefusal(s: State, cell: string, quote: string | null | undefi
 
 type Listener = () => void;
 
-/** A minimal store: one state, one reducer, subscribers (useSyncExternalStore). */
-export class Store {
-  private state: State;
+/** A minimal store: one state, one reducer, subscribers (useSyncExternalStore). The trader app's and
+ *  the console's stores are both this, each with its own state and reducer. */
+export class ReducerStore<S, A> {
+  private state: S;
   private listeners = new Set<Listener>();
-  constructor(initial: State = initialState) {
+  constructor(
+    private readonly reduce: (s: S, a: A) => S,
+    initial: S,
+  ) {
     this.state = initial;
   }
-  get = (): State => this.state;
-  dispatch = (a: Action): void => {
-    const next = reducer(this.state, a);
+  get = (): S => this.state;
+  dispatch = (a: A): void => {
+    const next = this.reduce(this.state, a);
     if (next !== this.state) {
       this.state = next;
       for (const l of this.listeners) l();
@@ -258,4 +262,11 @@ export class Store {
     this.listeners.add(l);
     return () => this.listeners.delete(l);
   };
+}
+
+/** The trader app's store. */
+export class Store extends ReducerStore<State, Action> {
+  constructor(initial: State = initialState) {
+    super(reducer, initial);
+  }
 }

@@ -1,5 +1,6 @@
 // The console's state in one place: a pure reducer over what the polls bring, plus a small store.
 import type { AgeSeries, IntegrityRun, Overview, TapsPanel } from "../wire";
+import { ReducerStore } from "../store";
 import { mergeAges, mergeTaps, mergeWriter, type WriterSeries } from "./shape";
 
 export type Access = "checking" | "allowed" | "forbidden";
@@ -72,21 +73,9 @@ export function adminReducer(s: AdminState, a: AdminAction): AdminState {
   }
 }
 
-type Listener = () => void;
-
-export class AdminStore {
-  private state: AdminState = initialAdmin;
-  private listeners = new Set<Listener>();
-  get = (): AdminState => this.state;
-  dispatch = (a: AdminAction): void => {
-    const next = adminReducer(this.state, a);
-    if (next !== this.state) {
-      this.state = next;
-      for (const l of this.listeners) l();
-    }
-  };
-  subscribe = (l: Listener): (() => void) => {
-    this.listeners.add(l);
-    return () => this.listeners.delete(l);
-  };
+/** The console's store: the trader app's store class with the console's state and reducer. */
+export class AdminStore extends ReducerStore<AdminState, AdminAction> {
+  constructor() {
+    super(adminReducer, initialAdmin);
+  }
 }
