@@ -20,6 +20,7 @@ from tests.test_web_e2e import (
     Stack,
     Wallet,
     _require_dist,
+    accept_any_multiplier,
     browser,  # noqa: F401 - the fixture
     deposit,
     expect,
@@ -66,6 +67,7 @@ def test_operator_halts_and_reopens_and_sees_the_exposure(browser, stack):  # no
     expect(trader.get_by_test_id("balance")).not_to_have_attribute("data-balance", "")  # /me answered
     expect(trader.get_by_test_id("console-link")).to_have_count(0)  # a trader is not offered the console
     deposit(trader, "50")
+    accept_any_multiplier(trader)
     expect(trader.get_by_test_id("conn")).to_have_attribute("data-conn", "open")
 
     # Halt: a reason is required, and the operator confirms before it takes effect.
