@@ -80,7 +80,7 @@ def build_app(settings: Settings | None = None) -> Flask:
         bet_notifier=BetNotifier(redis_client, m),
         redis_batch=redis_batch,
     )
-    svc.writes.batch_listeners.append(svc.bet_notifier.flush)
+    svc.bet_notifier.attach(svc.writes)
     svc.fanout.wall_ms = svc.now_ms  # sessions expire on the app's clock (tests shift it)
     app.extensions["tap"] = svc
     m.write_queue_depth.set_function(svc.writes.depth)

@@ -24,6 +24,7 @@ import gevent
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.bets.notify import BetNotifier
 from app.keys import PRICE_HISTORY_KEY
 from app.ledger.integrity import check_file
 from app.storage import db
@@ -114,7 +115,8 @@ def main() -> None:
         writes = WriteQueue(10_000)
         writer = SqliteWriter(writes, work, synchronous="FULL", batch_max=100)
         g = gevent.spawn(writer.run)
-        res = Resolver(r, db.ReadPool(work), writes, column_s=COL, critical_s=10.0)
+        notifier = BetNotifier(r).attach(writes)
+        res = Resolver(r, db.ReadPool(work), writes, column_s=COL, critical_s=10.0, notifier=notifier)
         res.chunk = args.chunk
         t = time.perf_counter()
         settled = res.resolve_due((T0 + COL + 2) * 1000)

@@ -8,6 +8,7 @@ import gevent
 import pytest
 import redis
 
+from app.bets.notify import BetNotifier
 from app.bets.store import NewBet, insert_bet
 from app.keys import PRICE_HISTORY_KEY
 from app.ledger.integrity import check_file
@@ -31,6 +32,7 @@ class World:
         self.db_dir = db_dir
         self.r = redis.Redis.from_url(redis_url)
         self.writes = WriteQueue(10_000)
+        self.notifier = BetNotifier(self.r).attach(self.writes)
         self.writer = SqliteWriter(self.writes, db_dir, synchronous="NORMAL", batch_max=100)
         self.g = gevent.spawn(self.writer.run)
         self.reads = db.ReadPool(db_dir)
@@ -38,7 +40,15 @@ class World:
         self.n = 0
 
     def resolver(self):
-        return Resolver(self.r, self.reads, self.writes, column_s=COL, critical_s=CRITICAL_S, grace_s=1.0)
+        return Resolver(
+            self.r,
+            self.reads,
+            self.writes,
+            column_s=COL,
+            critical_s=CRITICAL_S,
+            grace_s=1.0,
+            notifier=self.notifier,
+        )
 
     def user(self, name: str, funds: int = 1_000_000_000) -> int:
         address = "0x" + name.encode().hex().ljust(40, "0")[:40]
@@ -337,7 +347,9 @@ class Slow(Resolver):
     chunk = 25
     def _notify(self, rows):
         time.sleep(0.05)  # give the test time to kill us between two committed chunks
-res = Slow(redis.Redis.from_url(url), db.ReadPool(db_dir), writes, column_s=5, critical_s=10.0)
+from app.bets.notify import BetNotifier
+r = redis.Redis.from_url(url)
+res = Slow(r, db.ReadPool(db_dir), writes, column_s=5, critical_s=10.0, notifier=BetNotifier(r).attach(writes))
 print("ready", flush=True)
 res.resolve_due(at_ms)
 print("finished", flush=True)

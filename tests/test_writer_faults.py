@@ -128,7 +128,8 @@ def test_settlement_and_rollover_are_never_refused_nor_queued_behind_taps(db_dir
     q = WriteQueue(3)
     taps = [q.submit(_deposit(f"tap{i}")) for i in range(3)]  # the tap lane is full
     reads = db.ReadPool(db_dir)
-    resolver = Resolver(redis.Redis.from_url(redis_url), reads, q, column_s=5, critical_s=10.0)
+    r = redis.Redis.from_url(redis_url)
+    resolver = Resolver(r, reads, q, column_s=5, critical_s=10.0, notifier=BetNotifier(r).attach(q))
     next_week = time.time() + 7 * 86400
     roll = WeekRollover(q, db_dir, synchronous="FULL", clock=lambda: next_week)
     settling = gevent.spawn(resolver.settle_window, T, Outcome(void=False, lo=7500, hi=7600), (T + 7) * 1000)
@@ -159,7 +160,8 @@ def test_the_resolver_and_rollover_survive_a_writer_that_refuses(db_dir, redis_u
     q = WriteQueue(3)
     q.accepting = False  # shutting down: every submit answers Unavailable
     reads = db.ReadPool(db_dir)
-    resolver = Resolver(redis.Redis.from_url(redis_url), reads, q, column_s=5, critical_s=10.0)
+    r = redis.Redis.from_url(redis_url)
+    resolver = Resolver(r, reads, q, column_s=5, critical_s=10.0, notifier=BetNotifier(r).attach(q))
     assert resolver.settle_window(T, Outcome(void=True), (T + 30) * 1000) == 0  # no crash: next poll
     roll = WeekRollover(q, db_dir, synchronous="FULL", clock=lambda: time.time() + 7 * 86400)
     assert roll.check() is None

@@ -33,12 +33,13 @@ import orjson
 import redis
 
 from app.bets.claims import release_column, trim_exposure_index
+from app.bets.notify import BetNotifier
 from app.bets.resolution import Outcome, Settled, oldest_open_window, open_windows, settle_chunk
 from app.errors import ApiError
 from app.keys import RESOLVER_LEASE_KEY
 from app.market.prices import WindowStats, window_stats
 from app.metrics import Metrics
-from app.realtime.events import Events
+from app.realtime.events import balance_event
 from app.storage.db import ReadPool
 from app.storage.writes import OutcomeUnknown, WriteQueue
 from app.units import format_money
@@ -81,12 +82,13 @@ class Resolver(LoopWorker):
         *,
         column_s: int,
         critical_s: float,
+        notifier: BetNotifier,
         grace_s: float = 1.0,
         metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.r = r
-        self.events = Events(r)
+        self.notifier = notifier  # attached to `writes`: it sends what each commit changed, in order
         self.reads = reads
         self.writes = writes
         self.column_s = column_s
@@ -150,17 +152,15 @@ class Resolver(LoopWorker):
         total = 0
         while True:
             try:
-                rows: list[Settled] = self.writes.call(
-                    settle_chunk(t_start, outcome, now_ms, self.chunk), timeout=60, priority=True
-                )
+                rows: list[Settled] = self.writes.submit(
+                    settle_chunk(t_start, outcome, now_ms, self.chunk), on_done=self._announce, priority=True
+                ).get(timeout=60)
             except (ApiError, OutcomeUnknown, gevent.Timeout) as exc:
                 log.warning(
                     "window %s: settlement paused after %d bets (%r); retried next poll", t_start, total, exc
                 )
                 break
             total += len(rows)
-            if rows:
-                self._notify(rows)
             if len(rows) < self.chunk:
                 self._release(t_start)
                 break
@@ -182,10 +182,14 @@ class Resolver(LoopWorker):
         except redis.RedisError as exc:  # the keys expire by themselves; the console shows them till then
             log.warning("window %s: could not release its exposure now (%s)", t_start, exc)
 
+    def _announce(self, ok: bool, value: object) -> None:
+        """In the writer, right after a chunk's commit (a timed-out wait still announces it)."""
+        if ok and isinstance(value, list) and value:
+            self._notify(value)
+
     def _notify(self, rows: list[Settled]) -> None:
-        """One pipeline: each trader's `bet:resolved` events, then its last balance (with ids, kept
-        in its event Stream for `resume`: app.realtime.events)."""
-        pipe = self.r.pipeline(transaction=False)
+        """Each trader's `bet:resolved` events, then its last balance, queued with the other events of
+        this commit (app.bets.notify: in commit order, with ids kept for `resume`)."""
         per_user: dict[str, list[bytes]] = {}
         last_balance: dict[str, int] = {}
         for s in rows:
@@ -202,15 +206,9 @@ class Resolver(LoopWorker):
             if s.balance is not None:
                 last_balance[s.address] = s.balance
         for address, balance in last_balance.items():
-            per_user.setdefault(address, []).append(
-                orjson.dumps({"type": "balance", "balance": format_money(balance)})
-            )
+            per_user.setdefault(address, []).append(balance_event(balance))
         for address, messages in per_user.items():
-            self.events.publish(address, messages, client=pipe)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("could not publish %d resolutions: %s", len(rows), exc)
+            self.notifier.on_commit(address, messages)
 
     def _record_lag(self, now_ms: int) -> None:
         if self.metrics is None:

@@ -59,6 +59,7 @@ def build_workers(app: Flask) -> list[Worker]:
             svc.writes,
             column_s=s.column_seconds,
             critical_s=s.feed_critical_s,
+            notifier=svc.bet_notifier,
             metrics=svc.metrics,
         ),
         WeekRollover(

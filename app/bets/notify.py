@@ -1,13 +1,20 @@
-"""After each committed batch: tell traders what happened to their bets, in one Redis round trip.
+"""After each commit: tell traders what happened to their money, in commit order, one pipeline at a time.
 
 The writer calls `on_done` for every bet job as soon as the batch has committed (or the job failed),
-then `flush` once per batch; `flush` sends everything collected in one pipeline from a separate
-greenlet, so the writer can start the next batch at once. Per-user messages go to the Redis channel
-``tap:user:<address>``, from which the websocket listener of whichever worker holds the trader's
+`on_commit` for every other committed change a trader must hear of (a deposit, a withdrawal, a
+settlement), then `flush` once per batch. One sender greenlet (spawned when there is something to
+send, gone when there is not) publishes the batches in the order the writer committed them: a
+trader's `balance` events therefore arrive oldest first, and the last one is the balance `GET /me`
+shows. Publishing from the request or the resolver's own greenlet could overtake a batch still
+waiting to be sent, and the app would then show an older balance after a newer one.
+
+Per-user messages go to the Redis channel ``tap:user:<address>`` (and the trader's event Stream,
+app.realtime.events), from which the websocket listener of whichever worker holds the trader's
 connection delivers them. A Redis failure here loses only notifications: the bet is committed and
 `GET /bets/<id>` answers from SQLite. A failed pipeline is sent again a few times (every op is
-idempotent); after that `app.bets.reconcile` repairs what is left (a pending record past its queue
-deadline), so a rejected bet's cell claim is always freed in the end.
+idempotent), the batches behind it waiting so the order holds; after that `app.bets.reconcile`
+repairs what is left (a pending record past its queue deadline), so a rejected bet's cell claim is
+always freed in the end.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ __all__ = ["BetNotifier", "confirmed_json", "pending_json", "rejection_args"]
 
 import logging
 import time
+from collections import deque
+from collections.abc import Sequence
 
 import gevent
 import orjson
@@ -31,7 +40,8 @@ from app.bets.claims import (
 from app.bets.store import NewBet
 from app.ledger.store import Rejected
 from app.metrics import Metrics
-from app.storage.writes import Expired, OutcomeUnknown
+from app.realtime.events import Events, balance_event
+from app.storage.writes import Expired, OutcomeUnknown, WriteQueue
 from app.units import format_money, format_multiplier
 
 log = logging.getLogger(__name__)
@@ -46,16 +56,30 @@ def rejection_reason(exc: BaseException) -> str:
 
 
 class BetNotifier:
-    MAX_RETRY_OPS = 50_000  # beyond this, failed notifications are dropped (the reconciler repairs)
+    MAX_BACKLOG_OPS = 50_000  # beyond this, waiting notifications are dropped (the reconciler repairs)
     RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15)
 
     def __init__(self, r: redis.Redis, metrics: Metrics | None = None) -> None:
         self.r = r
         self.metrics = metrics
-        self._ops: list[tuple] = []
+        self._ops: list[tuple] = []  # this batch's, until `flush`
+        self._backlog: deque[list[tuple]] = deque()  # flushed batches not sent yet, oldest first
+        self._backlog_ops = 0
+        self._sender: gevent.Greenlet | None = None
         self._reject = r.register_script(REJECT_LUA)
         self._confirm = r.register_script(CONFIRM_LUA)
-        self._retrying = 0  # ops waiting for a retry
+        self._events = Events(r)
+
+    def attach(self, queue: WriteQueue) -> BetNotifier:
+        """Flush at the end of each of `queue`'s writer batches."""
+        queue.batch_listeners.append(self.flush)
+        return self
+
+    def on_commit(self, address: str, messages: Sequence[bytes]) -> None:
+        """Called in the writer greenlet right after a commit that changed `address`'s money: its
+        events (JSON objects as text) are sent with this batch, after everything committed before."""
+        if messages:
+            self._ops.append(("events", address, list(messages)))
 
     def on_done(self, bet: NewBet, accepted_at: float, ok: bool, value: object) -> None:
         """Called by the writer after the commit. `value` is the new balance, or the exception."""
@@ -68,7 +92,7 @@ class BetNotifier:
                         bet_id=bet.bet_id,
                         address=bet.address,
                         message=confirmed_json(bet),
-                        balance_message=orjson.dumps({"type": "balance", "balance": format_money(value)}),
+                        balance_message=balance_event(value),
                         always=True,
                     ),
                 )
@@ -92,31 +116,54 @@ class BetNotifier:
                 self.metrics.bets_rejected.labels(reason).inc()
 
     def flush(self) -> None:
-        if self._ops:
-            ops, self._ops = self._ops, []
-            gevent.spawn(self._send, ops)
+        """End of a writer batch: queue its notifications behind the earlier ones and make sure the
+        sender runs."""
+        if not self._ops:
+            return
+        ops, self._ops = self._ops, []
+        if self._backlog_ops + len(ops) > self.MAX_BACKLOG_OPS:
+            log.error("notification backlog full (Redis away?): dropped %d bet notifications", len(ops))
+            return
+        self._backlog.append(ops)
+        self._backlog_ops += len(ops)
+        if self._sender is None:
+            self._sender = gevent.spawn(self._drain)
 
-    def _send(self, ops: list[tuple], attempt: int = 0) -> None:
-        """One pipeline for the batch. On a Redis failure the same ops are sent again later: they are
-        idempotent (compare-and-delete, publish once), and a rejection that never reached Redis would
-        leave the trader's cell claimed until the column ends (issue 10 item 5)."""
-        pipe = self.r.pipeline(transaction=False)
-        for op in ops:
-            script = self._confirm if op[0] == "confirm" else self._reject
-            script(keys=op[1], args=op[2], client=pipe)
+    def _drain(self) -> None:
+        """Send the backlog, oldest first, all that is waiting in one pipeline; exit when it is empty.
+        No yield between the last empty check and clearing `_sender`, so a flush never strands a batch."""
         try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            if attempt >= len(self.RETRY_DELAYS_S) or self._retrying + len(ops) > self.MAX_RETRY_OPS:
-                log.error("dropped %d bet notifications after %d attempts: %s", len(ops), attempt + 1, exc)
-                return
-            log.warning("could not send %d bet notifications (%s); retrying", len(ops), exc)
-            self._retrying += len(ops)
+            while self._backlog:
+                ops = [op for batch in self._backlog for op in batch]
+                self._backlog.clear()
+                self._backlog_ops = 0
+                self._send(ops)
+        finally:
+            self._sender = None
+
+    def _send(self, ops: list[tuple]) -> None:
+        """One pipeline, sent again after a Redis failure (the ops are idempotent: compare-and-delete,
+        publish once) — a rejection that never reached Redis would leave the trader's cell claimed until
+        the column ends (issue 10 item 5). Later batches wait, so each trader's events keep their order."""
+        for attempt in range(len(self.RETRY_DELAYS_S) + 1):
+            pipe = self.r.pipeline(transaction=False)
+            for op in ops:
+                if op[0] == "events":
+                    self._events.publish(op[1], op[2], client=pipe)
+                else:
+                    script = self._confirm if op[0] == "confirm" else self._reject
+                    script(keys=op[1], args=op[2], client=pipe)
             try:
+                pipe.execute()
+                return
+            except redis.RedisError as exc:
+                if attempt == len(self.RETRY_DELAYS_S):
+                    log.error(
+                        "dropped %d bet notifications after %d attempts: %s", len(ops), attempt + 1, exc
+                    )
+                    return
+                log.warning("could not send %d bet notifications (%s); retrying", len(ops), exc)
                 gevent.sleep(self.RETRY_DELAYS_S[attempt])
-            finally:
-                self._retrying -= len(ops)
-            self._send(ops, attempt + 1)
 
 
 def confirmed_json(bet: NewBet) -> bytes:

@@ -16,8 +16,6 @@ import logging
 import re
 
 import gevent
-import orjson
-import redis
 from flask import Blueprint, Response, jsonify, request
 
 from app.auth.decorators import current_session, login_required
@@ -35,7 +33,7 @@ from app.ledger.store import (
     movement_ref_id,
     time_ordered_id,
 )
-from app.realtime.events import Events
+from app.realtime.events import balance_event
 from app.services import services
 from app.units import UnitError, format_money, parse_money
 
@@ -168,7 +166,17 @@ def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response,
         prior = svc.reads.run(lambda c: find_movement_any_week(c, session.user_id, key))
         if prior is not None:
             return _answer(prior, kind, amount)
-    result = svc.writes.submit(move_money(session.user_id, kind, amount, ref_id, now_ms, key))
+    address = session.address
+
+    def announce(ok: bool, value: object) -> None:
+        """In the writer, right after the commit: the new balance goes out in commit order with the
+        trader's other events (app.bets.notify), also when this request has stopped waiting."""
+        if ok and isinstance(value, Movement) and value.status == "committed" and not value.replayed:
+            svc.bet_notifier.on_commit(address, [balance_event(value.balance or 0)])
+
+    result = svc.writes.submit(
+        move_money(session.user_id, kind, amount, ref_id, now_ms, key), on_done=announce
+    )
     try:
         m: Movement = result.get(timeout=svc.settings.money_wait_s)
     except gevent.Timeout:
@@ -181,13 +189,6 @@ def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response,
     except Exception:  # the writer failed the batch: whether it committed is not ours to guess
         log.exception("%s %s: the writer reported a failure; answered pending", kind, ref_id)
         return _pending(ref_id, kind, amount)
-    if not m.replayed:
-        try:
-            Events(svc.redis).publish(
-                session.address, [orjson.dumps({"type": "balance", "balance": format_money(m.balance or 0)})]
-            )
-        except redis.RedisError as exc:  # the money moved; only the push failed (GET /me is right)
-            log.warning("could not publish a balance update: %s", exc)
     return _answer(m, kind, amount)
 
 

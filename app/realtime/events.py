@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
 import redis
 
 from app.keys import events_key, user_channel
+from app.units import format_money
 
 STREAM_MAX = 1000  # events kept per trader (approximate trimming)
 STREAM_TTL_MS = 24 * 3600 * 1000
@@ -61,6 +63,11 @@ class Events:
         """Append and publish `messages` (JSON objects as text) for `address`; `client`: a pipeline."""
         if messages:
             self._script(keys=[events_key(address)], args=[user_channel(address), *messages], client=client)
+
+
+def balance_event(balance: int) -> bytes:
+    """The `balance` event (SPEC §8) for a balance in micro-units."""
+    return orjson.dumps({"type": "balance", "balance": format_money(balance)})
 
 
 def with_id(entry_id: bytes | str, message: bytes) -> bytes:
