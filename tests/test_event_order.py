@@ -63,8 +63,10 @@ def test_balance_events_follow_the_ledger_while_bets_and_movements_interleave(de
     gevent.joinall([gevent.spawn(bets), gevent.spawn(movements)], raise_error=True)
     rows = 1 + len(cells) + 20  # the first deposit, a debit per bet, the movements
     wait_until(
-        lambda: len(_ledger_balances(desk, first.address)) == rows
-        and sum(e["type"] == "balance" for e in _events(desk, first.address)) == rows,
+        lambda: (
+            len(_ledger_balances(desk, first.address)) == rows
+            and sum(e["type"] == "balance" for e in _events(desk, first.address)) == rows
+        ),
         timeout=15,
         what="every commit's balance event",
     )
