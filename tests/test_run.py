@@ -1,8 +1,10 @@
 """`make run` itself (scripts/run.sh), as a newcomer runs it: as root, with the data directory under a
 parent only root may enter, on free ports. Its services are real; each test stops all it started."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,15 +70,67 @@ class Run:
             time.sleep(0.05)
 
     def interrupt(self, timeout: float = 45) -> int:
-        """Ctrl-C: SIGINT to the script alone (its services each have their own session)."""
+        """Ctrl-C: SIGINT to the script alone (its services each have their own session). A script
+        that does not stop is killed, and so is every process it started (each one's group)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                started = _descendants(self.proc.pid)  # while they are still its descendants
                 self.proc.kill()
                 self.proc.wait()
+                _kill_all(started)
+                runtime = self.runtime_dir()
+                if runtime is not None and runtime.name.startswith("tap-trading-nginx."):
+                    shutil.rmtree(runtime, ignore_errors=True)  # run.sh's cleanup never ran
         return self.proc.returncode
+
+    def runtime_dir(self) -> Path | None:
+        """nginx's runtime directory, as run.sh prints it."""
+        line = next((line for line in self.output().splitlines() if "files in " in line), None)
+        return None if line is None else Path(line.rsplit("files in ", 1)[1].rstrip(")"))
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` in the process tree (from /proc/<pid>/stat's parent pid)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_all(pids: list[int]) -> None:
+    """SIGKILL each process's group (the services run in sessions of their own); a process in the
+    test's own group (run.sh's subshells) alone."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            pgid = os.getpgid(pid)
+            if pgid == os.getpgrp():
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.fixture(name="run")
+def run_fixture(tmp_path):
+    """A Run that leaves nothing behind, whatever the test did."""
+    r = Run(tmp_path)
+    yield r
+    if r.proc is not None:
+        r.interrupt()
 
 
 def _redis_pid(port: int) -> int:
@@ -91,8 +145,7 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_make_run_under_a_0700_parent_serves_restarts_a_dead_service_and_stops_all(tmp_path):
-    run = Run(tmp_path)
+def test_make_run_under_a_0700_parent_serves_restarts_a_dead_service_and_stops_all(run):
     run.start()
     try:
         run.wait_for("[run] ready: ", timeout=90)
@@ -101,8 +154,8 @@ def test_make_run_under_a_0700_parent_serves_restarts_a_dead_service_and_stops_a
         assert status == 200 and b"Tap Trading" in body
         status, body = http_get(http + "/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
-        runtime = next(line for line in run.output().splitlines() if "files in " in line)
-        runtime_dir = Path(runtime.rsplit("files in ", 1)[1].rstrip(")"))
+        runtime_dir = run.runtime_dir()
+        assert runtime_dir is not None, run.output()
         if os.geteuid() == 0:
             assert not runtime_dir.is_relative_to(run.data)  # nginx's own dir, out of the 0700 parent
         assert (runtime_dir / "nginx.conf").exists()
@@ -127,8 +180,7 @@ def test_make_run_under_a_0700_parent_serves_restarts_a_dead_service_and_stops_a
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
 
 
-def test_make_run_fails_fast_when_a_port_is_taken(tmp_path):
-    run = Run(tmp_path)
+def test_make_run_fails_fast_when_a_port_is_taken(run):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", run.redis_port))
         taken.listen()
@@ -140,8 +192,7 @@ def test_make_run_fails_fast_when_a_port_is_taken(tmp_path):
     assert f"port 127.0.0.1:{run.redis_port} is already in use; set TAP_REDIS_URL" in run.output()
 
 
-def test_make_run_names_the_log_of_a_service_that_cannot_start(tmp_path):
-    run = Run(tmp_path)
+def test_make_run_names_the_log_of_a_service_that_cannot_start(run):
     manifest = run.data / "redis" / "appendonlydir" / "appendonly.aof.manifest"
     manifest.parent.mkdir(parents=True)
     manifest.write_text("this is not an AOF manifest\n")  # redis refuses to start on it
