@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import gevent
 import orjson
 import redis
+from redis.commands.core import Script
 
 from app.bets.claims import (
     CONFIRM_LUA,
@@ -41,6 +42,7 @@ from app.bets.store import NewBet
 from app.ledger.store import Rejected
 from app.metrics import Metrics
 from app.realtime.events import Events, balance_event
+from app.storage.redis_batch import send_commands
 from app.storage.writes import Expired, OutcomeUnknown, WriteQueue
 from app.units import format_money, format_multiplier
 
@@ -142,19 +144,22 @@ class BetNotifier:
             self._sender = None
 
     def _send(self, ops: list[tuple]) -> None:
-        """One pipeline, sent again after a Redis failure (the ops are idempotent: compare-and-delete,
-        publish once) — a rejection that never reached Redis would leave the trader's cell claimed until
-        the column ends (issue 10 item 5). Later batches wait, so each trader's events keep their order."""
+        """All of `ops` in one round trip (`send_commands`), sent again after a Redis failure (the ops
+        are idempotent: compare-and-delete, publish once) — a rejection that never reached Redis would
+        leave the trader's cell claimed until the column ends (issue 10 item 5). Later batches wait,
+        so each trader's events keep their order."""
+        calls = [self._call(op) for op in ops]
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
         for attempt in range(len(self.RETRY_DELAYS_S) + 1):
-            pipe = self.r.pipeline(transaction=False)
-            for op in ops:
-                if op[0] == "events":
-                    self._events.publish(op[1], op[2], client=pipe)
-                else:
-                    script = self._confirm if op[0] == "confirm" else self._reject
-                    script(keys=op[1], args=op[2], client=pipe)
             try:
-                pipe.execute()
+                replies = send_commands(self.r, commands)
+                for (script, keys, args), reply in zip(calls, replies, strict=True):
+                    if isinstance(reply, redis.exceptions.NoScriptError):
+                        script(keys=keys, args=args)  # Redis lost its scripts (restarted): load and run
+                failed = [r for r in replies if isinstance(r, redis.RedisError)]
+                failed = [r for r in failed if not isinstance(r, redis.exceptions.NoScriptError)]
+                if failed:
+                    raise failed[0]  # e.g. NOREPLICAS, READONLY: the whole batch again, as a pipeline would
                 return
             except redis.RedisError as exc:
                 if attempt == len(self.RETRY_DELAYS_S):
@@ -164,6 +169,12 @@ class BetNotifier:
                     return
                 log.warning("could not send %d bet notifications (%s); retrying", len(ops), exc)
                 gevent.sleep(self.RETRY_DELAYS_S[attempt])
+
+    def _call(self, op: tuple) -> tuple[Script, list, list]:
+        if op[0] == "events":
+            keys, args = self._events.keys_args(op[1], op[2])
+            return self._events.script, keys, args
+        return (self._confirm if op[0] == "confirm" else self._reject), op[1], op[2]
 
 
 def confirmed_json(bet: NewBet) -> bytes:

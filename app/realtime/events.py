@@ -57,12 +57,18 @@ class Events:
     """Publishing a trader's events (outside the bet scripts, which call `emit` themselves)."""
 
     def __init__(self, r: redis.Redis) -> None:
-        self._script = r.register_script(_PUBLISH_LUA)
+        self.script = r.register_script(_PUBLISH_LUA)
 
     def publish(self, address: str, messages: Sequence[bytes], client: redis.Redis | None = None) -> None:
         """Append and publish `messages` (JSON objects as text) for `address`; `client`: a pipeline."""
         if messages:
-            self._script(keys=[events_key(address)], args=[user_channel(address), *messages], client=client)
+            keys, args = self.keys_args(address, messages)
+            self.script(keys=keys, args=args, client=client)
+
+    @staticmethod
+    def keys_args(address: str, messages: Sequence[bytes]) -> tuple[list[str], list[str | bytes]]:
+        """The keys and args of `script` that publish `messages` for `address`."""
+        return [events_key(address)], [user_channel(address), *messages]
 
 
 def balance_event(balance: int) -> bytes:
