@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import gevent
 import orjson
 import redis
+from gevent.event import Event
 from redis.commands.core import Script
 
 from app.bets.claims import (
@@ -77,11 +78,14 @@ class BetNotifier:
         queue.batch_listeners.append(self.flush)
         return self
 
-    def on_commit(self, address: str, messages: Sequence[bytes]) -> None:
+    def on_commit(self, address: str, messages: Sequence[bytes], sent: Event | None = None) -> None:
         """Called in the writer greenlet right after a commit that changed `address`'s money: its
-        events (JSON objects as text) are sent with this batch, after everything committed before."""
+        events (JSON objects as text) are sent with this batch, after everything committed before.
+        `sent` is set once they are out (or given up on), for a request that answers only then."""
         if messages:
-            self._ops.append(("events", address, list(messages)))
+            self._ops.append(("events", address, list(messages), sent))
+        elif sent is not None:
+            sent.set()
 
     def on_done(self, bet: NewBet, accepted_at: float, ok: bool, value: object) -> None:
         """Called by the writer after the commit. `value` is the new balance, or the exception."""
@@ -125,6 +129,7 @@ class BetNotifier:
         ops, self._ops = self._ops, []
         if self._backlog_ops + len(ops) > self.MAX_BACKLOG_OPS:
             log.error("notification backlog full (Redis away?): dropped %d bet notifications", len(ops))
+            _mark_sent(ops)
             return
         self._backlog.append(ops)
         self._backlog_ops += len(ops)
@@ -139,7 +144,10 @@ class BetNotifier:
                 ops = [op for batch in self._backlog for op in batch]
                 self._backlog.clear()
                 self._backlog_ops = 0
-                self._send(ops)
+                try:
+                    self._send(ops)
+                finally:
+                    _mark_sent(ops)
         finally:
             self._sender = None
 
@@ -175,6 +183,12 @@ class BetNotifier:
             keys, args = self._events.keys_args(op[1], op[2])
             return self._events.script, keys, args
         return (self._confirm if op[0] == "confirm" else self._reject), op[1], op[2]
+
+
+def _mark_sent(ops: list[tuple]) -> None:
+    for op in ops:
+        if op[0] == "events" and op[3] is not None:
+            op[3].set()
 
 
 def confirmed_json(bet: NewBet) -> bytes:

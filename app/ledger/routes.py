@@ -17,6 +17,7 @@ import re
 
 import gevent
 from flask import Blueprint, Response, jsonify, request
+from gevent.event import Event
 
 from app.auth.decorators import current_session, login_required
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
@@ -150,6 +151,9 @@ def _answer(m: Movement, kind: str, amount: int) -> Response | tuple[Response, i
     return resp
 
 
+ANNOUNCE_WAIT_S = 1.0
+
+
 def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response, int]:
     """Queue the movement and wait up to TAP_MONEY_WAIT_S for its commit.
 
@@ -166,13 +170,15 @@ def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response,
         prior = svc.reads.run(lambda c: find_movement_any_week(c, session.user_id, key))
         if prior is not None:
             return _answer(prior, kind, amount)
-    address = session.address
+    address, announced = session.address, Event()
 
     def announce(ok: bool, value: object) -> None:
         """In the writer, right after the commit: the new balance goes out in commit order with the
         trader's other events (app.bets.notify), also when this request has stopped waiting."""
         if ok and isinstance(value, Movement) and value.status == "committed" and not value.replayed:
-            svc.bet_notifier.on_commit(address, [balance_event(value.balance or 0)])
+            svc.bet_notifier.on_commit(address, [balance_event(value.balance or 0)], sent=announced)
+        else:
+            announced.set()
 
     result = svc.writes.submit(
         move_money(session.user_id, kind, amount, ref_id, now_ms, key), on_done=announce
@@ -189,6 +195,9 @@ def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response,
     except Exception:  # the writer failed the batch: whether it committed is not ours to guess
         log.exception("%s %s: the writer reported a failure; answered pending", kind, ref_id)
         return _pending(ref_id, kind, amount)
+    # The balance event is out before the answer, so a client that reads its events after the 200
+    # finds it; a Redis that is away only delays this answer by the wait (GET /me is right anyway).
+    announced.wait(timeout=ANNOUNCE_WAIT_S)
     return _answer(m, kind, amount)
 
 
