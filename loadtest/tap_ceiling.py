@@ -111,6 +111,17 @@ class Watchers:
             s.close()
 
 
+def _p99_by_second(run, accepted: list[int]) -> list[float]:
+    """tap → bet:accepted p99 (ms) of the taps due in each second of the run."""
+    if not accepted:
+        return []
+    t0 = run.intended[0]
+    by_s: dict[int, list[float]] = {}
+    for i in accepted:
+        by_s.setdefault(int(run.intended[i] - t0), []).append((run.accepted[i] - run.intended[i]) * 1000)
+    return [round(pct(by_s.get(sec, []), 0.99), 1) for sec in range(max(by_s) + 1)]
+
+
 def read_requests(host: str, port: int, traders: list[Trader], n: int) -> list[bytes]:
     """n authenticated GETs: /grid, /me, /bets in turn, for random traders."""
     paths = ["/api/v1/grid", "/api/v1/me", "/api/v1/bets?limit=20"]
@@ -267,6 +278,9 @@ def measure_taps(
         "conf_p99_ms": pct(t_conf, 0.99),
         "conf_max_ms": max(t_conf) if t_conf else float("nan"),
         "confirmed_heard": len(t_conf),
+        # p99 of tap → bet:accepted per second of the schedule: a p99 made of one stall and one
+        # made of a steady queue look alike as a single figure
+        "acc_p99_by_s": _p99_by_second(run, accepted),
         "rejected_heard": sum(1 for i in accepted if run.bet_id[i] in socks[owner[i]].rejected),
         "confirmed_metric": int(metric_delta(before, after, "tap_bets_confirmed_total")),
         "rejected_after_accept": rejected_by_reason(before, after),
