@@ -24,7 +24,7 @@ from app.market.quotes import QuoteState
 from app.market.routes import bp as market_bp
 from app.metrics import Metrics
 from app.realtime.fanout import Fanout
-from app.realtime.ws import sock
+from app.realtime.ws import NoReaderThread, sock
 from app.services import Services
 from app.storage.db import ReadPool
 from app.storage.redis_batch import ScriptBatcher
@@ -42,12 +42,11 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         MAX_CONTENT_LENGTH=64 * 1024,
         SOCK_SERVER_OPTIONS={
-            # No simple-websocket ping thread: the socket's writer greenlet sends the pings
-            # (app.realtime.ws), so one greenlet writes to each socket.
+            # simple-websocket does the opening handshake only: no ping thread (the socket's writer
+            # greenlet sends the pings, so one greenlet writes to each socket) and no reader thread
+            # (app.realtime.ws reads and parses the frames itself, and enforces the message size).
             "ping_interval": None,
-            # A message over TAP_WS_MAX_MESSAGE gets a JSON `error` from app.realtime.taps (SPEC §8a);
-            # past 16 times that, simple-websocket closes with 1009 before buffering any more of it.
-            "max_message_size": 16 * settings.ws_max_message,
+            "thread_class": NoReaderThread,
         },
     )
 

@@ -11,6 +11,7 @@ import websocket
 
 from tests.support.servers import Gunicorn, Nginx, free_port, wait_until
 from tests.support.traders import HttpClient, Trader
+from tests.test_frames import client_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -434,6 +435,68 @@ def test_the_server_answers_a_client_ping_and_echoes_a_close(sock):
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             assert int.from_bytes(data[:2], "big") == 1000
             break
+
+
+def test_a_fragmented_message_with_a_ping_inside_is_read_whole_and_the_ping_answered(server):
+    s = Socket(server.url.replace("http", "ws") + "/ws")
+    try:
+        s.ws.sock.sendall(
+            client_frame(0x1, b'{"type":', fin=False)
+            + client_frame(0x9, b"inside")
+            + client_frame(0x0, b' "nonsense"', fin=False)
+            + client_frame(0x0, b"}")
+        )
+        pong = error = None
+        deadline = time.monotonic() + 10
+        while pong is None or error is None:
+            assert time.monotonic() < deadline, (pong, error)
+            opcode, data = s.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_PONG:
+                pong = data
+            elif opcode == websocket.ABNF.OPCODE_TEXT and json.loads(data)["type"] == "error":
+                error = json.loads(data)
+        assert pong == b"inside"
+        assert error["error"]["code"] == "unknown_type"  # the three fragments were one message
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (client_frame(0x1, b"{}", masked=False), 1002),
+        (client_frame(0x1, b"{}", rsv=4), 1002),
+        (client_frame(0x0, b"{}"), 1002),
+        (client_frame(0x1, b'{"type": "\xff"}'), 1007),
+        (client_frame(0x2, b"x" * (16 * 4096 + 1)), 1009),
+    ],
+    ids=["unmasked", "rsv1", "lone-continuation", "bad-utf8", "too-big"],
+)
+def test_a_protocol_violation_closes_the_socket_with_its_code(server, wire, code):
+    s = Socket(server.url.replace("http", "ws") + "/ws")
+    try:
+        s.ws.sock.sendall(wire)
+        assert s.close_code() == code
+    finally:
+        s.close()
+
+
+def test_permessage_deflate_is_declined(server):
+    ws = websocket.create_connection(
+        server.url.replace("http", "ws") + "/ws",
+        timeout=10,
+        header=["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"],
+    )
+    try:
+        assert "sec-websocket-extensions" not in {k.lower() for k in ws.getheaders()}
+        ws.send(json.dumps({"type": "resume", "after": "1-0"}))  # sent uncompressed, read as such
+        while True:
+            msg = json.loads(ws.recv())
+            if msg["type"] == "error":
+                assert msg["error"]["code"] == "invalid_session"
+                break
+    finally:
+        ws.close()
 
 
 @pytest.fixture(scope="module")

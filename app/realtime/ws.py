@@ -1,15 +1,16 @@
 """`GET /ws`: the websocket stream (SPEC §8) and taps over it (SPEC §8a).
 
-Each connection registers a bounded queue with the fan-out, and the route's greenlet is the only
-writer to its socket: it sends `status` (and the last price) on connect, then whatever is queued —
-broadcasts, the trader's `bet:*`/`balance` events, the answers to its own messages — and the pings.
-A reader greenlet (simple-websocket's) hands each client message to `app.realtime.taps` one at a time;
-the few frames simple-websocket itself writes (a pong to a client's ping, the echo of a close) go
-through the same queue (`_QueuedSocket`), so no two greenlets ever write to one socket at once. What is
-already queued when the writer wakes goes out in one `sendall` (one syscall for `bet:confirmed` +
-`balance`). While the writer is parked on an empty queue with nothing half-written (`Client.idle`), a
-broadcast or an answer is written by the greenlet that has it, in one non-blocking send, instead of
-waking the writer for it (`Fanout.broadcast`/`reply`); what the kernel does not take is queued.
+Each connection registers a bounded queue with the fan-out, and the route's greenlet is the only writer
+to its socket: it sends `status` (and the last price) on connect, then whatever is queued — broadcasts,
+the trader's `bet:*`/`balance` events, the answers to its own messages — and the pings. A reader greenlet
+parses the client's frames (app.realtime.frames; simple-websocket does only the opening handshake) and
+hands each message to `app.realtime.taps` one at a time; the control frames it answers (a pong to a
+client's ping, the echo of a close) go through the same queue, so no two greenlets ever write to one
+socket at once. What is already queued when the writer wakes goes out in one `sendall` (one syscall for
+`bet:confirmed` + `balance`). While the writer is parked on an empty queue with nothing half-written
+(`Client.idle`), a broadcast or an answer is written by the greenlet that has it, in one non-blocking
+send, instead of waking the writer for it (`Fanout.broadcast`/`reply`); what the kernel does not take is
+queued.
 
 Pings: every `TAP_WS_PING_S` the writer sends a ping; a socket that leaves two pings in a row
 unanswered is closed (1008, counted in `tap_ws_idle_closed`). A client that cannot keep up is dropped
@@ -26,14 +27,22 @@ from typing import Any
 
 import gevent
 import orjson
+from flask import request
 from flask_sock import Sock
 from gevent.queue import Empty
-from simple_websocket import ConnectionClosed
-from wsproto.events import CloseConnection
 
 from app.auth.decorators import WebsocketRefused, websocket_session
 from app.auth.state import auth_state
-from app.realtime.fanout import CLOSE, PING, Client, Fanout, text_frame
+from app.realtime.fanout import CLOSE, PING, Client, text_frame
+from app.realtime.frames import (
+    CLOSE_OP,
+    PING_OP,
+    PONG_OP,
+    FrameReader,
+    ProtocolError,
+    close_frame,
+    control_frame,
+)
 from app.realtime.taps import WS_CLOSE_POLICY_VIOLATION, TapSocket
 from app.services import services
 
@@ -47,30 +56,23 @@ MISSED_PINGS = 2  # unanswered pings in a row before the socket is closed
 SEND_BUFFER_BYTES = 256 * 1024
 # At most this many bytes of queued frames are joined into one write (app.realtime.ws._write).
 COALESCE_MAX_BYTES = 64 * 1024
+# A client message larger than TAP_WS_MAX_MESSAGE gets a JSON `error` from app.realtime.taps (SPEC
+# §8a); past this many times that, the reader closes with 1009 before buffering any more of it.
+MAX_MESSAGE_FACTOR = 16
+RECV_BYTES = 16 * 1024
+# Close codes a client may send (RFC 6455 §7.4): anything else in its close frame is a protocol error.
+_VALID_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)))
 
 
-class _QueuedSocket:
-    """Stands in for the socket inside simple-websocket: reads go to the socket, writes (its pongs and
-    close echoes) are queued for the connection's writer greenlet like any other frame."""
+class NoReaderThread:
+    """simple-websocket's `thread_class` (SOCK_SERVER_OPTIONS): its reader thread is never started.
+    It does the opening handshake only; `_read` below reads and parses the frames."""
 
-    def __init__(self, real: Any, fanout: Fanout, client: Client) -> None:
-        self._real, self._fanout, self._client = real, fanout, client
+    def __init__(self, target: Any = None, **_: Any) -> None:
+        self.name = "simple-websocket reader (not started)"
 
-    def send(self, data: bytes) -> int:
-        if data:
-            self._fanout.queue_raw(self._client, bytes(data))
-        return len(data)
-
-    sendall = send
-
-    def close(self) -> None:
-        """simple-websocket's reader is done (close handshake, or the peer vanished): instead of
-        closing the socket under the writer, wake the writer, which writes what is queued before it
-        (the close echo) and ends; gunicorn then closes the connection."""
-        self._fanout.queue_raw(self._client, CLOSE)
-
-    def __getattr__(self, name: str) -> Any:  # recv, close, fileno, setsockopt, shutdown …
-        return getattr(self._real, name)
+    def start(self) -> None:
+        pass
 
 
 @sock.route("/ws")
@@ -100,29 +102,36 @@ def stream(ws: Any) -> None:
     out = ws.sock
     with contextlib.suppress(OSError, AttributeError):
         out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-    ws.sock = _QueuedSocket(out, svc.fanout, client)
     # gevent's socket keeps the non-blocking OS socket as `_sock`: an idle writer's broadcasts are
     # written from the broadcasting greenlet (Fanout.broadcast); without it they are queued.
     raw: Any = getattr(out, "_sock", None)
     with contextlib.suppress(AttributeError, OSError):
         if raw.gettimeout() == 0.0:  # non-blocking, as gevent keeps it: a send never waits
             client.raw = raw
-    reader = gevent.spawn(_read, ws, taps)
+    reader = gevent.spawn(_read, ws, out, taps)
     reader.link_exception(lambda g: log.error("websocket reader failed", exc_info=g.exc_info))
     try:
         _write(ws, out, client, taps)
     except OSError:
-        ws.connected = False  # the peer went away mid-write
+        pass  # the peer went away mid-write
     except gevent.GreenletExit:
         # Dropped for being slow, or the worker is shutting down: do not try to write to the socket
         # (that could block on a slow peer); shut it so the reader greenlet ends too.
-        ws.connected = False
         with contextlib.suppress(OSError):
             out.shutdown(socket.SHUT_RDWR)
-        out.close()  # as simple-websocket's reader used to: nothing is left to write, by anyone
+        out.close()  # nothing is left to write, by anyone
     finally:
+        ws.connected = False  # flask-sock's own close() afterwards then writes nothing
         reader.kill(block=False)
         svc.fanout.unregister(client)
+
+
+@sock.bp.before_request  # flask-sock's blueprint, made by @sock.route
+def _decline_extensions() -> None:
+    """No permessage-deflate (RFC 7692): simple-websocket's handshake would accept a client's offer,
+    and the client would then compress its messages, which `_read` does not inflate. (The server's
+    frames were never compressed: each is framed once for every socket, fanout.text_frame.)"""
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 def _write(ws: Any, out: Any, client: Client, taps: TapSocket) -> None:
@@ -176,8 +185,8 @@ def _write(ws: Any, out: Any, client: Client, taps: TapSocket) -> None:
 
 
 def _echo_close(client: Client, out: Any) -> None:
-    """The peer closed: write the close echo simple-websocket's reader queued, if the loop ended
-    before it (the rest of the queue is not worth writing to a closing peer)."""
+    """The peer closed: write the close echo `_read` queued, if the loop ended before it (the rest
+    of the queue is not worth writing to a closing peer)."""
     while True:
         try:
             frame = client.queue.get_nowait()
@@ -189,17 +198,56 @@ def _echo_close(client: Client, out: Any) -> None:
 
 
 def _close(ws: Any, out: Any, code: int, reason: str) -> None:
-    """Write a close frame from the writer itself (simple-websocket's close() would queue it)."""
+    """Write a close frame from the writer itself."""
     if ws.connected:
         ws.connected = False
-        with contextlib.suppress(Exception):  # the state machine may already be closing
-            out.sendall(ws.ws.send(CloseConnection(code, reason)))
+        out.sendall(close_frame(code, reason))
 
 
-def _read(ws: Any, taps: TapSocket) -> None:
-    """The socket's reader: one message at a time, each answered through the fan-out queue."""
-    with contextlib.suppress(ConnectionClosed):
+def _read(ws: Any, out: Any, taps: TapSocket) -> None:
+    """The socket's reader: frames parsed here (app.realtime.frames), one message at a time handed to
+    the taps, control frames answered through the writer's queue. A protocol error closes the socket
+    with its code (1002, 1007, 1009) after what is already queued."""
+    fanout, client = taps.svc.fanout, taps.client
+    frames = FrameReader(MAX_MESSAGE_FACTOR * taps.svc.settings.ws_max_message)
+    recv, handle = out.recv, taps.handle
+    try:
         while ws.connected:
-            data = ws.receive()
-            if data is not None:
-                taps.handle(data)
+            data = recv(RECV_BYTES)
+            if not data:
+                break  # the peer is gone
+            frames.feed(data)
+            while (item := frames.next()) is not None:
+                op, payload = item
+                if op < CLOSE_OP:
+                    handle(payload)
+                elif op == PING_OP:
+                    fanout.queue_raw(client, control_frame(PONG_OP, payload))  # type: ignore[arg-type]
+                elif op == PONG_OP:
+                    ws.pong_received = True
+                else:
+                    fanout.queue_raw(client, _close_echo(payload))  # type: ignore[arg-type]
+                    return
+    except ProtocolError as exc:
+        fanout.close(client, exc.code, exc.reason)
+        return
+    except OSError:
+        pass
+    finally:
+        if client.close_code is None:
+            ws.connected = False
+            fanout.queue_raw(client, CLOSE)  # wakes the writer: it writes what is queued, and ends
+
+
+def _close_echo(payload: bytes) -> bytes:
+    """The answer to a client's close frame: its status code echoed (RFC 6455 §5.5.1)."""
+    if not payload:
+        return close_frame(1000)
+    code = int.from_bytes(payload[:2], "big")
+    if len(payload) == 1 or code not in _VALID_CLOSE_CODES:
+        return close_frame(1002, "invalid close frame")
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        return close_frame(1007, "close reason is not valid UTF-8")
+    return close_frame(code)
