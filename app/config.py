@@ -314,7 +314,7 @@ class Settings:
     redis_batch_window_ms: float = _setting(
         "TAP_REDIS_BATCH_WINDOW_MS",
         _ms_window,
-        "0",
+        "2",  # measured against 0 and 1 at 3,000-3,500 taps/s: BENCHMARKS.md, issue 12 third pass
         "How long a tap's Redis call waits for others to share its round trip (0: one hub pass)",
     )
     redis_batch_max: int = _setting(
