@@ -7,6 +7,8 @@ the bet schema extends it.
 
 from __future__ import annotations
 
+import re
+
 from marshmallow import Schema, fields, validate
 
 from app.auth.siwe import MESSAGE_MAX
@@ -18,6 +20,22 @@ TS_MAX = 2**53 - 1  # a JSON number every client can represent exactly
 
 
 # ---- common -------------------------------------------------------------------------------------
+
+
+class Pattern(validate.Regexp):
+    """`validate.Regexp` matched against the whole value: marshmallow's `re.match` with a `$`-anchored
+    pattern also accepts the value followed by one "\n" (a nonce "abcdefgh\n" would put a line break
+    into the signed text). /api/openapi.json shows the same `^…$` pattern, which JSON Schema already
+    reads as the whole string."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern)
+        self._whole = re.compile(pattern)
+
+    def __call__(self, value: str) -> str:  # type: ignore[override]
+        if self._whole.fullmatch(value) is None:
+            raise validate.ValidationError(self._format_error(value))
+        return value
 
 
 class ErrorBodySchema(Schema):
@@ -35,7 +53,7 @@ class SignedRequestSchema(Schema):
 
     nonce = fields.String(
         required=True,
-        validate=validate.Regexp(SIGNED_NONCE_PATTERN),
+        validate=Pattern(SIGNED_NONCE_PATTERN),
         metadata={"description": "Unique per request and wallet for 90 s: 8–64 of [A-Za-z0-9_-]"},
     )
     ts = fields.Integer(
@@ -46,7 +64,7 @@ class SignedRequestSchema(Schema):
     )
     signature = fields.String(
         required=True,
-        validate=validate.Regexp(SIGNATURE_PATTERN),
+        validate=Pattern(SIGNATURE_PATTERN),
         metadata={"description": "EIP-191 personal_sign, 0x + 130 hex digits (r, s, v; low s)"},
     )
 
@@ -68,7 +86,7 @@ class LoginRequestSchema(Schema):
     )
     signature = fields.String(
         required=True,
-        validate=validate.Regexp(SIGNATURE_PATTERN),
+        validate=Pattern(SIGNATURE_PATTERN),
         metadata={"description": "EIP-191 personal_sign of `message` by the wallet; 0x + 130 hex"},
     )
 

@@ -36,9 +36,7 @@ class BetRequestSchema(SignedRequestSchema):
 
 _BET_FIELDS = frozenset(("cell", "stake", "min_multiplier", "nonce", "ts", "signature"))
 _TEXT_MAX = 32  # BetRequestSchema's Length(max=32) on cell, stake and min_multiplier
-# The schema's patterns without their anchors, for fullmatch: stricter than marshmallow's `re.match`
-# with `$`, which also lets one trailing "\n" through — such a body goes to the schema, so it is
-# answered exactly as before.
+# The schema's patterns without their anchors, for fullmatch, as the schema's `Pattern` matches them.
 _NONCE_RE = re.compile(SIGNED_NONCE_PATTERN.removeprefix("^").removesuffix("$"))
 _SIGNATURE_RE = re.compile(SIGNATURE_PATTERN.removeprefix("^").removesuffix("$"))
 
