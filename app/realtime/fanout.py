@@ -158,7 +158,7 @@ class Fanout:
             self._offer(client, frame)
 
     def queue_raw(self, client: Client, data: bytes) -> None:
-        """Queue bytes already framed (a pong, a close echo from simple-websocket's reader)."""
+        """Queue bytes already framed (a pong, a close echo from the socket's reader, app.realtime.ws)."""
         self._offer(client, data)
 
     def close(self, client: Client, code: int, reason: str) -> None:
