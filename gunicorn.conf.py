@@ -4,8 +4,8 @@ Run: ``gunicorn -c gunicorn.conf.py`` (the app is ``wsgi:app``). Settings come f
 value stops the master before it forks, with one line naming the variable.
 """
 
-import socket
 import gc
+import socket
 import sys
 import time
 

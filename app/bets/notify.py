@@ -61,6 +61,7 @@ def rejection_reason(exc: BaseException) -> str:
 class BetNotifier:
     MAX_BACKLOG_OPS = 50_000  # beyond this, waiting notifications are dropped (the reconciler repairs)
     RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15)
+    SEND_MAX_OPS = 2_000  # at most this many ops per round trip (a backlog after an outage goes in parts)
 
     def __init__(self, r: redis.Redis, metrics: Metrics | None = None) -> None:
         self.r = r
@@ -135,15 +136,19 @@ class BetNotifier:
         self._backlog_ops += len(ops)
         if self._sender is None:
             self._sender = gevent.spawn(self._drain)
+            self._sender.link_exception(lambda g: log.error("bet notifier failed", exc_info=g.exc_info))
 
     def _drain(self) -> None:
-        """Send the backlog, oldest first, all that is waiting in one pipeline; exit when it is empty.
-        No yield between the last empty check and clearing `_sender`, so a flush never strands a batch."""
+        """Send the backlog, oldest first, what is waiting in one round trip (up to SEND_MAX_OPS), and
+        exit when it is empty. No yield between the last empty check and clearing `_sender`, so a
+        flush never strands a batch."""
         try:
             while self._backlog:
-                ops = [op for batch in self._backlog for op in batch]
-                self._backlog.clear()
-                self._backlog_ops = 0
+                ops: list[tuple] = []
+                while self._backlog and len(ops) < self.SEND_MAX_OPS:
+                    batch = self._backlog.popleft()
+                    self._backlog_ops -= len(batch)
+                    ops.extend(batch)
                 try:
                     self._send(ops)
                 finally:
