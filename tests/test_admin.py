@@ -177,7 +177,6 @@ def test_the_overview_shows_taps_by_code_exposure_and_the_house_result(desk: Des
     assert out["house"]["target_return"] == "0.95"
 
     # settle the column: the house's day appears, the exposure is released
-    from workers.resolver import Resolver
 
     with gevent.Timeout(20):
         while desk.svc.reads.run(
@@ -185,14 +184,7 @@ def test_the_overview_shows_taps_by_code_exposure_and_the_house_result(desk: Des
         ) < codes.count("accepted"):
             gevent.sleep(0.02)
     t_start = int(cell.split(":")[0])
-    res = Resolver(
-        desk.svc.redis,
-        desk.svc.reads,
-        desk.svc.writes,
-        column_s=5,
-        critical_s=10,
-        notifier=desk.svc.bet_notifier,
-    )
+    res = desk.resolver()
     lo, hi = desk.svc.grid.band(int(cell.split(":")[1]))
     res.settle_window(t_start, Outcome(void=False, lo=lo, hi=hi), desk.clock.ms)  # the cell won
     desk.clock.advance(3)  # past the cache period

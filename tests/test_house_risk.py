@@ -242,7 +242,6 @@ def test_the_reconciler_releases_the_liability_of_a_lost_bet(desk: Desk) -> None
 
 def test_settlement_releases_the_column_once(desk: Desk) -> None:
     from app.bets.resolution import Outcome
-    from workers.resolver import Resolver
 
     (t,) = make_traders(desk, 1)
     cell = desk.cell()
@@ -251,14 +250,7 @@ def test_settlement_releases_the_column_once(desk: Desk) -> None:
     wait_committed(desk, 1)
     t_start = int(cell.split(":")[0])
     assert liability(desk, cell)[0] > 0 and desk.svc.redis.zscore(EXPOSURE_COLUMNS, t_start) is not None
-    res = Resolver(
-        desk.svc.redis,
-        desk.svc.reads,
-        desk.svc.writes,
-        column_s=5,
-        critical_s=10,
-        notifier=desk.svc.bet_notifier,
-    )
+    res = desk.resolver()
     now_ms = (t_start + 10) * 1000
     assert res.settle_window(t_start, Outcome(void=False, lo=1, hi=2), now_ms) == 1
     assert liability(desk, cell) == (0, 0) and counted_bets(desk, cell) == {}

@@ -16,6 +16,7 @@ from app.market.quotes import SECONDS_PER_YEAR, QuoteBook
 from app.services import Services, services, set_clock
 from tests.support.auth import FakeClock
 from tests.support.traders import Trader
+from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor
 
@@ -43,6 +44,18 @@ class Desk:
         """A placeable cell: column `col` of the placeable ones, `row_offset` rows from the price."""
         cols = list(self.svc.grid.placeable_columns(self.clock()))
         return f"{cols[col]}:{self.svc.grid.row_of(PRICE) + row_offset}"
+
+    def resolver(self, column_s: int = 5, critical_s: float = 10) -> Resolver:
+        """A resolver on this desk's services (not started: call `settle_window` or `resolve_due`)."""
+        svc = self.svc
+        return Resolver(
+            svc.redis,
+            svc.reads,
+            svc.writes,
+            column_s=column_s,
+            critical_s=critical_s,
+            notifier=svc.bet_notifier,
+        )
 
     def trader(self, deposit: str | None = "100") -> Trader:
         t = Trader(self.app.test_client(), self.svc.settings).login()
