@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--bets-per-user", type=int, default=10)
     ap.add_argument("--chunk", type=int, default=5000)
+    ap.add_argument("--pause", type=float, default=0.0, help="the resolver's pause between chunks (s)")
     args = ap.parse_args()
     (ROOT / "var").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="resbench-", dir=ROOT / "var"))
@@ -118,6 +119,7 @@ def main() -> None:
         notifier = BetNotifier(r).attach(writes)
         res = Resolver(r, db.ReadPool(work), writes, column_s=COL, critical_s=10.0, notifier=notifier)
         res.chunk = args.chunk
+        res.chunk_pause_s = args.pause  # the raw throughput; the server paces its chunks (Resolver)
         t = time.perf_counter()
         settled = res.resolve_due((T0 + COL + 2) * 1000)
         dt = time.perf_counter() - t

@@ -111,6 +111,40 @@ class Watchers:
             s.close()
 
 
+def _sign_by_column(
+    socks: list[TapSocket],
+    grid: dict,
+    start: float,
+    duration: float,
+    rate: int,
+    row_margin: int,
+    domain: str,
+    chain_id: int,
+) -> tuple[list[bytes], list[int], list[str]]:
+    """--settle: the taps due in each column's seconds bet on the nearest columns placeable then, so
+    the columns of the run's first seconds settle while it goes on: the steady state, where every
+    bet also costs its settlement and its `bet:resolved` (the plain run bets on columns that start
+    after it ends). Each slice's `ts` is its own middle."""
+    cs = grid["settings"]["column_seconds"]
+    frames: list[bytes] = []
+    owner: list[int] = []
+    used: list[str] = []
+    t = start
+    while t < start + duration - 1e-9:
+        end = min(t + cs, start + duration)
+        n = round((end - start) * rate) - len(frames)
+        cells = plan_cells(grid, t - 0.5, end + 3.0, row_margin)
+        lo = min(int(c.split(":")[0]) for c in cells)
+        cells = [c for c in cells if int(c.split(":")[0]) <= lo + cs]  # the two nearest columns
+        random.shuffle(cells)
+        f, o = sign_taps(socks, cells, n, domain, chain_id, int((t + end) / 2 * 1000), "1", len(frames))
+        frames += f
+        owner += o
+        used += cells
+        t = end
+    return frames, owner, used
+
+
 def _p99_by_second(run, accepted: list[int]) -> list[float]:
     """tap → bet:accepted p99 (ms) of the taps due in each second of the run."""
     if not accepted:
@@ -164,6 +198,7 @@ def measure_taps(
     quiet: tuple[float, float] | None,
     mixed: tuple[Watchers, list[Trader], int] | None = None,
     console: ConsolePoller | None = None,
+    settle: bool = False,
 ) -> dict:
     import gevent
 
@@ -172,12 +207,18 @@ def measure_taps(
     status, grid = api.call("GET", "/api/v1/grid")
     assert status == 200 and grid["price"], grid
     start = time.time() + n * 60e-6 + 0.8
-    end = start + duration + 3.0
-    cells = plan_cells(grid, start - 0.5, end, row_margin)
-    random.shuffle(cells)
-    ts = int((start + end) / 2 * 1000)
     t_sign = time.monotonic()
-    frames, owner = sign_taps(socks, cells, n, domain, chain_id, ts, "1")
+    if settle:
+        frames, owner, cells = _sign_by_column(
+            socks, grid, start, duration, rate, row_margin, domain, chain_id
+        )
+        n = len(frames)
+    else:
+        end = start + duration + 3.0
+        cells = plan_cells(grid, start - 0.5, end, row_margin)
+        random.shuffle(cells)
+        ts = int((start + end) / 2 * 1000)
+        frames, owner = sign_taps(socks, cells, n, domain, chain_id, ts, "1")
     sign_s = time.monotonic() - t_sign
     log(
         f"rate {rate}/s: {n} taps signed in {sign_s:.1f}s; {len(cells)} cells × {len(socks)} sockets; "
@@ -189,6 +230,7 @@ def measure_taps(
     for s in socks:
         s.confirmed.clear()
         s.rejected.clear()
+        s.resolved = 0
     before = scrape(api)
     spy = None
     if profile is not None and pids.get("worker"):
@@ -278,6 +320,7 @@ def measure_taps(
         "conf_p99_ms": pct(t_conf, 0.99),
         "conf_max_ms": max(t_conf) if t_conf else float("nan"),
         "confirmed_heard": len(t_conf),
+        "resolved_heard": sum(s.resolved for s in socks),  # settled during the run (--settle)
         # p99 of tap → bet:accepted per second of the schedule: a p99 made of one stall and one
         # made of a steady queue look alike as a single figure
         "acc_p99_by_s": _p99_by_second(run, accepted),
@@ -364,7 +407,14 @@ def print_table(results: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", default="1000,2000,3000,4000,5000", help="offered taps/s, comma list")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per rate (≤ 20)")
+    ap.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per rate (≤ 20; ≤ 40 with --settle)"
+    )
+    ap.add_argument(
+        "--settle",
+        action="store_true",
+        help="bet on the nearest columns, so bets settle during the run (steady state with settlement)",
+    )
     ap.add_argument("--sockets", type=int, default=0, help="traders/sockets (default: ≥ 500, enough cells)")
     ap.add_argument("--row-margin", type=int, default=9, help="rows within this many of the current row")
     ap.add_argument("--healthz", type=int, default=10, help="seconds of /healthz wrk; 0: skip")
@@ -386,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet-timeout", type=float, default=90)
     args = ap.parse_args(argv)
     check_console_args(ap, args)
-    if args.duration > 20:
-        ap.error("--duration must be ≤ 20 s (the cells must stay placeable and ts within ±30 s)")
+    if args.duration > (40 if args.settle else 20):
+        ap.error("--duration must be ≤ 20 s, 40 with --settle (cells placeable, ts within ±30 s)")
 
     from gevent import monkey
 
@@ -483,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             - 1
         )
         per_trader = max(1, int(cols * (2 * args.row_margin + 1) * 0.6))
+        if args.settle:  # each column's seconds: about one new column of cells per trader
+            per_trader = max(1, int((2 * args.row_margin + 1) * 0.8 * args.duration / st["column_seconds"]))
         count = args.sockets or max(500, math.ceil(max(rates) * args.duration / per_trader))
         traders = setup_traders(host, port, count, domain, chain_id)
         self_check(api, traders[0], domain, chain_id)
@@ -529,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                     (args.max_others, args.quiet_timeout),
                     (watchers, traders, args.reads) if watchers else None,
                     console,
+                    args.settle,
                 )
                 profiled = profiled or prof is not None
                 r["attempt"] = attempt + 1
@@ -541,8 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['acc_p50_ms']:.1f}/{r['acc_p99_ms']:.1f} ms, tap→confirmed {r['conf_p50_ms']:.1f}/"
                     f"{r['conf_p99_ms']:.1f} ms, heard {r['confirmed_heard']}/{r['accepted']}, sqlite "
                     f"{r['in_sqlite']}, worker {r['cpu'].get('worker_cores', 0) * 100:.0f}%, "
-                    f"{r['worker_us_per_tap']:.0f} µs/tap, others {others:.2f}, errors {r['errors']}"
-                    + (f"; {console_line(r['console'])}" if r["console"] else "")
+                    f"{r['worker_us_per_tap']:.0f} µs/tap, resolved {r['resolved_heard']}, others {others:.2f}, "
+                    f"errors {r['errors']}" + (f"; {console_line(r['console'])}" if r["console"] else "")
                 )
                 if others <= args.max_others:
                     break

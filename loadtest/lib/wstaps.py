@@ -62,6 +62,7 @@ class TapSocket:
         self.run: TapRun | None = None
         self.confirmed: dict[str, float] = {}
         self.rejected: dict[str, str] = {}
+        self.resolved = 0  # bet:resolved events heard (tap_ceiling --settle)
         self.frames = 0
         self.closed: str | None = None
         self.events: list[dict] = []  # bet:* / balance events with their ids (when `keep_events`)
@@ -165,6 +166,8 @@ class TapSocket:
             self.confirmed[msg["bet_id"]] = now
         elif kind == "bet:rejected":
             self.rejected[msg["bet_id"]] = msg.get("reason", "")
+        elif kind == "bet:resolved":
+            self.resolved += 1
         elif kind == "auth:ok" and self._authed is not None:
             self._authed.set()
 
@@ -190,9 +193,16 @@ def connect_all(host: str, port: int, traders: list[Trader], concurrency: int = 
 
 
 def sign_taps(
-    socks: list[TapSocket], cells: list[str], n: int, domain: str, chain_id: int, ts: int, stake: str
+    socks: list[TapSocket],
+    cells: list[str],
+    n: int,
+    domain: str,
+    chain_id: int,
+    ts: int,
+    stake: str,
+    first: int = 0,
 ) -> tuple[list[bytes], list[int]]:
-    """n pre-framed `bet` messages; message i goes on socks[owner[i]] with req = str(i)."""
+    """n pre-framed `bet` messages; message i goes on socks[owner[i]] with req = str(first + i)."""
     traders = [s.trader for s in socks]
     frames, owner = [], []
     for i, (k, cell) in enumerate(assign_pairs(traders, cells, n)):
@@ -202,7 +212,7 @@ def sign_taps(
         text = bet_text(domain, chain_id, tr.address, cell, stake, "1.01", nonce, ts)
         body = (
             b'{"type":"bet","req":"'
-            + str(i).encode()
+            + str(first + i).encode()
             + b'","cell":"'
             + cell.encode()
             + b'","stake":"'
