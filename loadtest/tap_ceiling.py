@@ -5,6 +5,7 @@
     .venv/bin/python loadtest/tap_ceiling.py --rates 3000 --profile /tmp/tap.pyspy
     .venv/bin/python loadtest/tap_ceiling.py --rates 3000 --mixed             # + 1,000 watchers + 200 reads/s
     .venv/bin/python loadtest/tap_ceiling.py --rates 3000 --mixed --console-poll 1 --console-window 10
+    .venv/bin/python loadtest/tap_ceiling.py --rates 3000 --duration 30 --settle   # bets settle meanwhile
 
 What it does (127.0.0.1 only, every step bounded, everything it starts is stopped):
 
@@ -28,6 +29,10 @@ What it does (127.0.0.1 only, every step bounded, everything it starts is stoppe
    web console polls after its first load); its latencies are printed beside the taps' (the console
    must not slow the trader path). The operator code is loadtest/lib/console.py, shared with
    bet_ceiling.py.
+7. `--settle`: the taps due in each column's seconds bet on the nearest columns placeable then (each
+   slice signed with its own `ts`), so the first columns settle while the run goes on and each tap
+   also costs its settlement and its `bet:resolved` + `balance` events: the steady state. Plain runs
+   bet on columns that start after the run. `resolved_heard` in the JSON counts the settlements heard.
 7. `--replicate` (issue 15): `make run`'s replication with a bucket set — a moto S3 server (CPU 1, in
    place of S3 across the network) and `litestream replicate` (unpinned, as on the VM) streaming the
    week file while the taps are committed, the writer at wal_autocheckpoint=0. After the runs it
