@@ -143,8 +143,8 @@ def post_worker_init(worker):
     runtime.start(worker.wsgi)
     _wait_for_quote_book(worker)
     # What start-up made (modules, the app, the first quote book: most of the heap) lives as long as
-    # the worker: out of the collector's sight, a full collection no longer walks it. Measured: gen-2
-    # pauses of 48-87 ms during a tap run before, BENCHMARKS.md "Garbage collection".
+    # the worker: out of the collector's sight, a full collection no longer walks it. Measured during
+    # a tap run: gen-2 pauses of 62-93 ms before, 14-20 ms after (BENCHMARKS.md, "Garbage collection").
     gc.freeze()
 
     def watch_alive():
