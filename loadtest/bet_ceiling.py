@@ -789,6 +789,8 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     if attempt + 1 < args.attempts:
                         log(f"other processes used {others:.2f} cores during the run: repeating it")
+                    else:
+                        log(f"other processes used {others:.2f} cores during the run: the row says so")
         return 0
     finally:
         if api is not None:

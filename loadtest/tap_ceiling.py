@@ -604,7 +604,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if others <= args.max_others:
                     break
-                log(f"other processes used {others:.2f} cores during the run: repeating it")
+                if attempt + 1 < args.attempts:
+                    log(f"other processes used {others:.2f} cores during the run: repeating it")
+                else:
+                    log(f"other processes used {others:.2f} cores during the run: the row says so")
         if litestream is not None:
             time.sleep(2)  # two sync intervals
             info = litestream.lag()
