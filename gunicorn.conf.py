@@ -144,7 +144,8 @@ def post_worker_init(worker):
     _wait_for_quote_book(worker)
     # What start-up made (modules, the app, the first quote book: most of the heap) lives as long as
     # the worker: out of the collector's sight, a full collection no longer walks it. Measured during
-    # a tap run: gen-2 pauses of 62-93 ms before, 14-20 ms after (BENCHMARKS.md, "Garbage collection").
+    # a tap run, full collections walked 98-141k objects before, 84-102k after: fewer, though what a
+    # run keeps alive still makes a 60-76 ms pause (BENCHMARKS.md, "Garbage collection").
     gc.freeze()
 
     def watch_alive():
