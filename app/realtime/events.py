@@ -54,16 +54,11 @@ return #msgs
 
 
 class Events:
-    """Publishing a trader's events (outside the bet scripts, which call `emit` themselves)."""
+    """The script that appends and publishes a trader's events (JSON objects as text) outside the bet
+    scripts, which call `emit` themselves; app.bets.notify sends it, in commit order."""
 
     def __init__(self, r: redis.Redis) -> None:
         self.script = r.register_script(_PUBLISH_LUA)
-
-    def publish(self, address: str, messages: Sequence[bytes], client: redis.Redis | None = None) -> None:
-        """Append and publish `messages` (JSON objects as text) for `address`; `client`: a pipeline."""
-        if messages:
-            keys, args = self.keys_args(address, messages)
-            self.script(keys=keys, args=args, client=client)
 
     @staticmethod
     def keys_args(address: str, messages: Sequence[bytes]) -> tuple[list[str], list[str | bytes]]:

@@ -121,11 +121,8 @@ class FrameReader:
             length, at = int.from_bytes(buf[2:10], "big"), 10
             if length >> 63:
                 raise ProtocolError(1002, "frame length out of range")
-        if opcode < CLOSE_OP:
-            self._size += length
-            if self._size > self.max_message:
-                raise ProtocolError(1009, "message too big")
-            self._size -= length  # counted again below once the frame is whole
+        if opcode < CLOSE_OP and self._size + length > self.max_message:
+            raise ProtocolError(1009, "message too big")  # from the header, before the payload
         end = at + 4 + length
         if len(buf) < end:
             return None
