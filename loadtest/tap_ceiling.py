@@ -133,7 +133,7 @@ def _sign_by_column(
     cs = grid["settings"]["column_seconds"]
     frames: list[bytes] = []
     owner: list[int] = []
-    used: list[str] = []
+    used: set[str] = set()  # for the log line: each cell once, though two slices share a column
     t = start
     while t < start + duration - 1e-9:
         end = min(t + cs, start + duration)
@@ -145,9 +145,9 @@ def _sign_by_column(
         f, o = sign_taps(socks, cells, n, domain, chain_id, int((t + end) / 2 * 1000), "1", len(frames))
         frames += f
         owner += o
-        used += cells
+        used.update(cells)
         t = end
-    return frames, owner, used
+    return frames, owner, sorted(used)
 
 
 def _p99_by_second(run, accepted: list[int]) -> list[float]:
