@@ -271,59 +271,6 @@ def test_deposits_need_dev_mode(tmp_path, redis_url):
         runtime.stop(app)
 
 
-def test_full_queue_answers_503_and_writes_nothing_half(tmp_path, redis_url):
-    from gevent.monkey import get_original
-
-    from app import create_app
-    from app.storage.db import prepare_database
-    from workers import runtime
-
-    s = Settings.from_env(
-        {},
-        data_dir=tmp_path / "q",
-        redis_url=redis_url,
-        dev_mode=True,
-        write_queue_max=3,
-        rate_per_address=0,
-        rate_per_ip=0,
-    )
-    prepare_database(s.db_dir, time.time())
-    app = create_app(s)
-    runtime.start(app)
-    svc = services(app)
-    try:
-        deadline = time.monotonic() + 10
-        while svc.quotes.book is None and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-        t = Trader(app.test_client(), s).login()
-        t.deposit("50")
-        grid = _grid(t)
-        # The writer is busy until the test says so: its native thread waits on a real threading.Event.
-        gate = get_original("threading", "Event")()
-        block = svc.writes.submit(lambda conn: gate.wait(10))
-        results = [t.bet(_cell(grid, col=c, row_offset=1), "1") for c in range(8)]
-        gate.set()
-        codes = [r[0] for r in results]
-        assert codes.count(503) >= 5 and codes.count(202) <= 3, codes
-        for status, body, headers in results:
-            if status == 503:
-                assert body["error"]["code"] == "overloaded" and headers["Retry-After"]
-        block.get(5)
-        accepted = [r[1]["bet_id"] for r in results if r[0] == 202]
-        for bet_id in accepted:
-            assert _wait_status(t, bet_id)["status"] == "confirmed"
-        _, me, _ = t.call("GET", "/api/v1/me")
-        assert me["balance"] == str(50 - len(accepted))
-        _, ledger, _ = t.call("GET", "/api/v1/ledger")
-        assert len(ledger["entries"]) == 1 + len(accepted)
-        # a refused request can simply be retried: its nonce and cell were released
-        refused = next(i for i, r in enumerate(results) if r[0] == 503)
-        status, body, _ = t.bet(_cell(grid, col=refused, row_offset=1), "1")
-        assert status == 202, body
-    finally:
-        runtime.stop(app)
-
-
 def test_integrity_check_passes_after_activity_and_names_tampered_rows(trader, live, runner):
     grid = _grid(trader)
     for col in range(3):
