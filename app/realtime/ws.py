@@ -15,7 +15,8 @@ queued.
 Pings: every `TAP_WS_PING_S` the writer sends a ping; a socket that leaves two pings in a row
 unanswered is closed (1008, counted in `tap_ws_idle_closed`). A client that cannot keep up is dropped
 by the fan-out. A socket whose session is logged out (a control message from any worker) or expires is
-closed with 4401 by its writer.
+closed with 4401 by its writer. Once its close frame is out, the server sends FIN and reads what the
+peer still sends until it closes too (`_linger`), so the close code is never lost to a TCP reset.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from typing import Any
 
 import gevent
@@ -60,6 +62,10 @@ COALESCE_MAX_BYTES = 64 * 1024
 # §8a); past this many times that, the reader closes with 1009 before buffering any more of it.
 MAX_MESSAGE_FACTOR = 16
 RECV_BYTES = 16 * 1024
+# After the server's close frame, what the peer still sends is read and dropped for at most this
+# long and this much (`_linger`), so that closing the socket does not reset the connection.
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
 # Close codes a client may send (RFC 6455 §7.4): anything else in its close frame is a protocol error.
 _VALID_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)))
 
@@ -120,6 +126,10 @@ def stream(ws: Any) -> None:
         with contextlib.suppress(OSError):
             out.shutdown(socket.SHUT_RDWR)
         out.close()  # nothing is left to write, by anyone
+    else:
+        reader.kill(timeout=LINGER_S)  # it must not read what `_linger` reads
+        if reader.dead:
+            _linger(out)
     finally:
         ws.connected = False  # flask-sock's own close() afterwards then writes nothing
         reader.kill(block=False)
@@ -195,6 +205,27 @@ def _echo_close(client: Client, out: Any) -> None:
         if frame and frame[0] == 0x88:
             out.sendall(frame)
             return
+
+
+def _linger(out: Any) -> None:
+    """The close frame is written: send FIN, then read and drop what the peer still sends until it
+    closes its side too (or LINGER_S / LINGER_BYTES run out).
+
+    Closing a TCP socket that has unread bytes sends a reset, not a FIN, and a reset makes the peer's
+    kernel throw away what it has not yet handed to the peer, the close frame among it (RFC 6455
+    §7.1.1 has the server close the connection only after the closing handshake). A client that
+    broke the protocol mid-message (1009 for a message too large is decided from its header) or that
+    was still tapping when its session ended would otherwise see a reset instead of the close code."""
+    deadline = time.monotonic() + LINGER_S
+    left = LINGER_BYTES
+    with contextlib.suppress(OSError):  # a timeout is an OSError too
+        out.shutdown(socket.SHUT_WR)
+        while left > 0 and (wait := deadline - time.monotonic()) > 0:
+            out.settimeout(wait)
+            data = out.recv(RECV_BYTES)
+            if not data:
+                return
+            left -= len(data)
 
 
 def _close(ws: Any, out: Any, code: int, reason: str) -> None:
