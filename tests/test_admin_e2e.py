@@ -82,9 +82,14 @@ def test_halt_tells_the_sockets_refuses_taps_on_both_transports_and_reopens(serv
         view = overview()
         assert view["exposure"]["largest_cells"][0]["cell"] == cells[0]
         assert view["taps"]["totals"]["betting_halted"] == 2 and view["taps"]["totals"]["accepted"] >= 1
-        wait_until(lambda: overview()["feed"]["sources"], what="the feed's sources")
-        (sim,) = overview()["feed"]["sources"]
-        assert sim["source"] == "sim" and sim["fresh"] is True and sim["deviation_ppm"] == 0
+        # The console samples the sources once a second; on a busy machine one sample can catch the
+        # sim between two quotes older than its freshness bound, which the console rightly shows.
+        (sim,) = wait_until(
+            lambda: [s for s in overview()["feed"]["sources"] if s["fresh"]],
+            what="a sample of the sim, fresh",
+        )
+        assert sim["source"] == "sim" and sim["deviation_ppm"] == 0
+        assert len(overview()["feed"]["sources"]) == 1
         assert view["websocket"]["clients"] >= 1
         assert any(t.get("halted") for t in view["feed"]["transitions"])
         assert view["writer"]["queue_max"] > 0 and len(view["writer"]["series"]["at"]) >= 1
