@@ -116,7 +116,9 @@ def test_trader_websocket_sees_confirmation_resolution_and_balance(tmp_path, red
         "TAP_DEV_MODE": "1",
         "TAP_COLUMN_SECONDS": "1",
         "TAP_MIN_LEAD_COLUMNS": "2",
-        "TAP_COLUMNS_AHEAD": "4",
+        # The bets go on the last column shown, placeable for ~6 s after the grid is read: a slow
+        # machine's login, GET and five signed POSTs fit in that (with 4 columns it was ~1.5 s).
+        "TAP_COLUMNS_AHEAD": "8",
         "TAP_RATE_PER_ADDRESS": "0",
         "TAP_QUOTE_MAX_AGE_S": "30",  # a busy test machine may stall the simulated feed a little
     }

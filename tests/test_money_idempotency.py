@@ -7,6 +7,7 @@ debit committed later; the client's retry debited a second time."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +32,13 @@ def settings(tmp_path, redis_url) -> Settings:
         dev_mode=True,
         rate_per_address=0,
         rate_per_ip=0,
-        money_wait_s=0.3,
     )
+
+
+def short_money_wait(desk: Desk, monkeypatch) -> None:
+    """Deposits and withdrawals answer 202 pending after 0.3 s instead of 5 s: only where the writer is
+    held (`stalled_writer`), so that a slow commit elsewhere never turns an expected 200 into 202."""
+    monkeypatch.setattr(desk.svc, "settings", dataclasses.replace(desk.svc.settings, money_wait_s=0.3))
 
 
 @contextmanager
@@ -79,8 +85,9 @@ def wait_ledger(trader, ref_id: str) -> dict:
     pytest.fail(f"{ref_id} never reached the ledger")
 
 
-def test_withdrawal_not_settled_in_time_is_202_pending_and_moves_money_once(desk: Desk) -> None:
+def test_withdrawal_not_settled_in_time_is_202_pending_and_moves_money_once(desk: Desk, monkeypatch) -> None:
     t = desk.trader()
+    short_money_wait(desk, monkeypatch)
     with stalled_writer(desk.svc):
         s1, b1 = post(t, "/api/v1/withdrawals", "30", "wd-0001")
         assert s1 == 202, b1
@@ -98,8 +105,9 @@ def test_withdrawal_not_settled_in_time_is_202_pending_and_moves_money_once(desk
     assert me["balance"] == "70"
 
 
-def test_withdrawal_without_a_key_is_pending_not_500(desk: Desk) -> None:
+def test_withdrawal_without_a_key_is_pending_not_500(desk: Desk, monkeypatch) -> None:
     t = desk.trader()
+    short_money_wait(desk, monkeypatch)
     with stalled_writer(desk.svc):
         status, body = post(t, "/api/v1/withdrawals", "10", None)
     assert status == 202, body

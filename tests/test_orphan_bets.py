@@ -22,7 +22,7 @@ from app import create_app
 from app.bets.reconcile import beat, reconcile_orphans
 from app.keys import cell_key, heartbeat_key
 from app.services import services, set_clock
-from tests.support.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture, frozen_feed, settings_fixture  # noqa: F401 - fixtures
 from workers.bet_reconciler import BetReconciler
 from workers.supervisor import Supervisor
 
@@ -34,6 +34,7 @@ def other(desk: Desk) -> Iterator[Flask]:
     set_clock(app, desk.clock)
     svc = services(app)
     svc.quotes.book = desk.svc.quotes.book
+    svc.feed = frozen_feed(svc.settings)
     svc.feed.record(desk.svc.feed.last_tick)  # type: ignore[arg-type]
     yield app
     svc.reads.close()

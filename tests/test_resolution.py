@@ -16,6 +16,7 @@ from app.ledger.store import credit
 from app.storage import db
 from app.storage.rollover import rollover_job
 from app.storage.writes import WriteQueue
+from tests.support.waiting import wait_until
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 from workers.week_rollover import WeekRollover
@@ -290,7 +291,13 @@ def test_history_pages_across_the_current_and_previous_weeks(tmp_path, redis_url
     from workers import runtime
 
     s = Settings.from_env(
-        {}, data_dir=tmp_path / "d", redis_url=redis_url, dev_mode=True, rate_per_address=0, rate_per_ip=0
+        {},
+        data_dir=tmp_path / "d",
+        redis_url=redis_url,
+        dev_mode=True,
+        rate_per_address=0,
+        rate_per_ip=0,
+        quote_max_age_s=30,  # a busy machine may stall the in-process sim feed for a moment
     )
     db.prepare_database(s.db_dir, time.time())
     app = create_app(s)
@@ -305,12 +312,17 @@ def test_history_pages_across_the_current_and_previous_weeks(tmp_path, redis_url
         t = Trader(app.test_client(), s).login()
         t.deposit("50")
         _, grid, _ = t.call("GET", "/api/v1/grid")
-        first = t.bet(f"{grid['columns'][5]}:{grid['rows'][10]}", "2")[1]["bet_id"]
-        gevent.sleep(0.3)
+
+        def placed(col: int, stake: str) -> str:
+            status, body, _ = t.bet(f"{grid['columns'][col]}:{grid['rows'][10]}", stake)
+            assert status == 202, body
+            wait_until(lambda: t.call("GET", f"/api/v1/bets/{body['bet_id']}")[1]["status"] == "confirmed")
+            return body["bet_id"]
+
+        first = placed(5, "2")
         new = s.db_dir / db.week_filename(*db.iso_week(time.time() + 7 * 86400))
         svc.writes.call(rollover_job(s.db_dir, new, s.sqlite_synchronous))
-        second = t.bet(f"{grid['columns'][6]}:{grid['rows'][10]}", "3")[1]["bet_id"]
-        gevent.sleep(0.3)
+        second = placed(6, "3")
         _, page1, _ = t.call("GET", "/api/v1/bets?limit=1")
         _, page2, _ = t.call("GET", f"/api/v1/bets?limit=1&cursor={page1['next_cursor']}")
         assert [b["bet_id"] for b in page1["bets"] + page2["bets"]] == [second, first]

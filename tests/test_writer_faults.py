@@ -20,6 +20,7 @@ from app.ledger.store import credit
 from app.metrics import Metrics
 from app.storage import db
 from app.storage.writes import OutcomeUnknown, WriteQueue
+from tests.support.waiting import wait_until
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor
@@ -82,8 +83,7 @@ def test_an_outcome_that_does_not_arrive_in_time_is_unknown_not_failed(db_dir):
     sup.stop(timeout=0.05)
     with pytest.raises(OutcomeUnknown):
         result.get(5)
-    gevent.sleep(1.2)
-    assert _has_key(db_dir, "slower")  # it did commit: "rejected" would have been a lie
+    wait_until(lambda: _has_key(db_dir, "slower"), what="the late commit")  # "rejected" would have been a lie
 
 
 def test_an_unknown_bet_outcome_is_not_announced_as_rejected_and_keeps_its_claim(redis_url):

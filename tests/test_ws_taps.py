@@ -238,13 +238,14 @@ def test_an_expiring_session_closes_its_socket(server, trader):
     key = session_key_for(trader.token)
     now_ms = int(time.time() * 1000)
     session = decode_session(r.get(key), key, now_ms)
-    ends = now_ms + 1500  # the session ends in 1.5 s
-    r.set(key, encode_session(session.address, session.session_key, session.user_id, ends), px=1500)
+    # the session ends in 4 s: time for a loaded machine to connect and authenticate (through nginx too)
+    ends = now_ms + 4000
+    r.set(key, encode_session(session.address, session.session_key, session.user_id, ends), px=4000)
     s = Socket(server.url.replace("http", "ws") + "/ws")
     try:
         s.send({"type": "auth", "token": trader.token})
         s.next(lambda m: m["type"] == "auth:ok")
-        assert s.close_code(timeout=5) == 4401
+        assert s.close_code(timeout=10) == 4401
     finally:
         s.close()
 
@@ -502,7 +503,7 @@ def test_permessage_deflate_is_declined(server):
 @pytest.fixture(scope="module")
 def fast_ping_server(tmp_path_factory, redis_server):
     tmp = tmp_path_factory.mktemp("pings")
-    g = Gunicorn(_env(tmp, redis_server, TAP_WS_PING_S="0.5"), tmp / "gunicorn.log")
+    g = Gunicorn(_env(tmp, redis_server, TAP_WS_PING_S="1"), tmp / "gunicorn.log")
     g.start()
     yield g
     assert g.stop() == 0
@@ -526,7 +527,9 @@ def test_a_socket_that_never_answers_pings_is_closed_after_two_intervals_and_cou
     alive = Socket(url.replace("http", "ws") + "/ws")  # reads, so websocket-client answers each ping
     try:
         t0 = time.monotonic()
-        _read_for(alive, 2.5)  # answering its pings; silent: pings at 0.5, 1.0, 1.5 → closed by ~1.5 s
+        # answering its pings (a pause of ~2 s in this process would miss two); silent: pings at 1,
+        # 2, 3 s → closed by ~3 s
+        _read_for(alive, 4.0)
         frames = []
         while True:  # what the silent socket was sent meanwhile: pings, then a close
             silent.settimeout(5)
@@ -539,7 +542,7 @@ def test_a_socket_that_never_answers_pings_is_closed_after_two_intervals_and_cou
         assert frames.count(websocket.ABNF.OPCODE_PING) >= 2
         assert _idle_closed(url) == before + 1
         # the socket that answers is still open and still served
-        _read_for(alive, 1.5)
+        _read_for(alive, 2.5)
         assert alive.ws.connected
     finally:
         silent.close()

@@ -1,6 +1,6 @@
 """A bet desk with nothing left to chance: only the SQLite writer runs, the app's clock is frozen, the
-feed has one tick and the quote book is pinned by the test (no sim feed, no grid publisher racing
-it). Used by the bet-path fault tests (issue 10: items 3, 5, 6, 12, 13, 15, 16)."""
+feed has one tick (and a monitor that never ages it) and the quote book is pinned by the test (no sim
+feed, no grid publisher racing it). Used by the bet-path fault tests (issue 10: items 3, 5, 6, 12, 13, 15, 16)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from app.config import Settings
+from app.market.feed import FeedMonitor
 from app.market.prices import Tick
 from app.market.quotes import SECONDS_PER_YEAR, QuoteBook
 from app.services import Services, services, set_clock
@@ -64,6 +65,13 @@ class Desk:
         return t
 
 
+def frozen_feed(s: Settings) -> FeedMonitor:
+    """A feed monitor whose time stands still: the desk's one tick never ages into DEGRADED (3 s) or
+    CRITICAL (10 s, which latches and refuses every bet), however long a test takes on a slow machine.
+    Tests of the breaker itself use their own monitor (test_feed_breaker.py)."""
+    return FeedMonitor(s.feed_degraded_s, s.feed_critical_s, s.feed_recovery_s, clock=lambda: 0.0)
+
+
 @pytest.fixture(name="settings")
 def settings_fixture(tmp_path, redis_url) -> Settings:
     """Rate limits off: the frozen clock would otherwise put every request in the same second."""
@@ -80,6 +88,7 @@ def desk_fixture(app: Flask) -> Desk:
     sup = Supervisor()
     s = svc.settings
     sup.start(SqliteWriter(svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, batch_max=s.batch_max))
+    svc.feed = frozen_feed(s)
     d = Desk(app, svc, clock)
     d.pin_book()
     yield d
