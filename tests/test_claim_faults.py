@@ -23,7 +23,7 @@ import pytest
 from app.config import Settings
 from app.keys import bet_key, cell_key
 from tests.support.auth import FakeClock
-from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture, desk_settings  # noqa: F401 - fixtures
 from tests.test_money_idempotency import stalled_writer
 
 BUSY_LUA = (
@@ -71,15 +71,7 @@ class StallOnNthCall(FakeClock):
 
 @pytest.fixture
 def settings(tmp_path, redis_url) -> Settings:
-    return Settings.from_env(
-        {},
-        data_dir=tmp_path / "data",
-        redis_url=redis_url,
-        dev_mode=True,
-        rate_per_address=0,
-        rate_per_ip=0,
-        redis_timeout_s=0.25,
-    )
+    return desk_settings(tmp_path, redis_url, redis_timeout_s=0.25)
 
 
 def _wait(pred, timeout: float = 5.0, what: str = "condition") -> None:

@@ -16,23 +16,10 @@ import gevent
 import pytest
 from gevent import monkey
 
-from app.config import Settings
 from app.services import Services
-from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
 
 RealEvent = monkey.get_original("threading", "Event")  # the writer's job runs on a native thread
-
-
-@pytest.fixture
-def settings(tmp_path, redis_url) -> Settings:
-    return Settings.from_env(
-        {},
-        data_dir=tmp_path / "data",
-        redis_url=redis_url,
-        dev_mode=True,
-        rate_per_address=0,
-        rate_per_ip=0,
-    )
 
 
 def short_money_wait(desk: Desk, monkeypatch) -> None:

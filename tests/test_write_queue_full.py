@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from app.config import Settings
-from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.pinned import Desk, desk_fixture, desk_settings  # noqa: F401 - fixtures
 from tests.support.traders import Trader
 from tests.support.waiting import wait_until
 from tests.test_money_idempotency import stalled_writer
@@ -20,15 +20,7 @@ QUEUE_MAX = 3
 
 @pytest.fixture
 def settings(tmp_path, redis_url) -> Settings:
-    return Settings.from_env(
-        {},
-        data_dir=tmp_path / "data",
-        redis_url=redis_url,
-        dev_mode=True,
-        write_queue_max=QUEUE_MAX,
-        rate_per_address=0,
-        rate_per_ip=0,
-    )
+    return desk_settings(tmp_path, redis_url, write_queue_max=QUEUE_MAX)
 
 
 def _status(t: Trader, bet_id: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -72,12 +74,23 @@ def frozen_feed(s: Settings) -> FeedMonitor:
     return FeedMonitor(s.feed_degraded_s, s.feed_critical_s, s.feed_recovery_s, clock=lambda: 0.0)
 
 
+def desk_settings(tmp_path: Path, redis_url: str, **overrides: Any) -> Settings:
+    """The desk's settings, with a module's own `overrides`. Rate limits off: the frozen clock would
+    otherwise put every request in the same second."""
+    return Settings.from_env(
+        {},
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        dev_mode=True,
+        rate_per_address=0,
+        rate_per_ip=0,
+        **overrides,
+    )
+
+
 @pytest.fixture(name="settings")
 def settings_fixture(tmp_path, redis_url) -> Settings:
-    """Rate limits off: the frozen clock would otherwise put every request in the same second."""
-    return Settings.from_env(
-        {}, data_dir=tmp_path / "data", redis_url=redis_url, dev_mode=True, rate_per_address=0, rate_per_ip=0
-    )
+    return desk_settings(tmp_path, redis_url)
 
 
 @pytest.fixture(name="desk")
