@@ -111,7 +111,8 @@ class Reader:
 @pytest.fixture
 def reader(ws_url, running_app):
     feed = services(running_app).feed
-    wait_until(feed.betting_open, timeout=10, what="feed healthy")
+    # healthy, not only open: the tests assert the status a socket is sent on connect
+    wait_until(lambda: feed.state() is FeedState.HEALTHY, timeout=10, what="feed healthy")
     r = Reader(ws_url)
     wait_until(r.prices, timeout=5, what="first price")
     yield r
