@@ -43,7 +43,7 @@ from app.bets.store import NewBet
 from app.ledger.store import Rejected
 from app.metrics import Metrics
 from app.realtime.events import Events, balance_event
-from app.storage.redis_batch import send_commands
+from app.storage.redis_batch import evalsha, send_commands
 from app.storage.writes import Expired, OutcomeUnknown, WriteQueue
 from app.units import format_money, format_multiplier
 
@@ -162,15 +162,18 @@ class BetNotifier:
         leave the trader's cell claimed until the column ends (issue 10 item 5). Later batches wait,
         so each trader's events keep their order."""
         calls = [self._call(op) for op in ops]
-        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
+        commands = [evalsha(script, keys, args) for script, keys, args in calls]
         for attempt in range(len(self.RETRY_DELAYS_S) + 1):
             try:
                 replies = send_commands(self.r, commands)
                 for (script, keys, args), reply in zip(calls, replies, strict=True):
                     if isinstance(reply, redis.exceptions.NoScriptError):
                         script(keys=keys, args=args)  # Redis lost its scripts (restarted): load and run
-                failed = [r for r in replies if isinstance(r, redis.RedisError)]
-                failed = [r for r in failed if not isinstance(r, redis.exceptions.NoScriptError)]
+                failed = [
+                    r
+                    for r in replies
+                    if isinstance(r, redis.RedisError) and not isinstance(r, redis.exceptions.NoScriptError)
+                ]
                 if failed:
                     raise failed[0]  # e.g. NOREPLICAS, READONLY: the whole batch again, as a pipeline would
                 return

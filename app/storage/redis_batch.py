@@ -27,6 +27,12 @@ from redis.commands.core import Script
 log = logging.getLogger(__name__)
 
 
+def evalsha(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+    """The command that runs a registered script by its SHA, for `send_commands` (a NOSCRIPT reply
+    means Redis lost its scripts: the caller runs the script itself, which loads it)."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
 def send_commands(r: redis.Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """Every command in one write on one pooled connection, then each one's reply in order; an error
     reply (e.g. NOSCRIPT, a script's own error) is returned as its exception, not raised.
@@ -110,9 +116,7 @@ class ScriptBatcher:
         if self._observe is not None:
             self._observe(len(batch))
         try:
-            replies = send_commands(
-                self.r, [("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in batch]
-            )
+            replies = send_commands(self.r, [evalsha(c.script, c.keys, c.args) for c in batch])
         except BaseException as exc:  # the connection failed: every call in it gets the error
             for c in batch:
                 c.result.set_exception(exc)
