@@ -160,20 +160,19 @@ class BetNotifier:
         """All of `ops` in one round trip (`send_commands`), sent again after a Redis failure (the ops
         are idempotent: compare-and-delete, publish once) — a rejection that never reached Redis would
         leave the trader's cell claimed until the column ends (issue 10 item 5). Later batches wait,
-        so each trader's events keep their order."""
+        so each trader's events keep their order.
+
+        The scripts are loaded first in the same round trip (`SCRIPT LOAD` of a loaded script only
+        hashes it): Redis that restarted and lost them would refuse one EVALSHA with NOSCRIPT and run
+        the ones after it, and a trader's events would go out of commit order (a withdrawal's balance
+        before the confirmation of a bet committed earlier: tests/test_event_order.py)."""
         calls = [self._call(op) for op in ops]
-        commands = [evalsha(script, keys, args) for script, keys, args in calls]
+        scripts = dict.fromkeys(script for script, _, _ in calls)
+        commands = [("SCRIPT", "LOAD", script.script) for script in scripts]
+        commands += [evalsha(script, keys, args) for script, keys, args in calls]
         for attempt in range(len(self.RETRY_DELAYS_S) + 1):
             try:
-                replies = send_commands(self.r, commands)
-                for (script, keys, args), reply in zip(calls, replies, strict=True):
-                    if isinstance(reply, redis.exceptions.NoScriptError):
-                        script(keys=keys, args=args)  # Redis lost its scripts (restarted): load and run
-                failed = [
-                    r
-                    for r in replies
-                    if isinstance(r, redis.RedisError) and not isinstance(r, redis.exceptions.NoScriptError)
-                ]
+                failed = [r for r in send_commands(self.r, commands) if isinstance(r, redis.RedisError)]
                 if failed:
                     raise failed[0]  # e.g. NOREPLICAS, READONLY: the whole batch again, as a pipeline would
                 return
