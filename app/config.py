@@ -281,7 +281,12 @@ class Settings:
     sim_volatility: int = _setting(
         "TAP_SIM_VOLATILITY", _fraction, "0.60", "Annualised volatility of the simulated feed"
     )
-    sim_tick_ms: int = _setting("TAP_SIM_TICK_MS", _int(10, 60000), "250", "Simulated feed tick interval")
+    sim_tick_ms: int = _setting(
+        "TAP_SIM_TICK_MS",
+        _int(10, 60000),
+        "250",
+        "Simulated feed tick interval (never below TAP_FEED_PUBLISH_MS)",
+    )
     sim_start_price: int = _setting("TAP_SIM_START_PRICE", _price, "67000.00", "Simulated feed first price")
     sqlite_synchronous: str = _setting(
         "TAP_SQLITE_SYNCHRONOUS",

@@ -11,7 +11,8 @@ import redis
 from app.keys import CHANNEL_PRICE, PRICE_HISTORY_KEY
 from app.market.prices import HISTORY_MS, Tick, last_tick, publish_tick, ticks_since
 from tests.support.waiting import record_results, wait_until
-from workers.price_sim import SECONDS_PER_YEAR, RandomWalk, SimulatedFeed
+from workers.aggregator import PriceAggregator
+from workers.price_sim import SECONDS_PER_YEAR, RandomWalk, SimSource, SimulatedFeed
 
 
 def test_walk_realises_the_configured_volatility():
@@ -83,3 +84,25 @@ def test_only_the_lease_holder_publishes_and_a_successor_takes_over(redis_url, m
     b.stop()
     gb.join(2)
     assert r.get("tap:lease:feed") is None  # released on a clean stop
+
+
+def test_the_sim_never_quotes_faster_than_the_aggregator_publishes(redis_url):
+    """A quote made sooner than the aggregator may publish waits for it, and with both intervals
+    equal the waits added up (a price ~135 ms old at the median): the jitter is floored at the
+    aggregator's interval, and left alone when the tick interval is well above it."""
+    r = redis.Redis.from_url(redis_url)
+    aggregator = PriceAggregator(r, fresh_s=2.0, max_deviation=9_999, publish_ms=250)
+
+    def intervals(tick_ms: int) -> list[float]:
+        sim = SimSource(
+            aggregator, r, annual_vol=0.6, tick_ms=tick_ms, start_price=6_700_000, rng=random.Random(7)
+        )
+        return [sim.next_interval() for _ in range(10_000)]
+
+    same = intervals(250)
+    assert min(same) == 0.25  # the draws under 250 ms wait for the aggregator, not after a quote
+    assert max(same) <= 0.3
+    assert sum(x == 0.25 for x in same) > 4_000  # about half of the draws are floored
+
+    slow = intervals(1000)
+    assert 0.8 <= min(slow) < 0.81 and 1.19 < max(slow) <= 1.2  # the floor does not touch these

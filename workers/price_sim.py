@@ -2,11 +2,11 @@
 
 Log price follows a driftless Brownian motion with the configured annualised volatility (the same
 model the quotes assume, so calibration can be checked against it), sampled every ~250 ms with a
-little jitter, rounded to cents. `SimSource` offers its quotes to the aggregator
-(``workers.aggregator.PriceAggregator``), which publishes while it holds the feed lease; with
-``TAP_PRICE_SOURCES=sim,binance`` the walk is one more source in the median. Each time this process
-takes the lease over, the walk re-starts from the last published price, so a restart or a SIGHUP
-reload continues the path instead of jumping.
+little jitter (never faster than the aggregator publishes), rounded to cents. `SimSource` offers its
+quotes to the aggregator (``workers.aggregator.PriceAggregator``), which publishes while it holds the
+feed lease; with ``TAP_PRICE_SOURCES=sim,binance`` the walk is one more source in the median. Each
+time this process takes the lease over, the walk re-starts from the last published price, so a
+restart or a SIGHUP reload continues the path instead of jumping.
 
 `SimulatedFeed` bundles a SimSource with its own aggregator: a complete stand-alone sim feed for
 tools and tests (the runtime builds the parts separately, see ``workers.runtime``).
@@ -77,6 +77,17 @@ class SimSource(Stoppable):
         self._reseed: int | None = None
         aggregator.on_lease_acquired(self._on_lease)
 
+    def next_interval(self) -> float:
+        """Seconds until the next quote: the tick interval with ±20 % jitter, but never shorter than
+        the aggregator's publish interval (TAP_FEED_PUBLISH_MS).
+
+        The aggregator publishes at most once per interval, so a quote that comes sooner waits for it.
+        With both intervals at 250 ms the quotes came exactly as fast as they may be published, and
+        the waits added up instead of draining: each published price was ~135 ms old at the median,
+        up to ~240 ms (BENCHMARKS.md, "The simulated price's age"). Never sooner than the aggregator
+        may publish, a quote goes out as soon as it is made."""
+        return max(self.aggregator.publish_s, self.tick_s * self.rng.uniform(0.8, 1.2))
+
     def _on_lease(self, prev: Tick | None) -> None:
         # This process publishes from now on: continue from the last published price.
         self._reseed = prev.price if prev else None
@@ -99,7 +110,7 @@ class SimSource(Stoppable):
         while not self.stopping:
             if self._walk is None:
                 self._walk = self._start_walk()
-            dt = self.tick_s * self.rng.uniform(0.8, 1.2)
+            dt = self.next_interval()
             if self.wait(dt):
                 break
             walk = self._walk
