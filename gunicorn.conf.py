@@ -5,6 +5,7 @@ value stops the master before it forks, with one line naming the variable.
 """
 
 import gc
+import importlib
 import socket
 import sys
 import time
@@ -142,6 +143,12 @@ def post_worker_init(worker):
     backlog, so a reload costs a short delay, not a refusal.
     """
     from workers import runtime
+
+    # The SIWE login imports eth_account on first use (app.auth.signatures.recover_personal_sign_
+    # reference): ~550 ms of imports in the hub thread, during which no socket, tap or price tick
+    # moved (GEVENT_MONITOR_THREAD_ENABLE showed it at the first login of each new worker, so also
+    # after every SIGHUP). Imported here, before the worker serves, it delays only the start.
+    importlib.import_module("eth_account.messages")
 
     # The SQLite writer's thread takes the GIL back after every apsw call; from a busy hub thread that
     # can take up to the switch interval each time (the GIL convoy, BENCHMARKS.md).
