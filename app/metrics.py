@@ -74,6 +74,12 @@ class Metrics:
         )
         self.feed_state = Gauge("tap_feed_state", "Feed state: 0 healthy, 1 degraded, 2 critical", registry=r)
         self.ticks = Counter("tap_price_ticks", "Price ticks received from pub/sub", registry=r)
+        self.tick_age = Histogram(
+            "tap_feed_tick_age_seconds",
+            "Age of a tick's price when it is published: from its exchange (or simulation) time",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.ticks_published = Counter(
             "tap_price_ticks_published", "Price ticks published", ["source"], registry=r
         )

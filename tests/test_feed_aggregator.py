@@ -205,3 +205,21 @@ def test_history_is_trimmed_by_the_publisher(r, clocks):
     )
     assert [t.price for t in ticks_since(r, 0)] == [2]
     assert r.zcard(PRICE_HISTORY_KEY) == 1
+
+
+def test_the_age_of_each_published_price_is_measured(r, clocks):
+    """tap_feed_tick_age_seconds: from the price's exchange time to its publication, so an operator
+    sees how late traders get the price (a simulated one once waited ~135 ms at the median)."""
+    m = Metrics()
+    agg = make(r, clocks, metrics=m)
+    g = gevent.spawn(agg.run)
+    try:
+        agg.offer(q(clocks, "binance", 6_700_000, lag_ms=120))
+        wait_until(lambda: m.registry.get_sample_value("tap_feed_tick_age_seconds_count") == 1, timeout=5)
+        assert m.registry.get_sample_value("tap_feed_tick_age_seconds_sum") == pytest.approx(0.12)
+        assert m.registry.get_sample_value("tap_feed_tick_age_seconds_bucket", {"le": "0.1"}) == 0
+        assert m.registry.get_sample_value("tap_feed_tick_age_seconds_bucket", {"le": "0.25"}) == 1
+        assert last_tick(r) == Tick(6_700_000, T0_MS - 120)
+    finally:
+        agg.stop()
+        g.join(5)
