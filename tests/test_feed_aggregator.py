@@ -209,7 +209,7 @@ def test_history_is_trimmed_by_the_publisher(r, clocks):
 
 def test_the_age_of_each_published_price_is_measured(r, clocks):
     """tap_feed_tick_age_seconds: from the price's exchange time to its publication, so an operator
-    sees how late traders get the price (a simulated one once waited ~135 ms at the median)."""
+    sees how late traders get the price (a simulated one once waited 30-140 ms at the median)."""
     m = Metrics()
     agg = make(r, clocks, metrics=m)
     g = gevent.spawn(agg.run)

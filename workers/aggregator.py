@@ -364,7 +364,7 @@ class PriceAggregator(Stoppable):
         if self.metrics:
             self.metrics.ticks_published.labels("normalised").inc()
             # How late traders see the price: network, the freshness rules and the pacing above. A
-            # simulated price once waited ~135 ms at the median here (price_sim.SimSource.next_interval).
+            # simulated price once waited 30-140 ms at the median here (price_sim.SimSource.next_interval).
             self.metrics.tick_age.observe(max(0, self.clock.wall_ms() - tick.ts) / 1000)
 
     def _sleep(self, seconds: float) -> None:

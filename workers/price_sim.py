@@ -83,9 +83,9 @@ class SimSource(Stoppable):
 
         The aggregator publishes at most once per interval, so a quote that comes sooner waits for it.
         With both intervals at 250 ms the quotes came exactly as fast as they may be published, and
-        the waits added up instead of draining: each published price was ~135 ms old at the median,
-        up to ~240 ms (BENCHMARKS.md, "The simulated price's age"). Never sooner than the aggregator
-        may publish, a quote goes out as soon as it is made."""
+        the waits added up instead of draining: the published price was 30-140 ms old at the median
+        of a run, up to ~240 ms (BENCHMARKS.md, issue 12, fifth pass). Never sooner than the
+        aggregator may publish, a quote goes out as soon as it is made."""
         return max(self.aggregator.publish_s, self.tick_s * self.rng.uniform(0.8, 1.2))
 
     def _on_lease(self, prev: Tick | None) -> None:
