@@ -70,8 +70,15 @@ class StallOnNthCall(FakeClock):
 
 
 @pytest.fixture
-def settings(tmp_path, redis_url) -> Settings:
-    return desk_settings(tmp_path, redis_url, redis_timeout_s=0.25)
+def settings(request, tmp_path, redis_url) -> Settings:
+    """The desk's settings; a test that needs others names them (`parametrize(..., indirect=True)`),
+    so only the test that stalls Redis past a short timeout runs with one."""
+    return desk_settings(tmp_path, redis_url, **getattr(request, "param", {}))
+
+
+SHORT_REDIS_TIMEOUT = pytest.mark.parametrize(
+    "settings", [{"redis_timeout_s": 0.25}], indirect=True, ids=["redis_timeout_0.25s"]
+)
 
 
 def _wait(pred, timeout: float = 5.0, what: str = "condition") -> None:
@@ -91,6 +98,7 @@ def _wait_confirmed(trader, bet_id: str) -> None:
     _wait(done, what=f"bet {bet_id} confirmed")
 
 
+@SHORT_REDIS_TIMEOUT
 def test_claim_whose_reply_was_lost_is_released_and_the_retry_goes_through(desk: Desk, redis_server) -> None:
     from app.services import set_clock
 
@@ -137,7 +145,9 @@ def test_claim_refused_by_the_writer_queue_is_released(desk: Desk) -> None:
     _wait_confirmed(t, out["bet_id"])
 
 
-def test_rejection_whose_notification_failed_still_frees_the_cell(desk: Desk, redis_server) -> None:
+def test_rejection_whose_notification_failed_still_frees_the_cell(
+    desk: Desk, redis_server, caplog: pytest.LogCaptureFixture
+) -> None:
     t = desk.trader(deposit="5")
     cell = desk.cell()
     r = redis_server.client()
@@ -146,7 +156,10 @@ def test_rejection_whose_notification_failed_still_frees_the_cell(desk: Desk, re
         assert status == 202, out
         r.config_set("min-replicas-to-write", 1)  # Redis refuses every write when the writer reports
     try:
-        gevent.sleep(0.3)  # the writer has rejected it; the notification failed at least once
+        _wait(  # the writer has rejected it and the notifier's first attempt failed
+            lambda: any("could not send" in rec.getMessage() for rec in caplog.records),
+            what="a failed notification",
+        )
         assert r.get(cell_key(t.address, cell)) is not None
     finally:
         r.config_set("min-replicas-to-write", 0)
