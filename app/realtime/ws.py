@@ -17,6 +17,8 @@ unanswered is closed (1008, counted in `tap_ws_idle_closed`). A client that cann
 by the fan-out. A socket whose session is logged out (a control message from any worker) or expires is
 closed with 4401 by its writer. Once its close frame is out, the server sends FIN and reads what the
 peer still sends until it closes too (`_linger`), so the close code is never lost to a TCP reset.
+Whoever closes the socket, the reader first finishes the message it holds (`_stop_reader`): a tap
+mid-claim is queued (or refused and released), never left claimed and unanswered.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import gevent
 import orjson
 from flask import request
 from flask_sock import Sock
+from gevent.event import Event
 from gevent.queue import Empty
 
 from app.auth.decorators import WebsocketRefused, websocket_session
@@ -114,7 +117,8 @@ def stream(ws: Any) -> None:
     with contextlib.suppress(AttributeError, OSError):
         if raw.gettimeout() == 0.0:  # non-blocking, as gevent keeps it: a send never waits
             client.raw = raw
-    reader = gevent.spawn(_read, ws, out, taps)
+    waiting = Event()  # set while the reader waits for bytes: it holds no message then
+    reader = gevent.spawn(_read, ws, out, taps, waiting)
     reader.link_exception(lambda g: log.error("websocket reader failed", exc_info=g.exc_info))
     try:
         _write(ws, out, client, taps)
@@ -122,12 +126,15 @@ def stream(ws: Any) -> None:
         pass  # the peer went away mid-write
     except gevent.GreenletExit:
         # Dropped for being slow, or the worker is shutting down: do not try to write to the socket
-        # (that could block on a slow peer); shut it so the reader greenlet ends too.
+        # (that could block on a slow peer); shut it so the reader greenlet ends too, once it has
+        # finished the message it holds.
+        ws.connected = False
+        _stop_reader(reader, waiting)
         with contextlib.suppress(OSError):
             out.shutdown(socket.SHUT_RDWR)
         out.close()  # nothing is left to write, by anyone
     else:
-        reader.kill(timeout=LINGER_S)  # it must not read what `_linger` reads
+        _stop_reader(reader, waiting)  # it must not read what `_linger` reads
         if reader.dead:
             _linger(out)
     finally:
@@ -207,6 +214,16 @@ def _echo_close(client: Client, out: Any) -> None:
             return
 
 
+def _stop_reader(reader: gevent.Greenlet, waiting: Event) -> None:
+    """End the reader once the socket is closing (`ws.connected` is False), but not in the middle of a
+    message: killed inside a tap's claim, it would leave the cell claimed and the bet never queued or
+    answered, until the reconciler rejected it 30 s later (a logout, an expiry, a ping timeout or a
+    worker's shutdown while the trader taps). It finishes the message it holds, within LINGER_S, then
+    stops at its next message or is killed where it waits for bytes."""
+    gevent.wait([reader, waiting], timeout=LINGER_S, count=1)
+    reader.kill(timeout=LINGER_S)
+
+
 def _linger(out: Any) -> None:
     """The close frame is written: send FIN, then read and drop what the peer still sends until it
     closes its side too (or LINGER_S / LINGER_BYTES run out).
@@ -235,20 +252,25 @@ def _close(ws: Any, out: Any, code: int, reason: str) -> None:
         out.sendall(close_frame(code, reason))
 
 
-def _read(ws: Any, out: Any, taps: TapSocket) -> None:
+def _read(ws: Any, out: Any, taps: TapSocket, waiting: Event) -> None:
     """The socket's reader: frames parsed here (app.realtime.frames), one message at a time handed to
     the taps, control frames answered through the writer's queue. A protocol error closes the socket
-    with its code (1002, 1007, 1009) after what is already queued."""
+    with its code (1002, 1007, 1009) after what is already queued. `waiting` is set while it waits
+    for bytes (`_stop_reader`); once the socket is closing it takes no further message."""
     fanout, client = taps.svc.fanout, taps.client
     frames = FrameReader(MAX_MESSAGE_FACTOR * taps.svc.settings.ws_max_message)
     recv, handle = out.recv, taps.handle
     try:
         while ws.connected:
+            waiting.set()
             data = recv(RECV_BYTES)
+            waiting.clear()
             if not data:
                 break  # the peer is gone
             frames.feed(data)
             while (item := frames.next()) is not None:
+                if not ws.connected:
+                    return  # closing (by the writer, or the worker's shutdown): answer no more
                 op, payload = item
                 if op < CLOSE_OP:
                     handle(payload)
