@@ -110,6 +110,9 @@ class Fanout:
         self._on_expired = on_expired
         self.wall_ms = wall_ms  # the app's wall clock (Services.now_ms), for session expiry
         self._sweeper: gevent.Greenlet | None = None
+        # Set by `close_all`: the worker is shutting down, and a socket it accepts meanwhile (gunicorn
+        # stops accepting only at its next loop, up to a second later) is closed at once (ws.stream).
+        self.closing = False
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -261,7 +264,9 @@ class Fanout:
                 self._offer(client, PING)
 
     def close_all(self) -> None:
-        """Ask every client greenlet to end (used when the worker shuts down)."""
+        """Ask every client greenlet to end (used when the worker shuts down); sockets that open
+        after this are closed at once (`closing`)."""
+        self.closing = True
         for client in list(self._clients):
             self.unregister(client)
             client.greenlet.kill(block=False)

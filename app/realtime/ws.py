@@ -69,6 +69,7 @@ RECV_BYTES = 16 * 1024
 # long and this much (`_linger`), so that closing the socket does not reset the connection.
 LINGER_S = 2.0
 LINGER_BYTES = 1024 * 1024
+WS_CLOSE_SERVICE_RESTART = 1012  # RFC 6455 registry: "Service Restart": reconnect
 # Close codes a client may send (RFC 6455 §7.4): anything else in its close frame is a protocol error.
 _VALID_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)))
 
@@ -104,6 +105,12 @@ def stream(ws: Any) -> None:
         session = websocket_session()
     except WebsocketRefused as exc:
         ws.close(reason=exc.close_code, message=exc.reason)
+        return
+    if svc.fanout.closing:
+        # This worker is shutting down (a reload or a stop) but its listener still took the socket:
+        # left open, it would hold the worker until gunicorn's graceful timeout (20 s) and then drop.
+        # Closed now, the client reconnects to the new worker. No yield between here and `register`.
+        ws.close(reason=WS_CLOSE_SERVICE_RESTART, message="service_restart")
         return
     client = svc.fanout.register()
     state = auth_state()
