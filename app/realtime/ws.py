@@ -129,8 +129,9 @@ def stream(ws: Any) -> None:
     reader.link_exception(lambda g: log.error("websocket reader failed", exc_info=g.exc_info))
     try:
         _write(ws, out, client, taps)
-    except OSError:
-        pass  # the peer went away mid-write
+    except OSError:  # the peer went away mid-write; a tap it sent before may still be mid-claim
+        ws.connected = False
+        _stop_reader(reader, waiting)
     except gevent.GreenletExit:
         # Dropped for being slow, or the worker is shutting down: do not try to write to the socket
         # (that could block on a slow peer); shut it so the reader greenlet ends too, once it has
