@@ -130,19 +130,17 @@ def stream(ws: Any) -> None:
     try:
         _write(ws, out, client, taps)
     except OSError:  # the peer went away mid-write; a tap it sent before may still be mid-claim
-        ws.connected = False
-        _stop_reader(reader, waiting)
+        _stop_reader(ws, reader, waiting)
     except gevent.GreenletExit:
         # Dropped for being slow, or the worker is shutting down: do not try to write to the socket
         # (that could block on a slow peer); shut it so the reader greenlet ends too, once it has
         # finished the message it holds.
-        ws.connected = False
-        _stop_reader(reader, waiting)
+        _stop_reader(ws, reader, waiting)
         with contextlib.suppress(OSError):
             out.shutdown(socket.SHUT_RDWR)
         out.close()  # nothing is left to write, by anyone
     else:
-        _stop_reader(reader, waiting)  # it must not read what `_linger` reads
+        _stop_reader(ws, reader, waiting)  # it must not read what `_linger` reads
         if reader.dead:
             _linger(out)
     finally:
@@ -222,12 +220,13 @@ def _echo_close(client: Client, out: Any) -> None:
             return
 
 
-def _stop_reader(reader: gevent.Greenlet, waiting: Event) -> None:
-    """End the reader once the socket is closing (`ws.connected` is False), but not in the middle of a
+def _stop_reader(ws: Any, reader: gevent.Greenlet, waiting: Event) -> None:
+    """Mark the socket closing (`ws.connected` False) and end the reader, but not in the middle of a
     message: killed inside a tap's claim, it would leave the cell claimed and the bet never queued or
     answered, until the reconciler rejected it 30 s later (a logout, an expiry, a ping timeout or a
     worker's shutdown while the trader taps). It finishes the message it holds, within LINGER_S, then
     stops at its next message or is killed where it waits for bytes."""
+    ws.connected = False
     gevent.wait([reader, waiting], timeout=LINGER_S, count=1)
     reader.kill(timeout=LINGER_S)
 

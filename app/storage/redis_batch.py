@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def evalsha(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
-    """The command that runs a registered script by its SHA, for `send_commands` (a NOSCRIPT reply
-    means Redis lost its scripts: the caller runs the script itself, which loads it)."""
+    """The command that runs a registered script by its SHA, for `send_commands`. A NOSCRIPT reply
+    means Redis lost its scripts: `ScriptBatcher` then runs that call on its own (which loads it);
+    the notifier, whose calls must keep their order, loads its scripts in front of each batch."""
     return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
