@@ -144,7 +144,8 @@ return n
 # (only if the cell still holds this bet), unindex it and tell the trader — once: a record already
 # settled (rejected) is left alone, so a retried or duplicated call publishes nothing twice.
 # Its liability is released with the cell (idempotently: see _RELEASE_EXPOSURE). The trader hears it
-# through `emit` (app.realtime.events): kept in its event Stream (KEYS[6]) with an id.
+# through `emit` (app.realtime.events): kept in its event Stream (KEYS[6]) with an id. ARGV[6], ARGV[7]
+# (optional): the notifier's token and retry window (`EMIT_LUA`).
 REJECT_LUA = (
     EMIT_LUA
     + """
@@ -155,7 +156,7 @@ if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end"""
 redis.call('ZREM', KEYS[3], ARGV[3])
 if rec and cjson.decode(rec)['status'] ~= 'pending' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-emit(KEYS[6], ARGV[4], {ARGV[5]})
+emit(KEYS[6], ARGV[4], {ARGV[5]}, ARGV[6], ARGV[7])
 return 1
 """
 )
@@ -164,6 +165,8 @@ return 1
 # notification always publishes (ARGV[5] = '1': Redis may have lost the record); the reconciler only
 # when the record was still there, so it never repeats what the writer already said.
 # bet:confirmed and the new balance: two events (two ids), one pub/sub message (app.realtime.events).
+# ARGV[6], ARGV[7] (optional): the notifier's token and retry window (`EMIT_LUA`): a writer notification
+# retried after a lost reply is not published twice.
 CONFIRM_LUA = (
     EMIT_LUA
     + """
@@ -173,7 +176,7 @@ if not rec and ARGV[5] ~= '1' then return 0 end
 redis.call('DEL', KEYS[1])
 local msgs = {ARGV[3]}
 if ARGV[4] ~= '' then msgs[2] = ARGV[4] end
-emit(KEYS[3], ARGV[2], msgs)
+emit(KEYS[3], ARGV[2], msgs, ARGV[6], ARGV[7])
 return 1
 """
 )

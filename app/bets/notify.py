@@ -15,15 +15,23 @@ connection delivers them. A Redis failure here loses only notifications: the bet
 idempotent), the batches behind it waiting so the order holds; after that `app.bets.reconcile`
 repairs what is left (a pending record past its queue deadline), so a rejected bet's cell claim is
 always freed in the end.
+
+A retry never tells a trader anything twice: each op's first event is stored in the trader's Stream
+with a token of this notifier's (`EMIT_LUA`), and a retried op first looks for its token among the
+trader's latest events. What Redis ran before a failed reply or a lost connection is therefore not
+published again; the one case left is a first attempt that Redis runs only after the retry (a stall
+longer than the retry delay, with the request still in its socket buffer).
 """
 
 from __future__ import annotations
 
 __all__ = ["BetNotifier", "confirmed_json", "pending_json", "rejection_args"]
 
+import itertools
 import logging
+import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 
 import gevent
@@ -49,6 +57,10 @@ from app.units import format_money, format_multiplier
 
 log = logging.getLogger(__name__)
 
+# An op: (script, keys, head, token, tail, sent); its args are [*head, token, again, *tail] (see `_args`).
+# Every notifier script's last key is the trader's event Stream, where a retry looks for the token.
+Op = tuple[Script, list, list, str, list, Event | None]
+
 
 def rejection_reason(exc: BaseException) -> str:
     if isinstance(exc, Rejected):
@@ -66,13 +78,15 @@ class BetNotifier:
     def __init__(self, r: redis.Redis, metrics: Metrics | None = None) -> None:
         self.r = r
         self.metrics = metrics
-        self._ops: list[tuple] = []  # this batch's, until `flush`
-        self._backlog: deque[list[tuple]] = deque()  # flushed batches not sent yet, oldest first
+        self._ops: list[Op] = []  # this batch's, until `flush`
+        self._backlog: deque[list[Op]] = deque()  # flushed batches not sent yet, oldest first
         self._backlog_ops = 0
         self._sender: gevent.Greenlet | None = None
         self._reject = r.register_script(REJECT_LUA)
         self._confirm = r.register_script(CONFIRM_LUA)
         self._events = Events(r)
+        self._token_prefix = secrets.token_hex(6) + ":"  # this notifier's; tokens never repeat
+        self._seq = itertools.count()
 
     def attach(self, queue: WriteQueue) -> BetNotifier:
         """Flush at the end of each of `queue`'s writer batches."""
@@ -84,7 +98,8 @@ class BetNotifier:
         events (JSON objects as text) are sent with this batch, after everything committed before.
         `sent` is set once they are out (or given up on), for a request that answers only then."""
         if messages:
-            self._ops.append(("events", address, list(messages), sent))
+            keys, head = self._events.keys_args(address)
+            self._ops.append((self._events.script, keys, head, self._token(), list(messages), sent))
         elif sent is not None:
             sent.set()
 
@@ -92,18 +107,14 @@ class BetNotifier:
         """Called by the writer after the commit. `value` is the new balance, or the exception."""
         if ok:
             assert isinstance(value, int)
-            self._ops.append(
-                (
-                    "confirm",
-                    *confirm_args(
-                        bet_id=bet.bet_id,
-                        address=bet.address,
-                        message=confirmed_json(bet),
-                        balance_message=balance_event(value),
-                        always=True,
-                    ),
-                )
+            keys, head = confirm_args(
+                bet_id=bet.bet_id,
+                address=bet.address,
+                message=confirmed_json(bet),
+                balance_message=balance_event(value),
+                always=True,
             )
+            self._ops.append((self._confirm, keys, head, self._token(), [], None))
             if self.metrics:
                 self.metrics.bets_confirmed.inc()
                 self.metrics.bet_confirm_seconds.observe(time.monotonic() - accepted_at)
@@ -118,7 +129,8 @@ class BetNotifier:
             reason = rejection_reason(value)  # type: ignore[arg-type]
             if reason == "internal_error":
                 log.error("bet %s failed in the writer: %r", bet.bet_id, value)
-            self._ops.append(("reject", *rejection_args(bet, reason)))
+            keys, head = rejection_args(bet, reason)
+            self._ops.append((self._reject, keys, head, self._token(), [], None))
             if self.metrics:
                 self.metrics.bets_rejected.labels(reason).inc()
 
@@ -144,7 +156,7 @@ class BetNotifier:
         flush never strands a batch."""
         try:
             while self._backlog:
-                ops: list[tuple] = []
+                ops: list[Op] = []
                 while self._backlog and len(ops) < self.SEND_MAX_OPS:
                     batch = self._backlog.popleft()
                     self._backlog_ops -= len(batch)
@@ -156,46 +168,67 @@ class BetNotifier:
         finally:
             self._sender = None
 
-    def _send(self, ops: list[tuple]) -> None:
-        """All of `ops` in one round trip (`send_commands`), sent again after a Redis failure (the ops
-        are idempotent: compare-and-delete, publish once) — a rejection that never reached Redis would
-        leave the trader's cell claimed until the column ends (issue 10 item 5). Later batches wait,
-        so each trader's events keep their order.
+    def _token(self) -> str:
+        return self._token_prefix + str(next(self._seq))
+
+    def _send(self, ops: list[Op]) -> None:
+        """All of `ops` in one round trip (`send_commands`), sent again after a Redis failure: a
+        rejection that never reached Redis would leave the trader's cell claimed until the column
+        ends (issue 10 item 5). Later batches wait, so each trader's events keep their order.
+
+        What is sent again: after error replies (e.g. NOREPLICAS, READONLY), the ops from the first
+        failed one on, since those before it ran; after a connection error, all of them. Either way
+        some of them may have run, so the retry carries `again` and an op whose token is already in
+        its trader's Stream does nothing (`EMIT_LUA`); the rest of each script is idempotent
+        (compare-and-delete). Sending only the failed ops would put a trader's events out of order.
 
         The scripts are loaded first in the same round trip (`SCRIPT LOAD` of a loaded script only
         hashes it): Redis that restarted and lost them would refuse one EVALSHA with NOSCRIPT and run
         the ones after it, and a trader's events would go out of commit order (a withdrawal's balance
         before the confirmation of a bet committed earlier: tests/test_event_order.py)."""
-        calls = [self._call(op) for op in ops]
-        scripts = dict.fromkeys(script for script, _, _ in calls)
-        commands = [("SCRIPT", "LOAD", script.script) for script in scripts]
-        commands += [evalsha(script, keys, args) for script, keys, args in calls]
+        pending, again = ops, False
         for attempt in range(len(self.RETRY_DELAYS_S) + 1):
             try:
-                failed = [r for r in send_commands(self.r, commands) if isinstance(r, redis.RedisError)]
-                if failed:
-                    raise failed[0]  # e.g. NOREPLICAS, READONLY: the whole batch again, as a pipeline would
-                return
+                loads, commands = self._commands(pending, again)
+                replies = send_commands(self.r, loads + commands)[len(loads) :]
+                failed = [i for i, reply in enumerate(replies) if isinstance(reply, redis.RedisError)]
+                if not failed:
+                    if attempt:
+                        log.info("sent %d bet notifications at attempt %d", len(pending), attempt + 1)
+                    return
+                pending = pending[failed[0] :]
+                raise replies[failed[0]]
             except redis.RedisError as exc:
                 if attempt == len(self.RETRY_DELAYS_S):
                     log.error(
-                        "dropped %d bet notifications after %d attempts: %s", len(ops), attempt + 1, exc
+                        "dropped %d bet notifications after %d attempts: %s", len(pending), attempt + 1, exc
                     )
                     return
-                log.warning("could not send %d bet notifications (%s); retrying", len(ops), exc)
+                log.warning("could not send %d bet notifications (%s); retrying", len(pending), exc)
+                again = True
                 gevent.sleep(self.RETRY_DELAYS_S[attempt])
 
-    def _call(self, op: tuple) -> tuple[Script, list, list]:
-        if op[0] == "events":
-            keys, args = self._events.keys_args(op[1], op[2])
-            return self._events.script, keys, args
-        return (self._confirm if op[0] == "confirm" else self._reject), op[1], op[2]
+    @staticmethod
+    def _commands(ops: list[Op], again: bool) -> tuple[list[tuple], list[tuple]]:
+        """The `SCRIPT LOAD`s and the EVALSHAs of `ops`. With `again`, each op looks for its token
+        among as many of its trader's latest events as `ops` hold for that trader, plus a margin for
+        other publishers (the reconciler)."""
+        window: Counter[str] = Counter()
+        if again:
+            for _, keys, _, _, tail, _ in ops:
+                window[keys[-1]] += len(tail) or 2
+        loads = [("SCRIPT", "LOAD", script.script) for script in dict.fromkeys(op[0] for op in ops)]
+        commands = [
+            evalsha(script, keys, [*head, token, window[keys[-1]] + 64 if again else 0, *tail])
+            for script, keys, head, token, tail, _ in ops
+        ]
+        return loads, commands
 
 
-def _mark_sent(ops: list[tuple]) -> None:
+def _mark_sent(ops: list[Op]) -> None:
     for op in ops:
-        if op[0] == "events" and op[3] is not None:
-            op[3].set()
+        if op[5] is not None:
+            op[5].set()
 
 
 def confirmed_json(bet: NewBet) -> bytes:

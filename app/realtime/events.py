@@ -15,8 +15,6 @@ event once (app.realtime.taps, app.realtime.fanout).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import orjson
 import redis
 
@@ -26,28 +24,44 @@ from app.units import format_money
 STREAM_MAX = 1000  # events kept per trader (approximate trimming)
 STREAM_TTL_MS = 24 * 3600 * 1000
 
-# emit(stream key, channel, {json texts}): XADD each, then one PUBLISH of the texts with their ids.
+# emit(stream key, channel, {json texts}, token, again): XADD each, then one PUBLISH of the texts with
+# their ids. `token` (may be nil) is stored beside the first text as field `k`: a notifier retrying a
+# round trip whose outcome it does not know passes `again` = N, and the events are emitted only if no
+# entry among the stream's last N carries `token` (the first attempt did not run). Returns whether it
+# emitted.
 EMIT_LUA = f"""
-local function emit(stream, channel, msgs)
+local function emit(stream, channel, msgs, token, again)
+  local n = tonumber(again)
+  if n and n > 0 and token then
+    for _, e in ipairs(redis.call('XREVRANGE', stream, '+', '-', 'COUNT', n)) do
+      if e[2][3] == 'k' and e[2][4] == token then return false end
+    end
+  end
   local out = {{}}
-  for _, m in ipairs(msgs) do
-    local id = redis.call('XADD', stream, 'MAXLEN', '~', {STREAM_MAX}, '*', 'm', m)
+  for i, m in ipairs(msgs) do
+    local id
+    if i == 1 and token and token ~= '' then
+      id = redis.call('XADD', stream, 'MAXLEN', '~', {STREAM_MAX}, '*', 'm', m, 'k', token)
+    else
+      id = redis.call('XADD', stream, 'MAXLEN', '~', {STREAM_MAX}, '*', 'm', m)
+    end
     out[#out + 1] = '{{"id":"' .. id .. '",' .. string.sub(m, 2)
   end
   if #out > 0 then
     redis.call('PEXPIRE', stream, {STREAM_TTL_MS})
     redis.call('PUBLISH', channel, table.concat(out, '\\n'))
   end
+  return true
 end
 """
 
-# KEYS[1] the stream, ARGV[1] the channel, ARGV[2..] the events.
+# KEYS[1] the stream, ARGV[1] the channel, ARGV[2] the token, ARGV[3] again, ARGV[4..] the events.
 _PUBLISH_LUA = (
     EMIT_LUA
     + """
 local msgs = {}
-for i = 2, #ARGV do msgs[#msgs + 1] = ARGV[i] end
-emit(KEYS[1], ARGV[1], msgs)
+for i = 4, #ARGV do msgs[#msgs + 1] = ARGV[i] end
+emit(KEYS[1], ARGV[1], msgs, ARGV[2], ARGV[3])
 return #msgs
 """
 )
@@ -61,9 +75,10 @@ class Events:
         self.script = r.register_script(_PUBLISH_LUA)
 
     @staticmethod
-    def keys_args(address: str, messages: Sequence[bytes]) -> tuple[list[str], list[str | bytes]]:
-        """The keys and args of `script` that publish `messages` for `address`."""
-        return [events_key(address)], [user_channel(address), *messages]
+    def keys_args(address: str) -> tuple[list[str], list[str]]:
+        """The keys of `script` for `address`, and its args before the token, the retry window and the
+        events (`EMIT_LUA`)."""
+        return [events_key(address)], [user_channel(address)]
 
 
 def balance_event(balance: int) -> bytes:
