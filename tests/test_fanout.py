@@ -77,9 +77,10 @@ class _Raw:
     """A non-blocking socket's send: takes `room` bytes at most, raises BlockingIOError when full."""
 
     def __init__(self, room: int) -> None:
-        self.room, self.sent = room, b""
+        self.room, self.sent, self.calls = room, b"", 0
 
     def send(self, data: bytes) -> int:
+        self.calls += 1
         if self.room == 0:
             raise BlockingIOError
         n = min(self.room, len(data))
@@ -125,3 +126,20 @@ def test_an_answer_is_written_to_an_idle_writer_s_socket_else_queued():
     fanout.reply(client, "third")  # the queue is not empty: queued behind it
     assert [client.queue.get_nowait() for _ in range(2)] == [text_frame("second"), text_frame("third")]
     assert client.raw.sent == text_frame("accepted")
+
+
+def test_a_trader_s_events_are_written_at_once_in_one_send_to_an_idle_writer_s_socket():
+    from app.realtime.fanout import text_frame
+
+    confirmed = b'{"id":"5-0","type":"bet:confirmed"}'
+    balance = b'{"id":"5-1","type":"balance"}'
+    fanout = Fanout(queue_max=10)
+    idle, busy = fanout.register("0xa"), fanout.register("0xa")
+    idle.raw, idle.idle = _Raw(room=1000), True
+    busy.raw, busy.idle = _Raw(room=1000), False
+    both = text_frame(confirmed) + text_frame(balance)
+    fanout.send_to("0xa", confirmed + b"\n" + balance)
+    assert (idle.raw.sent, idle.raw.calls, idle.queue.qsize()) == (both, 1, 0)
+    assert busy.queue.get_nowait() == both and busy.raw.sent == b""  # its writer sends them, in order
+    fanout.send_to("0xa", balance)  # already had: nothing written or queued
+    assert (idle.raw.calls, idle.queue.qsize(), busy.queue.qsize()) == (1, 0, 0)

@@ -154,11 +154,7 @@ class Fanout:
     def reply(self, client: Client, text: str | bytes) -> None:
         """Send a message to one connection (the answer to a message it sent, e.g. `bet:accepted`):
         written at once if its writer is idle, as a broadcast is (see `broadcast`), else queued."""
-        frame = text_frame(text)
-        if client.idle and client.raw is not None and not client.queue.qsize():
-            self._write_now(client, frame)
-        else:
-            self._offer(client, frame)
+        self._push(client, text_frame(text))
 
     def queue_raw(self, client: Client, data: bytes) -> None:
         """Queue bytes already framed (a pong, a close echo from the socket's reader, app.realtime.ws)."""
@@ -189,10 +185,14 @@ class Fanout:
         """
         frame = text_frame(text)
         for client in list(self._clients):
-            if client.idle and client.raw is not None and not client.queue.qsize():
-                self._write_now(client, frame)
-            else:
-                self._offer(client, frame)
+            self._push(client, frame)
+
+    def _push(self, client: Client, frame: bytes) -> None:
+        """`frame` written at once if the client's writer is idle (see `broadcast`), else queued."""
+        if client.idle and client.raw is not None and not client.queue.qsize():
+            self._write_now(client, frame)
+        else:
+            self._offer(client, frame)
 
     def _write_now(self, client: Client, frame: bytes) -> None:
         try:
@@ -205,32 +205,40 @@ class Fanout:
             self._offer(client, frame[sent:] if sent else frame)
 
     def send_to(self, address: str, text: str | bytes) -> None:
-        """Queue a trader's events (bet:* and balance; several, one JSON text per line) for every
-        connection of that trader, each event once per connection (see `deliver`)."""
+        """Send a trader's events (bet:* and balance; several, one JSON text per line) to every
+        connection of that trader, each event once per connection (see `_due`). A connection whose
+        writer is idle gets them written at once, in one send, as a broadcast is (`_push`): a
+        `bet:confirmed` and its `balance` then cost no queue, no wake-up of the writer and one syscall."""
         clients = self._by_address.get(address)
         if not clients:
             return
         data = text.encode() if isinstance(text, str) else text
-        for part in data.split(b"\n"):
-            eid = message_id(part)
-            frame = text_frame(part)
-            for client in list(clients):
-                self.deliver(client, eid, frame)
+        events = [(message_id(part), text_frame(part)) for part in data.split(b"\n")]
+        for client in list(clients):
+            frames = [frame for eid, frame in events if self._due(client, eid, frame)]
+            if frames:
+                self._push(client, frames[0] if len(frames) == 1 else b"".join(frames))
 
     def deliver(self, client: Client, eid: EventId | None, frame: bytes) -> None:
         """Queue one trader event for `client`, unless it already has it (id at or below its last);
         held back while the client resumes."""
+        if self._due(client, eid, frame):
+            self._offer(client, frame)
+
+    def _due(self, client: Client, eid: EventId | None, frame: bytes) -> bool:
+        """Whether `client` is to get this event now: not if it already has it (id at or below its
+        last), nor while it resumes (the event waits in its resume buffer)."""
         if eid is not None:
             if client.resume_buffer is not None:
                 if len(client.resume_buffer) >= self.queue_max:
                     self._drop(client)  # it could not take them anyway
-                    return
+                    return False
                 client.resume_buffer.append((eid, frame))
-                return
+                return False
             if client.last_event is not None and eid <= client.last_event:
-                return
+                return False
             client.last_event = eid
-        self._offer(client, frame)
+        return True
 
     def replay(self, client: Client, eid: EventId, frame: bytes) -> None:
         """Queue an event read back from the trader's Stream (during a resume)."""
