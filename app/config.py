@@ -306,6 +306,13 @@ class Settings:
         "500",
         "Most writes committed in one transaction",
     )
+    writer_linger_ms: float = _setting(
+        "TAP_WRITER_LINGER_MS",
+        _ms_window,
+        # measured against 0 and 10 in the mixed run at 3,000 taps/s: BENCHMARKS.md, issue 12 sixth pass
+        "5",
+        "Under load, how long the SQLite writer waits for more writes before a transaction (0: never)",
+    )
     ws_queue_max: int = _setting(
         "TAP_WS_QUEUE_MAX", _int(1, 100_000), "256", "Messages buffered per websocket before it is dropped"
     )

@@ -17,6 +17,7 @@ from app.metrics import Metrics
 from app.storage import db
 from app.storage.rollover import rollover_job
 from app.storage.writes import WriteQueue, mark_rerunnable
+from tests.support.waiting import wait_until
 from workers.sqlite_writer import SqliteWriter
 
 blocking_sleep = get_original("time", "sleep")
@@ -119,10 +120,42 @@ def test_jobs_are_grouped_into_batches(db_dir):
     writer, g = _start(q, db_dir, batch_max=100)
     for r in results:
         r.get(5)
+    assert _batches(writer) == (3, 250)  # 100 + 100 + 50
+    writer.stop()
+    g.join(5)
+
+
+def _batches(writer):
+    """(transactions, writes) the writer has committed, from its batch-size histogram."""
     sizes = writer.metrics.write_batch_size.collect()[0].samples
     count = next(s.value for s in sizes if s.name.endswith("_count"))
     total = next(s.value for s in sizes if s.name.endswith("_sum"))
-    assert (count, total) == (3, 250)  # 100 + 100 + 50
+    return count, total
+
+
+@pytest.mark.parametrize(("linger_s", "batches"), [(0.0, (2, 8)), (1.0, (1, 8))])
+def test_under_load_the_writer_lingers_for_a_fuller_transaction(db_dir, linger_s, batches):
+    """Five writes waiting (at least LINGER_FROM): with a linger the writer waits for more first, so the
+    three that arrive meanwhile share the transaction; without one they make a second transaction."""
+    assert SqliteWriter.LINGER_FROM <= 5 < SqliteWriter.LINGER_UNTIL
+    q = WriteQueue(100)
+    results = [q.submit(_put(f"l{i}")) for i in range(5)]
+    writer = SqliteWriter(q, db_dir, synchronous="FULL", batch_max=100, metrics=Metrics(), linger_s=linger_s)
+    g = gevent.spawn(writer.run)
+    wait_until(lambda: q.heartbeat_age() is not None, what="the writer's loop")  # it has looked
+    results += [q.submit(_put(f"l{i}")) for i in range(5, 8)]
+    for r in results:
+        r.get(5)
+    assert _batches(writer) == batches
+    writer.stop()
+    g.join(5)
+
+
+def test_a_lone_write_is_committed_without_lingering(db_dir):
+    q = WriteQueue(100)
+    writer = SqliteWriter(q, db_dir, synchronous="FULL", batch_max=100, metrics=Metrics(), linger_s=60.0)
+    g = gevent.spawn(writer.run)
+    assert q.call(_put("alone"), timeout=5) == "alone"  # far sooner than the 60 s linger
     writer.stop()
     g.join(5)
 

@@ -37,6 +37,7 @@ def build_workers(app: Flask) -> list[Worker]:
             batch_max=s.batch_max,
             metrics=svc.metrics,
             autocheckpoint=not s.replicating,
+            linger_s=s.writer_linger_ms / 1000,
         ),
         # Right after the writer, so it stops just before the writer drains (its heartbeat covers that).
         BetReconciler(svc, svc.now_ms),
