@@ -284,7 +284,7 @@ class SqliteWriter:
         Every transaction costs the same hand-off to the thread, BEGIN, COMMIT and fsync, results
         back to the hub and one notification round trip, whatever its size. At 3,000 taps/s the
         writes that queue while one commits make transactions of ~10; waiting 5 ms more makes them
-        ~25 and took ~7 % of the core off the mixed run (BENCHMARKS.md, issue 12 sixth pass), for 5 ms
+        ~25 and took ~4 % off the CPU per tap in the mixed run (BENCHMARKS.md, issue 12 sixth pass), for 5 ms
         more to `bet:confirmed`. Nothing waits when the load is light (fewer than LINGER_FROM writes
         waiting), and the writes stay queued while it waits (a stop loses none of them)."""
         if self.linger_s and not self._stopping:
