@@ -282,11 +282,12 @@ class SqliteWriter:
         """Under load, wait `linger_s` for more writes before taking them: fewer, larger transactions.
 
         Every transaction costs the same hand-off to the thread, BEGIN, COMMIT and fsync, results
-        back to the hub and one notification round trip, whatever its size. At 3,000 taps/s the
-        writes that queue while one commits make transactions of ~10; waiting 5 ms more makes them
-        ~25 and took ~4 % off the CPU per tap in the mixed run (BENCHMARKS.md, issue 12 sixth pass), for 5 ms
-        more to `bet:confirmed`. Nothing waits when the load is light (fewer than LINGER_FROM writes
-        waiting), and the writes stay queued while it waits (a stop loses none of them)."""
+        back to the hub and one notification round trip, whatever its size. In the mixed run at
+        3,000 taps/s the writes that queue while one commits made transactions of ~15 on average;
+        waiting 5 ms more made them ~30 and took ~4 % off the CPU per tap (BENCHMARKS.md, issue 12
+        sixth pass), for 5 ms more to `bet:confirmed`. Nothing waits when the load is light (fewer
+        than LINGER_FROM writes waiting), and the writes stay queued while it waits (a stop loses
+        none of them)."""
         if self.linger_s and not self._stopping:
             waiting = self.queue.depth() + self.queue.priority_depth()
             if self.LINGER_FROM <= waiting < self.LINGER_UNTIL:
