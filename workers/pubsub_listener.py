@@ -1,6 +1,7 @@
 """The one Redis pub/sub listener of the process: fans messages out to the websocket queues.
 
-Never share a PubSub object between greenlets: this greenlet owns it. It subscribes to
+Never share its `Subscription` (one Redis connection, read in bulk) between greenlets: this greenlet
+owns it. It subscribes to
 
 - ``tap:price`` — normalised ticks (already the websocket ``price`` message): recorded in the feed
   monitor (freshness is measured here, at the consumer, on the monotonic clock) and broadcast;
@@ -20,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
+import hiredis
 import redis
 
 from app.auth.decorators import WS_CLOSE_INVALID_SESSION
@@ -44,6 +48,7 @@ from workers.loop import Stoppable
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024  # a relayed message larger than this is a bug upstream: dropped
+READ_BYTES = 64 * 1024  # what one read of the subscription takes at most (many messages under load)
 _ADDRESS_RE = re.compile(rb"0x[0-9a-f]{40}")
 
 
@@ -74,21 +79,19 @@ class PubSubListener(Stoppable):
 
     def run(self) -> None:
         while not self.stopping:
-            pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+            sub: Subscription | None = None
             try:
-                pubsub.subscribe(CHANNEL_PRICE, CHANNEL_PUBLIC, CHANNEL_CONTROL)
-                pubsub.psubscribe(USER_PATTERN)
+                sub = Subscription(self.r, [CHANNEL_PRICE, CHANNEL_PUBLIC, CHANNEL_CONTROL], [USER_PATTERN])
                 self._bootstrap()
                 while not self.stopping:
-                    msg = pubsub.get_message(timeout=0.25)  # bounds how long stop() waits
-                    if msg is not None:
-                        self._dispatch(msg)
-            except redis.RedisError as exc:
+                    for channel, data in sub.read(timeout_s=0.25):  # the timeout bounds stop()'s wait
+                        self._dispatch(channel, data)
+            except (redis.RedisError, OSError) as exc:
                 log.warning("pub/sub listener: redis unavailable (%s); reconnecting in 1s", exc)
                 self.wait(1.0)
             finally:
-                with contextlib.suppress(redis.RedisError):
-                    pubsub.close()
+                if sub is not None:
+                    sub.close()
 
     def _bootstrap(self) -> None:
         """Replay the last critical+recovery seconds of history (and the tick before them)."""
@@ -104,8 +107,7 @@ class PubSubListener(Stoppable):
         if n:
             log.info("feed monitor: replayed %d ticks of history; feed %s", n, self.feed.state().value)
 
-    def _dispatch(self, msg: dict) -> None:
-        channel, data = msg["channel"], msg["data"]
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
         if not isinstance(data, bytes) or len(data) > MAX_MESSAGE_BYTES:
             log.warning("dropping oversized or non-bytes pub/sub message on %r", channel)
             return
@@ -145,3 +147,81 @@ def _text(data: bytes) -> str | None:
     except UnicodeDecodeError:
         log.warning("dropping a pub/sub message that is not UTF-8 text")
         return None
+
+
+class Subscription:
+    """One connection subscribed to Redis channels and patterns, its messages read in bulk: what one
+    `recv` brings in is parsed by hiredis and every message in it handed over without another syscall.
+
+    Why not redis-py's `PubSub`: every `get_message(timeout)` on an empty buffer polls the socket with
+    a timeout (a gevent timer and watcher), peeks for a closed peer, sets the socket timeout twice and
+    builds a dict, and a `bet:confirmed` is one message per bet. Replacing it took ~3 % of the worker's
+    CPU per tap off the mixed run at 3,000 taps/s (BENCHMARKS.md, issue 12 sixth pass).
+
+    Connects with the client's own settings: host, port, username and password, client name, the
+    connect and read timeouts (pub/sub ignores the db). A Redis that goes away, refuses the AUTH or
+    sends what is not RESP raises `redis.ConnectionError`; the listener then reconnects.
+    """
+
+    def __init__(self, r: redis.Redis, channels: list[str], patterns: list[str]) -> None:
+        kw = r.connection_pool.connection_kwargs
+        address = (kw.get("host", "localhost"), kw.get("port", 6379))
+        self._sock = socket.create_connection(address, timeout=kw.get("socket_connect_timeout"))
+        self._reader = hiredis.Reader()
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            commands: list[tuple[Any, ...]] = []
+            if kw.get("password"):
+                user = (kw["username"],) if kw.get("username") else ()
+                commands.append(("AUTH", *user, kw["password"]))
+            if kw.get("client_name"):
+                commands.append(("CLIENT", "SETNAME", kw["client_name"]))
+            replies = len(commands) + len(channels) + len(patterns)  # one confirmation per name
+            commands += [cmd for cmd in (("SUBSCRIBE", *channels), ("PSUBSCRIBE", *patterns)) if len(cmd) > 1]
+            self._sock.sendall(b"".join(hiredis.pack_command(c) for c in commands))
+            self._sock.settimeout(kw.get("socket_timeout"))
+            for _ in range(replies):
+                self._next()
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, timeout_s: float) -> list[tuple[bytes, bytes]]:
+        """The messages (channel, data) that one read brings within `timeout_s`; [] if none came."""
+        self._sock.settimeout(timeout_s)
+        try:
+            self._fill()
+        except TimeoutError:
+            return []
+        out = []
+        while (reply := self._gets()) is not False:
+            kind = reply[0]
+            if kind == b"pmessage":
+                out.append((reply[2], reply[3]))
+            elif kind == b"message":
+                out.append((reply[1], reply[2]))
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def _next(self) -> Any:
+        while (reply := self._gets()) is False:
+            self._fill()
+        return reply
+
+    def _gets(self) -> Any:
+        try:
+            reply = self._reader.gets()
+        except hiredis.ProtocolError as exc:
+            raise redis.ConnectionError(f"pub/sub: not a Redis reply ({exc})") from None
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.ConnectionError(f"pub/sub: {reply}")
+        return reply
+
+    def _fill(self) -> None:
+        data = self._sock.recv(READ_BYTES)
+        if not data:
+            raise redis.ConnectionError("pub/sub: Redis closed the connection")
+        self._reader.feed(data)
