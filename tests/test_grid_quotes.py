@@ -292,8 +292,11 @@ def test_a_book_leans_against_its_exposure_and_the_grid_shows_what_is_charged():
             assert shaded.quotes[(t, r)] == max(10_100, math.floor(m * 0.5))
     assert shaded.base is book.base  # the model's quotes are kept for the next snapshot
     # the grid message and the acceptance (book.quote) give the same shaded numbers
+    plain = quotes.grid_message(book, int(now * 1000))  # the unshaded book's matrix, built first
     msg = quotes.grid_message(shaded, int(now * 1000))
     i, j = msg["columns"].index(cols[0]), msg["rows"].index(row)
     assert msg["quotes"][i][j] == quotes.format_multiplier(shaded.quote(cols[0], row))
+    assert plain["quotes"][i][j] == quotes.format_multiplier(base_m)  # each copy formats its own quotes
+    assert quotes.grid_message(shaded, 0)["quotes"] is msg["quotes"]  # once per book
     far = (cols[0] + 100 * SPEC.column_seconds, row)  # a cell outside the book is shaded the same way
     assert shaded.quote(*far) == book.quote(*far)  # (no exposure recorded there)
