@@ -27,6 +27,7 @@ from app.auth.signatures import (
     recover_personal_sign_reference,
     request_fingerprint,
     same_request_or_conflict,
+    to_checksum_address,
     verify_signed_request,
     verify_signer,
 )
@@ -112,6 +113,15 @@ def test_fast_recovery_equals_eth_account(key, text):
     # the same signature with v as 0/1 recovers the same address on both paths
     v01 = with_v(sig, int(sig[-2:], 16) - 27)
     assert recover_personal_sign(text, v01) == expected
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(raw=st.binary(min_size=20, max_size=20), upper=st.booleans())
+def test_eip55_checksum_equals_eth_utils(raw, upper):
+    from eth_utils import to_checksum_address as reference
+
+    address = "0x" + (raw.hex().upper() if upper else raw.hex())
+    assert to_checksum_address(address) == reference(address)
 
 
 @hsettings(max_examples=100, deadline=None)

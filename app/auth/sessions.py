@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import cast
 
 import redis
-from eth_utils import to_checksum_address
 
 from app.auth import errors as E
+from app.auth.signatures import to_checksum_address
 from app.keys import LOGIN_NONCE_PREFIX, SESSION_KEY_PREFIX
 
 log = logging.getLogger(__name__)

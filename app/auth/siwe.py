@@ -36,9 +36,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from eth_utils import to_checksum_address
-
 from app.auth.errors import SiweCheckError, SiweError
+from app.auth.signatures import to_checksum_address
 
 # ---- limits (also in docs/API.md) ---------------------------------------------------------------
 MESSAGE_MAX = 4096

@@ -28,11 +28,11 @@ from typing import Any
 
 import orjson
 import redis
-from eth_utils import to_checksum_address
 
 from app.auth.decorators import WebsocketRefused, websocket_token_session
 from app.auth.ratelimit import Counter, Limits
 from app.auth.sessions import Session
+from app.auth.signatures import to_checksum_address
 from app.bets.placement import parse_bet, place_bet, shed_load
 from app.errors import RateLimited, Unauthorized, as_api_error
 from app.keys import events_key
