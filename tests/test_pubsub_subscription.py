@@ -2,13 +2,17 @@
 
 It replaces redis-py's PubSub on the hot path (one `bet:confirmed` message per bet), so what PubSub
 did for us is checked here: channels and patterns, several messages per read in order, a message
-larger than one read, AUTH with a username and the client name, and a connection Redis drops.
+larger than one read, AUTH with a username and the client name, a connection Redis drops, and one
+that goes silent (its health check).
 """
 
 from __future__ import annotations
 
+import socket
+import time
 from urllib.parse import urlsplit
 
+import gevent
 import pytest
 import redis
 
@@ -80,3 +84,30 @@ def test_a_refused_password_and_a_dropped_connection_are_connection_errors(redis
             wait_until(lambda: sub.read(timeout_s=0.05) and False, what="the dropped connection")
     finally:
         sub.close()
+
+
+def test_a_silent_connection_is_pinged_and_given_up_when_no_answer_comes() -> None:
+    """A half-open connection (here: a server that confirms the subscription, then never answers)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)  # SUBSCRIBE c
+        conn.sendall(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n")
+        while data := conn.recv(4096):
+            received.append(data)
+
+    g = gevent.spawn(serve)
+    r = redis.Redis("127.0.0.1", server.getsockname()[1], health_check_interval=0.2, socket_timeout=0.3)
+    sub = Subscription(r, ["c"], [])
+    deadline = time.monotonic() + 10
+    try:
+        with pytest.raises(redis.ConnectionError, match="no answer to a PING"):
+            while time.monotonic() < deadline:
+                assert sub.read(timeout_s=0.05) == []
+        assert b"PING" in b"".join(received)
+    finally:
+        sub.close()
+        g.kill()
+        server.close()

@@ -159,8 +159,11 @@ class Subscription:
     CPU per tap off the mixed run at 3,000 taps/s (BENCHMARKS.md, issue 12 sixth pass).
 
     Connects with the client's own settings: host, port, username and password, client name, the
-    connect and read timeouts (pub/sub ignores the db). A Redis that goes away, refuses the AUTH or
-    sends what is not RESP raises `redis.ConnectionError`; the listener then reconnects.
+    connect and read timeouts, TCP keepalive (pub/sub ignores the db). A Redis that goes away, refuses
+    the AUTH or sends what is not RESP raises `redis.ConnectionError`; the listener then reconnects.
+    As redis-py's health check does, a connection silent for `health_check_interval` (30 s) is sent a
+    PING, and one that does not answer within the read timeout is given up as dead: a half-open TCP
+    connection would otherwise leave the listener deaf until the kernel gives up on it.
     """
 
     def __init__(self, r: redis.Redis, channels: list[str], patterns: list[str]) -> None:
@@ -168,8 +171,14 @@ class Subscription:
         address = (kw.get("host", "localhost"), kw.get("port", 6379))
         self._sock = socket.create_connection(address, timeout=kw.get("socket_connect_timeout"))
         self._reader = hiredis.Reader()
+        self._health_s = kw.get("health_check_interval") or 30.0
+        self._answer_s = kw.get("socket_timeout") or 5.0
+        self._heard = time.monotonic()  # when bytes last came in
+        self._pinged: float | None = None  # when an unanswered PING went out
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if kw.get("socket_keepalive"):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             commands: list[tuple[Any, ...]] = []
             if kw.get("password"):
                 user = (kw["username"],) if kw.get("username") else ()
@@ -192,6 +201,7 @@ class Subscription:
         try:
             self._fill()
         except TimeoutError:
+            self._check_health()
             return []
         out = []
         while (reply := self._gets()) is not False:
@@ -225,3 +235,13 @@ class Subscription:
         if not data:
             raise redis.ConnectionError("pub/sub: Redis closed the connection")
         self._reader.feed(data)
+        self._heard, self._pinged = time.monotonic(), None  # any bytes answer a PING (its reply is skipped)
+
+    def _check_health(self) -> None:
+        now = time.monotonic()
+        if self._pinged is not None:
+            if now - self._pinged > self._answer_s:
+                raise redis.ConnectionError(f"pub/sub: no answer to a PING in {self._answer_s:g} s")
+        elif now - self._heard >= self._health_s:
+            self._sock.sendall(hiredis.pack_command(("PING",)))
+            self._pinged = now

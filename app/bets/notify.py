@@ -20,7 +20,7 @@ A retry never tells a trader anything twice: each op's first event is stored in 
 with a token of this notifier's (`EMIT_LUA`), and a retried op first looks for its token among the
 trader's latest events. What Redis ran before a failed reply or a lost connection is therefore not
 published again; the one case left is a first attempt that Redis runs only after the retry (a stall
-longer than the retry delay, with the request still in its socket buffer).
+longer than the client's Redis timeout plus the retry delay, the request still in its socket buffer).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from app.units import format_money, format_multiplier
 
 log = logging.getLogger(__name__)
 
-# An op: (script, keys, head, token, tail, sent); its args are [*head, token, again, *tail] (see `_args`).
+# An op: (script, keys, head, token, tail, sent); its args: [*head, token, again, *tail] (`_commands`).
 # Every notifier script's last key is the trader's event Stream, where a retry looks for the token.
 Op = tuple[Script, list, list, str, list, Event | None]
 
