@@ -9,6 +9,7 @@
     .venv/bin/python loadtest/tap_micro.py recover    # CPU per signature recovery with either keccak
     .venv/bin/python loadtest/tap_micro.py write      # CPU per tap of the websocket writers' sendalls
     .venv/bin/python loadtest/tap_micro.py fanout --n 20   # CPU per broadcast frame to 1,000 idle sockets
+    .venv/bin/python loadtest/tap_micro.py pubsub     # CPU per bet:confirmed message: redis-py PubSub vs Subscription
     .venv/bin/python loadtest/tap_micro.py ir parse   # the same, in instructions (valgrind callgrind), per call
 
 `parse` and `keccak` alternate their variants round after round (`--rounds`), so a busy machine slows
@@ -79,6 +80,90 @@ def pool() -> None:
             for _ in range(5000):
                 r.ping()
             print(f"{name}: {(time.process_time() - t) / 5000 * 1e6:.1f} µs CPU per PING")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+_PUBLISHER = """
+import sys, time, redis
+port, n, burst, pause = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+r = redis.Redis(port=port)
+msg = sys.stdin.buffer.read()
+time.sleep(0.3)
+for i in range(0, n, burst):
+    pipe = r.pipeline(transaction=False)
+    for j in range(i, min(n, i + burst)):
+        pipe.publish(f"tap:user:0x{j % 500:040x}", msg)
+    pipe.execute()
+    time.sleep(pause)
+"""
+
+
+def pubsub(n: int, rounds: int, only: str | None) -> None:
+    """The listener's CPU per `bet:confirmed` message (+ its balance, one pub/sub message), published
+    by another process on CPU 1 in bursts of 30 every 10 ms (the notifier's round trips at ~3,000
+    taps/s): redis-py's `PubSub.get_message(timeout=0.25)` against `workers.pubsub_listener.Subscription`
+    (the listener's own), alternating, round after round."""
+    from app.storage.redis_client import make_redis
+    from tests.support.servers import free_port
+    from workers.pubsub_listener import Subscription
+
+    msg = (
+        b'{"id":"1764230000000-0","type":"bet:confirmed","bet_id":"01a24efd1f486df67eff76",'
+        b'"status":"confirmed","cell":"1796621555:6702","stake":"1","multiplier":"3.1819",'
+        b'"payout":"3.1819"}\n{"id":"1764230000000-1","type":"balance","balance":"80"}'
+    )
+    port = free_port()
+    server = [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--save", ""]
+    proc = subprocess.Popen([*server, "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        r = make_redis(f"redis://127.0.0.1:{port}/0", pool_size=2, timeout_s=5)
+
+        def consume(variant: str) -> float:
+            pub = subprocess.Popen(
+                ["taskset", "-c", "1", sys.executable, "-c", _PUBLISHER, str(port), str(n), "30", "0.01"],
+                stdin=subprocess.PIPE,
+            )
+            got, t0 = 0, 0.0
+            if variant == "redis-py PubSub":
+                ps = r.pubsub(ignore_subscribe_messages=True)
+                ps.psubscribe("tap:user:*")
+                assert pub.stdin is not None
+                pub.stdin.write(msg)
+                pub.stdin.close()
+                while got < n:
+                    if ps.get_message(timeout=0.25) is not None:
+                        t0 = t0 or time.process_time()
+                        got += 1
+                ps.close()
+            else:
+                sub = Subscription(r, [], ["tap:user:*"])
+                assert pub.stdin is not None
+                pub.stdin.write(msg)
+                pub.stdin.close()
+                while got < n:
+                    batch = sub.read(timeout_s=0.25)
+                    if batch:
+                        t0 = t0 or time.process_time()
+                        got += len(batch)
+                sub.close()
+            spent = time.process_time() - t0
+            pub.wait(30)
+            return spent / (n - 1) * 1e6
+
+        results: dict[str, list[float]] = {"redis-py PubSub": [], "Subscription": []}
+        for i in range(rounds):
+            for name, xs in results.items():
+                if only is None or name.startswith(only):
+                    xs.append(consume(name))
+                    print(f"round {i + 1} {name}: {xs[-1]:.2f} µs CPU per message")
+        for name, xs in results.items():
+            if xs:
+                print(
+                    f"{name}: median {sorted(xs)[len(xs) // 2]:.2f} µs CPU per message over {len(xs)} rounds"
+                )
     finally:
         proc.terminate()
         proc.wait(10)
@@ -521,7 +606,8 @@ def ir(what: str, only: list[str], n: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "what", choices=["pool", "queue", "gil", "parse", "keccak", "recover", "write", "fanout", "ir"]
+        "what",
+        choices=["pool", "queue", "gil", "parse", "keccak", "recover", "write", "fanout", "pubsub", "ir"],
     )
     ap.add_argument("target", nargs="?", help="for ir: parse or keccak")
     ap.add_argument("--n", type=int, default=20000, help="calls per round (parse, keccak)")
@@ -530,11 +616,16 @@ def main() -> int:
     args = ap.parse_args()
     if args.what != "gil":
         os.sched_setaffinity(0, {0})
-    if args.what in ("parse", "keccak", "recover", "write", "fanout"):
+    if args.what in ("parse", "keccak", "recover", "write", "fanout", "pubsub"):
         only = args.only[0] if args.only else None
-        fn = {"parse": parse, "keccak": keccak, "recover": recover, "write": write, "fanout": fanout}[
-            args.what
-        ]
+        fn = {
+            "parse": parse,
+            "keccak": keccak,
+            "recover": recover,
+            "write": write,
+            "fanout": fanout,
+            "pubsub": pubsub,
+        }[args.what]
         fn(args.n, args.rounds, only)
     elif args.what == "ir":
         ir(args.target, args.only or ["schema", "bet_request_fields"], min(args.n, 2000))
