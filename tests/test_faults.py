@@ -244,8 +244,15 @@ def test_disk_full_during_commits_then_freed(stack):
     if not stack.tmpfs:
         pytest.skip(f"no small tmpfs for the data directory: {stack.tmpfs_reason}")
     stack.load.wait_flowing(30)
+    # The fault is ours to make: the tmpfs must not be full already. If it is, say what filled it.
+    data = stack.settings.data_dir
+    vfs = os.statvfs(data)
+    files = {str(p.relative_to(data)): p.stat().st_size for p in data.rglob("*") if p.is_file()}
+    assert vfs.f_bavail * vfs.f_frsize > 16 << 20, (
+        f"{TMPFS_MB} MiB tmpfs nearly full before the fault: {files}"
+    )
     start, t0 = _window(stack), time.monotonic()
-    filler = stack.settings.data_dir / "filler"
+    filler = data / "filler"
     with open(filler, "wb") as fh:
         with contextlib.suppress(OSError):
             free = os.statvfs(filler).f_bavail * os.statvfs(filler).f_frsize
