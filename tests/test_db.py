@@ -4,6 +4,8 @@ import time
 import apsw
 import pytest
 
+from app.bets.store import list_bets
+from app.ledger.store import account
 from app.storage import db
 
 
@@ -152,6 +154,61 @@ def test_readers_do_not_block_on_an_open_write_transaction(tmp_path):
         == 1
     )
     pool.close()
+
+
+def _vm_steps(conn: apsw.Connection, fn) -> int:
+    """SQLite virtual-machine steps `fn` makes on `conn` (progress handler every step)."""
+    steps = 0
+
+    def count() -> bool:
+        nonlocal steps
+        steps += 1
+        return False
+
+    conn.set_progress_handler(count, 1)
+    try:
+        fn()
+    finally:
+        conn.set_progress_handler(None)
+    return steps
+
+
+def test_open_bets_are_read_without_walking_the_settled_ones(tmp_path):
+    """/me (open stakes) and /bets?status=confirmed read a trader's open bets by index (migration 005):
+    their work does not grow with the bets the trader settled this week, so they may run inline."""
+    path = db.prepare_database(tmp_path, time.time())
+    conn = db.connect(path)
+    conn.execute(
+        "INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", ("0x" + "1" * 40,)
+    )
+    insert = (
+        "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake, multiplier,"
+        " payout, status, nonce, placed_at) VALUES (?, 1, ?, 0, 0, 1, 1000, 20000, 2000, ?, ?, 0)"
+    )
+    n = 0
+
+    def settle(count: int) -> None:
+        nonlocal n
+        with conn:
+            for _ in range(count):
+                conn.execute(insert, (f"s{n}", n, "lost", f"n{n}"))
+                n += 1
+
+    with conn:
+        for i in range(3):
+            conn.execute(insert, (f"open{i}", 10**9 + i, "confirmed", f"o{i}"))
+    reader = db.connect(path, readonly=True)
+    work = lambda: (  # noqa: E731
+        _vm_steps(reader, lambda: account(reader, 1)),
+        _vm_steps(reader, lambda: list_bets(reader, 1, "confirmed", None, 21)),
+    )
+    settle(200)
+    work()  # the first run also prepares the statements
+    small = work()
+    settle(5000)
+    assert work() == small
+    assert account(reader, 1)["open_stakes"] == 3000
+    assert [b["bet_id"] for b in list_bets(reader, 1, "confirmed", None, 21)] == ["open2", "open1", "open0"]
 
 
 def test_an_idle_read_connection_follows_current_after_a_rollover(tmp_path):

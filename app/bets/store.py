@@ -105,7 +105,9 @@ def list_bets(
     def query(schema: str, is_current: bool, before_id: int | None, n: int) -> list[dict[str, Any]]:
         sql = f"SELECT {BET_COLUMNS} FROM {schema}.bets WHERE user_id = ?"  # noqa: S608
         args: list[Any] = [user_id]
-        if status:
+        if status == "confirmed":
+            sql += " AND status = 'confirmed'"  # a literal, so the planner can take bets_open_by_user
+        elif status:
             sql += " AND status = ?"
             args.append(status)
         if not is_current:
