@@ -22,7 +22,9 @@ What it does (127.0.0.1 only, every step bounded, everything it starts is stoppe
    the writer to drain and checks that every accepted tap was confirmed on its socket and is a row in
    the SQLite week file.
 5. `--mixed`: the same, plus 1,000 unauthenticated watching sockets (price lag measured) and 200 HTTP
-   reads/s (`/grid`, `/me`, `/bets`) open loop, all at once.
+   reads/s (`/grid`, `/me`, `/bets`) open loop, all at once. `--read-paths /api/v1/me` reads one path
+   only: with `--rates 100 --watchers 1 --reads 600`, the worker's CPU against `--read-paths /healthz`
+   is what that read costs beyond the HTTP request itself.
 6. `--console-poll S` (issue 14): an operator session (a wallet made up for the run, put in
    TAP_ADMIN_ADDRESSES) polls `GET /api/v1/admin/overview` every S seconds during each measured run,
    on its own connection, as the console at /admin does (`--console-window 10`: `?window=10`, what the
@@ -33,7 +35,7 @@ What it does (127.0.0.1 only, every step bounded, everything it starts is stoppe
    slice signed with its own `ts`), so the first columns settle while the run goes on and each tap
    also costs its settlement and its `bet:resolved` + `balance` events: the steady state. Plain runs
    bet on columns that start after the run. `resolved_heard` in the JSON counts the settlements heard.
-7. `--replicate` (issue 15): `make run`'s replication with a bucket set — a moto S3 server (CPU 1, in
+8. `--replicate` (issue 15): `make run`'s replication with a bucket set — a moto S3 server (CPU 1, in
    place of S3 across the network) and `litestream replicate` (unpinned, as on the VM) streaming the
    week file while the taps are committed, the writer at wal_autocheckpoint=0. After the runs it
    reports how far behind the last commit the replica was. Compare with the same command without it.
@@ -161,11 +163,15 @@ def _p99_by_second(run, accepted: list[int]) -> list[float]:
     return [round(pct(by_s.get(sec, []), 0.99), 1) for sec in range(max(by_s) + 1)]
 
 
-def read_requests(host: str, port: int, traders: list[Trader], n: int) -> list[bytes]:
-    """n authenticated GETs: /grid, /me, /bets in turn, for random traders."""
-    paths = ["/api/v1/grid", "/api/v1/me", "/api/v1/bets?limit=20"]
+READ_PATHS = ("/api/v1/grid", "/api/v1/me", "/api/v1/bets?limit=20")
+
+
+def read_requests(
+    host: str, port: int, traders: list[Trader], n: int, paths: tuple[str, ...] = READ_PATHS
+) -> list[bytes]:
+    """n authenticated GETs of `paths` in turn (by default /grid, /me, /bets), for random traders."""
     return [
-        build_request("GET", paths[i % 3], f"{host}:{port}", None, random.choice(traders).token)
+        build_request("GET", paths[i % len(paths)], f"{host}:{port}", None, random.choice(traders).token)
         for i in range(n)
     ]
 
@@ -201,7 +207,7 @@ def measure_taps(
     db_dir: Path | None,
     profile: Path | None,
     quiet: tuple[float, float] | None,
-    mixed: tuple[Watchers, list[Trader], int] | None = None,
+    mixed: tuple[Watchers, list[Trader], int, tuple[str, ...]] | None = None,
     console: ConsolePoller | None = None,
     settle: bool = False,
 ) -> dict:
@@ -253,9 +259,9 @@ def measure_taps(
         time.sleep(0.5)
     reads = None
     if mixed is not None:
-        watchers, traders, read_rate = mixed
+        watchers, traders, read_rate, read_paths = mixed
         watchers.measuring = True
-        reqs = read_requests(api.http.host, api.http.port, traders, int(read_rate * duration))
+        reqs = read_requests(api.http.host, api.http.port, traders, int(read_rate * duration), read_paths)
         reads = gevent.spawn(open_loop, api.http.host, api.http.port, reqs, read_rate, 16, 10.0)
     if console is not None:
         console.start()
@@ -428,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixed", action="store_true", help="+ --watchers public sockets + --reads HTTP reads/s")
     ap.add_argument("--watchers", type=int, default=1000)
     ap.add_argument("--reads", type=int, default=200)
+    ap.add_argument(
+        "--read-paths",
+        default=",".join(READ_PATHS),
+        help="the reads' paths, requested in turn (comma list; e.g. /api/v1/me alone to cost one read)",
+    )
     add_console_args(ap)
     ap.add_argument(
         "--replicate", action="store_true", help="Litestream streams the week file to a local moto S3 server"
@@ -584,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                     stack.tmp / "data" / "db",
                     prof,
                     (args.max_others, args.quiet_timeout),
-                    (watchers, traders, args.reads) if watchers else None,
+                    (watchers, traders, args.reads, tuple(args.read_paths.split(","))) if watchers else None,
                     console,
                     args.settle,
                 )

@@ -1,4 +1,5 @@
 import datetime as dt
+import threading
 import time
 
 import apsw
@@ -153,6 +154,19 @@ def test_readers_do_not_block_on_an_open_write_transaction(tmp_path):
         pool.run(lambda c: c.execute("SELECT count(*) FROM week_meta WHERE key='uncommitted'").fetchone()[0])
         == 1
     )
+    pool.close()
+
+
+def test_a_read_runs_on_the_threadpool_unless_inline(tmp_path):
+    """`inline` is for index-bounded reads: the thread hop costs more than they do (ReadPool.run)."""
+    db.prepare_database(tmp_path, time.time())
+    pool = db.ReadPool(tmp_path, size=1)
+    here = threading.get_ident()
+    assert pool.run(lambda c: threading.get_ident()) != here
+    assert pool.run(lambda c: threading.get_ident(), inline=True) == here
+    with pytest.raises(apsw.ReadOnlyError):  # the same connection, so the same guard and the same error
+        pool.run(lambda c: c.execute("INSERT INTO week_meta (key, value) VALUES ('x', 'y')"), inline=True)
+    assert pool.run(lambda c: c.execute("SELECT count(*) FROM week_meta").fetchone()[0], inline=True) == 1
     pool.close()
 
 

@@ -62,7 +62,7 @@ def me() -> Response:
         404: NotFound
     """
     session = current_session()
-    acct = services().reads.run(lambda c: account(c, session.user_id))
+    acct = services().reads.run(lambda c: account(c, session.user_id), inline=True)  # by key, open bets
     if acct is None:
         raise NotFound("No account for this session.", code="account_not_found")
     return jsonify(
@@ -94,7 +94,7 @@ def ledger() -> Response:
     """
     user_id = current_session().user_id
     limit, before = page_limit(), cursor_param()
-    rows = services().reads.run(lambda c: list_ledger(c, user_id, before, limit + 1))
+    rows = services().reads.run(lambda c: list_ledger(c, user_id, before, limit + 1), inline=True)
     more = len(rows) > limit
     rows = rows[:limit]
     return jsonify(

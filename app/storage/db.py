@@ -260,7 +260,8 @@ class ReadPool:
     """A few read-only connections to the current week file, used on the hub's threadpool.
 
     `run(fn)` checks out a connection (waiting cooperatively if all are busy), runs ``fn(conn)`` on a
-    native thread and returns its result. Connections open lazily and re-open when CURRENT changes.
+    native thread (or on the hub, for a read an index bounds: `run`'s `inline`) and returns its
+    result. Connections open lazily and re-open when CURRENT changes.
 
     CURRENT is checked when a connection is *taken* (issue 10 item 9): an idle connection opened
     before a rollover would otherwise answer one more read from the closed week. The check is one
@@ -332,10 +333,22 @@ class ReadPool:
         finally:
             self._checkin(item, broken)
 
-    def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+    def run(self, fn: Callable[[apsw.Connection], T], *, inline: bool = False) -> T:
+        """``fn(conn)`` on a checked-out connection: on the hub's threadpool, or here if `inline`.
+
+        `inline` is for a read that an index bounds (a lookup by key, or a page of a trader's rows by
+        an index in `id` order with a LIMIT): such a query costs SQLite 5–70 µs, about what the thread
+        hop costs the worker (an async watcher, the thread's wake-up, the GIL's hand-offs on one core):
+        /me and /bets inline took 55–80 µs less of the worker's CPU a read on average, and answered
+        sooner (BENCHMARKS.md, "Issue 12, seventh pass"). Anything whose cost grows with the data (the
+        console's sums, the resolver's scans, a filter no index serves) stays on the threadpool, where
+        SQLite runs without the GIL and the hub goes on serving.
+        """
         item = self._checkout()
         broken = False
         try:
+            if inline:
+                return fn(item[0])
             return gevent.get_hub().threadpool.apply(fn, (item[0],))
         except apsw.Error:
             broken = True
