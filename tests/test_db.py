@@ -225,6 +225,47 @@ def test_open_bets_are_read_without_walking_the_settled_ones(tmp_path):
     assert [b["bet_id"] for b in list_bets(reader, 1, "confirmed", None, 21)] == ["open2", "open1", "open0"]
 
 
+def test_the_open_bets_page_does_not_walk_older_weeks(tmp_path):
+    """An older week's 'confirmed' rows were carried into the newer week at rollover: /bets?status=
+    confirmed lists them from there, without reading the older files (which may predate the index:
+    SQLite sees that `status = 'confirmed' AND status != 'confirmed'` holds for no row)."""
+    older = db.prepare_database(tmp_path, dt.datetime(2026, 11, 2, tzinfo=dt.UTC).timestamp())
+    newer = tmp_path / db.week_filename(2026, 46)
+    insert = (
+        "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake, multiplier,"
+        " payout, status, nonce, placed_at) VALUES (?, 1, ?, 0, 0, 1, 1000, 20000, 2000, ?, ?, 0)"
+    )
+    old_conn = db.connect(older)
+    old_conn.execute("DROP INDEX bets_open_by_user")  # a week file written before migration 005
+    old_conn.execute(
+        "INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", ("0x" + "1" * 40,)
+    )
+    old_conn.execute(insert, ("carried", 10**9, "confirmed", "c"))
+    new_conn = db.connect(newer)
+    db.migrate(new_conn)
+    new_conn.execute("INSERT INTO week_meta (key, value) VALUES ('week', '2026_46')")
+    new_conn.execute(
+        "INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", ("0x" + "1" * 40,)
+    )
+    new_conn.execute(insert, ("carried", 10**9, "confirmed", "c"))
+    db.set_current_week_file(tmp_path, newer)
+    pool = db.ReadPool(tmp_path, size=1)
+
+    def page(c: apsw.Connection) -> tuple[int, list[str]]:
+        rows: list[dict] = []
+        steps = _vm_steps(c, lambda: rows.extend(list_bets(c, 1, "confirmed", None, 21)))
+        return steps, [r["bet_id"] for r in rows]
+
+    pool.run(page)  # prepares the statements
+    small = pool.run(page)
+    with old_conn:
+        for i in range(3000):
+            old_conn.execute(insert, (f"s{i}", i, "lost", f"n{i}"))
+    assert pool.run(page) == small
+    assert small[1] == ["carried"]
+    pool.close()
+
+
 def test_an_idle_read_connection_follows_current_after_a_rollover(tmp_path):
     """Issue 10 item 9: CURRENT is checked when a connection is taken, not only when it is returned."""
     old = db.prepare_database(tmp_path, time.time())
