@@ -89,8 +89,8 @@ def list_own() -> Response:
     limit = page_limit()
     before = cursor_param()
     user_id = current_session().user_id
-    # A page in index order: bets_by_user, or bets_open_by_user for the open ones. Settled statuses
-    # filter that walk row by row (a trader's rare `void`s may be far apart): those stay off the hub.
+    # A page in index order (bets_by_user; bets_open_by_user for the open ones) runs on the hub. A
+    # settled status filters that walk row by row (a trader's rare voids may lie far apart): off the hub.
     rows = services().reads.run(
         lambda c: list_bets(c, user_id, status, before, limit + 1), inline=status in (None, "confirmed")
     )
