@@ -9,7 +9,7 @@ from eth_account import Account
 
 from tests.support.servers import Gunicorn, wait_until
 from tests.support.traders import HttpClient, Trader
-from tests.test_ws_taps import Settings, Socket, _cells, _tap
+from tests.support.wsclient import Settings, Socket, placeable_cells, tap
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +45,14 @@ def test_halt_tells_the_sockets_refuses_taps_on_both_transports_and_reopens(serv
         sock.send({"type": "auth", "token": trader.token})
         sock.next(lambda m: m["type"] == "auth:ok")
         sock.next(lambda m: m["type"] == "status" and m["betting"] is True)
-        cells = _cells(trader, 3)
+        cells = placeable_cells(trader, 3)
 
         status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": False, "reason": "maintenance"})
         assert status == 200 and out["halted"] is True and out["recorded"] is True, out
         told = sock.next(lambda m: m["type"] == "status" and m["betting"] is False)
         assert told["halted"] is True and told["reason"] == "maintenance"
 
-        sock.send(_tap(trader.bet_body(cells[0], "1"), "h-1"))
+        sock.send(tap(trader.bet_body(cells[0], "1"), "h-1"))
         refused = sock.answer("h-1")
         assert refused["type"] == "bet:error" and refused["status"] == 503, refused
         assert refused["error"]["code"] == "betting_halted" and "maintenance" in refused["error"]["message"]
@@ -65,7 +65,7 @@ def test_halt_tells_the_sockets_refuses_taps_on_both_transports_and_reopens(serv
         back = sock.next(lambda m: m["type"] == "status" and m["betting"] is True)
         assert "reason" not in back
         body = trader.bet_body(cells[0], "1")
-        sock.send(_tap(body, "h-2"))
+        sock.send(tap(body, "h-2"))
         assert sock.answer("h-2")["type"] == "bet:accepted"
 
         # the console: the actions, the taps by code, the exposure of the accepted bet, the sim source

@@ -18,7 +18,7 @@ import websocket
 from app.storage import db
 from tests.support.servers import Gunicorn
 from tests.support.traders import HttpClient, Trader
-from tests.test_ws_taps import Settings, Socket, _cells, _env, _tap
+from tests.support.wsclient import Settings, Socket, placeable_cells, server_env, tap
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ PAUSE_MS = 1500  # Redis holds every write (the tap's claim) this long
 
 
 def test_a_tap_mid_claim_when_the_worker_stops_is_committed_not_left_claimed(tmp_path, redis_server):
-    env = _env(tmp_path, redis_server)
+    env = server_env(tmp_path, redis_server)
     g = Gunicorn(env, tmp_path / "gunicorn.log")
     g.start()
     try:
@@ -35,10 +35,10 @@ def test_a_tap_mid_claim_when_the_worker_stops_is_committed_not_left_claimed(tmp
         sock = Socket(g.url.replace("http", "ws") + "/ws")
         sock.send({"type": "auth", "token": trader.token})
         sock.next(lambda m: m["type"] == "auth:ok")
-        body = trader.bet_body(_cells(trader, 1)[0], "10", "1.01")
+        body = trader.bet_body(placeable_cells(trader, 1)[0], "10", "1.01")
         r = redis_server.client()
         r.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")  # the claim script waits for it
-        sock.send(_tap(body, "in-flight"))
+        sock.send(tap(body, "in-flight"))
         time.sleep(0.5)  # the tap is read and waits for its claim; then the worker is told to stop
     finally:
         code = g.stop()
@@ -64,7 +64,7 @@ def test_sockets_opened_while_the_worker_stops_are_closed_and_the_stop_takes_no_
     """Clients reconnecting at once (as the web app does) after the server closed their sockets for
     a stop: each new socket the stopping worker still accepts is closed with 1012, and gunicorn exits
     well before its 20 s graceful timeout, which such a socket used to hold it for."""
-    g = Gunicorn(_env(tmp_path, redis_server), tmp_path / "gunicorn.log")
+    g = Gunicorn(server_env(tmp_path, redis_server), tmp_path / "gunicorn.log")
     g.start()
     url = g.url.replace("http", "ws") + "/ws"
     first = websocket.create_connection(url, timeout=5)

@@ -11,14 +11,10 @@ import websocket
 
 from tests.support.servers import Gunicorn, Nginx, free_port, wait_until
 from tests.support.traders import HttpClient, Trader
+from tests.support.wsclient import Settings, Socket, placeable_cells, server_env, tap
 from tests.test_frames import client_frame
 
 pytestmark = pytest.mark.e2e
-
-
-class Settings:
-    siwe_domain = "localhost:8443"
-    chain_id = 1
 
 
 class Front:
@@ -28,27 +24,11 @@ class Front:
         self.url, self.env = url, env
 
 
-def _env(tmp, redis_server, **extra: str) -> dict:
-    """The server's settings, on the shared redis-server flushed first: a previous server's price
-    history would be replayed as a feed stall (betting suspended) by the next one (module_redis_url)."""
-    redis_server.client().flushall()
-    return {
-        "TAP_DATA_DIR": str(tmp / "data"),
-        "TAP_REDIS_URL": redis_server.url,
-        "TAP_SIWE_DOMAIN": "localhost:8443",
-        "TAP_DEV_MODE": "1",
-        "TAP_RATE_PER_ADDRESS": "0",
-        "TAP_RATE_PER_IP": "0",
-        "TAP_QUOTE_MAX_AGE_S": "30",  # a busy test machine may stall the simulated feed a little
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module", params=["direct", "nginx"])
 def server(request, tmp_path_factory, redis_server):
     """Every test of this module runs against gunicorn directly and through nginx."""
     tmp = tmp_path_factory.mktemp("taps")
-    env = _env(tmp, redis_server)
+    env = server_env(tmp, redis_server)
     g = Gunicorn(env, tmp / "gunicorn.log")
     g.start()
     nginx = None
@@ -76,44 +56,6 @@ def server(request, tmp_path_factory, redis_server):
     assert "Traceback" not in g.log(), g.log()
 
 
-class Socket:
-    """A trader's websocket, reading what the server sends into typed buckets."""
-
-    def __init__(self, url: str) -> None:
-        self.ws = websocket.create_connection(url, timeout=10)
-        self.seen: list[dict] = []
-
-    def send(self, msg: dict | str) -> None:
-        self.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
-
-    def next(self, want, timeout: float = 10.0) -> dict:
-        """The first message (already seen or coming) for which `want(msg)` is true."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, m in enumerate(self.seen):
-                if want(m):
-                    return self.seen.pop(i)
-            left = deadline - time.monotonic()
-            assert left > 0, f"no matching message; saw {[m.get('type') for m in self.seen]}"
-            self.ws.settimeout(left)
-            opcode, data = self.ws.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                raise ConnectionError(int.from_bytes(data[:2], "big"), data[2:].decode())
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                self.seen.append(json.loads(data))
-
-    def answer(self, req: str) -> dict:
-        return self.next(lambda m: m.get("req") == req)
-
-    def close_code(self, timeout: float = 5.0) -> int:
-        with pytest.raises(ConnectionError) as err:
-            self.next(lambda m: False, timeout=timeout)
-        return err.value.args[0]
-
-    def close(self) -> None:
-        self.ws.close()
-
-
 @pytest.fixture
 def trader(server):
     t = Trader(HttpClient(server.url), Settings()).login()
@@ -130,28 +72,16 @@ def sock(server, trader):
     s.close()
 
 
-def _cells(trader, n: int) -> list[str]:
-    """`n` distinct cells well inside the placeable window (columns 4.., rows near the price)."""
-    _, grid, _ = trader.call("GET", "/api/v1/grid")
-    rows, cols = grid["rows"], grid["columns"][4:]
-    mid = len(rows) // 2
-    return [f"{c}:{r}" for r in rows[mid - 3 : mid + 4] for c in cols][:n]
-
-
-def _tap(body: dict, req: str) -> dict:
-    return {"type": "bet", "req": req, **body}
-
-
 def test_a_tap_is_accepted_then_confirmed_and_its_retry_is_the_same_bet_on_both_transports(sock, trader):
-    body = trader.bet_body(_cells(trader, 1)[0], "10", "1.01")
-    sock.send(_tap(body, "t-1"))
+    body = trader.bet_body(placeable_cells(trader, 1)[0], "10", "1.01")
+    sock.send(tap(body, "t-1"))
     accepted = sock.answer("t-1")
     assert accepted["type"] == "bet:accepted" and accepted["status"] == "pending"
     assert accepted["cell"] == body["cell"] and accepted["stake"] == "10"
     bet_id = accepted["bet_id"]
     confirmed = sock.next(lambda m: m["type"] == "bet:confirmed" and m["bet_id"] == bet_id)
     assert confirmed["multiplier"] == accepted["multiplier"]
-    sock.send(_tap(body, "t-2"))  # the same signed body again, over the socket
+    sock.send(tap(body, "t-2"))  # the same signed body again, over the socket
     again = sock.answer("t-2")
     assert again["type"] == "bet:accepted" and again["bet_id"] == bet_id and again["status"] == "confirmed"
     status, http_again, _ = trader.call("POST", "/api/v1/bets", body)  # and over HTTP
@@ -161,7 +91,7 @@ def test_a_tap_is_accepted_then_confirmed_and_its_retry_is_the_same_bet_on_both_
 
 
 def test_refusals_are_bet_errors_with_the_http_status_and_code(sock, trader):
-    cells = _cells(trader, 4)
+    cells = placeable_cells(trader, 4)
     cases = [
         (dict(trader.bet_body(cells[0], "1"), stake=1), 400, "invalid_request"),
         (trader.bet_body(cells[0], "10.0000001"), 400, "invalid_stake"),
@@ -175,25 +105,25 @@ def test_refusals_are_bet_errors_with_the_http_status_and_code(sock, trader):
         (trader.bet_body("5:1", "1"), 422, "cell_too_soon"),
     ]
     for i, (body, status, code) in enumerate(cases):
-        sock.send(_tap(body, f"e-{i}"))
+        sock.send(tap(body, f"e-{i}"))
         err = sock.answer(f"e-{i}")
         assert err["type"] == "bet:error" and err["status"] == status, err
         if code is not None:
             assert err["error"]["code"] == code, err
     first = trader.bet_body(cells[2], "1")
-    sock.send(_tap(first, "d-1"))
+    sock.send(tap(first, "d-1"))
     assert sock.answer("d-1")["type"] == "bet:accepted"
-    sock.send(_tap(trader.bet_body(cells[2], "2"), "d-2"))  # one bet per cell
+    sock.send(tap(trader.bet_body(cells[2], "2"), "d-2"))  # one bet per cell
     dup = sock.answer("d-2")
     assert (dup["status"], dup["error"]["code"]) == (409, "duplicate_cell")
-    sock.send(_tap(trader.bet_body(cells[3], "1", nonce=first["nonce"]), "d-3"))  # nonce reused
+    sock.send(tap(trader.bet_body(cells[3], "1", nonce=first["nonce"]), "d-3"))  # nonce reused
     assert sock.answer("d-3")["status"] == 409
 
 
 def test_a_socket_without_a_session_answers_401_and_malformed_messages_end_in_1008(server, trader):
     s = Socket(server.url.replace("http", "ws") + "/ws")
     try:
-        s.send(_tap(trader.bet_body(_cells(trader, 1)[0], "1"), "n-1"))
+        s.send(tap(trader.bet_body(placeable_cells(trader, 1)[0], "1"), "n-1"))
         err = s.answer("n-1")
         assert (err["type"], err["status"], err["error"]["code"]) == ("bet:error", 401, "invalid_session")
         for raw in (
@@ -254,7 +184,7 @@ def test_concurrent_taps_over_many_sockets_never_overspend(server):
     """Double spend over the socket: 40 taps of 10 on 40 cells, balance 100 → exactly 10 confirmed."""
     t = Trader(HttpClient(server.url), Settings()).login()
     t.deposit("100")
-    cells = _cells(t, 40)
+    cells = placeable_cells(t, 40)
     socks = [Socket(server.url.replace("http", "ws") + "/ws") for _ in range(8)]
     try:
         for s in socks:
@@ -262,7 +192,7 @@ def test_concurrent_taps_over_many_sockets_never_overspend(server):
         for s in socks:
             s.next(lambda m: m["type"] == "auth:ok")
         for i, cell in enumerate(cells):
-            socks[i % 8].send(_tap(t.bet_body(cell, "10"), f"x-{i}"))
+            socks[i % 8].send(tap(t.bet_body(cell, "10"), f"x-{i}"))
         answers = [socks[i % 8].answer(f"x-{i}") for i in range(len(cells))]
         accepted = {a["bet_id"] for a in answers if a["type"] == "bet:accepted"}
         assert len(accepted) == len(cells), answers
@@ -315,7 +245,7 @@ def test_double_spend_with_200_concurrent_taps_over_200_sockets(server):
     try:
         sent = [bodies[i % len(bodies)] for i in range(200)]  # the first bodies twice, on other sockets
         for i, s in enumerate(socks):
-            s.send(_tap(sent[i], f"s-{i}"))
+            s.send(tap(sent[i], f"s-{i}"))
         answers = [s.answer(f"s-{i}") for i, s in enumerate(socks)]
         assert all(a["type"] == "bet:accepted" for a in answers), [a for a in answers if "error" in a][:3]
         by_body: dict[str, set[str]] = {}
@@ -357,8 +287,8 @@ def test_a_reconnected_socket_resumes_and_gets_every_missed_event_once(server, t
     first = Socket(server.url.replace("http", "ws") + "/ws")
     first.send({"type": "auth", "token": trader.token})
     first.next(lambda m: m["type"] == "auth:ok")
-    cells = _cells(trader, 3)
-    first.send(_tap(trader.bet_body(cells[0], "1"), "r-1"))
+    cells = placeable_cells(trader, 3)
+    first.send(tap(trader.bet_body(cells[0], "1"), "r-1"))
     bet1 = first.answer("r-1")["bet_id"]
     confirmed = first.next(lambda m: m["type"] == "bet:confirmed" and m["bet_id"] == bet1)
     balance = first.next(lambda m: m["type"] == "balance")
@@ -503,7 +433,7 @@ def test_permessage_deflate_is_declined(server):
 @pytest.fixture(scope="module")
 def fast_ping_server(tmp_path_factory, redis_server):
     tmp = tmp_path_factory.mktemp("pings")
-    g = Gunicorn(_env(tmp, redis_server, TAP_WS_PING_S="1"), tmp / "gunicorn.log")
+    g = Gunicorn(server_env(tmp, redis_server, TAP_WS_PING_S="1"), tmp / "gunicorn.log")
     g.start()
     yield g
     assert g.stop() == 0
