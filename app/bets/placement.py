@@ -393,7 +393,7 @@ def load_bet(svc: Services, bet_id: str, session: Session) -> dict[str, Any]:
     lands between the two reads and then find the record already gone.
     """
     raw = svc.bet_claims.pending(bet_id)
-    row = svc.reads.run(lambda c: get_bet(c, bet_id), inline=True)  # by its unique bet_id
+    row = svc.reads.run(lambda c: get_bet(c, bet_id))  # any week's bet: it may be cold, so off the hub
     if row is not None:
         if row["user_id"] != session.user_id:
             raise Forbidden("That bet belongs to someone else.", code="not_your_bet")

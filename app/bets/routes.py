@@ -89,11 +89,11 @@ def list_own() -> Response:
     limit = page_limit()
     before = cursor_param()
     user_id = current_session().user_id
-    # A page in index order (bets_by_user; bets_open_by_user for the open ones) runs on the hub. A
-    # settled status filters that walk row by row (a trader's rare voids may lie far apart): off the hub.
-    rows = services().reads.run(
-        lambda c: list_bets(c, user_id, status, before, limit + 1), inline=status in (None, "confirmed")
-    )
+    # The newest page in index order (bets_by_user; bets_open_by_user for the open ones) runs on the
+    # hub: recent rows, in the page cache. A settled status filters the walk row by row (a trader's
+    # rare voids may lie far apart), and a cursor may reach weeks no one has read lately: off the hub.
+    inline = status in (None, "confirmed") and before is None
+    rows = services().reads.run(lambda c: list_bets(c, user_id, status, before, limit + 1), inline=inline)
     more = len(rows) > limit
     rows = rows[:limit]
     return jsonify(

@@ -94,7 +94,8 @@ def ledger() -> Response:
     """
     user_id = current_session().user_id
     limit, before = page_limit(), cursor_param()
-    rows = services().reads.run(lambda c: list_ledger(c, user_id, before, limit + 1), inline=True)
+    # The newest page runs on the hub (recent rows, in the page cache); a cursor's page may be cold.
+    rows = services().reads.run(lambda c: list_ledger(c, user_id, before, limit + 1), inline=before is None)
     more = len(rows) > limit
     rows = rows[:limit]
     return jsonify(

@@ -336,13 +336,15 @@ class ReadPool:
     def run(self, fn: Callable[[apsw.Connection], T], *, inline: bool = False) -> T:
         """``fn(conn)`` on a checked-out connection: on the hub's threadpool, or here if `inline`.
 
-        `inline` is for a read that an index bounds (a lookup by key, or a page of a trader's rows by
-        an index in `id` order with a LIMIT): such a query costs SQLite 5–70 µs, about what the thread
-        hop costs the worker (an async watcher, the thread's wake-up, the GIL's hand-offs on one core):
-        /me and /bets inline took 55–80 µs less of the worker's CPU a read on average, and answered
-        sooner (BENCHMARKS.md, "Issue 12, seventh pass"). Anything whose cost grows with the data (the
-        console's sums, the resolver's scans, a filter no index serves) stays on the threadpool, where
-        SQLite runs without the GIL and the hub goes on serving.
+        `inline` is for a read that an index bounds and that finds its pages in the page cache (a
+        trader's account and open bets, the newest page of a trader's rows): such a query costs SQLite
+        5–70 µs, about what the thread hop costs the worker (an async watcher, the thread's wake-up,
+        the GIL's hand-offs on one core). /me and /bets inline took 55–80 µs less of the worker's CPU a
+        read on average, and answered sooner (BENCHMARKS.md, "Issue 12, seventh pass"). On the hub a
+        read from disk would stall every socket, so anything that may be cold (a cursor's page, a bet
+        by id from any week) or whose cost grows with the data (the console's sums, the resolver's
+        scans, a filter no index serves) stays on the threadpool, where SQLite runs without the GIL
+        and the hub goes on serving.
         """
         item = self._checkout()
         broken = False
