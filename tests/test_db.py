@@ -187,30 +187,37 @@ def _vm_steps(conn: apsw.Connection, fn) -> int:
     return steps
 
 
+# A bet of trader 1: (bet_id, target_time, status, nonce).
+_BET = (
+    "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake, multiplier,"
+    " payout, status, nonce, placed_at) VALUES (?, 1, ?, 0, 0, 1, 1000, 20000, 2000, ?, ?, 0)"
+)
+
+
+def _add_trader(conn: apsw.Connection) -> None:
+    conn.execute(
+        "INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", ("0x" + "1" * 40,)
+    )
+
+
 def test_open_bets_are_read_without_walking_the_settled_ones(tmp_path):
     """/me (open stakes) and /bets?status=confirmed read a trader's open bets by index (migration 005):
     their work does not grow with the bets the trader settled this week, so they may run inline."""
     path = db.prepare_database(tmp_path, time.time())
     conn = db.connect(path)
-    conn.execute(
-        "INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", ("0x" + "1" * 40,)
-    )
-    insert = (
-        "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake, multiplier,"
-        " payout, status, nonce, placed_at) VALUES (?, 1, ?, 0, 0, 1, 1000, 20000, 2000, ?, ?, 0)"
-    )
+    _add_trader(conn)
     n = 0
 
     def settle(count: int) -> None:
         nonlocal n
         with conn:
             for _ in range(count):
-                conn.execute(insert, (f"s{n}", n, "lost", f"n{n}"))
+                conn.execute(_BET, (f"s{n}", n, "lost", f"n{n}"))
                 n += 1
 
     with conn:
         for i in range(3):
-            conn.execute(insert, (f"open{i}", 10**9 + i, "confirmed", f"o{i}"))
+            conn.execute(_BET, (f"open{i}", 10**9 + i, "confirmed", f"o{i}"))
     reader = db.connect(path, readonly=True)
     work = lambda: (  # noqa: E731
         _vm_steps(reader, lambda: account(reader, 1)),
@@ -231,23 +238,15 @@ def test_the_open_bets_page_does_not_walk_older_weeks(tmp_path):
     SQLite sees that `status = 'confirmed' AND status != 'confirmed'` holds for no row)."""
     older = db.prepare_database(tmp_path, dt.datetime(2026, 11, 2, tzinfo=dt.UTC).timestamp())
     newer = tmp_path / db.week_filename(2026, 46)
-    insert = (
-        "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake, multiplier,"
-        " payout, status, nonce, placed_at) VALUES (?, 1, ?, 0, 0, 1, 1000, 20000, 2000, ?, ?, 0)"
-    )
     old_conn = db.connect(older)
     old_conn.execute("DROP INDEX bets_open_by_user")  # a week file written before migration 005
-    old_conn.execute(
-        "INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", ("0x" + "1" * 40,)
-    )
-    old_conn.execute(insert, ("carried", 10**9, "confirmed", "c"))
+    _add_trader(old_conn)
+    old_conn.execute(_BET, ("carried", 10**9, "confirmed", "c"))
     new_conn = db.connect(newer)
     db.migrate(new_conn)
     new_conn.execute("INSERT INTO week_meta (key, value) VALUES ('week', '2026_46')")
-    new_conn.execute(
-        "INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", ("0x" + "1" * 40,)
-    )
-    new_conn.execute(insert, ("carried", 10**9, "confirmed", "c"))
+    _add_trader(new_conn)
+    new_conn.execute(_BET, ("carried", 10**9, "confirmed", "c"))
     db.set_current_week_file(tmp_path, newer)
     pool = db.ReadPool(tmp_path, size=1)
 
@@ -260,7 +259,7 @@ def test_the_open_bets_page_does_not_walk_older_weeks(tmp_path):
     small = pool.run(page)
     with old_conn:
         for i in range(3000):
-            old_conn.execute(insert, (f"s{i}", i, "lost", f"n{i}"))
+            old_conn.execute(_BET, (f"s{i}", i, "lost", f"n{i}"))
     assert pool.run(page) == small
     assert small[1] == ["carried"]
     pool.close()
