@@ -7,6 +7,8 @@
     .venv/bin/python loadtest/tap_micro.py parse      # CPU per bet body check: marshmallow vs bet_request_fields
     .venv/bin/python loadtest/tap_micro.py keccak     # CPU per keccak-256: pycryptodome vs others installed
     .venv/bin/python loadtest/tap_micro.py recover    # CPU per signature recovery with either keccak
+    .venv/bin/python loadtest/tap_micro.py verify     # libsecp256k1 alone: recover vs verify with the key
+    .venv/bin/python loadtest/tap_micro.py openbets --n 50000   # /me and the open-bets page, index or not
     .venv/bin/python loadtest/tap_micro.py write      # CPU per tap of the websocket writers' sendalls
     .venv/bin/python loadtest/tap_micro.py fanout --n 20   # CPU per broadcast frame to 1,000 idle sockets
     .venv/bin/python loadtest/tap_micro.py pubsub     # CPU per bet:confirmed message: redis-py PubSub vs Subscription
@@ -40,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import apsw
 import gevent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -363,6 +366,116 @@ def recover(n: int, rounds: int, only: str | None) -> None:
     _alternate(_only(variants, only), n, rounds, "recover")
 
 
+def verify(n: int, rounds: int, only: str | None) -> None:
+    """The curve operation alone, through coincurve's cffi: recovering the key from a 65-byte signature
+    (what a tap does) against verifying it with a known key (what it could do, but `v` goes unchecked)."""
+    from coincurve import PrivateKey
+    from coincurve._libsecp256k1 import ffi, lib
+    from coincurve.context import GLOBAL_CONTEXT
+
+    ctx = GLOBAL_CONTEXT.ctx
+    key = PrivateKey()
+    msgs = [secrets.token_bytes(32) for _ in range(64)]
+    sigs = [key.sign_recoverable(m, hasher=None) for m in msgs]
+    pub = key.public_key.public_key
+    rsig = ffi.new("secp256k1_ecdsa_recoverable_signature *")
+    plain = ffi.new("secp256k1_ecdsa_signature *")
+    out = ffi.new("secp256k1_pubkey *")
+
+    def recover_one(i: int) -> int:
+        s = sigs[i & 63]
+        lib.secp256k1_ecdsa_recoverable_signature_parse_compact(ctx, rsig, s[:64], s[64])
+        return lib.secp256k1_ecdsa_recover(ctx, out, rsig, msgs[i & 63])
+
+    def verify_one(i: int) -> int:
+        lib.secp256k1_ecdsa_signature_parse_compact(ctx, plain, sigs[i & 63][:64])
+        return lib.secp256k1_ecdsa_verify(ctx, plain, msgs[i & 63], pub)
+
+    assert recover_one(1) == verify_one(1) == 1
+    _alternate(_only({"recover": recover_one, "verify": verify_one}, only), n, rounds, "secp256k1")
+
+
+def _time_read(
+    conn: apsw.Connection, read: Callable[[apsw.Connection], object], rounds: int
+) -> tuple[float, int]:
+    """Median CPU µs per call of `read(conn)`, and the SQLite VM steps one call takes."""
+    import statistics
+
+    read(conn)  # prepares the statements
+    steps = 0
+
+    def count() -> bool:
+        nonlocal steps
+        steps += 1
+        return False
+
+    conn.set_progress_handler(count, 1)
+    read(conn)
+    conn.set_progress_handler(None)
+    calls = max(1, min(2000, 200_000 // max(1, steps)))
+    xs = []
+    for _ in range(rounds):
+        t = time.process_time()
+        for _ in range(calls):
+            read(conn)
+        xs.append((time.process_time() - t) / calls * 1e6)
+    return statistics.median(xs), steps
+
+
+def openbets(n: int, rounds: int) -> None:
+    """/me's open stakes and the open-bets page for one trader with `n` settled bets and 5 open ones in
+    the week, with migration 005's partial index and on a copy of the file without it: CPU per call
+    and SQLite VM steps per call (BENCHMARKS.md, "Issue 12, seventh pass")."""
+    import tempfile
+
+    from app.bets.store import list_bets
+    from app.ledger.store import account
+    from app.storage import db
+
+    tmp = Path(tempfile.mkdtemp(prefix="openbets-"))
+    try:
+        path = db.prepare_database(tmp / "with", time.time(), synchronous="NORMAL")
+        conn = db.connect(path, synchronous="NORMAL")
+        conn.execute(
+            "INSERT INTO users (id, address, balance, created_at) VALUES (1, ?, 0, 0)", ("0x" + "1" * 40,)
+        )
+        with conn:
+            for i in range(n + 5):
+                conn.execute(
+                    "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake,"
+                    " multiplier, payout, status, nonce, placed_at) VALUES (?, 1, ?, ?, 0, 1, 1000, 20000,"
+                    " 2000, ?, ?, 0)",
+                    (
+                        f"b{i}",
+                        1000 + i // 20,
+                        i % 20,
+                        "confirmed" if i >= n else ("won", "lost")[i % 2],
+                        f"n{i}",
+                    ),
+                )
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        (tmp / "without").mkdir()
+        shutil.copy(path, tmp / "without" / path.name)
+        bare = db.connect(tmp / "without" / path.name)
+        bare.execute("DROP INDEX bets_open_by_user")
+        bare.close()
+        for label, file in (("with the index", path), ("without it", tmp / "without" / path.name)):
+            reader = db.connect(file, readonly=True)
+            reads: dict[str, Callable[[apsw.Connection], object]] = {
+                "account()": lambda c: account(c, 1),
+                "list_bets(confirmed)": lambda c: list_bets(c, 1, "confirmed", None, 21),
+            }
+            for what, read in reads.items():
+                us, steps = _time_read(reader, read, rounds)
+                print(
+                    f"{what} {label}: median {us:,.1f} µs CPU per call, {steps:,} VM steps ({n:,} settled, 5 open)"
+                )
+            reader.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 _DRAIN = """
 import selectors, socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
@@ -607,7 +720,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "what",
-        choices=["pool", "queue", "gil", "parse", "keccak", "recover", "write", "fanout", "pubsub", "ir"],
+        choices=[
+            "pool",
+            "queue",
+            "gil",
+            "parse",
+            "keccak",
+            "recover",
+            "verify",
+            "openbets",
+            "write",
+            "fanout",
+            "pubsub",
+            "ir",
+        ],
     )
     ap.add_argument("target", nargs="?", help="for ir: parse or keccak")
     ap.add_argument("--n", type=int, default=20000, help="calls per round (parse, keccak)")
@@ -616,12 +742,15 @@ def main() -> int:
     args = ap.parse_args()
     if args.what != "gil":
         os.sched_setaffinity(0, {0})
-    if args.what in ("parse", "keccak", "recover", "write", "fanout", "pubsub"):
+    if args.what == "openbets":
+        openbets(args.n, args.rounds)
+    elif args.what in ("parse", "keccak", "recover", "verify", "write", "fanout", "pubsub"):
         only = args.only[0] if args.only else None
         fn = {
             "parse": parse,
             "keccak": keccak,
             "recover": recover,
+            "verify": verify,
             "write": write,
             "fanout": fanout,
             "pubsub": pubsub,
