@@ -20,7 +20,8 @@ What it does (127.0.0.1 only, every step bounded, everything it starts is stoppe
    trader's socket at t0 + i/R (loadtest/lib/wstaps.py). Measured from that instant: tap → `bet:accepted`
    (the answer) and tap → `bet:confirmed` (after the writer's commit), for every tap. Then it waits for
    the writer to drain and checks that every accepted tap was confirmed on its socket and is a row in
-   the SQLite week file.
+   the SQLite week file. Redis's counters (INFO) before and after give its work per accepted tap:
+   commands, EVALSHAs, read events (one per batch of the worker's commands read at once), bytes.
 5. `--mixed`: the same, plus 1,000 unauthenticated watching sockets (price lag measured) and 200 HTTP
    reads/s (`/grid`, `/me`, `/bets`) open loop, all at once. `--read-paths /api/v1/me` reads one path
    only: with `--rates 100 --watchers 1 --reads 600`, the worker's CPU against `--read-paths /healthz`
@@ -176,6 +177,30 @@ def read_requests(
     ]
 
 
+def redis_counts(port: int) -> dict[str, int]:
+    """The private Redis's running totals: commands (all, and EVALSHA), read and write events, bytes.
+
+    Read before and after a measured run, they give Redis's work per accepted tap: how many taps share a
+    round trip (a read event is one batch of the worker's commands read at once). Two INFO calls a run.
+    """
+    import redis  # after the monkey patch, like everything that opens sockets here
+
+    r = redis.Redis(port=port, socket_timeout=5)
+    try:
+        stats = r.info("stats")
+        evalsha = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    finally:
+        r.close()
+    return {
+        "commands": stats["total_commands_processed"],
+        "evalsha": evalsha,
+        "read_events": stats["total_reads_processed"],
+        "write_events": stats["total_writes_processed"],
+        "bytes_in": stats["total_net_input_bytes"],
+        "bytes_out": stats["total_net_output_bytes"],
+    }
+
+
 def bets_in_sqlite(db_dir: Path, bet_ids: list[str]) -> int:
     """How many of `bet_ids` are rows of the current week file (read-only, after the run)."""
     import apsw
@@ -210,6 +235,7 @@ def measure_taps(
     mixed: tuple[Watchers, list[Trader], int, tuple[str, ...]] | None = None,
     console: ConsolePoller | None = None,
     settle: bool = False,
+    redis_port: int | None = None,
 ) -> dict:
     import gevent
 
@@ -265,9 +291,11 @@ def measure_taps(
         reads = gevent.spawn(open_loop, api.http.host, api.http.port, reqs, read_rate, 16, 10.0)
     if console is not None:
         console.start()
+    redis0 = redis_counts(redis_port) if redis_port else None
     win = CpuWindow(pids)
     run = open_loop_taps(socks, frames, owner, rate, grace_s=10.0)
     cpu = win.end()
+    redis1 = redis_counts(redis_port) if redis_port else None
     console_stats = console.stop() if console is not None else None
     read_res = reads.get() if reads is not None else None
     if mixed is not None:
@@ -350,6 +378,11 @@ def measure_taps(
         "closed_sockets": sum(1 for s in socks if s.closed),
         "loadavg": loadavg(),
         "console": console_stats,
+        "redis_per_tap": {
+            k: round((v - redis0.get(k, 0)) / max(1, len(accepted)), 3) for k, v in redis1.items()
+        }
+        if redis0 is not None and redis1 is not None
+        else None,
     }
     if mixed is not None:
         lags = mixed[0].lags
@@ -598,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                     (watchers, traders, args.reads, tuple(args.read_paths.split(","))) if watchers else None,
                     console,
                     args.settle,
+                    stack.redis_port,
                 )
                 profiled = profiled or prof is not None
                 r["attempt"] = attempt + 1
@@ -613,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['worker_us_per_tap']:.0f} µs/tap, resolved {r['resolved_heard']}, others {others:.2f}, "
                     f"errors {r['errors']}" + (f"; {console_line(r['console'])}" if r["console"] else "")
                 )
+                if r["redis_per_tap"]:
+                    log(f"redis per accepted tap: {r['redis_per_tap']}")
                 if others <= args.max_others:
                     break
                 if attempt + 1 < args.attempts:
