@@ -35,7 +35,9 @@ What it does (127.0.0.1 only, every step bounded, everything it starts is stoppe
 7. `--settle`: the taps due in each column's seconds bet on the nearest columns placeable then (each
    slice signed with its own `ts`), so the first columns settle while the run goes on and each tap
    also costs its settlement and its `bet:resolved` + `balance` events: the steady state. Plain runs
-   bet on columns that start after the run. `resolved_heard` in the JSON counts the settlements heard.
+   bet on columns that start after the run; in a ladder (several rates) those columns settle during
+   the next rates' runs, which then carry that load too. `resolved_heard` in the JSON ("settled
+   meanwhile" in the table) counts the settlements heard during each run: compare rows with it.
 8. `--replicate` (issue 15): `make run`'s replication with a bucket set — a moto S3 server (CPU 1, in
    place of S3 across the network) and `litestream replicate` (unpinned, as on the VM) streaming the
    week file while the taps are committed, the writer at wal_autocheckpoint=0. After the runs it
@@ -359,7 +361,7 @@ def measure_taps(
         "conf_p99_ms": pct(t_conf, 0.99),
         "conf_max_ms": max(t_conf) if t_conf else float("nan"),
         "confirmed_heard": len(t_conf),
-        "resolved_heard": sum(s.resolved for s in socks),  # settled during the run (--settle)
+        "resolved_heard": sum(s.resolved for s in socks),  # settled during the run (--settle, a ladder)
         # p99 of tap → bet:accepted per second of the schedule: a p99 made of one stall and one
         # made of a steady queue look alike as a single figure
         "acc_p99_by_s": _p99_by_second(run, accepted),
@@ -409,15 +411,16 @@ def f(v, fmt="{:.1f}") -> str:
 def print_table(results: list[dict]) -> None:
     print(
         "| run | offered/s | accepted/s | tap→accepted p50 / p99 ms | tap→confirmed p50 / p99 ms | confirmed / "
-        "accepted / in SQLite | worker CPU (idle) | worker µs/tap | batch p50/p99 | others | refusals |"
+        "accepted / in SQLite | settled meanwhile | worker CPU (idle) | worker µs/tap | batch p50/p99 | others | "
+        "refusals |"
     )
-    print("|---|---:|---:|---|---|---|---|---:|---|---:|---|")
+    print("|---|---:|---:|---|---|---|---:|---|---:|---|---:|---|")
     for r in results:
         cpu = r.get("cpu", {})
         if r["kind"] == "healthz-wrk":
             print(
                 f"| /healthz wrk, {r['conns']} conns | max | {f(r['req_per_s'], '{:.0f}')} req/s | "
-                f"{f(r['p50_ms'], '{:.2f}')} / {f(r['p99_ms'])} | | | {f(cpu.get('worker_cores', 0) * 100, '{:.0f}')}% | | | "
+                f"{f(r['p50_ms'], '{:.2f}')} / {f(r['p99_ms'])} | | | | {f(cpu.get('worker_cores', 0) * 100, '{:.0f}')}% | | | "
                 f"{f(cpu.get('others_cores', 0), '{:.2f}')} | |"
             )
             continue
@@ -438,7 +441,7 @@ def print_table(results: list[dict]) -> None:
         print(
             f"| {r['kind']} {r['duration_s']:.0f} s, {r['sockets']} sockets | {r['rate']} | {f(r['accepted_per_s'], '{:.0f}')} | "
             f"{f(r['acc_p50_ms'])} / {f(r['acc_p99_ms'])} | {f(r['conf_p50_ms'])} / {f(r['conf_p99_ms'])} | "
-            f"{r['confirmed_heard']} / {r['accepted']} / {r['in_sqlite']} | "
+            f"{r['confirmed_heard']} / {r['accepted']} / {r['in_sqlite']} | {r['resolved_heard']} | "
             f"{f(cpu.get('worker_cores', 0) * 100, '{:.0f}')}% ({f(r['idle'].get('worker_cores', float('nan')) * 100, '{:.0f}')}%) | "
             f"{f(r['worker_us_per_tap'], '{:.0f}')} | {r['batch_hist'].get('p50')}/{r['batch_hist'].get('p99')} | "
             f"{f(cpu.get('others_cores', 0), '{:.2f}')} | {r['errors'] or 'none'}"
