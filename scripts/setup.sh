@@ -2,7 +2,8 @@
 # Installs whatever is missing for running or testing Tap Trading, and nothing else.
 #   - Debian packages: redis-server, nginx, openssl, wrk, chromium, fonts-liberation (apt-get; services
 #     are NOT started by apt)
-#   - a virtualenv in .venv with the project installed in editable mode (+ dev extras)
+#   - a virtualenv in .venv with the project installed in editable mode (+ dev extras), on Debian's
+#     own python3 when it is 3.11 or newer (see "Python interpreter" below; $PYTHON overrides)
 #   - the web app's Node packages (npm ci from web/package-lock.json; scripts/web.sh install)
 # Safe to run again: every step is skipped when already done.
 set -euo pipefail
@@ -20,6 +21,25 @@ have wrk || missing+=(wrk)
 # The web app's end-to-end tests drive Debian's Chromium (never a browser downloaded by Playwright).
 have chromium || missing+=(chromium)
 dpkg -s fonts-liberation >/dev/null 2>&1 || missing+=(fonts-liberation)
+
+# ---- Python interpreter -----------------------------------------------------------------------
+# Debian's /usr/bin/python3 is linked statically and built by Debian's packaging with profile-guided
+# and link-time optimisation; an interpreter built from source without them (pyenv's default, first
+# in PATH on some machines) runs this app's Python slower. Same code, same VM: HTTP bets saturated at
+# 1,220-1,239/s on pyenv's 3.11.7 against 1,506-1,654/s on Debian's 3.11.2 (BENCHMARKS.md, issue 12,
+# eighth pass). So the virtualenv uses Debian's when it is new enough, with its venv and headers
+# packages (some dependencies compile a C extension); $PYTHON chooses another.
+debian_py=/usr/bin/python3
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+elif [ -x "$debian_py" ] && "$debian_py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  PY=$debian_py
+  ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  dpkg -s "python$ver-venv" >/dev/null 2>&1 || missing+=("python$ver-venv")
+  dpkg -s "python$ver-dev" >/dev/null 2>&1 || missing+=("python$ver-dev")
+else
+  PY=python3
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then
@@ -44,9 +64,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # ---- Python virtualenv ------------------------------------------------------------------------
-PY=${PYTHON:-python3}
+# The interpreter itself, not a wrapper in front of it (pyenv's shims are shell scripts).
+py_path=$(readlink -f "$("$PY" -c 'import sys; print(sys.executable)')")
+if [ -x .venv/bin/python ] && [ "$(readlink -f .venv/bin/python)" != "$py_path" ]; then
+  log "recreating .venv on $py_path (it was on $(readlink -f .venv/bin/python))"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-  log "creating virtualenv .venv"
+  log "creating virtualenv .venv ($("$PY" -V) at $py_path)"
   "$PY" -m venv .venv
 fi
 stamp=.venv/.tap-installed
