@@ -401,17 +401,10 @@ def _time_read(
     """Median CPU µs per call of `read(conn)`, and the SQLite VM steps one call takes."""
     import statistics
 
+    from tests.support.sqlite_steps import vm_steps
+
     read(conn)  # prepares the statements
-    steps = 0
-
-    def count() -> bool:
-        nonlocal steps
-        steps += 1
-        return False
-
-    conn.set_progress_handler(count, 1)
-    read(conn)
-    conn.set_progress_handler(None)
+    steps = vm_steps(conn, lambda: read(conn))
     calls = max(1, min(2000, 200_000 // max(1, steps)))
     xs = []
     for _ in range(rounds):

@@ -8,6 +8,7 @@ import pytest
 from app.bets.store import list_bets
 from app.ledger.store import account
 from app.storage import db
+from tests.support.sqlite_steps import vm_steps
 
 
 def test_week_file_names_follow_iso_weeks():
@@ -170,23 +171,6 @@ def test_a_read_runs_on_the_threadpool_unless_inline(tmp_path):
     pool.close()
 
 
-def _vm_steps(conn: apsw.Connection, fn) -> int:
-    """SQLite virtual-machine steps `fn` makes on `conn` (progress handler every step)."""
-    steps = 0
-
-    def count() -> bool:
-        nonlocal steps
-        steps += 1
-        return False
-
-    conn.set_progress_handler(count, 1)
-    try:
-        fn()
-    finally:
-        conn.set_progress_handler(None)
-    return steps
-
-
 # A bet of trader 1: (bet_id, target_time, status, nonce).
 _BET = (
     "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake, multiplier,"
@@ -220,8 +204,8 @@ def test_open_bets_are_read_without_walking_the_settled_ones(tmp_path):
             conn.execute(_BET, (f"open{i}", 10**9 + i, "confirmed", f"o{i}"))
     reader = db.connect(path, readonly=True)
     work = lambda: (  # noqa: E731
-        _vm_steps(reader, lambda: account(reader, 1)),
-        _vm_steps(reader, lambda: list_bets(reader, 1, "confirmed", None, 21)),
+        vm_steps(reader, lambda: account(reader, 1)),
+        vm_steps(reader, lambda: list_bets(reader, 1, "confirmed", None, 21)),
     )
     settle(200)
     work()  # the first run also prepares the statements
@@ -252,7 +236,7 @@ def test_the_open_bets_page_does_not_walk_older_weeks(tmp_path):
 
     def page(c: apsw.Connection) -> tuple[int, list[str]]:
         rows: list[dict] = []
-        steps = _vm_steps(c, lambda: rows.extend(list_bets(c, 1, "confirmed", None, 21)))
+        steps = vm_steps(c, lambda: rows.extend(list_bets(c, 1, "confirmed", None, 21)))
         return steps, [r["bet_id"] for r in rows]
 
     pool.run(page)  # prepares the statements
