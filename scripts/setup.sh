@@ -33,10 +33,17 @@ debian_py=/usr/bin/python3
 if [ -n "${PYTHON:-}" ]; then
   PY=$PYTHON
 elif [ -x "$debian_py" ] && "$debian_py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  PY=$debian_py
-  ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-  dpkg -s "python$ver-venv" >/dev/null 2>&1 || missing+=("python$ver-venv")
-  dpkg -s "python$ver-dev" >/dev/null 2>&1 || missing+=("python$ver-dev")
+  ver=$("$debian_py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  need=()
+  dpkg -s "python$ver-venv" >/dev/null 2>&1 || need+=("python$ver-venv")
+  dpkg -s "python$ver-dev" >/dev/null 2>&1 || need+=("python$ver-dev")
+  if [ ${#need[@]} -eq 0 ] || [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
+    PY=$debian_py
+    missing+=("${need[@]}")
+  else  # not root, no sudo: not worth failing for
+    log "using python3 from PATH, not $debian_py: ${need[*]} missing and no root or sudo to install them"
+    PY=python3
+  fi
 else
   PY=python3
 fi
