@@ -25,7 +25,7 @@ def server_env(tmp, redis_server, **extra: str) -> dict:
     return {
         "TAP_DATA_DIR": str(tmp / "data"),
         "TAP_REDIS_URL": redis_server.url,
-        "TAP_SIWE_DOMAIN": "localhost:8443",
+        "TAP_SIWE_DOMAIN": Settings.siwe_domain,
         "TAP_DEV_MODE": "1",
         "TAP_RATE_PER_ADDRESS": "0",
         "TAP_RATE_PER_IP": "0",
