@@ -14,6 +14,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # ---- Debian packages -------------------------------------------------------------------------
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+can_apt() { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }  # root, or sudo to become it
 have redis-server || missing+=(redis-server)
 have nginx || missing+=(nginx)
 have openssl || missing+=(openssl)
@@ -37,7 +38,7 @@ elif [ -x "$debian_py" ] && "$debian_py" -c 'import sys; sys.exit(sys.version_in
   need=()
   dpkg -s "python$ver-venv" >/dev/null 2>&1 || need+=("python$ver-venv")
   dpkg -s "python$ver-dev" >/dev/null 2>&1 || need+=("python$ver-dev")
-  if [ ${#need[@]} -eq 0 ] || [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
+  if [ ${#need[@]} -eq 0 ] || can_apt; then
     PY=$debian_py
     missing+=("${need[@]}")
   else  # not root, no sudo: not worth failing for
@@ -48,11 +49,9 @@ else
   PY=python3
 fi
 if [ ${#missing[@]} -gt 0 ]; then
+  can_apt || { echo "setup: need root or sudo to apt-get install: ${missing[*]}" >&2; exit 1; }
   SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "setup: need root or sudo to apt-get install: ${missing[*]}" >&2; exit 1; }
-    SUDO="sudo"
-  fi
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   log "installing Debian packages: ${missing[*]}"
   # Keep apt from starting the system-wide services (port 80 nginx, port 6379 redis):
   # this project starts its own private instances.
