@@ -4,6 +4,8 @@ own reply or its own error, exactly once, whatever the others do."""
 from __future__ import annotations
 
 import gevent
+import gevent.event
+import gevent.server
 import pytest
 import redis
 
@@ -58,3 +60,81 @@ def test_a_dead_connection_fails_every_call_of_its_batch(r, redis_server):
         assert all(isinstance(g.exception, redis.ConnectionError) for g in greenlets)
     finally:
         redis_server.start()
+
+
+def test_a_leader_killed_while_it_waits_still_sends_the_others_calls(r):
+    batch = ScriptBatcher(r, window_s=10)  # the leader waits 10 s for company
+    incr = batched(r.register_script(_INCR), batch)
+    leader = gevent.spawn(incr, keys=["w"], args=[100])
+    gevent.sleep(0)  # the leader opens the batch and waits
+    others = [gevent.spawn(incr, keys=["w"], args=[1]) for _ in range(3)]
+    gevent.sleep(0)  # they join it
+    leader.kill()
+    gevent.joinall(others, timeout=5, raise_error=True)
+    assert sorted(g.value for g in others) == [1, 2, 3]
+    assert int(r.get("w")) == 3  # the killed leader's own call was never sent
+
+
+def test_a_sender_killed_mid_round_trip_hands_the_others_an_unknown_outcome_not_its_kill(r):
+    """Killed while it waits for Redis (a socket's reader past its linger, a shutdown), the sender
+    re-raises its kill; the calls that joined its batch get a ConnectionError (ran or not: unknown),
+    not the GreenletExit that would end their greenlets as if they had been killed themselves."""
+    heard = gevent.event.Event()
+
+    def silent(sock, _addr):  # a Redis that takes the bytes and never answers
+        if sock.recv(65536):
+            heard.set()
+        gevent.event.Event().wait()
+
+    server = gevent.server.StreamServer(("127.0.0.1", 0), silent)
+    server.start()
+    try:
+        silent_redis = make_redis(f"redis://127.0.0.1:{server.server_port}/0", pool_size=4, timeout_s=30)
+        batch = ScriptBatcher(silent_redis)
+        script = r.register_script(_INCR)
+        leader = gevent.spawn(batch.call, script, ["k"], [1])  # started in this order, they batch together
+        others = [gevent.spawn(batch.call, script, ["k"], [1]) for _ in range(2)]
+        assert heard.wait(timeout=5)
+        leader.kill()
+        gevent.joinall(others, timeout=5)
+        assert all(isinstance(g.exception, redis.ConnectionError) for g in others)
+    finally:
+        server.stop(timeout=0)
+
+
+class _Stuck:
+    """A script Redis does not know (its EVALSHA answers NOSCRIPT), whose run alone never returns: a
+    Redis that stopped answering, as far as the sender can tell."""
+
+    sha = "0" * 40
+
+    def __init__(self) -> None:
+        self.running = gevent.event.Event()
+
+    def __call__(self, keys=(), args=(), client=None):
+        self.running.set()
+        gevent.event.Event().wait()  # until killed
+
+
+def test_a_sender_killed_while_a_forgotten_script_runs_alone_leaves_no_caller_waiting(r):
+    """Redis forgot its scripts, so the leader runs each call of its batch alone; killed during one
+    (a socket's reader past its linger), that call's caller learns its outcome is unknown and the
+    calls after it still run, each once."""
+    batch = ScriptBatcher(r)
+    script = r.register_script(_INCR)
+    incr = batched(script, batch)
+    assert incr(keys=["f"], args=[0]) == 0
+    r.script_flush()
+    stuck = _Stuck()
+    # Started in this order, they run in it: the leader opens a batch and yields, the others join it.
+    leader = gevent.spawn(batch.call, script, ["f"], [1])
+    waiting = gevent.spawn(batch.call, stuck, [], [])
+    later = [gevent.spawn(batch.call, script, ["f"], [1]) for _ in range(2)]
+    assert stuck.running.wait(timeout=5)  # the leader ran its own call alone, then is stuck in this one
+    leader.kill()
+    gevent.joinall([waiting, *later], timeout=5)
+    assert isinstance(
+        waiting.exception, redis.ConnectionError
+    )  # ran or not: unknown, as when a reply is lost
+    assert sorted(g.get(block=False) for g in later) == [2, 3]
+    assert int(r.get("f")) == 3

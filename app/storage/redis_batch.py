@@ -9,7 +9,8 @@ MULTI: each script stays atomic on its own, as before) and hands each caller its
 
 The semantics per call do not change: each caller gets its script's result or the exception that
 call raised (a per-command error, or the pipeline's connection error for everyone in it), and a
-caller's script runs exactly once. A leader killed while it waits still sends the others' calls.
+caller's script runs exactly once. A leader killed while it waits still sends the others' calls;
+killed while it hands the replies over, the rest are handed over by another greenlet.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def send_commands(r: redis.Redis, commands: Sequence[Sequence[Any]]) -> list[Any
         pool.release(conn)
 
 
+def _interrupted(when: str) -> redis.exceptions.ConnectionError:
+    """What the other callers of a batch get when its sender is killed (a socket's reader past its
+    linger, a shutdown) mid-round-trip: whether their scripts ran is unknown, as when a connection
+    drops, and the kill is the sender's, not theirs (re-raised to them, a GreenletExit would end their
+    greenlets as if they had been killed)."""
+    return redis.exceptions.ConnectionError(f"the batch's sender was interrupted {when}")
+
+
 class _Call:
     __slots__ = ("args", "keys", "result", "script")
 
@@ -119,18 +128,30 @@ class ScriptBatcher:
         try:
             replies = send_commands(self.r, [evalsha(c.script, c.keys, c.args) for c in batch])
         except BaseException as exc:  # the connection failed: every call in it gets the error
+            err = exc if isinstance(exc, Exception) else _interrupted("while the batch was sent")
             for c in batch:
-                c.result.set_exception(exc)
+                c.result.set_exception(err)
             if not isinstance(exc, Exception):
                 raise
             return
-        for c, reply in zip(batch, replies, strict=True):
+        self._hand_over(list(zip(batch, replies, strict=True)))
+
+    def _hand_over(self, pending: list[tuple[_Call, Any]]) -> None:
+        """Each call its reply. A script Redis forgot is run alone, a round trip of its own: a sender
+        killed during it leaves that call's outcome unknown (`_interrupted`), and a new greenlet
+        hands over the rest: no caller waits forever on a reply that was read."""
+        for i, (c, reply) in enumerate(pending):
             if isinstance(reply, redis.exceptions.NoScriptError):
                 # Redis restarted or flushed its scripts: run this one alone (redis-py loads it)
                 try:
                     c.result.set(c.script(keys=list(c.keys), args=list(c.args)))
                 except Exception as exc:  # noqa: BLE001 - handed to its caller
                     c.result.set_exception(exc)
+                except BaseException:
+                    c.result.set_exception(_interrupted("while the script ran alone"))
+                    if i + 1 < len(pending):
+                        gevent.spawn(self._hand_over, pending[i + 1 :])
+                    raise
             elif isinstance(reply, Exception):
                 c.result.set_exception(reply)
             else:
