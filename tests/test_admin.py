@@ -7,12 +7,15 @@ from __future__ import annotations
 import math
 
 import gevent
+import gevent.event
 import pytest
 from eth_account import Account
 
+from app.admin.console import Cached
 from app.admin.samples import ConsoleSamples
 from app.bets.resolution import Outcome
 from app.config import Settings
+from app.errors import Unavailable
 from app.keys import INTEGRITY_LOCK_KEY
 from app.units import MICRO
 from tests.support.auth import FakeClock
@@ -324,3 +327,18 @@ def test_the_integrity_check_reports_violations_with_their_rows(desk: Desk, admi
     assert last["state"] == "violations" and last["violations"] == 1, last
     assert "balance_mismatch" in last["first_violations"][0] and t.address in last["first_violations"][0]
     assert last["files"] == [{"file": path.name, "violations": 1}]
+
+
+def test_requests_waiting_for_a_computation_whose_request_was_killed_get_a_503_to_retry() -> None:
+    """Concurrent console reads share one computation (`Cached`); killed (a shutdown), the computing
+    request ends, and the waiting ones are answered 503 rather than ended by its kill."""
+    release = gevent.event.Event()
+    cached: Cached[int] = Cached(1.0, lambda: release.wait() and 1)
+    computing = gevent.spawn(cached.get)
+    waiting = gevent.spawn(cached.get)
+    gevent.sleep(0)  # the first computes, the second waits for it
+    computing.kill()
+    waiting.join(timeout=5)
+    assert isinstance(waiting.exception, Unavailable) and waiting.exception.status == 503
+    release.set()
+    assert cached.get() == 1  # the next request computes afresh

@@ -26,6 +26,7 @@ from app.admin.store import house_days, recent_betting_actions, utc_day
 from app.bets.claims import EXPOSURE_GRACE_S
 from app.bets.exposure import column_hashes, exposed_columns
 from app.bets.resolution import BUCKETS, oldest_open_window
+from app.errors import Unavailable
 from app.services import Services
 from app.units import MULT_ONE, format_money, format_multiplier, format_price
 
@@ -33,6 +34,10 @@ T = TypeVar("T")
 
 LARGEST_CELLS = 10
 TRANSITIONS_SHOWN = 20
+
+
+def _interrupted() -> Unavailable:
+    return Unavailable("The figures were being computed by a request that was interrupted; try again.")
 
 
 class Cached(Generic[T]):
@@ -61,7 +66,9 @@ class Cached(Generic[T]):
         try:
             value = self.fn()
         except BaseException as exc:
-            busy.set_exception(exc)
+            # Killed (a shutdown), the computing request ends; those waiting for it get a 503 to
+            # retry, not its kill, which would end their requests without an answer.
+            busy.set_exception(exc if isinstance(exc, Exception) else _interrupted())
             raise
         finally:
             self._busy = None
