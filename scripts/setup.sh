@@ -15,6 +15,8 @@ log() { printf '[setup] %s\n' "$*"; }
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 can_apt() { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }  # root, or sudo to become it
+# root, or sudo that asks for no password: for what is worth installing but not worth a prompt
+can_apt_unasked() { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }
 have redis-server || missing+=(redis-server)
 have nginx || missing+=(nginx)
 have openssl || missing+=(openssl)
@@ -38,11 +40,14 @@ elif [ -x "$debian_py" ] && "$debian_py" -c 'import sys; sys.exit(sys.version_in
   need=()
   dpkg -s "python$ver-venv" >/dev/null 2>&1 || need+=("python$ver-venv")
   dpkg -s "python$ver-dev" >/dev/null 2>&1 || need+=("python$ver-dev")
-  if [ ${#need[@]} -eq 0 ] || can_apt; then
+  # Installed along with packages that must be installed anyway, or when that asks for nothing: a
+  # faster interpreter is not worth a password prompt, nor a failure where sudo cannot prompt (CI).
+  if [ ${#need[@]} -eq 0 ] || can_apt_unasked || { [ ${#missing[@]} -gt 0 ] && can_apt; }; then
     PY=$debian_py
     missing+=("${need[@]}")
-  else  # not root, no sudo: not worth failing for
-    log "using python3 from PATH, not $debian_py: ${need[*]} missing and no root or sudo to install them"
+  else
+    log "using python3 from PATH, not $debian_py: ${need[*]} not installed, and installing would take" \
+      "root or a sudo password (install, then run this again, for the faster interpreter)"
     PY=python3
   fi
 else
