@@ -98,6 +98,7 @@ def test_a_sender_killed_mid_round_trip_hands_the_others_an_unknown_outcome_not_
         leader.kill()
         gevent.joinall(others, timeout=5)
         assert all(isinstance(g.exception, redis.ConnectionError) for g in others)
+        silent_redis.close()
     finally:
         server.stop(timeout=0)
 
