@@ -9,6 +9,7 @@
     .venv/bin/python loadtest/tap_micro.py recover    # CPU per signature recovery with either keccak
     .venv/bin/python loadtest/tap_micro.py verify     # libsecp256k1 alone: recover vs verify with the key
     .venv/bin/python loadtest/tap_micro.py openbets --n 50000   # /me and the open-bets page, index or not
+    .venv/bin/python loadtest/tap_micro.py betspage   # GET /bets?limit=20's rows: SQLite, dicts, JSON
     .venv/bin/python loadtest/tap_micro.py write      # CPU per tap of the websocket writers' sendalls
     .venv/bin/python loadtest/tap_micro.py fanout --n 20   # CPU per broadcast frame to 1,000 idle sockets
     .venv/bin/python loadtest/tap_micro.py pubsub     # CPU per bet:confirmed message: redis-py PubSub vs Subscription
@@ -469,6 +470,55 @@ def openbets(n: int, rounds: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def betspage(rounds: int) -> None:
+    """What `GET /api/v1/bets?limit=20` does with its rows, step by step, for one of 500 traders with 60
+    bets each in the week (as in `tap_ceiling.py --mixed` after a run): the rows read, made dicts with
+    their week, then the wire's JSON (BENCHMARKS.md, "Issue 12, ninth pass")."""
+    import tempfile
+
+    import orjson
+
+    from app.bets.store import BET_COLUMNS, bet_row_json, bet_row_to_dict, list_bets
+    from app.storage import db
+
+    tmp = Path(tempfile.mkdtemp(prefix="betspage-"))
+    try:
+        path = db.prepare_database(tmp, time.time(), synchronous="NORMAL")
+        conn = db.connect(path, synchronous="NORMAL")
+        with conn:
+            for u in range(1, 501):
+                conn.execute(
+                    "INSERT INTO users (id, address, balance, created_at) VALUES (?, ?, 0, 0)",
+                    (u, f"0x{u:040x}"),
+                )
+            for i in range(30_000):
+                conn.execute(
+                    "INSERT INTO bets (bet_id, user_id, target_time, row, min_price, max_price, stake,"
+                    " multiplier, payout, status, nonce, placed_at) VALUES (?, ?, ?, ?, 0, 1, 1000000, 20000,"
+                    " 2000000, 'confirmed', ?, 0)",
+                    (f"{i:022x}", 1 + i % 500, 1000 + i // 100, i % 20, f"n{i}"),
+                )
+        conn.close()
+        reader = db.connect(path, readonly=True)
+        sql = f"SELECT {BET_COLUMNS} FROM main.bets WHERE user_id = ? ORDER BY id DESC LIMIT ?"
+        rows = list_bets(reader, 7, None, None, 21)
+        page = [bet_row_json(r) for r in rows[:20]]
+        raw = reader.execute(sql, (7, 21)).fetchall()
+        steps: dict[str, Callable[[apsw.Connection], object]] = {
+            "list_bets(21): the whole read": lambda c: list_bets(c, 7, None, None, 21),
+            "  of which the rows alone (execute + fetchall)": lambda c: c.execute(sql, (7, 21)).fetchall(),
+            "  of which the rows made dicts (bet_row_to_dict)": lambda c: [bet_row_to_dict(r) for r in raw],
+            "bet_row_json x 20": lambda c: [bet_row_json(r) for r in rows[:20]],
+            "orjson.dumps of the page": lambda c: orjson.dumps({"bets": page, "next_cursor": None}),
+        }
+        for what, step in steps.items():
+            us, _ = _time_read(reader, step, rounds)
+            print(f"{what}: median {us:,.1f} µs CPU per call")
+        reader.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 _DRAIN = """
 import selectors, socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
@@ -722,6 +772,7 @@ def main() -> int:
             "recover",
             "verify",
             "openbets",
+            "betspage",
             "write",
             "fanout",
             "pubsub",
@@ -737,6 +788,8 @@ def main() -> int:
         os.sched_setaffinity(0, {0})
     if args.what == "openbets":
         openbets(args.n, args.rounds)
+    elif args.what == "betspage":
+        betspage(args.rounds)
     elif args.what in ("parse", "keccak", "recover", "verify", "write", "fanout", "pubsub"):
         only = args.only[0] if args.only else None
         fn = {
