@@ -163,7 +163,7 @@ def _bind(raw: str) -> str:
     if raw.startswith("unix:"):
         return raw
     host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("must be host:port or unix:/path")
     return raw
 

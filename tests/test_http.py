@@ -133,8 +133,33 @@ def test_prices_backfill_returns_recent_ticks(running_app):
     assert all(p["ts"] >= ts[-1] for p in later)
 
 
-@pytest.mark.parametrize("since", ["abc", "-5", "1.5", "9" * 20])
+@pytest.mark.parametrize("since", ["abc", "-5", "1.5", "9" * 20, "²", "①", "٣", "9" * 5000])
 def test_prices_since_must_be_milliseconds(client, since):
-    resp = client.get(f"/api/v1/prices?since={since}")
+    resp = client.get("/api/v1/prices", query_string={"since": since})
     assert resp.status_code == 400
     assert resp.get_json()["error"]["code"] == "invalid_since"
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("0", 0),
+        ("42", 42),
+        ("9" * 18, int("9" * 18)),
+        ("", None),
+        ("9" * 19, None),
+        ("-1", None),
+        ("+1", None),
+        (" 1", None),
+        ("1.0", None),
+        ("²", None),
+        ("①", None),
+        ("٣", None),
+        ("１", None),
+    ],
+)
+def test_whole_numbers_in_query_parameters_are_ascii_digits(raw, value):
+    """str.isdigit accepts "²" (int() refuses it: a 500) and "٣" (int() reads 3); these do not."""
+    from app.http.params import whole_number
+
+    assert whole_number(raw) == value

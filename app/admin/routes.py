@@ -20,6 +20,7 @@ from app.admin.store import record_betting_action
 from app.auth.decorators import admin_required, current_session
 from app.auth.ratelimit import client_ip
 from app.errors import ApiError, BadRequest, Conflict
+from app.http.params import whole_number
 from app.services import Services, services
 from app.storage.writes import OutcomeUnknown
 
@@ -47,12 +48,13 @@ def _window() -> int:
     raw = request.args.get("window")
     if raw is None:
         return WINDOW_DEFAULT_S
-    if not raw.isdigit() or not WINDOW_MIN_S <= int(raw) <= WINDOW_MAX_S:
+    window = whole_number(raw)
+    if window is None or not WINDOW_MIN_S <= window <= WINDOW_MAX_S:
         raise BadRequest(
             f"window must be a whole number of seconds from {WINDOW_MIN_S} to {WINDOW_MAX_S}.",
             code="invalid_window",
         )
-    return int(raw)
+    return window
 
 
 def _no_store(resp: Response) -> Response:

@@ -8,15 +8,17 @@ import re
 from flask import request
 
 from app.errors import BadRequest
+from app.http.params import whole_number
 
 
 def page_limit(default: int = 50, maximum: int = 200) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    limit = whole_number(raw)
+    if limit is None or not 1 <= limit <= maximum:
         raise BadRequest(f"limit must be an integer from 1 to {maximum}", code="invalid_limit")
-    return int(raw)
+    return limit
 
 
 _WEEK_RE = re.compile(r"[0-9]{4}_[0-9]{2}")
@@ -34,9 +36,10 @@ def decode_cursor(raw: str | None) -> tuple[str, int] | None:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         version, week, value = text.split(":")
-        if version != "v2" or not _WEEK_RE.fullmatch(week) or not value.isdigit() or len(value) > 18:
+        row_id = whole_number(value)
+        if version != "v2" or not _WEEK_RE.fullmatch(week) or row_id is None:
             raise ValueError
-        return week, int(value)
+        return week, row_id
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("cursor is not one this server issued", code="invalid_cursor") from None
 

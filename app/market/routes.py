@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from app.errors import BadRequest
+from app.http.params import whole_number
 from app.market.prices import HISTORY_MS, ticks_since
 from app.market.quotes import grid_message
 from app.services import services
@@ -81,9 +82,10 @@ def prices() -> Response:
     if raw is None:
         since = now_ms - DEFAULT_WINDOW_MS
     else:
-        if not raw.isdigit() or len(raw) > 15:
+        asked = whole_number(raw, max_digits=15)
+        if asked is None:
             raise BadRequest("since must be Unix milliseconds (a non-negative integer)", code="invalid_since")
-        since = max(int(raw), now_ms - HISTORY_MS)
+        since = max(asked, now_ms - HISTORY_MS)
     ticks = ticks_since(services().redis, since, limit=MAX_TICKS + 1)
     truncated = len(ticks) > MAX_TICKS
     return jsonify(

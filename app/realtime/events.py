@@ -96,7 +96,7 @@ def parse_id(raw: str | bytes) -> tuple[int, int] | None:
     """A Stream id `<ms>-<seq>` as a comparable pair; None if it is not one."""
     text = raw.decode() if isinstance(raw, bytes) else raw
     ms, sep, seq = text.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit() or len(text) > 41:
+    if not sep or len(text) > 41 or not text.isascii() or not ms.isdigit() or not seq.isdigit():
         return None
     return int(ms), int(seq)
 
