@@ -206,6 +206,18 @@ def test_checks_run_in_spec_order(trader, live, monkeypatch):
     assert status == 503 and resp["error"]["code"] == "betting_suspended" and headers["Retry-After"]
 
 
+def test_the_schema_is_checked_before_the_session(trader, live):
+    """SPEC §6: schema → session. A malformed body is 400 with or without a token; a well-formed one
+    without a token is 401."""
+    bad = {"cell": 5, "stake": "1"}
+    for headers in ({}, {"Authorization": "Bearer " + "a" * 43}):
+        resp = trader.client.post("/api/v1/bets", json=bad, headers=headers)
+        assert resp.status_code == 400, resp.get_json()
+    good = trader.bet_body(_cell(_grid(trader), col=8), "1")
+    resp = trader.client.post("/api/v1/bets", json=good)
+    assert (resp.status_code, resp.get_json()["error"]["code"]) == (401, "missing_authorization")
+
+
 def test_other_peoples_bets(trader, live, settings):
     cell = _cell(_grid(trader), col=5, row_offset=-2)
     _, body, _ = trader.bet(cell, "1")
@@ -238,6 +250,9 @@ def test_history_pages_with_a_cursor_and_filters(trader):
         ("cursor=zzz", "invalid_cursor"),
         ("limit=0", "invalid_limit"),
         ("limit=x", "invalid_limit"),
+        ("limit=%C2%B2", "invalid_limit"),  # "²": str.isdigit() says yes, int() says no
+        ("limit=%D9%A3", "invalid_limit"),  # "٣": int() reads 3
+        ("limit=" + "9" * 5000, "invalid_limit"),  # past int()'s 4,300 digits
     ):
         status, resp, _ = trader.call("GET", f"/api/v1/bets?{query}")
         assert status == 400 and resp["error"]["code"] == code

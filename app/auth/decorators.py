@@ -78,6 +78,14 @@ def login_required(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def authenticates_itself(fn: F) -> F:
+    """For a view that calls `authenticate()` itself, after checks SPEC orders before the session
+    (`POST /api/v1/bets`: the body's schema first, SPEC §6). Marks it as `login_required` does, so
+    that app.http.openapi documents its bearer security; checks nothing by itself."""
+    setattr(fn, AUTH_ATTR, "session")
+    return fn
+
+
 def admin_required(fn: F) -> F:
     """A session whose wallet is in TAP_ADMIN_ADDRESSES; any other session gets 403 forbidden."""
 

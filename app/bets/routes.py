@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.auth.decorators import current_session, login_required
+from app.auth.decorators import authenticate, authenticates_itself, current_session, login_required
 from app.bets.placement import load_bet, parse_bet, place_bet, shed_load
 from app.bets.store import bet_row_json, list_bets
 from app.errors import BadRequest, NotFound
@@ -18,7 +18,7 @@ STATUSES = ("confirmed", "won", "lost", "void")
 
 
 @bp.post("/bets")
-@login_required
+@authenticates_itself
 def place() -> tuple[Response, int]:
     """Accept a signed bet and queue it for the writer (the checks, in order: app/bets/placement.py).
     ---
@@ -42,9 +42,12 @@ def place() -> tuple[Response, int]:
         503: Unavailable
     """
     svc = services()
-    shed_load(svc)
+    # SPEC §6's order: the schema, then the session (a malformed body is 400 with or without a
+    # token); then a full write queue refuses before the signature or Redis cost anything.
     req = parse_bet(svc, request.get_json())
-    return jsonify(place_bet(svc, current_session(), req, svc.now_ms()).body), 202
+    session = authenticate()
+    shed_load(svc)
+    return jsonify(place_bet(svc, session, req, svc.now_ms()).body), 202
 
 
 @bp.get("/bets/<bet_id>")
