@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import redis
 
-from app.auth.decorators import WebsocketRefused, websocket_token_session
+from app.auth.decorators import WS_CLOSE_INVALID_SESSION, WebsocketRefused, websocket_token_session
 from app.auth.ratelimit import Counter, Limits
 from app.auth.sessions import Session
 from app.auth.signatures import to_checksum_address
@@ -80,7 +80,10 @@ class TapSocket:
 
     def handle(self, data: str | bytes) -> None:
         """One client message; queues at most one answer (or closes the socket)."""
-        if len(data) > self.svc.settings.ws_max_message:
+        limit = self.svc.settings.ws_max_message
+        # The limit is in bytes, as received: a text message arrives decoded, and a character of it
+        # may have taken up to 4 of them.
+        if len(data) > limit or (isinstance(data, str) and not data.isascii() and len(data.encode()) > limit):
             self._malformed("message_too_large", "The message is larger than the server accepts.")
             return
         try:
@@ -221,6 +224,13 @@ class TapSocket:
             raise Unauthorized(
                 'Authenticate the socket first: {"type": "auth", "token": …}.', code="invalid_session"
             )
+        now_ms = svc.now_ms()
+        # A session that ended is refused here as HTTP refuses it, not only once the socket's close
+        # (queued by the sweeper at expiry, by the pub/sub listener at logout) reaches its writer.
+        if session.expires_at <= now_ms or self.client.close_code == WS_CLOSE_INVALID_SESSION:
+            raise Unauthorized(
+                "The session is unknown, expired or logged out; sign in again.", code="invalid_session"
+            )
         shed_load(svc)
         if self.in_flight >= MAX_IN_FLIGHT:
             raise RateLimited(
@@ -228,7 +238,6 @@ class TapSocket:
                 code="too_many_in_flight",
                 retry_after=1,
             )
-        now_ms = svc.now_ms()
         # The per-wallet counter HTTP requests count too (one limit for both transports), as a
         # script call that shares its round trip with concurrent taps' calls.
         self.counter.hit(
