@@ -9,9 +9,10 @@ import subprocess
 import urllib.request
 
 import pytest
+import websocket
 
 from app.config import Settings
-from tests.support.servers import Gunicorn, Nginx, free_port, http_get
+from tests.support.servers import Gunicorn, Nginx, free_port, http_get, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -157,6 +158,21 @@ def test_nginx_refusals_are_json_with_retry_after(private_env, tmp_path):
             _assert_json_error(_request(http + path), 502, "app_unavailable", retry_after=True)
         status, _, body = _request(http + "/")
         assert status == 200 and b"Tap Trading" in body  # the static page does not need the app
+        # A websocket with its token in the URL while the app is down: nginx refuses it and logs an
+        # error, and neither of its logs holds the token (SPEC §8).
+        secret = "S3cr3tT0ken" + "x" * 32
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(f"ws://127.0.0.1:{settings.http_port}/ws?token={secret}", timeout=5)
+        assert refused.value.status_code == 502
+        assert "connect() failed" in nginx.error_log()  # the /api refusals above were logged
+        assert secret not in nginx.error_log()
+        access = wait_until(  # the three refusals above, then the websocket's (under the error page's path)
+            lambda: (
+                (log := nginx.wait_for_access_log("/.tap-error/502 ")).count("/.tap-error/502 ") == 4 and log
+            ),
+            what="the websocket's 502 in the access log",
+        )
+        assert secret not in access, access
     finally:
         nginx.stop()
         strict.stop()
