@@ -31,7 +31,7 @@ import gevent
 from gevent.threadpool import ThreadPool
 
 from app.metrics import Metrics
-from app.storage.db import connect, current_week_file
+from app.storage.db import attach_history, connect, current_week_file
 from app.storage.writes import Expired, OutcomeUnknown, WriteJob, WriteQueue, is_rerunnable
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _last_resort_checkpoint(conn: apsw.Connection, path: Path, limit: int) -> No
     size = _wal_size(path)
     if size <= limit:
         return
-    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    row = conn.execute("PRAGMA main.wal_checkpoint(PASSIVE)").fetchone()  # not the attached weeks
     busy, log_frames, done = row if row is not None else (None, None, None)
     log.warning(
         "WAL of %s is %d MB (Litestream should checkpoint it; is it running?): PASSIVE checkpoint by"
@@ -217,12 +217,25 @@ class SqliteWriter:
         self._stopping = False
         self._last_probe = 0.0
 
+    def _connect(self, path: Path) -> apsw.Connection:
+        """On the writer thread: the write connection to `path`, with the previous weeks attached
+        read-only as the read pool has them (w1 newest …), so that a job can look a week back inside
+        its transaction — an Idempotency-Key committed just before a rollover (app.ledger.store's
+        `move_money`). Attached here, outside any transaction, and again whenever CURRENT moves, so
+        a writer (re)started after a rollover has them too."""
+        conn = connect(path, synchronous=self.synchronous, autocheckpoint=self.autocheckpoint)
+        try:
+            attach_history(conn, self.db_dir, path)
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        return conn
+
     def _open(self) -> tuple[apsw.Connection, Path]:
         path = current_week_file(self.db_dir)
         if path is None:
             raise RuntimeError(f"no current week file in {self.db_dir}; run `flask init-db`")
-        kw = {"synchronous": self.synchronous, "autocheckpoint": self.autocheckpoint}
-        return self._pool.apply(connect, (path,), kw), path
+        return self._pool.apply(self._connect, (path,)), path
 
     def _execute(
         self, conn: apsw.Connection, path: Path, jobs: list[WriteJob]
@@ -245,7 +258,7 @@ class SqliteWriter:
                 conn.close()
                 if current is None:
                     raise RuntimeError(f"CURRENT disappeared from {self.db_dir}")
-                conn = connect(current, synchronous=self.synchronous, autocheckpoint=self.autocheckpoint)
+                conn = self._connect(current)
                 path = current
         except BaseException:
             _close_quietly(conn)

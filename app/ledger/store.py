@@ -105,8 +105,9 @@ def find_movement(conn: apsw.Connection, user_id: int, key: str, schema: str = "
 
 
 def find_movement_any_week(conn: apsw.Connection, user_id: int, key: str) -> Movement | None:
-    """Look a key up in the current week and the attached previous ones (read pool): the rollover does
-    not carry keys over, and a retry may straddle it."""
+    """Look a key up in the current week and the attached previous ones (the read pool's and the
+    writer's connections both attach them): the rollover does not carry keys over, and a retry may
+    straddle it."""
     for schema, _week in week_schemas(conn):
         found = find_movement(conn, user_id, key, schema)
         if found is not None:
@@ -120,13 +121,17 @@ def move_money(user_id: int, kind: str, amount: int, ref_id: str, now_ms: int, k
     With a key the job first looks it up — a retry queued behind the first attempt finds its outcome
     and moves nothing — and stores its own outcome in the same savepoint as the balance change, a
     refusal included. Without a key a refusal raises `Rejected` as before.
+
+    The look-up covers the previous weeks the writer's connection attaches, not only this week's
+    file: the rollover does not copy keys, and a retry queued before the first attempt committed
+    (the route's look-up found nothing) may run after a rollover that landed between the two.
     """
     if kind not in ("deposit", "withdrawal"):
         raise ValueError(kind)
 
     def job(conn: apsw.Connection) -> Movement:
         if key is not None:
-            prior = find_movement(conn, user_id, key)
+            prior = find_movement_any_week(conn, user_id, key)
             if prior is not None:
                 return prior
         try:
