@@ -6,9 +6,11 @@ Both take an `Idempotency-Key` (SPEC §7). The key is stored in SQLite in the sa
 balance change (table money_requests, migration 003), so it is exactly as durable as the money: the
 same key with the same body returns the first result and moves money once — also when the retry
 arrives while the first attempt is still queued, because the retry's job runs after it in the single
-writer and finds the key. A movement not committed within TAP_MONEY_WAIT_S answers 202 pending with
-its ref_id (derived from the key, so every retry names the same movement); the ledger shows it once
-committed. Without a key each request is a new movement, as before."""
+writer and finds the key, in the previous weeks too (the writer attaches them as the read pool does:
+the rollover does not copy keys, and it may land between the two jobs). A movement not committed
+within TAP_MONEY_WAIT_S answers 202 pending with its ref_id (derived from the key, so every retry names
+the same movement); the ledger shows it once committed. Without a key each request is a new movement,
+as before."""
 
 from __future__ import annotations
 
