@@ -112,9 +112,17 @@ control_socket_disable = True  # gunicornc is not used; signals (HUP/TERM) are t
 
 
 def on_starting(server):
-    """In the master, once: create the current week file and apply migrations before any worker."""
-    from app.storage.db import prepare_database
+    """In the master, once: create the current week file and apply migrations before any worker.
 
+    An empty data directory while the replica holds week files is refused (a lost disk: `flask restore`
+    first), before anything is created: see `app.storage.replication.check_first_start_apart`."""
+    from app.storage.db import prepare_database
+    from app.storage.replication import ReplicationError, check_first_start_apart
+
+    try:
+        check_first_start_apart(_settings)
+    except ReplicationError as exc:
+        sys.exit(f"tap-trading: {exc}")
     path = prepare_database(
         _settings.db_dir, time.time(), _settings.sqlite_synchronous, autocheckpoint=not _settings.replicating
     )

@@ -16,8 +16,15 @@ from app.storage.db import current_week_file, list_week_files, parse_week_filena
 def register_cli(app: Flask) -> None:
     @app.cli.command("init-db")
     def init_db() -> None:
-        """Create the current week file if needed and apply every migration."""
+        """Create the current week file if needed and apply every migration. Refuses an empty data
+        directory while the replica holds week files (restore first)."""
+        from app.storage.replication import ReplicationError, check_first_start
+
         settings = services(app).settings
+        try:
+            check_first_start(settings)
+        except ReplicationError as exc:
+            raise click.ClickException(str(exc)) from None
         path = prepare_database(
             settings.db_dir, time.time(), settings.sqlite_synchronous, autocheckpoint=not settings.replicating
         )

@@ -447,6 +447,12 @@ class Settings:
         "30",
         "Replication lag above which /readyz reports the replica not ready",
     )
+    new_database_over_replica: bool = _setting(
+        "TAP_NEW_DATABASE_OVER_REPLICA",
+        _bool,
+        "0",
+        "Start a new, empty database although the replica holds week files (else such a start refuses)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

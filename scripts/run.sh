@@ -36,8 +36,12 @@ print(f"REDIS_HOST={shlex.quote(u.hostname or '127.0.0.1')} REDIS_PORT={u.port o
 print(f"BIND={shlex.quote(s.bind)} HTTP_PORT={s.http_port} HTTPS_PORT={s.https_port}")
 if s.replicating:
     # Litestream's configuration is derived from the same TAP_* settings, rewritten at every start.
-    from app.storage.replication import ReplicationError, litestream_bin, write_config
+    # An empty data directory over a replica that holds week files is a lost disk: gunicorn would
+    # create an empty week file and Litestream upload it over the replica's newest state. Refused here,
+    # before anything starts (gunicorn's on_starting refuses it too).
+    from app.storage.replication import ReplicationError, check_first_start, litestream_bin, write_config
     try:
+        check_first_start(s)
         exe, cfg = litestream_bin(), write_config(s)
     except ReplicationError as exc:
         print(f"echo {shlex.quote('tap-trading: ' + str(exc))} >&2; exit 2")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import apsw
 import gevent
@@ -21,7 +22,7 @@ import pytest
 from app.config import ConfigError, Settings
 from app.storage import db
 from app.storage.replication import WEEK_PATTERN, replicate_config
-from tests.support.servers import ROOT, Gunicorn, Litestream, MotoServer, http_get, wait_until
+from tests.support.servers import ROOT, Gunicorn, Litestream, MotoServer, free_port, http_get, wait_until
 from tests.support.tapload import TapLoad, compare
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -303,15 +304,10 @@ def test_the_writer_checkpoints_a_wal_nobody_else_checkpoints(tmp_path, caplog):
     assert conn.execute("SELECT count(*) FROM week_meta WHERE key LIKE 'k%'").get == 400
 
 
-def test_restore_with_force_moves_the_old_directory_aside(tmp_path, moto):
-    """`litestream replicate -once` (one sync, then exit) fills the replica; `restore --force` onto the
-    same, non-empty data directory keeps the old one as db.before-restore-*, never deletes it."""
+def _replicate_once(settings: Settings) -> None:
+    """`litestream replicate -once`: one sync of every week file to the replica, then exit."""
     from app.storage.replication import litestream_bin, litestream_env, write_config
 
-    bucket = moto.create_bucket(f"force-{uuid.uuid4().hex[:8]}")
-    env = {"TAP_DATA_DIR": str(tmp_path / "data"), "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
-    settings = Settings.from_env(env)
-    path = _week_with_a_user(settings.db_dir)
     once = subprocess.run(
         [str(litestream_bin()), "replicate", "-once", "-config", str(write_config(settings))],
         env=litestream_env({**os.environ, **AWS}),
@@ -320,6 +316,16 @@ def test_restore_with_force_moves_the_old_directory_aside(tmp_path, moto):
         timeout=60,
     )
     assert once.returncode == 0, once.stdout + once.stderr
+
+
+def test_restore_with_force_moves_the_old_directory_aside(tmp_path, moto):
+    """`litestream replicate -once` (one sync, then exit) fills the replica; `restore --force` onto the
+    same, non-empty data directory keeps the old one as db.before-restore-*, never deletes it."""
+    bucket = moto.create_bucket(f"force-{uuid.uuid4().hex[:8]}")
+    env = {"TAP_DATA_DIR": str(tmp_path / "data"), "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
+    settings = Settings.from_env(env)
+    path = _week_with_a_user(settings.db_dir)
+    _replicate_once(settings)
     (settings.db_dir / "stray.txt").write_text("not a week file")
     result = _flask(env, "restore", "--force")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -366,3 +372,151 @@ def test_make_run_starts_litestream_when_a_bucket_is_set_and_stops_it(tmp_path, 
         code = run.interrupt()
     assert code == 130, run.output()
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=5, what="litestream stopped")
+
+
+@pytest.mark.e2e
+def test_make_run_on_an_empty_data_directory_never_overwrites_the_replica(tmp_path, moto):
+    """The disk is lost and the replacement VM, with the same environment file, runs `make run` before
+    `flask restore` (the runbook once said so, "only to install"). It must not create an empty week
+    file that Litestream then uploads as the replica's newest state: the restore that follows (with
+    --force if it asks for it) brings back the user and the balance."""
+    from tests.test_run import Run
+
+    bucket = moto.create_bucket(f"dr-{uuid.uuid4().hex[:8]}")
+    run = Run(tmp_path)
+    run.env |= {**AWS, "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
+    env = {k: run.env[k] for k in ("TAP_DATA_DIR", "TAP_S3_BUCKET", "TAP_S3_ENDPOINT_URL")}
+    settings = Settings.from_env(env)
+    path = _week_with_a_user(settings.db_dir)
+    _replicate_once(settings)
+    shutil.rmtree(run.data)  # the disk is lost
+
+    run.start()
+    try:
+        deadline = time.monotonic() + 90
+        while run.proc.poll() is None and "[run] ready: " not in run.output():
+            assert time.monotonic() < deadline, run.output()
+            time.sleep(0.1)
+    finally:
+        run.interrupt()  # Ctrl-C, as the runbook said: litestream's shutdown sync still runs
+
+    result = _flask(env, "restore")
+    if result.returncode != 0 and "is not empty" in result.stderr:
+        result = _flask(env, "restore", "--force")  # what the refusal tells the operator to do
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{path.name}: OK" in result.stdout
+    conn = apsw.Connection(str(settings.db_dir / path.name), flags=apsw.SQLITE_OPEN_READONLY)
+    assert conn.execute("SELECT address, balance FROM users").fetchall() == [("0x" + "ab" * 20, 5_000_000)]
+    conn.close()
+    # make run refused before it started anything, in one line that says what to do
+    assert run.proc.returncode == 2, run.output()
+    (line,) = [ln for ln in run.output().splitlines() if ln.startswith("tap-trading: ")]
+    assert f"s3://{bucket}/replica/ holds 1 (newest {path.name})" in line
+    assert "flask --app wsgi restore` first" in line and "TAP_NEW_DATABASE_OVER_REPLICA=1" in line
+
+    # then `make run` serves again: Litestream snapshots the restored file after the replica's last
+    # transaction, and the replica's newest state still holds the user
+    _replicate_once(settings)
+    again = _flask(env, "restore", "--force")
+    assert again.returncode == 0, again.stdout + again.stderr
+    conn = apsw.Connection(str(settings.db_dir / path.name), flags=apsw.SQLITE_OPEN_READONLY)
+    assert conn.execute("SELECT balance FROM users").get == 5_000_000
+    conn.close()
+
+
+def _filled_replica(tmp_path, moto, **extra: str) -> tuple[dict[str, str], Settings]:
+    """A bucket whose replica holds one week file (a user with a balance), and the settings of an
+    empty data directory pointed at it: a lost disk."""
+    bucket = moto.create_bucket(f"first-{uuid.uuid4().hex[:8]}")
+    env = {
+        "TAP_DATA_DIR": str(tmp_path / "data"),
+        "TAP_S3_BUCKET": bucket,
+        "TAP_S3_ENDPOINT_URL": moto.url,
+        **extra,
+    }
+    settings = Settings.from_env(env)
+    _week_with_a_user(settings.db_dir)
+    _replicate_once(settings)
+    shutil.rmtree(settings.data_dir)
+    return env, settings
+
+
+def test_the_first_start_refuses_an_empty_data_directory_over_a_filled_replica(tmp_path, moto):
+    from app.storage.replication import ReplicationError, check_first_start
+
+    env, settings = _filled_replica(tmp_path, moto)
+    with pytest.raises(ReplicationError) as err:
+        check_first_start(settings)
+    message = str(err.value)
+    assert "\n" not in message and f"s3://{settings.s3_bucket}/replica/ holds 1" in message
+    assert "flask --app wsgi restore` first" in message and "TAP_NEW_DATABASE_OVER_REPLICA=1" in message
+    assert not settings.db_dir.exists() or db.list_week_files(settings.db_dir) == []
+
+    # `flask init-db` creates the week file too: the same refusal, nothing created
+    result = _flask(env, "init-db")
+    assert result.returncode == 1 and "flask --app wsgi restore` first" in result.stderr
+    assert db.list_week_files(settings.db_dir) == []
+
+    # gunicorn's master (systemd, or make run's restarts) refuses it before creating anything
+    gunicorn = subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env={**os.environ, **AWS, **env, "TAP_BIND": f"127.0.0.1:{free_port()}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert gunicorn.returncode == 1, gunicorn.stdout + gunicorn.stderr
+    assert (
+        gunicorn.stderr.splitlines()[-1].startswith("tap-trading: ") and "restore` first" in gunicorn.stderr
+    )
+    assert db.list_week_files(settings.db_dir) == []
+
+    # the explicit choice: a new, empty database over the old replica
+    check_first_start(Settings.from_env({**env, "TAP_NEW_DATABASE_OVER_REPLICA": "1"}))
+
+
+def test_the_first_start_goes_on_with_an_empty_replica_a_data_directory_or_no_bucket(tmp_path, moto):
+    from app.storage.replication import check_first_start
+
+    empty = moto.create_bucket(f"empty-{uuid.uuid4().hex[:8]}")
+    settings = Settings.from_env(
+        {"TAP_DATA_DIR": str(tmp_path / "a"), "TAP_S3_BUCKET": empty, "TAP_S3_ENDPOINT_URL": moto.url}
+    )
+    check_first_start(settings)  # the first start of all: nothing in the bucket yet
+    check_first_start(Settings.from_env({"TAP_DATA_DIR": str(tmp_path / "b")}))  # no bucket (CI)
+    # a restart: week files on disk, so S3 is not even asked (this endpoint answers nothing)
+    restart = Settings.from_env(
+        {
+            "TAP_DATA_DIR": str(tmp_path / "c"),
+            "TAP_S3_BUCKET": empty,
+            "TAP_S3_ENDPOINT_URL": "http://127.0.0.1:1",
+        }
+    )
+    db.prepare_database(restart.db_dir, time.time())
+    check_first_start(restart)
+
+
+def test_the_first_start_refuses_when_the_replica_cannot_be_listed(tmp_path):
+    """S3 unreachable is not an empty replica: the start is refused, within the check's bounded time."""
+    import socket
+
+    from app.storage.replication import ReplicationError, check_first_start
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        settings = Settings.from_env(
+            {
+                "TAP_DATA_DIR": str(tmp_path / "data"),
+                "TAP_S3_BUCKET": "b",
+                "TAP_S3_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+            }
+        )
+        t0 = time.monotonic()
+        with pytest.raises(ReplicationError) as err:
+            check_first_start(settings, timeout_s=0.5)
+        took = time.monotonic() - t0
+    assert took < 5, took
+    assert "the replica could not be checked (listing s3://b/replica/:" in str(err.value)
+    assert "TAP_NEW_DATABASE_OVER_REPLICA=1" in str(err.value)

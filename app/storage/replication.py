@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from app.config import Settings
+from app.config import PROJECT_ROOT, Settings
 from app.storage.db import CURRENT_POINTER, parse_week_filename, set_current_week_file
 
 log = logging.getLogger(__name__)
@@ -224,19 +224,25 @@ def lag(settings: Settings, current: Path, now: float | None = None) -> dict[str
 # ---- restore ------------------------------------------------------------------------------------
 
 
-def _s3(settings: Settings):
+def _s3(settings: Settings, timeout_s: float | None = None):
+    """An S3 client for the bucket; with `timeout_s`, each connect and read gives up after it and a
+    failed request is tried once more only (botocore's defaults: 60 s each, up to 3 tries)."""
     import boto3
     from botocore.config import Config
 
+    bounded: dict[str, Any] = {}
+    if timeout_s is not None:
+        bounded = {"connect_timeout": timeout_s, "read_timeout": timeout_s, "retries": {"max_attempts": 2}}
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
-        config=Config(s3={"addressing_style": "path"} if settings.s3_endpoint_url else {}),
+        config=Config(s3={"addressing_style": "path"} if settings.s3_endpoint_url else {}, **bounded),
     )
 
 
-def replicated_weeks(settings: Settings) -> list[str]:
-    """Names of the week files the replica holds (``bets_YYYY_WW.db``), oldest first."""
+def replicated_weeks(settings: Settings, timeout_s: float | None = None) -> list[str]:
+    """Names of the week files the replica holds (``bets_YYYY_WW.db``), oldest first. `timeout_s`
+    bounds each S3 request (`_s3`)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     if not settings.s3_bucket:
@@ -244,7 +250,7 @@ def replicated_weeks(settings: Settings) -> list[str]:
     prefix = settings.s3_replica_prefix
     names = []
     try:
-        pages = _s3(settings).get_paginator("list_objects_v2")
+        pages = _s3(settings, timeout_s).get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=settings.s3_bucket, Prefix=prefix, Delimiter="/"):
             for cp in page.get("CommonPrefixes") or []:
                 name = cp["Prefix"][len(prefix) :].rstrip("/")
@@ -253,6 +259,87 @@ def replicated_weeks(settings: Settings) -> list[str]:
     except (BotoCoreError, ClientError) as exc:
         raise ReplicationError(f"listing s3://{settings.s3_bucket}/{prefix}: {exc}") from None
     return sorted(names, key=lambda n: parse_week_filename(n) or (0, 0))
+
+
+# How long each S3 request of the first-start check may take (`check_first_start`): at most two tries
+# of a connect and a read, so a start with S3 unreachable is refused within about 20 s.
+FIRST_START_TIMEOUT_S = 5.0
+
+
+def _first_start(settings: Settings) -> bool:
+    """Whether this start would create the first week file of a replicated data directory, unchecked."""
+    from app.storage.db import list_week_files
+
+    if not settings.replicating or settings.new_database_over_replica:
+        return False
+    return not list_week_files(settings.db_dir)
+
+
+def check_first_start(settings: Settings, timeout_s: float = FIRST_START_TIMEOUT_S) -> None:
+    """Before the first week file of an empty data directory is created (gunicorn's ``on_starting``,
+    ``flask init-db``, ``make run`` before it starts anything): raise ReplicationError when the
+    replica already holds week files, or when it cannot be listed.
+
+    Otherwise the new, empty file would be uploaded by Litestream as the newest state of the replica
+    of its week (Litestream finds the database behind the replica and snapshots the local file after
+    it), and a later `restore` would bring back that empty file: the lost disk's bets and ledger rows
+    gone. Nothing is checked without replication, with week files on disk (a restart), or when
+    ``TAP_NEW_DATABASE_OVER_REPLICA`` says a new database over the old replica is wanted.
+    """
+    if not _first_start(settings):
+        return
+    where = f"s3://{settings.s3_bucket}/{settings.s3_replica_prefix}"
+    try:
+        names = replicated_weeks(settings, timeout_s=timeout_s)
+    except ReplicationError as exc:
+        raise ReplicationError(
+            f"{settings.db_dir} holds no week file and the replica could not be checked ({exc});"
+            f" fix S3 access and start again (TAP_NEW_DATABASE_OVER_REPLICA=1 starts an empty database"
+            f" without checking)"
+        ) from None
+    if names:
+        raise ReplicationError(
+            f"{settings.db_dir} holds no week file but the replica {where} holds {len(names)}"
+            f" (newest {names[-1]}): run `.venv/bin/flask --app wsgi restore` first; to start a new,"
+            f" empty database over that replica instead, set TAP_NEW_DATABASE_OVER_REPLICA=1"
+        )
+
+
+def check_first_start_apart(settings: Settings, timeout_s: float = FIRST_START_TIMEOUT_S) -> None:
+    """`check_first_start` for gunicorn's master, with S3 asked from a child process.
+
+    boto3 imported into the master leaves weak proxies to dead objects behind, and gevent's
+    ``monkey.patch_all`` in each forked worker then stops at the first one it inspects
+    (``ReferenceError: weakly-referenced object no longer exists``: the worker fails to boot). The
+    child reads the same ``TAP_*`` environment; only its refusal's one line comes back."""
+    if not _first_start(settings):
+        return
+    code = f"from app.storage.replication import _first_start_child; _first_start_child({timeout_s!r})"
+    try:
+        proc = subprocess.run(  # noqa: S603 - this interpreter, our own code
+            [sys.executable, "-c", code],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=4 * timeout_s + 30,  # two tries of connect + read, plus the interpreter's start
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ReplicationError(
+            f"{settings.db_dir} holds no week file and checking the replica took too long;"
+            " fix S3 access and start again (TAP_NEW_DATABASE_OVER_REPLICA=1 starts an empty database"
+            " without checking)"
+        ) from None
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"the replica check exited with {proc.returncode}"]
+        raise ReplicationError(lines[-1])
+
+
+def _first_start_child(timeout_s: float) -> None:
+    try:
+        check_first_start(Settings.from_env(), timeout_s)
+    except ReplicationError as exc:
+        sys.exit(str(exc))
 
 
 def restore_config(settings: Settings, names: list[str], into: Path) -> dict[str, Any]:
