@@ -492,7 +492,10 @@ def restore(
         meta = meta_dir(settings)
         if meta.exists():
             # Litestream's local state describes the files just replaced: the next `replicate` must
-            # start from the restored files (it then finds the replica ahead and resumes from it).
+            # start from the restored files. It then finds each one behind the replica (local TXID 0),
+            # takes the replica's last TXID as its base and uploads a snapshot of the local file after
+            # it: whatever the local file holds becomes the replica's newest state (an empty file
+            # would too: `check_first_start`).
             meta_aside = meta.with_name(f"{meta.name}.before-restore-{int(time.time())}")
             meta.rename(meta_aside)
             say(f"moved Litestream's local state aside to {meta_aside}")
