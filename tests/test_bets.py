@@ -135,6 +135,22 @@ def test_same_nonce_different_body_is_409(trader):
     assert status == 409 and body["error"]["code"] == "nonce_conflict"
 
 
+def test_a_nonce_refused_after_the_nonce_step_is_used_for_its_body_only(trader):
+    """SPEC §6: the nonce is taken at step 5, before the business rules. A bet they refuse may be sent
+    again as it was (judged afresh); the same nonce on another body is 409."""
+    grid = _grid(trader)
+    small = trader.bet_body(_cell(grid, col=4, row_offset=1), "0.000001", nonce="refusednonce1")
+    status, body, _ = trader.call("POST", "/api/v1/bets", small)
+    assert status == 422 and body["error"]["code"] == "stake_too_small", body
+    other = trader.bet_body(_cell(grid, col=4, row_offset=1), "1", nonce="refusednonce1")
+    status, body, _ = trader.call("POST", "/api/v1/bets", other)
+    assert status == 409 and body["error"]["code"] == "nonce_conflict", body
+    status, body, _ = trader.call("POST", "/api/v1/bets", small)
+    assert status == 422 and body["error"]["code"] == "stake_too_small", body
+    fresh = trader.bet_body(_cell(grid, col=4, row_offset=1), "1")  # a new nonce: nothing was held
+    assert trader.call("POST", "/api/v1/bets", fresh)[0] == 202
+
+
 def test_insufficient_funds_is_rejected_after_acceptance_and_frees_the_cell(trader):
     cell = _cell(_grid(trader), col=6)
     status, body, _ = trader.bet(cell, "500")

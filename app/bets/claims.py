@@ -2,10 +2,12 @@
 
 One Lua script, so these happen atomically and cost one round trip on the hot path:
 
-- ``tap:bn:<address>:<nonce>`` = ``<fingerprint>|<bet id>`` for 90 s (ADR-007), taken only when the bet
-  is accepted. A request refused by a check leaves no trace, so the same signed body can be retried
-  (e.g. after a 503 `betting_suspended` and its Retry-After) and is judged afresh; a nonce that was
-  accepted once answers every retry with that same bet.
+- ``tap:bn:<address>:<nonce>`` = ``<fingerprint>|<bet id>`` for 90 s (ADR-007) when the bet is
+  accepted; a nonce that was accepted once answers every retry with that same bet. A request refused
+  by a later check (SPEC §6 steps 6 and 7: halt, breaker, cell, stake, quote, one bet per cell,
+  exposure) leaves ``<fingerprint>|`` instead: the nonce is used (SPEC §6, "SET NX" at step 5), so
+  another body with it is 409 `nonce_conflict`, while the same signed body can be retried (e.g. after
+  a 503 `betting_suspended` and its Retry-After) and is judged afresh.
 - ``tap:cell:<address>:<cell>`` = bet id, until the column has ended: the fast answer to a second tap
   on the same cell (the database's UNIQUE constraint is the final word). Freed if the bet is rejected.
 - ``tap:bet:<bet id>`` = the pending bet as JSON (with ``owner``, the process instance that queued
@@ -16,14 +18,16 @@ One Lua script, so these happen atomically and cost one round trip on the hot pa
 The same script enforces the house's risk limits (SPEC §8b), so they cost no extra round trip and
 concurrent taps cannot overshoot them (a Lua script runs alone):
 
-- ``tap:betting:halt`` present (an operator halted betting): nothing is claimed; 503 `betting_halted`.
+- ``tap:betting:halt`` present (an operator halted betting): nothing is claimed (the nonce keeps only
+  its refusal trace); 503 `betting_halted`.
 - exposure: ``tap:exp:<t_start>`` holds the open potential payout of the column (field ``t``) and of
   each cell (field ``<row>``). A bet whose payout would take its cell above `TAP_MAX_CELL_PAYOUT` or
-  its column above `TAP_MAX_COLUMN_PAYOUT` is refused (422 `exposure_limit`) before anything is
-  written: no nonce, no cell claim. An accepted bet adds its payout to both fields and records
-  itself in ``tap:expb:<t_start>`` (bet id → ``<row>:<payout>``); every release (the writer's
-  rejection, the reconciler, an abandoned claim) goes through that record, deleting it as it
-  subtracts, so a bet's liability is released at most once however often a release is repeated.
+  its column above `TAP_MAX_COLUMN_PAYOUT` is refused (422 `exposure_limit`) before anything but
+  the nonce's refusal trace is written: no cell claim, no liability. An accepted bet adds its payout
+  to both fields and records itself in ``tap:expb:<t_start>`` (bet id → ``<row>:<payout>``); every
+  release (the writer's rejection, the reconciler, an abandoned claim) goes through that record,
+  deleting it as it subtracts, so a bet's liability is released at most once however often a release
+  is repeated.
   Settlement releases a whole column at once (`release_column`, called by the resolver): once a
   column has started nothing can be placed on it, so its liability matters only to the console.
   Both hashes expire `EXPOSURE_GRACE_S` after the column ends, whatever happens.
@@ -74,17 +78,22 @@ ScriptArg = bytes | str | int  # what redis-py's Script accepts as one argument
 # Sums stay below 2^53 (each term is at most a cap, itself at most 1e15 micro-units): exact in Lua.
 _CLAIM = """
 local old = redis.call('GET', KEYS[1])
-if old then return {0, old} end
+local held = string.match(ARGV[1], '^[^|]*') .. '|'
+if old and old ~= held then return {0, old} end
+local function refused(...)
+  redis.call('SET', KEYS[1], held, 'EX', ARGV[2])
+  return {...}
+end
 local halt = redis.call('GET', KEYS[5])
-if halt then return {4, halt} end
-if ARGV[3] == '0' then return {1, ''} end
+if halt then return refused(4, halt) end
+if ARGV[3] == '0' then return refused(1, '') end
 local owner = redis.call('GET', KEYS[2])
-if owner then return {2, owner} end
+if owner then return refused(2, owner) end
 local payout = tonumber(ARGV[9])
 local cell = tonumber(redis.call('HGET', KEYS[6], ARGV[10]) or '0')
-if cell + payout > tonumber(ARGV[11]) then return {5, 'cell', tonumber(ARGV[11]) - cell} end
+if cell + payout > tonumber(ARGV[11]) then return refused(5, 'cell', tonumber(ARGV[11]) - cell) end
 local col = tonumber(redis.call('HGET', KEYS[6], 't') or '0')
-if col + payout > tonumber(ARGV[12]) then return {5, 'column', tonumber(ARGV[12]) - col} end
+if col + payout > tonumber(ARGV[12]) then return refused(5, 'column', tonumber(ARGV[12]) - col) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
 redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
@@ -123,13 +132,17 @@ def _release_exposure(e1: str, e2: str, bet: str) -> str:
 EXPOSURE_GRACE_S = 3600  # a column's exposure keys outlive its end by this much (settled or not)
 
 # Undo the claim of a bet that was never queued. Compare-and-delete: only this bet's nonce value and
-# cell claim are removed; its record, if still pending, becomes rejected "not_queued".
+# cell claim are removed (the nonce keeps its refusal trace "<fingerprint>|", as a refused claim leaves
+# it: the same body may come again, another is 409); its record, if still pending, becomes rejected
+# "not_queued".
 _RELEASE = (
     """
 local n = 0"""
     + _release_exposure("KEYS[5]", "KEYS[6]", "ARGV[2]")
     + """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); n = n + 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], string.match(ARGV[1], '^[^|]*') .. '|', 'KEEPTTL'); n = n + 1
+end
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]); n = n + 1 end
 local rec = redis.call('GET', KEYS[3])
 if rec and cjson.decode(rec)['status'] == 'pending' then
@@ -187,11 +200,11 @@ RETRY_EVERY_S = 0.5
 
 class Claim(IntEnum):
     NONCE_USED = 0  # detail: "<fingerprint>|<bet id>" stored by the first request
-    REFUSED = 1  # nonce unused and nothing stored: an earlier check refused the bet
+    REFUSED = 1  # an earlier check refused the bet: only "<fingerprint>|" stored with the nonce
     CELL_TAKEN = 2  # detail: the bet id holding the cell
     ACCEPTED = 3
-    HALTED = 4  # detail: the halt record (JSON: reason, by, at); nothing stored
-    EXPOSURE = 5  # detail: "cell" or "column"; `room` the payout still available; nothing stored
+    HALTED = 4  # detail: the halt record (JSON: reason, by, at); only "<fingerprint>|" stored
+    EXPOSURE = 5  # detail: "cell" or "column"; `room` the payout still available; as HALTED
 
 
 @dataclass(frozen=True, slots=True)

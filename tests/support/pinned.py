@@ -60,6 +60,12 @@ class Desk:
             notifier=svc.bet_notifier,
         )
 
+    def nonces_with_a_bet(self) -> int:
+        """Nonce keys that name an accepted bet (``<fingerprint>|<bet id>``); a refusal after the nonce
+        step leaves ``<fingerprint>|`` (app.bets.claims)."""
+        r = self.svc.redis
+        return sum(1 for k in r.scan_iter("tap:bn:*", count=1000) if not (r.get(k) or b"|").endswith(b"|"))
+
     def trader(self, deposit: str | None = "100") -> Trader:
         t = Trader(self.app.test_client(), self.svc.settings).login()
         if deposit:
