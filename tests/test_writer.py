@@ -11,11 +11,11 @@ from gevent.monkey import get_original
 
 from app.bets.store import NewBet, insert_bet
 from app.errors import Overloaded, Unavailable
-from app.ledger.integrity import check_file
+from app.ledger.integrity import check_file, check_link
 from app.ledger.store import Rejected, credit, debit
 from app.metrics import Metrics
 from app.storage import db
-from app.storage.rollover import rollover_job
+from app.storage.rollover import force_rollover, rollover_job
 from app.storage.writes import WriteQueue, mark_rerunnable
 from tests.support.waiting import wait_until
 from workers.sqlite_writer import SqliteWriter
@@ -297,6 +297,41 @@ def test_jobs_after_a_rollover_in_the_same_batch_land_in_the_new_week(db_dir):
 
     with pytest.raises(Rejected, match="insufficient_funds"):  # no second 100 to pay out
         q.call(_withdraw(100, "w2"))
+    writer.stop()
+    g.join(5)
+
+
+def test_a_batch_of_bets_run_again_after_a_refusal_lands_in_the_week_current_names(db_dir):
+    """A batch of bets runs first without a SAVEPOINT per bet; when one is refused, the batch is rolled
+    back, which releases the write lock, and run again. A rollover by another process in that gap
+    (`flask rollover`, the other worker's writer during a reload) must not leave the second run
+    committing into the week file it has just closed."""
+    _user_with_balance(db_dir, 100)
+    old, new = db.current_week_file(db_dir), _next_week_file(db_dir)
+
+    def too_big(conn):
+        def rollover_at_the_next_begin(_cursor, sql, _bindings):
+            if sql.lstrip().upper().startswith("BEGIN"):  # the batch is rolled back: the lock is free
+                conn.exec_trace = None
+                force_rollover(db_dir, new)  # another connection, as `flask rollover` would
+            return True
+
+        conn.exec_trace = rollover_at_the_next_begin  # apsw: called before each statement
+        return debit(conn, 1, 1000, "bet", "too-big", 0)  # insufficient funds: the fast run fails
+
+    q = WriteQueue(100)
+    bet = q.submit(insert_bet(_new_bet("bet1", 10)))
+    refused = q.submit(mark_rerunnable(too_big))
+    writer, g = _start(q, db_dir)  # both are taken as one batch
+    assert bet.get(5) == 90
+    with pytest.raises(Rejected, match="insufficient_funds"):
+        refused.get(5)
+    assert db.current_week_file(db_dir) == new
+    new_balance, _, new_bets, _ = _file_state(new)
+    assert new_balance == 90 and new_bets == {"bet1": ("confirmed", 0)}
+    old_balance, _, old_bets, _ = _file_state(old)
+    assert old_balance == 100 and old_bets == {}
+    assert check_file(old) == [] and check_file(new) == [] and check_link(old, new) == []
     writer.stop()
     g.join(5)
 

@@ -20,9 +20,11 @@ may be on disk.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +48,18 @@ def run_batch(conn: apsw.Connection, jobs: list[WriteJob]) -> Outcomes:
     propagates: no job is reported committed.
     """
     conn.execute("BEGIN IMMEDIATE")
-    return _run_jobs(conn, jobs)
+    return _run_jobs(conn, jobs, lambda: conn.execute("BEGIN IMMEDIATE"))
 
 
-def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> Outcomes:
+def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob], lock_again: Callable[[], object]) -> Outcomes:
     """The body of `run_batch`, inside a transaction already begun; commits it.
 
     A batch of re-runnable jobs (`mark_rerunnable`: bets) first runs without a SAVEPOINT per job:
     each apsw call releases the GIL and must take it back from a busy hub thread, and SAVEPOINT +
     RELEASE are two of a bet's five such calls (the GIL convoy, BENCHMARKS.md). If any job fails, the
     whole transaction is rolled back and run again the careful way, so the outcomes are the same.
+    The rollback releases the write lock: `lock_again` takes it back (the writer's also makes sure
+    CURRENT still names its file: a rollover may have taken the lock in between).
     """
     now = time.monotonic()
     if all(is_rerunnable(job.fn) for job in jobs):
@@ -67,7 +71,7 @@ def _run_jobs(conn: apsw.Connection, jobs: list[WriteJob]) -> Outcomes:
             raise
         if fast is not None:
             return fast
-        conn.execute("BEGIN IMMEDIATE")  # a job failed: rolled back; again, one SAVEPOINT per job
+        lock_again()  # a job failed: rolled back; again, one SAVEPOINT per job
     return _run_with_savepoints(conn, jobs, now)
 
 
@@ -120,6 +124,14 @@ def _run_with_savepoints(conn: apsw.Connection, jobs: list[WriteJob], now: float
             conn.execute("ROLLBACK")
         raise
     return outcomes
+
+
+class _CurrentMoved(Exception):
+    """CURRENT, read with the write lock held, no longer names the writer's file (rolled back)."""
+
+    def __init__(self, current: Path | None) -> None:
+        super().__init__(f"CURRENT moved to {current}")
+        self.current = current
 
 
 def split_solo(jobs: list[WriteJob]) -> list[list[WriteJob]]:
@@ -242,18 +254,19 @@ class SqliteWriter:
     ) -> tuple[apsw.Connection, Path, Outcomes]:
         """On the writer thread: lock the file, make sure it is still CURRENT, run one transaction.
 
-        CURRENT is re-read *after* taking the write lock: a week rollover switches CURRENT while it
-        holds the old file's lock, so a writer (this one, or the other worker's during a reload) can
-        never commit into a week file that has just been closed. Returns the connection to keep
-        (another one if CURRENT moved); on failure it closes whatever it holds.
+        CURRENT is re-read *after* taking the write lock, every time it is taken (also when a batch
+        of bets is rolled back and run again, `_run_jobs`): a week rollover switches CURRENT while it
+        holds the old file's lock, so a writer (this one, or the other worker's during a reload, or
+        `flask rollover`) can never commit into a week file that has just been closed. Returns the
+        connection to keep (another one if CURRENT moved); on failure it closes whatever it holds.
         """
         try:
             while True:
-                conn.execute("BEGIN IMMEDIATE")
-                current = current_week_file(self.db_dir)
-                if current == path:
-                    return conn, path, _run_jobs(conn, jobs)
-                conn.execute("ROLLBACK")
+                try:
+                    self._lock(conn, path)
+                    return conn, path, _run_jobs(conn, jobs, functools.partial(self._lock, conn, path))
+                except _CurrentMoved as moved:
+                    current = moved.current  # nothing of this batch committed: run it all there
                 log.info("CURRENT moved to %s; the writer switches files", current)
                 conn.close()
                 if current is None:
@@ -263,6 +276,15 @@ class SqliteWriter:
         except BaseException:
             _close_quietly(conn)
             raise
+
+    def _lock(self, conn: apsw.Connection, path: Path) -> None:
+        """BEGIN IMMEDIATE on `path`, then CURRENT read with the lock held; `_CurrentMoved` (rolled
+        back) if it names another file."""
+        conn.execute("BEGIN IMMEDIATE")
+        current = current_week_file(self.db_dir)
+        if current != path:
+            conn.execute("ROLLBACK")
+            raise _CurrentMoved(current)
 
     def run(self) -> None:
         if self._conn is None:
