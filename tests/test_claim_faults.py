@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from app.config import Settings
-from app.keys import bet_key, cell_key
+from app.keys import bet_key, cell_key, events_key
 from tests.support.auth import FakeClock
 from tests.support.pinned import Desk, desk_fixture, desk_settings  # noqa: F401 - fixtures
 from tests.test_money_idempotency import stalled_writer
@@ -130,8 +130,20 @@ def test_claim_whose_reply_was_lost_is_released_and_the_retry_goes_through(desk:
     assert me["balance"] == "97"
 
 
+def _bet_events(desk: Desk, address: str) -> list[tuple[str, str, str]]:
+    """(type, bet id, reason) of the trader's bet:* events kept in its Stream, oldest first."""
+    out = []
+    for _id, fields in desk.svc.redis.xrange(events_key(address)):
+        m = orjson.loads(fields[b"m"])
+        if m["type"].startswith("bet:"):
+            out.append((m["type"], m["bet_id"], m.get("reason", "")))
+    return out
+
+
 def test_claim_refused_by_the_writer_queue_is_released(desk: Desk) -> None:
-    """503 after the claim went through (the queue refuses the job): the same body can be retried."""
+    """503 after the claim went through (the queue refuses the job): the same body can be retried.
+    The released bet is announced rejected, once: a retry answered with it before the release (from
+    another worker, during a reload) would otherwise have left its trader with a pending bet forever."""
     t = desk.trader()
     body = t.bet_body(desk.cell(), "1", ts=desk.clock.ms)
     desk.svc.writes.accepting = False
@@ -140,9 +152,16 @@ def test_claim_refused_by_the_writer_queue_is_released(desk: Desk) -> None:
     finally:
         desk.svc.writes.accepting = True
     assert status == 503 and out["error"]["code"] == "shutting_down", out
+    (released,) = [orjson.loads(desk.svc.redis.get(k)) for k in desk.svc.redis.keys(bet_key("*"))]
+    assert (released["status"], released["reason"]) == ("rejected", "not_queued"), released
+    assert _bet_events(desk, t.address) == [("bet:rejected", released["bet_id"], "not_queued")]
     status, out, _ = t.call("POST", "/api/v1/bets", body)
     assert status == 202, out
     _wait_confirmed(t, out["bet_id"])
+    assert _bet_events(desk, t.address) == [
+        ("bet:rejected", released["bet_id"], "not_queued"),
+        ("bet:confirmed", out["bet_id"], ""),
+    ]
 
 
 def test_rejection_whose_notification_failed_still_frees_the_cell(

@@ -65,7 +65,7 @@ from app.keys import (
     nonce_key,
     user_channel,
 )
-from app.realtime.events import EMIT_LUA
+from app.realtime.events import EMIT_LUA, rejected_event
 from app.storage.redis_batch import ScriptBatcher, batched
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,12 @@ EXPOSURE_GRACE_S = 3600  # a column's exposure keys outlive its end by this much
 # Undo the claim of a bet that was never queued. Compare-and-delete: only this bet's nonce value and
 # cell claim are removed (the nonce keeps its refusal trace "<fingerprint>|", as a refused claim leaves
 # it: the same body may come again, another is 409); its record, if still pending, becomes rejected
-# "not_queued".
+# "not_queued" and the trader is told `bet:rejected` (KEYS[7] its event Stream, ARGV[5] its channel,
+# ARGV[6] the event): a retry may have been answered with this bet meanwhile, from another worker
+# during a reload, which knows nothing of the release. Told once: a record no longer pending is left.
 _RELEASE = (
-    """
+    EMIT_LUA
+    + """
 local n = 0"""
     + _release_exposure("KEYS[5]", "KEYS[6]", "ARGV[2]")
     + """
@@ -147,6 +150,7 @@ if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]); n = n 
 local rec = redis.call('GET', KEYS[3])
 if rec and cjson.decode(rec)['status'] == 'pending' then
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]); n = n + 1
+  emit(KEYS[7], ARGV[5], {ARGV[6]})
 end
 redis.call('ZREM', KEYS[4], ARGV[2])
 return n
@@ -346,8 +350,16 @@ class BetClaims:
                 PENDING_INDEX,
                 exposure_key(t_start),
                 exposure_bets_key(t_start),
+                events_key(item.address),
             ],
-            args=[f"{item.fingerprint}|{item.bet_id}", item.bet_id, item.record, PENDING_TTL_S],
+            args=[
+                f"{item.fingerprint}|{item.bet_id}",
+                item.bet_id,
+                item.record,
+                PENDING_TTL_S,
+                user_channel(item.address),
+                rejected_event(item.bet_id, item.cell, "not_queued"),
+            ],
         )
 
     def _retry_releases(self) -> None:

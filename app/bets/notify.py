@@ -50,7 +50,7 @@ from app.bets.claims import (
 from app.bets.store import NewBet
 from app.ledger.store import Rejected
 from app.metrics import Metrics
-from app.realtime.events import Events, balance_event
+from app.realtime.events import Events, balance_event, rejected_event
 from app.storage.redis_batch import evalsha, send_commands
 from app.storage.writes import Expired, OutcomeUnknown, WriteQueue
 from app.units import format_money, format_multiplier
@@ -248,7 +248,7 @@ def confirmed_json(bet: NewBet) -> bytes:
 def rejection_args(bet: NewBet, reason: str, owner: str | None = None) -> tuple[list[str], list[ScriptArg]]:
     """keys, args of the reject script for `bet`."""
     record = orjson.dumps(_pending_record(bet, owner) | {"status": "rejected", "reason": reason})
-    message = orjson.dumps({"type": "bet:rejected", "bet_id": bet.bet_id, "cell": bet.cell, "reason": reason})
+    message = rejected_event(bet.bet_id, bet.cell, reason)
     return reject_args(bet_id=bet.bet_id, address=bet.address, cell=bet.cell, record=record, message=message)
 
 

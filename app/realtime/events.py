@@ -86,6 +86,11 @@ def balance_event(balance: int) -> bytes:
     return orjson.dumps({"type": "balance", "balance": format_money(balance)})
 
 
+def rejected_event(bet_id: str, cell: str, reason: str) -> bytes:
+    """The `bet:rejected` event (SPEC §8): a bet accepted (202) that will never commit, and why."""
+    return orjson.dumps({"type": "bet:rejected", "bet_id": bet_id, "cell": cell, "reason": reason})
+
+
 def with_id(entry_id: bytes | str, message: bytes) -> bytes:
     """`message` (a JSON object) with `"id"` as its first field, as `EMIT_LUA` publishes it."""
     eid = entry_id.encode() if isinstance(entry_id, str) else entry_id
