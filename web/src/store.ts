@@ -1,7 +1,9 @@
 // The app's state in one place: a pure reducer (unit-tested) plus a tiny store around it.
 // A tap's life: sending → pending (bet:accepted) → confirmed → won | lost | void,
 // or error (bet:error) / rejected (bet:rejected); a socket drop while sending/pending → unknown,
-// and the truth (GET /api/v1/bets/<id>) replaces unknown after the reconnect.
+// and the truth (GET /api/v1/bets/<id>) replaces unknown after the reconnect. What the server reports
+// only moves a tap forward (pending → confirmed → won | lost | void; rejected is final too): a late
+// answer never undoes a newer event.
 import type { BetRecord, BetRequest, BetStatus, FeedState, GridQuotes, GridSettings, Hex, ServerMsg } from "./wire";
 
 export type TapState = "sending" | "pending" | "confirmed" | "rejected" | "error" | "unknown" | "won" | "lost" | "void";
@@ -88,13 +90,36 @@ export type Action =
   | { type: "notice"; text: string; now: number }
   | { type: "clearNotice" };
 
-const SETTLED: readonly TapState[] = ["won", "lost", "void"];
 /** States in which a cell counts as taken: a second tap there is refused before it is sent. */
 export const HOLDS_CELL: readonly TapState[] = ["sending", "pending", "confirmed", "unknown", "won", "lost", "void"];
 
 function move(t: Tap, state: TapState, patch: Partial<Tap> = {}): Tap {
   if (t.state === state && Object.keys(patch).length === 0) return t;
   return { ...t, ...patch, state, history: t.state === state ? t.history : [...t.history, state] };
+}
+
+/** How far along a bet is: a server report never moves a tap to a lower rank (a late GET /bets/<id>
+ *  or a retry's answer may be older than an event already applied). Final states never change. */
+function rank(state: TapState): number {
+  switch (state) {
+    case "won":
+    case "lost":
+    case "void":
+    case "rejected":
+      return 3;
+    case "confirmed":
+      return 2;
+    case "pending":
+      return 1;
+    default:
+      return 0; // sending, unknown, error: the client's own states, which any server report replaces
+  }
+}
+
+/** `move` for what the server reports: ignored when it would go backwards or leave a final state. */
+function advance(t: Tap, state: TapState, patch: Partial<Tap> = {}): Tap {
+  if (state !== t.state && (rank(t.state) === 3 || rank(state) < rank(t.state))) return t;
+  return move(t, state, patch);
 }
 
 function findById(taps: Record<string, Tap>, betId: string): Tap | undefined {
@@ -130,7 +155,7 @@ function onServer(s: State, m: ServerMsg, now: number): State {
       if (!t) return s;
       // A re-sent request answers with the bet's current status (a retry of the same nonce).
       const state: TapState = m.status === "pending" ? "pending" : fromStatus(m.status);
-      return put(s, move(t, state, { betId: m.bet_id, multiplier: m.multiplier, payout: m.payout }));
+      return put(s, advance(t, state, { betId: m.bet_id, multiplier: m.multiplier, payout: m.payout }));
     }
     case "bet:error": {
       const t = findByReq(s.taps, m.req);
@@ -139,18 +164,18 @@ function onServer(s: State, m: ServerMsg, now: number): State {
     }
     case "bet:confirmed": {
       const t = findById(s.taps, m.bet_id) ?? s.taps[m.cell];
-      if (!t || SETTLED.includes(t.state)) return s;
-      return put(s, move(t, "confirmed", { betId: m.bet_id, multiplier: m.multiplier, payout: m.payout }));
+      if (!t) return s;
+      return put(s, advance(t, "confirmed", { betId: m.bet_id, multiplier: m.multiplier, payout: m.payout }));
     }
     case "bet:rejected": {
       const t = findById(s.taps, m.bet_id) ?? s.taps[m.cell];
       if (!t) return s;
-      return put(s, move(t, "rejected", { betId: m.bet_id, reason: m.reason }));
+      return put(s, advance(t, "rejected", { betId: m.bet_id, reason: m.reason }));
     }
     case "bet:resolved": {
       const t = findById(s.taps, m.bet_id);
       if (!t) return s;
-      return put(s, move(t, m.status, { payout: m.payout }));
+      return put(s, advance(t, m.status, { payout: m.payout }));
     }
     case "error":
       return { ...s, notice: { text: m.error.message, at: now } };
@@ -204,7 +229,7 @@ export function reducer(s: State, a: Action): State {
       const b = a.bet;
       return put(
         s,
-        move(t, fromStatus(b.status), {
+        advance(t, fromStatus(b.status), {
           betId: b.bet_id,
           multiplier: b.multiplier,
           payout: b.payout,

@@ -75,3 +75,25 @@ describe("a tap's state machine", () => {
     expect(s).toMatchObject({ session: null, balance: null, taps: {}, signedOutReason: "expired" });
   });
 });
+
+describe("a late truth never moves a tap backwards", () => {
+  const truth = (status: "confirmed" | "rejected" | "won" | "pending", extra = {}): Action => ({ type: "truth", cell: "100:5", bet: bet(status, extra) });
+  it("a confirmed truth that arrives after bet:resolved keeps the tap won", () => {
+    const s = run(sent, accepted, drop, reopen, srv({ type: "bet:resolved", bet_id: "b1", status: "won", payout: "25" }), truth("confirmed"));
+    expect(s.taps["100:5"]).toMatchObject({ state: "won", payout: "25" });
+    expect(s.taps["100:5"]!.history).toEqual(["sending", "pending", "unknown", "won"]);
+  });
+  it("a pending truth after bet:confirmed keeps confirmed; after a rejection keeps rejected", () => {
+    expect(run(sent, accepted, drop, reopen, confirmed, truth("pending")).taps["100:5"]!.state).toBe("confirmed");
+    const rejected = srv({ type: "bet:rejected", bet_id: "b1", cell: "100:5", reason: "timeout" });
+    expect(run(sent, accepted, drop, reopen, rejected, truth("pending")).taps["100:5"]).toMatchObject({ state: "rejected", reason: "timeout" });
+  });
+  it("a stale bet:accepted (a retry's answer) does not undo a confirmation either", () => {
+    const s = run(sent, drop, reopen, confirmed, srv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", cell: "100:5", stake: "10", multiplier: "2.5", payout: "25" }));
+    expect(s.taps["100:5"]!.state).toBe("confirmed");
+  });
+  it("a truth still moves unknown and pending taps forward", () => {
+    expect(run(sent, accepted, drop, reopen, truth("won", { payout: "25", settled_at: 2 })).taps["100:5"]!.state).toBe("won");
+    expect(run(sent, accepted, drop, reopen, truth("pending")).taps["100:5"]!.state).toBe("pending");
+  });
+});
