@@ -5,7 +5,7 @@ import { minMultiplierFor, normaliseMoneyInput } from "./money";
 import { PriceSeries } from "./series";
 import { buildSiweMessage, newSessionKey, randomNonce, sessionKeyFrom, signBet, type SessionKey } from "./signing";
 import { TapSocket } from "./socket";
-import { Store, tapRefusal, type Session, type Slippage } from "./store";
+import { isFinal, Store, tapRefusal, type Session, type Slippage } from "./store";
 import type { DiscoveredWallet } from "./wallet";
 import { ensureChain, personalSign, requestAccount } from "./wallet";
 import {
@@ -59,6 +59,8 @@ export class Controller {
   private signing = new Set<string>();
   private resent = new Set<string>();
   private reqSeq = 0;
+  /** A `resume` was sent on this socket and its `resumed` has not arrived yet. */
+  private resuming = false;
 
   constructor(private readonly origin: string = window.location.origin) {
     this.api = new Api(origin, () => this.expire("Your session has ended (signed out elsewhere or expired). Sign in again."));
@@ -125,18 +127,34 @@ export class Controller {
       void this.truth(m.cell, m.bet_id);
     }
     if (m.type === "bet:resolved") void this.refreshMe();
+    if (m.type === "resumed") {
+      this.resuming = false;
+      // Events after `after` may have been trimmed: what they said is only in the server's records.
+      if (!m.complete) void this.recheckAll();
+    } else if (m.type === "error" && this.resuming) {
+      // The resume was refused (e.g. dependency_unavailable): nothing was replayed.
+      this.resuming = false;
+      void this.recheckAll();
+    }
   }
 
-  /** After every (re)connect: settings and quotes, balance, and the truth about unknown taps. */
+  /** After every (re)connect: the missed events (`resume`), settings and quotes, balance, and the
+   *  truth about unknown taps. */
   private async resync(): Promise<void> {
+    // First, before any live event can move lastEventId past what this client missed while away.
+    const { session, lastEventId } = this.store.get();
+    this.resuming = session !== null && lastEventId !== null && this.socket.send({ type: "resume", after: lastEventId });
+    // No event seen yet (or the resume not sent): a bet may have moved unseen; re-read them all.
+    const recheck = session !== null && !this.resuming;
     await this.loadGrid().catch(() => undefined);
     if (!this.session) return;
     await this.refreshMe();
+    if (recheck) this.recheckBets();
     const now = Date.now();
     for (const t of Object.values(this.store.get().taps)) {
       if (t.state !== "unknown") continue;
       if (t.betId) {
-        void this.truth(t.cell, t.betId);
+        if (!recheck) void this.truth(t.cell, t.betId);
       } else if (now - t.sentAt < RESEND_WITHIN_MS) {
         // The server may or may not have it: the identical signed request (same nonce) returns the
         // same bet if it does, and places it if it does not (SPEC §6 idempotency).
@@ -146,6 +164,16 @@ export class Controller {
         this.store.dispatch({ type: "tapLost", cell: t.cell, reason: "The connection dropped before the server answered; see History." });
       }
     }
+  }
+
+  /** The truth of every bet this client knows that may still change, and the balance. */
+  private async recheckAll(): Promise<void> {
+    this.recheckBets();
+    await this.refreshMe();
+  }
+
+  private recheckBets(): void {
+    for (const t of Object.values(this.store.get().taps)) if (t.betId && !isFinal(t.state)) void this.truth(t.cell, t.betId);
   }
 
   private async truth(cell: string, betId: string): Promise<void> {

@@ -1,10 +1,12 @@
 // The app's state in one place: a pure reducer (unit-tested) plus a tiny store around it.
 // A tap's life: sending → pending (bet:accepted) → confirmed → won | lost | void,
 // or error (bet:error) / rejected (bet:rejected); a socket drop while sending/pending → unknown,
-// and the truth (GET /api/v1/bets/<id>) replaces unknown after the reconnect. What the server reports
+// and the truth (GET /api/v1/bets/<id>) replaces unknown after the reconnect. A bet that moved while
+// the socket was down (e.g. confirmed → won) is caught up by `resume` with lastEventId, or re-read
+// when the server cannot replay everything (docs/API.md "Resuming after a reconnect"). What the server reports
 // only moves a tap forward (pending → confirmed → won | lost | void; rejected is final too): a late
 // answer never undoes a newer event.
-import type { BetRecord, BetRequest, BetStatus, FeedState, GridQuotes, GridSettings, Hex, ServerMsg } from "./wire";
+import { compareEventIds, type BetRecord, type BetRequest, type BetStatus, type FeedState, type GridQuotes, type GridSettings, type Hex, type ServerMsg } from "./wire";
 
 export type TapState = "sending" | "pending" | "confirmed" | "rejected" | "error" | "unknown" | "won" | "lost" | "void";
 
@@ -54,6 +56,8 @@ export interface State {
   /** How far below the shown quote the trader still accepts (SLIPPAGES); "any" sends the 1.01 floor. */
   slippage: Slippage;
   taps: Record<string, Tap>; // by cell: one bet per cell (SPEC §1)
+  /** The newest owner-event id seen (`"<ms>-<seq>"`), sent as `resume` after a reconnect; null: none yet. */
+  lastEventId: string | null;
   notice: { text: string; at: number } | null;
 }
 
@@ -71,6 +75,7 @@ export const initialState: State = {
   stake: null,
   slippage: "10",
   taps: {},
+  lastEventId: null,
   notice: null,
 };
 
@@ -100,6 +105,11 @@ function move(t: Tap, state: TapState, patch: Partial<Tap> = {}): Tap {
 
 /** How far along a bet is: a server report never moves a tap to a lower rank (a late GET /bets/<id>
  *  or a retry's answer may be older than an event already applied). Final states never change. */
+/** A bet in one of these states never changes again. */
+export function isFinal(state: TapState): boolean {
+  return rank(state) === 3;
+}
+
 function rank(state: TapState): number {
   switch (state) {
     case "won":
@@ -177,6 +187,8 @@ function onServer(s: State, m: ServerMsg, now: number): State {
       if (!t) return s;
       return put(s, advance(t, m.status, { payout: m.payout }));
     }
+    case "resumed":
+      return s; // its `last` is folded into lastEventId by the reducer; the controller acts on `complete`
     case "error":
       return { ...s, notice: { text: m.error.message, at: now } };
     case "auth:ok":
@@ -193,8 +205,12 @@ export function reducer(s: State, a: Action): State {
         clockOffsetMs: a.clockOffsetMs,
         stake: s.stake && a.settings.stake_presets.includes(s.stake) ? s.stake : (a.settings.stake_presets[0] ?? null),
       };
-    case "server":
-      return onServer(s, a.msg, a.now);
+    case "server": {
+      const next = onServer(s, a.msg, a.now);
+      const id = a.msg.type === "resumed" ? a.msg.last : "id" in a.msg ? a.msg.id : undefined;
+      if (!id || (next.lastEventId !== null && compareEventIds(id, next.lastEventId) <= 0)) return next;
+      return { ...next, lastEventId: id };
+    }
     case "conn": {
       const conn = { state: a.state, attempt: a.attempt ?? 0, retryAt: a.retryAt ?? null };
       if (a.state === "open") return { ...s, conn };
@@ -206,9 +222,9 @@ export function reducer(s: State, a: Action): State {
       return { ...s, conn, taps };
     }
     case "signedIn":
-      return { ...s, session: a.session, signedOutReason: null, taps: {}, balance: null, isAdmin: false };
+      return { ...s, session: a.session, signedOutReason: null, taps: {}, lastEventId: null, balance: null, isAdmin: false };
     case "signedOut":
-      return { ...s, session: null, signedOutReason: a.reason, taps: {}, balance: null, isAdmin: false };
+      return { ...s, session: null, signedOutReason: a.reason, taps: {}, lastEventId: null, balance: null, isAdmin: false };
     case "balance":
       return { ...s, balance: a.balance };
     case "me":

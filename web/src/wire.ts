@@ -57,16 +57,24 @@ export interface BetFields {
   payout: string;
 }
 
+/** The trader's own events (`bet:confirmed`, `bet:rejected`, `bet:resolved`, `balance`) carry `id`, a
+ *  Redis Stream id `"<ms>-<seq>"` (docs/API.md "Resuming after a reconnect"); compare with compareEventIds. */
+export interface EventId {
+  id?: string;
+}
+
 export type ServerMsg =
   | { type: "price"; price: string; ts: number }
   | ({ type: "grid" } & GridQuotes)
   | StatusMsg
-  | { type: "balance"; balance: string }
+  | ({ type: "balance"; balance: string } & EventId)
   | ({ type: "bet:accepted"; req: string; bet_id: string; status: BetStatus } & BetFields)
   | { type: "bet:error"; req: string; status: number; error: ApiError; retry_after?: number }
-  | ({ type: "bet:confirmed"; bet_id: string; status: "confirmed" } & BetFields)
-  | { type: "bet:rejected"; bet_id: string; cell: string; reason: string }
-  | { type: "bet:resolved"; bet_id: string; status: "won" | "lost" | "void"; payout: string }
+  | ({ type: "bet:confirmed"; bet_id: string; status: "confirmed" } & BetFields & EventId)
+  | ({ type: "bet:rejected"; bet_id: string; cell: string; reason: string } & EventId)
+  | ({ type: "bet:resolved"; bet_id: string; status: "won" | "lost" | "void"; payout: string } & EventId)
+  /** The answer to `resume`: the missed events came first; `complete: false` means some may have been trimmed. */
+  | { type: "resumed"; after: string; last: string | null; complete: boolean }
   | { type: "error"; error: ApiError }
   | { type: "auth:ok"; address: Hex };
 
@@ -79,7 +87,11 @@ export interface BetRequest {
   ts: number;
   signature: Hex;
 }
-export type ClientMsg = { type: "auth"; token: string } | ({ type: "bet"; req: string } & BetRequest);
+export type ClientMsg =
+  | { type: "auth"; token: string }
+  | ({ type: "bet"; req: string } & BetRequest)
+  /** Replay the trader's events after `after` (the last event id seen), once authenticated. */
+  | { type: "resume"; after: string };
 
 export interface LoginResponse {
   token: string;
@@ -275,6 +287,29 @@ export function parseGridResponse(v: unknown): GridResponse {
   return { ...base, server_time: int(o, "server_time"), feed: parseStatus(o["feed"]), settings };
 }
 
+const EVENT_ID = /^([0-9]+)-([0-9]+)$/;
+function eventIdParts(id: string): [bigint, bigint] {
+  const m = EVENT_ID.exec(id);
+  if (!m) throw new WireError(`not an event id: ${id}`);
+  return [BigInt(m[1] ?? "0"), BigInt(m[2] ?? "0")];
+}
+function eventId(o: Obj, k: string): string {
+  const v = str(o, k);
+  eventIdParts(v);
+  return v;
+}
+/** The optional `id` of an owner event, as `{ id }` to spread, or nothing. */
+function optEventId(o: Obj): EventId {
+  return o["id"] === undefined || o["id"] === null ? {} : { id: eventId(o, "id") };
+}
+/** Order two event ids `"<ms>-<seq>"` as (ms, seq) integer pairs: < 0, 0 or > 0. */
+export function compareEventIds(a: string, b: string): number {
+  const [am, as] = eventIdParts(a);
+  const [bm, bs] = eventIdParts(b);
+  if (am !== bm) return am < bm ? -1 : 1;
+  return as === bs ? 0 : as < bs ? -1 : 1;
+}
+
 function betFields(o: Obj): BetFields {
   return { cell: str(o, "cell"), stake: money(o, "stake"), multiplier: decimal(o, "multiplier"), payout: money(o, "payout") };
 }
@@ -297,7 +332,7 @@ export function parseServerMsg(text: string): ServerMsg {
     case "status":
       return parseStatus(o);
     case "balance":
-      return { type, balance: money(o, "balance") };
+      return { type, balance: money(o, "balance"), ...optEventId(o) };
     case "bet:accepted":
       return { type, req: str(o, "req"), bet_id: str(o, "bet_id"), status: betStatus(o, "status"), ...betFields(o) };
     case "bet:error": {
@@ -311,14 +346,21 @@ export function parseServerMsg(text: string): ServerMsg {
       };
     }
     case "bet:confirmed":
-      return { type, bet_id: str(o, "bet_id"), status: "confirmed", ...betFields(o) };
+      return { type, bet_id: str(o, "bet_id"), status: "confirmed", ...betFields(o), ...optEventId(o) };
     case "bet:rejected":
-      return { type, bet_id: str(o, "bet_id"), cell: str(o, "cell"), reason: str(o, "reason") };
+      return { type, bet_id: str(o, "bet_id"), cell: str(o, "cell"), reason: str(o, "reason"), ...optEventId(o) };
     case "bet:resolved": {
       const status = str(o, "status");
       if (status !== "won" && status !== "lost" && status !== "void") throw new WireError(`status: ${status}`);
-      return { type, bet_id: str(o, "bet_id"), status, payout: money(o, "payout") };
+      return { type, bet_id: str(o, "bet_id"), status, payout: money(o, "payout"), ...optEventId(o) };
     }
+    case "resumed":
+      return {
+        type,
+        after: eventId(o, "after"),
+        last: o["last"] === null || o["last"] === undefined ? null : eventId(o, "last"),
+        complete: bool(o, "complete"),
+      };
     case "error":
       return { type, error: parseApiError(o) };
     case "auth:ok":

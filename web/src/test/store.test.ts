@@ -97,3 +97,17 @@ describe("a late truth never moves a tap backwards", () => {
     expect(run(sent, accepted, drop, reopen, truth("pending")).taps["100:5"]!.state).toBe("pending");
   });
 });
+
+describe("the last event id (sent as resume after a reconnect)", () => {
+  it("keeps the newest id of owner events, whatever order they arrive in, and forgets it on sign-out", () => {
+    let s = run(sent, accepted, srv({ type: "bet:confirmed", bet_id: "b1", status: "confirmed", cell: "100:5", stake: "10", multiplier: "2.5", payout: "25", id: "10-2" }));
+    expect(s.lastEventId).toBe("10-2");
+    s = reducer(s, srv({ type: "balance", balance: "90", id: "9-7" }));
+    expect(s.lastEventId).toBe("10-2");
+    s = reducer(s, srv({ type: "balance", balance: "90" }));
+    expect(s.lastEventId).toBe("10-2");
+    s = reducer(s, srv({ type: "resumed", after: "10-2", last: "11-0", complete: true }));
+    expect(s.lastEventId).toBe("11-0");
+    expect(reducer(s, { type: "signedOut", reason: null }).lastEventId).toBeNull();
+  });
+});

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseBetRecord, parseGridResponse, parseLedgerPage, parseServerMsg, WireError } from "../wire";
+import { compareEventIds, parseBetRecord, parseGridResponse, parseLedgerPage, parseServerMsg, WireError } from "../wire";
 
 const settings = {
   column_seconds: 5, price_step: "10.00", columns_ahead: 12, min_lead_columns: 2, rows_each_side: 10,
@@ -61,5 +61,22 @@ describe("auth:ok", () => {
       type: "auth:ok",
       address: "0x1563915e194D8CfBA1943570603F7606A3115508",
     });
+  });
+});
+
+describe("resume (docs/API.md: Resuming after a reconnect)", () => {
+  it("parses the id of owner events and the resumed answer", () => {
+    expect(parseServerMsg('{"id":"1764230000000-3","type":"balance","balance":"90"}')).toEqual({ type: "balance", balance: "90", id: "1764230000000-3" });
+    expect(parseServerMsg('{"id":"1-0","type":"bet:resolved","bet_id":"b","status":"lost","payout":"0"}')).toMatchObject({ id: "1-0" });
+    expect(parseServerMsg('{"type":"resumed","after":"1-0","last":null,"complete":false}')).toEqual({ type: "resumed", after: "1-0", last: null, complete: false });
+    expect(parseServerMsg('{"type":"resumed","after":"1-0","last":"2-5","complete":true}')).toMatchObject({ last: "2-5", complete: true });
+    expect(() => parseServerMsg('{"id":"1.5","type":"balance","balance":"90"}')).toThrow(WireError);
+    expect(() => parseServerMsg('{"type":"resumed","after":"1-0","last":null}')).toThrow(WireError);
+  });
+  it("orders ids as (ms, seq) integer pairs, not as strings or floats", () => {
+    expect(compareEventIds("999-5", "1000-0")).toBeLessThan(0);
+    expect(compareEventIds("1-10", "1-9")).toBeGreaterThan(0);
+    expect(compareEventIds("1764230000000-3", "1764230000000-3")).toBe(0);
+    expect(compareEventIds("9007199254740993-0", "9007199254740992-0")).toBeGreaterThan(0);
   });
 });

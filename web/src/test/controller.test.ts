@@ -1,0 +1,168 @@
+// The controller against a fake WebSocket and a fake fetch: what it sends and asks after a reconnect.
+// Timers are fake (the socket's reconnect backoff, the controller's retries): nothing sleeps.
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { Controller } from "../controller";
+import type { BetRequest } from "../wire";
+
+class FakeWS {
+  static readonly CONNECTING = 0;
+  static readonly OPEN = 1;
+  static readonly CLOSING = 2;
+  static readonly CLOSED = 3;
+  static all: FakeWS[] = [];
+  readyState = FakeWS.CONNECTING;
+  sent: Record<string, unknown>[] = [];
+  onopen: (() => void) | null = null;
+  onmessage: ((e: { data: string }) => void) | null = null;
+  onclose: ((e: { code: number }) => void) | null = null;
+  onerror: (() => void) | null = null;
+  constructor(readonly url: string) {
+    FakeWS.all.push(this);
+  }
+  send(data: string): void {
+    this.sent.push(JSON.parse(data) as Record<string, unknown>);
+  }
+  close(code = 1000): void {
+    if (this.readyState === FakeWS.CLOSED) return;
+    this.readyState = FakeWS.CLOSED;
+    this.onclose?.({ code });
+  }
+  // the server's side
+  accept(): void {
+    this.readyState = FakeWS.OPEN;
+    this.onopen?.();
+  }
+  recv(m: Record<string, unknown>): void {
+    this.onmessage?.({ data: JSON.stringify(m) });
+  }
+  lose(): void {
+    this.close(1006);
+  }
+  ofType(type: string): Record<string, unknown>[] {
+    return this.sent.filter((m) => m["type"] === type);
+  }
+}
+
+/** GET answers by path (without the query); anything else is a 404. Every request is recorded. */
+let routes: Record<string, unknown> = {};
+let requests: string[] = [];
+function fakeFetch(input: string): Promise<Response> {
+  const path = new URL(input).pathname;
+  requests.push(new URL(input).pathname + new URL(input).search);
+  const body = routes[path];
+  if (body === undefined)
+    return Promise.resolve(new Response(JSON.stringify({ error: { code: "not_found", message: "no" } }), { status: 404 }));
+  return Promise.resolve(new Response(JSON.stringify(body), { status: 200 }));
+}
+
+const ADDRESS = "0x1563915e194D8CfBA1943570603F7606A3115508";
+const me = (balance: string) => ({ address: ADDRESS, balance, open_stakes: "0", open_bets: 0, is_admin: false });
+const CELL = "100:5";
+const body: BetRequest = { cell: CELL, stake: "10", min_multiplier: "2.375", nonce: "abcdefgh12345678", ts: 0, signature: "0x00" };
+const betFields = { cell: CELL, stake: "10", multiplier: "2.5", payout: "25" };
+const record = (status: string, extra: Record<string, unknown> = {}) => ({
+  bet_id: "b1", status, ...betFields, potential_payout: "25", placed_at: 1, settled_at: null, ...extra,
+});
+
+async function settle(): Promise<void> {
+  await vi.advanceTimersByTimeAsync(0);
+}
+function latest(): FakeWS {
+  const ws = FakeWS.all[FakeWS.all.length - 1];
+  if (!ws) throw new Error("no socket");
+  return ws;
+}
+/** Open the newest socket and answer its auth. */
+async function authenticate(): Promise<FakeWS> {
+  const ws = latest();
+  ws.accept();
+  ws.recv({ type: "auth:ok", address: ADDRESS });
+  await settle();
+  return ws;
+}
+/** The network drops the socket; the backoff passes; the new socket is authenticated. */
+async function reconnect(): Promise<FakeWS> {
+  latest().lose();
+  await vi.advanceTimersByTimeAsync(20_000);
+  return authenticate();
+}
+
+async function signedInWithTap(): Promise<{ ctl: Controller; ws: FakeWS }> {
+  const ctl = new Controller("http://tap.test");
+  ctl.store.dispatch({ type: "signedIn", session: { token: "t".repeat(43), address: ADDRESS, sessionKey: "0x01", expiresAt: 9e15 } });
+  ctl.socket.start("t".repeat(43));
+  const ws = await authenticate();
+  ctl.store.dispatch({ type: "tapSent", tap: { req: "t-1", cell: CELL, stake: "10", multiplier: "2.5", body, sentAt: Date.now() } });
+  ws.send(JSON.stringify({ type: "bet", req: "t-1", ...body }));
+  return { ctl, ws };
+}
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+  vi.setSystemTime(1_700_000_000_000);
+  FakeWS.all = [];
+  routes = { "/api/v1/me": me("100") };
+  requests = [];
+  vi.stubGlobal("WebSocket", FakeWS);
+  vi.stubGlobal("fetch", fakeFetch);
+});
+afterEach(() => {
+  vi.unstubAllGlobals();
+  vi.useRealTimers();
+});
+
+describe("resuming after a reconnect", () => {
+  it("sends resume with the newest event id after re-authenticating, and applies the missed settlement", async () => {
+    const { ctl, ws } = await signedInWithTap();
+    ws.recv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", ...betFields });
+    ws.recv({ id: "1700000000000-9", type: "bet:confirmed", bet_id: "b1", status: "confirmed", ...betFields });
+    ws.recv({ id: "1700000000001-0", type: "balance", balance: "90" });
+    expect(ws.ofType("resume")).toEqual([]); // the first authentication has nothing to resume
+
+    const ws2 = await reconnect();
+    expect(ws2.ofType("resume")).toEqual([{ type: "resume", after: "1700000000001-0" }]);
+    ws2.recv({ id: "1700000000900-0", type: "bet:resolved", bet_id: "b1", status: "won", payout: "25" });
+    ws2.recv({ type: "resumed", after: "1700000000001-0", last: "1700000000900-0", complete: true });
+    await settle();
+    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "won", payout: "25" });
+    expect(ctl.store.get().lastEventId).toBe("1700000000900-0");
+    expect(requests.filter((r) => r.startsWith("/api/v1/bets"))).toEqual([]); // complete: nothing to re-read
+  });
+
+  it("on complete:false re-reads every bet that may still change, and /me", async () => {
+    const { ctl, ws } = await signedInWithTap();
+    ws.recv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", ...betFields });
+    ws.recv({ id: "5-0", type: "bet:confirmed", bet_id: "b1", status: "confirmed", ...betFields });
+    const ws2 = await reconnect();
+    routes["/api/v1/bets/b1"] = record("lost", { payout: "0", settled_at: 2 });
+    routes["/api/v1/me"] = me("90");
+    requests = [];
+    ws2.recv({ type: "resumed", after: "5-0", last: null, complete: false });
+    await settle();
+    expect(requests).toContain("/api/v1/bets/b1");
+    expect(requests).toContain("/api/v1/me");
+    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "lost", payout: "0" });
+    expect(ctl.store.get().balance).toBe("90");
+  });
+
+  it("with no event id known after a drop, a confirmed bet is re-read (it may have settled meanwhile)", async () => {
+    const { ctl, ws } = await signedInWithTap();
+    ws.recv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", ...betFields });
+    ws.recv({ type: "bet:confirmed", bet_id: "b1", status: "confirmed", ...betFields }); // no id
+    routes["/api/v1/bets/b1"] = record("won", { settled_at: 2 });
+    const ws2 = await reconnect();
+    expect(ws2.ofType("resume")).toEqual([]);
+    expect(ctl.store.get().taps[CELL]!.state).toBe("won");
+  });
+
+  it("a refused resume falls back to re-reading", async () => {
+    const { ctl, ws } = await signedInWithTap();
+    ws.recv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", ...betFields });
+    ws.recv({ id: "5-0", type: "bet:confirmed", bet_id: "b1", status: "confirmed", ...betFields });
+    const ws2 = await reconnect();
+    routes["/api/v1/bets/b1"] = record("won", { settled_at: 2 });
+    ws2.recv({ type: "error", error: { code: "dependency_unavailable", message: "try again" } });
+    await settle();
+    expect(ctl.store.get().taps[CELL]!.state).toBe("won");
+  });
+});
