@@ -32,6 +32,12 @@ const STORAGE_KEY = "tap-trading.session";
 export const SLIPPAGE_BP: Record<Slippage, bigint> = { "10": 1000n, "25": 2500n, any: 10_000n };
 /** A request re-sent after a drop must still pass the server's 30 s `ts` window. */
 const RESEND_WITHIN_MS = 25_000;
+/** A bet is committed or rejected within 10 s of its acceptance (docs/API.md), so this long after the
+ *  last send of a body the trader's history says whether it was placed (plus a margin for latency). */
+const HISTORY_SETTLED_MS = 12_000;
+/** How far back (before the signed `ts`) the history is searched for a tap's cell. */
+const HISTORY_LOOKBACK_MS = 60_000;
+const HISTORY_MAX_PAGES = 5;
 
 interface Stored extends Session {
   sessionKeyPrivate: Hex;
@@ -57,7 +63,6 @@ export class Controller {
   readonly socket: TapSocket;
   private key: SessionKey | null = null;
   private signing = new Set<string>();
-  private resent = new Set<string>();
   private reqSeq = 0;
   /** A `resume` was sent on this socket and its `resumed` has not arrived yet. */
   private resuming = false;
@@ -121,10 +126,15 @@ export class Controller {
   private onMessage(m: ServerMsg): void {
     if (m.type === "price") this.series.push(m.ts, m.price);
     this.store.dispatch({ type: "server", msg: m, now: Date.now() });
-    if (m.type === "bet:accepted" && this.resent.has(m.req)) {
+    if (m.type === "bet:accepted") {
       // A retry answered: the confirmation may have been published while we were away.
-      this.resent.delete(m.req);
-      void this.truth(m.cell, m.bet_id);
+      const t = this.store.get().taps[m.cell];
+      if (t && t.req === m.req && t.resentAt !== null) void this.truth(m.cell, m.bet_id);
+    }
+    if (m.type === "bet:error") {
+      // A re-sent tap refused before the server looked its nonce up stays unknown (the reducer): find out.
+      const t = Object.values(this.store.get().taps).find((x) => x.req === m.req);
+      if (t && t.state === "unknown") this.findOut(t.cell, m.retry_after);
     }
     if (m.type === "bet:resolved") void this.refreshMe();
     if (m.type === "resumed") {
@@ -156,13 +166,73 @@ export class Controller {
       if (t.betId) {
         if (!recheck) void this.truth(t.cell, t.betId);
       } else if (now - t.sentAt < RESEND_WITHIN_MS) {
-        // The server may or may not have it: the identical signed request (same nonce) returns the
-        // same bet if it does, and places it if it does not (SPEC §6 idempotency).
-        this.resent.add(t.req);
-        this.socket.send({ type: "bet", req: t.req, ...t.body });
+        this.resend(t.cell);
       } else {
-        this.store.dispatch({ type: "tapLost", cell: t.cell, reason: "The connection dropped before the server answered; see History." });
+        // Too old to re-send (its `ts` would be refused): the outcome is in the trader's history.
+        this.store.dispatch({ type: "tapUnknown", cell: t.cell, reason: "The connection dropped before the server answered; checking your history…" });
+        this.findOut(t.cell);
       }
+    }
+  }
+
+  /** The server may or may not have this tap: the identical signed request (same nonce) returns the
+   *  same bet if it does, and places it if it does not (SPEC §6 idempotency). */
+  private resend(cell: string): void {
+    const t = this.store.get().taps[cell];
+    if (!t || t.state !== "unknown" || t.betId) return;
+    if (this.socket.send({ type: "bet", req: t.req, ...t.body })) this.store.dispatch({ type: "tapResent", cell, at: Date.now() });
+  }
+
+  /** An unknown tap without a bet id: re-send it after `retryAfterS` while its `ts` is still fresh,
+   *  else read the trader's history once it is authoritative. */
+  private findOut(cell: string, retryAfterS?: number): void {
+    const t = this.store.get().taps[cell];
+    if (!t || t.state !== "unknown" || t.betId) return;
+    const session = this.session;
+    const stillOurs = () => this.session === session && this.store.get().taps[cell]?.req === t.req;
+    if (retryAfterS !== undefined) {
+      const waitMs = Math.max(0, retryAfterS) * 1000;
+      if (Date.now() + waitMs - t.sentAt < RESEND_WITHIN_MS) {
+        setTimeout(() => {
+          if (stillOurs()) this.resend(cell); // not open: the next reconnect's resync takes over
+        }, waitMs);
+        return;
+      }
+    }
+    const waitMs = Math.max(0, (t.resentAt ?? t.sentAt) + HISTORY_SETTLED_MS - Date.now());
+    setTimeout(() => {
+      if (stillOurs()) void this.lookUpByCell(cell);
+    }, waitMs);
+  }
+
+  /** Whether the trader's history has a bet on `cell` (one bet per cell): its truth, or "not placed".
+   *  The history lists committed bets only; a rejected one never moved money. */
+  private async lookUpByCell(cell: string): Promise<void> {
+    const t = this.store.get().taps[cell];
+    const token = this.session?.token;
+    if (!t || t.state !== "unknown" || t.betId || !token) return;
+    try {
+      let cursor: string | null = null;
+      for (let page = 0; page < HISTORY_MAX_PAGES; page++) {
+        const q = new URLSearchParams({ limit: "100" });
+        if (cursor) q.set("cursor", cursor);
+        const p: BetPage = await this.api.call("GET", `/api/v1/bets?${q.toString()}`, parseBetPage, { token });
+        const hit = p.bets.find((b) => b.cell === cell);
+        if (hit) {
+          this.store.dispatch({ type: "truth", cell, bet: hit });
+          return;
+        }
+        const oldest = p.bets[p.bets.length - 1]?.placed_at ?? null;
+        cursor = p.next_cursor;
+        if (!cursor || (oldest !== null && oldest < t.body.ts - HISTORY_LOOKBACK_MS)) {
+          this.store.dispatch({ type: "tapLost", cell, reason: "Not placed: your history has no bet on this cell." });
+          return;
+        }
+      }
+      this.store.dispatch({ type: "tapUnknown", cell, reason: "Outcome not found in your recent history; see History." });
+    } catch (e) {
+      this.store.dispatch({ type: "tapUnknown", cell, reason: "Could not check the outcome; see History." });
+      this.notice(e);
     }
   }
 

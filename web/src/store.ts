@@ -5,7 +5,9 @@
 // the socket was down (e.g. confirmed → won) is caught up by `resume` with lastEventId, or re-read
 // when the server cannot replay everything (docs/API.md "Resuming after a reconnect"). What the server reports
 // only moves a tap forward (pending → confirmed → won | lost | void; rejected is final too): a late
-// answer never undoes a newer event.
+// answer never undoes a newer event. An unknown tap without a bet id is re-sent (same signed body =
+// same bet); a refusal of the re-send that the server gives before its nonce lookup (saysNothingOfFirstSend)
+// keeps it unknown, and the controller re-sends again or reads the trader's history for its cell.
 import { compareEventIds, type BetRecord, type BetRequest, type BetStatus, type FeedState, type GridQuotes, type GridSettings, type Hex, type ServerMsg } from "./wire";
 
 export type TapState = "sending" | "pending" | "confirmed" | "rejected" | "error" | "unknown" | "won" | "lost" | "void";
@@ -25,6 +27,24 @@ export interface Tap {
   /** The signed body, kept so the identical request can be re-sent after a drop (same nonce = same bet). */
   body: BetRequest;
   sentAt: number;
+  /** When the identical body was last re-sent after a drop (local ms); null: never re-sent. */
+  resentAt: number | null;
+}
+
+/** Refusals the server decides before it looks the nonce up (SPEC §6 order: session, `ts`, and the
+ *  per-wallet, in-flight and queue limits): for a re-sent body they say nothing about the first send. */
+const BEFORE_NONCE: readonly string[] = [
+  "invalid_session",
+  "missing_authorization",
+  "invalid_authorization",
+  "ts_out_of_window",
+  "rate_limited",
+  "too_many_in_flight",
+  "overloaded",
+  "dependency_unavailable",
+];
+export function saysNothingOfFirstSend(status: number, code: string): boolean {
+  return status === 429 || BEFORE_NONCE.includes(code);
 }
 
 export const SLIPPAGES = ["10", "25", "any"] as const;
@@ -89,7 +109,11 @@ export type Action =
   | { type: "me"; balance: string; isAdmin: boolean }
   | { type: "stake"; stake: string }
   | { type: "slippage"; slippage: Slippage }
-  | { type: "tapSent"; tap: Omit<Tap, "state" | "history" | "betId" | "payout" | "reason"> }
+  | { type: "tapSent"; tap: Omit<Tap, "state" | "history" | "betId" | "payout" | "reason" | "resentAt"> }
+  /** The identical signed body was sent again after a drop (same nonce = same bet). */
+  | { type: "tapResent"; cell: string; at: number }
+  /** The outcome is not known yet (the controller is finding it); `reason` says why. */
+  | { type: "tapUnknown"; cell: string; reason: string }
   | { type: "truth"; cell: string; bet: BetRecord }
   | { type: "tapLost"; cell: string; reason: string }
   | { type: "notice"; text: string; now: number }
@@ -170,6 +194,9 @@ function onServer(s: State, m: ServerMsg, now: number): State {
     case "bet:error": {
       const t = findByReq(s.taps, m.req);
       if (!t) return s;
+      if (t.resentAt !== null && rank(t.state) === 0 && saysNothingOfFirstSend(m.status, m.error.code))
+        // The first send may have been placed: still unknown, and the controller finds out.
+        return put(s, move(t, "unknown", { reason: `Re-sent after a drop, answered “${m.error.message || m.error.code}”; checking whether the first send was placed…` }));
       return put(s, move(t, "error", { reason: m.error.message || m.error.code }));
     }
     case "bet:confirmed": {
@@ -236,7 +263,7 @@ export function reducer(s: State, a: Action): State {
     case "tapSent": {
       const prev = s.taps[a.tap.cell];
       if (prev && HOLDS_CELL.includes(prev.state)) return s; // one bet per cell
-      const tap: Tap = { ...a.tap, state: "sending", history: ["sending"], betId: null, payout: null, reason: null };
+      const tap: Tap = { ...a.tap, state: "sending", history: ["sending"], betId: null, payout: null, reason: null, resentAt: null };
       return { ...s, taps: { ...s.taps, [tap.cell]: tap } };
     }
     case "truth": {
@@ -254,8 +281,17 @@ export function reducer(s: State, a: Action): State {
       );
     }
     case "tapLost": {
+      // Not placed; never over what the server already said about this tap.
       const t = s.taps[a.cell];
-      return t ? put(s, move(t, "error", { reason: a.reason })) : s;
+      return t && rank(t.state) === 0 ? put(s, move(t, "error", { reason: a.reason })) : s;
+    }
+    case "tapResent": {
+      const t = s.taps[a.cell];
+      return t && rank(t.state) === 0 ? put(s, move(t, "unknown", { resentAt: a.at })) : s;
+    }
+    case "tapUnknown": {
+      const t = s.taps[a.cell];
+      return t && rank(t.state) === 0 ? put(s, move(t, "unknown", { reason: a.reason })) : s;
     }
     case "notice":
       return { ...s, notice: { text: a.text, at: a.now } };

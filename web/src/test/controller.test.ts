@@ -83,16 +83,16 @@ async function authenticate(): Promise<FakeWS> {
 /** The network drops the socket; the backoff passes; the new socket is authenticated. */
 async function reconnect(): Promise<FakeWS> {
   latest().lose();
-  await vi.advanceTimersByTimeAsync(20_000);
+  await vi.advanceTimersByTimeAsync(1_200); // the first backoff, 1 s + at most 20 % jitter
   return authenticate();
 }
 
-async function signedInWithTap(): Promise<{ ctl: Controller; ws: FakeWS }> {
+async function signedInWithTap(sentAgoMs = 0): Promise<{ ctl: Controller; ws: FakeWS }> {
   const ctl = new Controller("http://tap.test");
   ctl.store.dispatch({ type: "signedIn", session: { token: "t".repeat(43), address: ADDRESS, sessionKey: "0x01", expiresAt: 9e15 } });
   ctl.socket.start("t".repeat(43));
   const ws = await authenticate();
-  ctl.store.dispatch({ type: "tapSent", tap: { req: "t-1", cell: CELL, stake: "10", multiplier: "2.5", body, sentAt: Date.now() } });
+  ctl.store.dispatch({ type: "tapSent", tap: { req: "t-1", cell: CELL, stake: "10", multiplier: "2.5", body: { ...body, ts: Date.now() - sentAgoMs }, sentAt: Date.now() - sentAgoMs } });
   ws.send(JSON.stringify({ type: "bet", req: "t-1", ...body }));
   return { ctl, ws };
 }
@@ -164,5 +164,61 @@ describe("resuming after a reconnect", () => {
     ws2.recv({ type: "error", error: { code: "dependency_unavailable", message: "try again" } });
     await settle();
     expect(ctl.store.get().taps[CELL]!.state).toBe("won");
+  });
+});
+
+describe("a re-sent tap whose answer says nothing about the first send", () => {
+  const refuse = (ws: FakeWS, status: number, code: string, retry_after?: number) =>
+    ws.recv({ type: "bet:error", req: "t-1", status, error: { code, message: code }, ...(retry_after ? { retry_after } : {}) });
+  const page = (...bets: Record<string, unknown>[]) => ({ bets, next_cursor: null });
+
+  it("429: stays unknown and is re-sent after retry_after while its ts is fresh", async () => {
+    const { ctl } = await signedInWithTap();
+    const ws2 = await reconnect(); // the drop came before any answer: the body is re-sent
+    expect(ws2.ofType("bet")).toHaveLength(1);
+    refuse(ws2, 429, "rate_limited", 2);
+    expect(ctl.store.get().taps[CELL]!.state).toBe("unknown");
+    await vi.advanceTimersByTimeAsync(1_999);
+    expect(ws2.ofType("bet")).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(ws2.ofType("bet")).toHaveLength(2);
+    expect(ws2.ofType("bet")[1]).toEqual(ws2.ofType("bet")[0]); // the same signed body
+    routes["/api/v1/bets/b1"] = record("confirmed");
+    ws2.recv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", ...betFields });
+    await settle();
+    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "confirmed", betId: "b1" });
+  });
+
+  it("ts_out_of_window: stays unknown, then the history shows the first send was placed", async () => {
+    const { ctl } = await signedInWithTap();
+    const ws2 = await reconnect();
+    refuse(ws2, 401, "ts_out_of_window");
+    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "unknown" });
+    expect(ctl.store.get().taps[CELL]!.reason).toMatch(/ts_out_of_window/);
+    routes["/api/v1/bets"] = page(record("confirmed", { bet_id: "b7", cell: "105:1" }), record("confirmed", { bet_id: "b9" }));
+    await vi.advanceTimersByTimeAsync(12_000); // until a bet accepted then would be committed or rejected
+    expect(requests.some((r) => r.startsWith("/api/v1/bets?"))).toBe(true);
+    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "confirmed", betId: "b9" });
+  });
+
+  it("503 overloaded too late to re-send: not in the history → not placed", async () => {
+    const { ctl } = await signedInWithTap(22_000);
+    const ws2 = await reconnect();
+    refuse(ws2, 503, "overloaded", 5); // 22 s + 1.2 s + 5 s is past the 25 s re-send window
+    routes["/api/v1/bets"] = page();
+    await vi.advanceTimersByTimeAsync(12_000);
+    expect(ws2.ofType("bet")).toHaveLength(1);
+    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "error" });
+    expect(ctl.store.get().taps[CELL]!.reason).toMatch(/not placed/i);
+  });
+
+  it("a tap too old to re-send after a drop is looked up in the history, not shown refused", async () => {
+    const { ctl } = await signedInWithTap(30_000);
+    routes["/api/v1/bets"] = page(record("won", { settled_at: 2 }));
+    const ws2 = await reconnect();
+    expect(ws2.ofType("bet")).toHaveLength(0);
+    await settle();
+    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "won", betId: "b1" });
+    expect(ctl.store.get().taps[CELL]!.history).not.toContain("error");
   });
 });
