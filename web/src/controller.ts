@@ -260,10 +260,11 @@ export class Controller {
   async refreshMe(): Promise<void> {
     const token = this.session?.token;
     if (!token) return;
+    const balanceEvents = this.store.get().balanceEvents;
     try {
       const me = await this.api.call("GET", "/api/v1/me", parseMe, { token });
       if (this.session?.token !== token) return; // signed out (or in again) meanwhile
-      this.store.dispatch({ type: "me", balance: me.balance, isAdmin: me.is_admin });
+      this.store.dispatch({ type: "me", balance: me.balance, isAdmin: me.is_admin, balanceEvents });
     } catch (e) {
       if (!(e instanceof ApiFailure && e.status === 401)) this.notice(e);
     }

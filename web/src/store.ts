@@ -70,6 +70,8 @@ export interface State {
   session: Session | null;
   signedOutReason: string | null;
   balance: string | null;
+  /** Counts websocket `balance` events: a /me answer requested before the latest one is older than it. */
+  balanceEvents: number;
   /** The session's wallet is an operator's (`GET /api/v1/me` `is_admin`): the header links to /admin. */
   isAdmin: boolean;
   stake: string | null;
@@ -91,6 +93,7 @@ export const initialState: State = {
   session: null,
   signedOutReason: null,
   balance: null,
+  balanceEvents: 0,
   isAdmin: false,
   stake: null,
   slippage: "10",
@@ -106,7 +109,8 @@ export type Action =
   | { type: "signedIn"; session: Session }
   | { type: "signedOut"; reason: string | null }
   | { type: "balance"; balance: string }
-  | { type: "me"; balance: string; isAdmin: boolean }
+  /** GET /api/v1/me answered; `balanceEvents` is the state's count when the request was sent. */
+  | { type: "me"; balance: string; isAdmin: boolean; balanceEvents: number }
   | { type: "stake"; stake: string }
   | { type: "slippage"; slippage: Slippage }
   | { type: "tapSent"; tap: Omit<Tap, "state" | "history" | "betId" | "payout" | "reason" | "resentAt"> }
@@ -183,7 +187,7 @@ function onServer(s: State, m: ServerMsg, now: number): State {
     case "status":
       return { ...s, feed: { feed: m.feed, betting: m.betting, reason: m.reason ?? null } };
     case "balance":
-      return { ...s, balance: m.balance };
+      return { ...s, balance: m.balance, balanceEvents: s.balanceEvents + 1 };
     case "bet:accepted": {
       const t = findByReq(s.taps, m.req);
       if (!t) return s;
@@ -255,7 +259,9 @@ export function reducer(s: State, a: Action): State {
     case "balance":
       return { ...s, balance: a.balance };
     case "me":
-      return s.session ? { ...s, balance: a.balance, isAdmin: a.isAdmin } : s;
+      if (!s.session) return s;
+      // A balance event that arrived after the request was sent is newer than this answer.
+      return { ...s, balance: a.balanceEvents === s.balanceEvents ? a.balance : s.balance, isAdmin: a.isAdmin };
     case "stake":
       return { ...s, stake: a.stake };
     case "slippage":

@@ -222,3 +222,18 @@ describe("a re-sent tap whose answer says nothing about the first send", () => {
     expect(ctl.store.get().taps[CELL]!.history).not.toContain("error");
   });
 });
+
+describe("GET /api/v1/me and the balance event", () => {
+  it("a balance event that arrives while /me is in flight wins", async () => {
+    const { ctl, ws } = await signedInWithTap();
+    let answer: (r: Response) => void = () => undefined;
+    vi.stubGlobal("fetch", (input: string) =>
+      new URL(input).pathname === "/api/v1/me" ? new Promise<Response>((resolve) => (answer = resolve)) : fakeFetch(input),
+    );
+    const refreshed = ctl.refreshMe();
+    ws.recv({ id: "7-0", type: "balance", balance: "90" });
+    answer(new Response(JSON.stringify({ ...me("100"), is_admin: true }), { status: 200 }));
+    await refreshed;
+    expect(ctl.store.get()).toMatchObject({ balance: "90", isAdmin: true });
+  });
+});

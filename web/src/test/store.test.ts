@@ -131,3 +131,16 @@ describe("a re-sent tap refused before the nonce lookup", () => {
     expect(s.taps["100:5"]!.state).toBe("pending");
   });
 });
+
+describe("a /me answer and websocket balance events", () => {
+  it("a /me requested before a balance event does not overwrite the event's balance, but still gives is_admin", () => {
+    const before = run(srv({ type: "balance", balance: "100" }));
+    const asked = before.balanceEvents; // the request is sent now
+    const s = [srv({ type: "balance", balance: "75" }), { type: "me", balance: "100", isAdmin: true, balanceEvents: asked } as Action].reduce(reducer, before);
+    expect(s).toMatchObject({ balance: "75", isAdmin: true });
+  });
+  it("a /me with no balance event since its request sets the balance", () => {
+    const before = run(srv({ type: "balance", balance: "100" }));
+    expect(reducer(before, { type: "me", balance: "90", isAdmin: false, balanceEvents: before.balanceEvents }).balance).toBe("90");
+  });
+});
