@@ -131,13 +131,13 @@ function move(t: Tap, state: TapState, patch: Partial<Tap> = {}): Tap {
   return { ...t, ...patch, state, history: t.state === state ? t.history : [...t.history, state] };
 }
 
-/** How far along a bet is: a server report never moves a tap to a lower rank (a late GET /bets/<id>
- *  or a retry's answer may be older than an event already applied). Final states never change. */
 /** A bet in one of these states never changes again. */
 export function isFinal(state: TapState): boolean {
   return rank(state) === 3;
 }
 
+/** How far along a bet is: a server report never moves a tap to a lower rank (a late GET /bets/<id>
+ *  or a retry's answer may be older than an event already applied). Final states never change. */
 function rank(state: TapState): number {
   switch (state) {
     case "won":
@@ -163,6 +163,16 @@ function advance(t: Tap, state: TapState, patch: Partial<Tap> = {}): Tap {
 function findById(taps: Record<string, Tap>, betId: string): Tap | undefined {
   for (const t of Object.values(taps)) if (t.betId === betId) return t;
   return undefined;
+}
+/** The tap a `bet:confirmed` / `bet:rejected` is about: the one naming its bet, else the cell's tap
+ *  while that names no bet yet (a re-sent tap's events may be replayed by `resume` before the answer
+ *  that names the bet). Never a tap that names another bet. A `not_queued` rejection only by bet id:
+ *  that bet was never queued, and the same signed body, re-sent, is placed as a new bet. */
+function tapOfBet(taps: Record<string, Tap>, betId: string, cell: string, reason?: string): Tap | undefined {
+  const t = findById(taps, betId);
+  if (t || reason === "not_queued") return t;
+  const atCell = taps[cell];
+  return atCell && atCell.betId === null ? atCell : undefined;
 }
 function findByReq(taps: Record<string, Tap>, req: string): Tap | undefined {
   for (const t of Object.values(taps)) if (t.req === req) return t;
@@ -204,12 +214,12 @@ function onServer(s: State, m: ServerMsg, now: number): State {
       return put(s, move(t, "error", { reason: m.error.message || m.error.code }));
     }
     case "bet:confirmed": {
-      const t = findById(s.taps, m.bet_id) ?? s.taps[m.cell];
+      const t = tapOfBet(s.taps, m.bet_id, m.cell);
       if (!t) return s;
       return put(s, advance(t, "confirmed", { betId: m.bet_id, multiplier: m.multiplier, payout: m.payout }));
     }
     case "bet:rejected": {
-      const t = findById(s.taps, m.bet_id) ?? s.taps[m.cell];
+      const t = tapOfBet(s.taps, m.bet_id, m.cell, m.reason);
       if (!t) return s;
       return put(s, advance(t, "rejected", { betId: m.bet_id, reason: m.reason }));
     }

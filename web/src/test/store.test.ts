@@ -35,6 +35,21 @@ describe("a tap's state machine", () => {
     const s = run(sent, accepted, srv({ type: "bet:rejected", bet_id: "b1", cell: "100:5", reason: "insufficient_funds" }));
     expect(s.taps["100:5"]).toMatchObject({ state: "rejected", reason: "insufficient_funds" });
   });
+  it("an event naming another bet never moves a tap that already names its own", () => {
+    // A re-sent tap met a claim never queued (b0): the server released it (bet:rejected not_queued)
+    // and placed the same signed body as b1; the two messages may arrive in either order.
+    const b0Rejected = srv({ type: "bet:rejected", bet_id: "b0", cell: "100:5", reason: "not_queued" });
+    for (const order of [[accepted, b0Rejected], [b0Rejected, accepted]]) {
+      const s = run(sent, drop, reopen, ...order, confirmed);
+      expect(s.taps["100:5"]).toMatchObject({ state: "confirmed", betId: "b1" });
+    }
+    const other = srv({ type: "bet:rejected", bet_id: "b9", cell: "100:5", reason: "insufficient_funds" });
+    expect(run(sent, accepted, other).taps["100:5"]).toMatchObject({ state: "pending", betId: "b1" });
+  });
+  it("a replayed event of the re-sent tap's bet, before the answer naming it, is the tap's", () => {
+    const s = run(sent, drop, reopen, confirmed);
+    expect(s.taps["100:5"]).toMatchObject({ state: "confirmed", betId: "b1" });
+  });
   it("a drop while pending → unknown; the truth replaces it after the reconnect", () => {
     let s = run(sent, accepted, drop);
     expect(s.taps["100:5"]!.state).toBe("unknown");
