@@ -37,17 +37,21 @@ def _tap(sock: TapSocket, trader, desk: Desk, req: str, col: int) -> None:
     sock.handle(orjson.dumps({"type": "bet", "req": req, **body}))
 
 
+def _assert_refused_401(answer: dict) -> None:
+    assert (answer["type"], answer["status"], answer["error"]["code"]) == (
+        "bet:error",
+        401,
+        "invalid_session",
+    )
+
+
 def test_a_tap_after_the_session_expired_is_refused_401(desk: Desk) -> None:
     sock, answers, trader = _socket(desk, session_ends_in_ms=1_000)
     _tap(sock, trader, desk, "before", col=2)
     assert answers[-1]["type"] == "bet:accepted", answers[-1]
     desk.clock.advance(1.0)  # now == expires_at: expired, as HTTP's session lookup counts it
     _tap(sock, trader, desk, "after", col=3)
-    assert (answers[-1]["type"], answers[-1]["status"], answers[-1]["error"]["code"]) == (
-        "bet:error",
-        401,
-        "invalid_session",
-    )
+    _assert_refused_401(answers[-1])
 
 
 def test_a_tap_on_a_socket_whose_session_logged_out_is_refused_401(desk: Desk) -> None:
@@ -57,11 +61,7 @@ def test_a_tap_on_a_socket_whose_session_logged_out_is_refused_401(desk: Desk) -
     # what the pub/sub listener does when the session logs out: the socket's 4401 close is queued
     assert desk.svc.fanout.end_session(sock.session.key, WS_CLOSE_INVALID_SESSION, "invalid_session") == 1
     _tap(sock, trader, desk, "after", col=3)
-    assert (answers[-1]["type"], answers[-1]["status"], answers[-1]["error"]["code"]) == (
-        "bet:error",
-        401,
-        "invalid_session",
-    )
+    _assert_refused_401(answers[-1])
 
 
 def test_the_message_size_limit_counts_bytes_not_characters(desk: Desk) -> None:
