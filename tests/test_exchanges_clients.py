@@ -160,6 +160,16 @@ def test_server_shutdown_event_switches_connections(binance, agg, run, metrics):
     assert value(metrics, "tap_feed_source_reconnects_total", source="binance", reason="rotate") == 1
 
 
+def test_a_server_announcing_its_shutdown_on_every_connection_is_not_hammered(binance, agg, run, metrics):
+    """A draining server that still accepts connections and tells each one to move: the client switches
+    once, then backs off as after any failure (before: ~650 connections a second)."""
+    binance.greeting = orjson.dumps(sample("binance_serverShutdown.json")).decode()
+    run(BinanceSource(binance.url, agg, idle_s=2, metrics=metrics, backoff_initial_s=0.2, backoff_max_s=0.4))
+    gevent.sleep(1.0)
+    assert 2 <= binance.connections <= 10, binance.connections
+    assert value(metrics, "tap_feed_source_reconnects_total", source="binance", reason="rotate") >= 1
+
+
 def test_garbage_is_ignored_and_counted_while_prices_keep_flowing(binance, agg, run, metrics):
     src = run(BinanceSource(binance.url, agg, idle_s=2, metrics=metrics, **FAST))
     wait_until(lambda: latest(agg, "binance") is not None, timeout=3, what="connected")

@@ -89,6 +89,7 @@ class FakeExchange:
         self.connections = 0
         self.received: list[str] = []
         self.lose_until = 0.0  # coinbase: tickers are lost (not sent) until this monotonic time
+        self.greeting: str | None = None  # binance: sent first on every new connection
         self._seq = 93_525_999_403
         self._trade = 734_680_334
         self._agg = 3_130_483_914
@@ -167,6 +168,8 @@ class FakeExchange:
             sock.close()
 
     def _binance(self, ws) -> None:
+        if self.greeting is not None:
+            ws.send(self.greeting)
         while ws.connected:
             self.streaming.wait()
             if not ws.connected:

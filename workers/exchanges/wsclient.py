@@ -97,6 +97,7 @@ class ReconnectingClient(Stoppable):
         self._conn: websocket.WebSocket | None = None
         self._opened = self._last_data = 0.0
         self._stable = False
+        self._switched = False
         self._next_rotate: float | None = None
         self.connections = 0  # successful connections so far (tests and logs)
         self._last_warn: dict[str, float] = {}
@@ -169,6 +170,7 @@ class ReconnectingClient(Stoppable):
         self._conn = conn
         self._opened = self._last_data = self._clock()
         self._stable = False
+        self._switched = False  # opened by `_switch` (True), or by `run` after a reconnect (False)
         self._next_rotate = self._opened + self.max_age_s if self.max_age_s else None
 
     def _pump(self, conn: websocket.WebSocket) -> str:
@@ -205,6 +207,14 @@ class ReconnectingClient(Stoppable):
         try:
             useful = self.on_message(data, recv)
         except Rotate as exc:
+            if self._switched and not self._stable:
+                # Told to move again before the connection we moved to settled: a draining server that
+                # still accepts connections. Back off as after any failure, not as fast as handshakes
+                # complete (Binance allows 300 connections per 5 minutes per IP).
+                self.warn_rarely(
+                    "rotate", "%s: %s again, right after switching; backing off", self.source, exc
+                )
+                return "reconnect"
             log.info("%s: %s; switching to a new connection", self.source, exc)
             return None if self._switch("rotate") else "closed"
         except Reconnect as exc:
@@ -228,6 +238,7 @@ class ReconnectingClient(Stoppable):
             return False
         old = self._conn
         self._adopt(fresh)
+        self._switched = True
         if old is not None:
             self._close(old)
         return True
