@@ -284,6 +284,19 @@ def test_coinbase_backwards_sequence_is_ignored(coinbase, agg, run, metrics):
     assert src.connections == 1
 
 
+@pytest.mark.parametrize(
+    "subscriptions",
+    [{"type": "subscriptions", "channels": 5}, {"type": "subscriptions", "channels": [{"name": ["ticker"]}]}],
+    ids=["channels-not-a-list", "name-not-a-string"],
+)
+def test_a_malformed_coinbase_subscriptions_message_reconnects(coinbase, agg, run, metrics, subscriptions):
+    """Not a confirmed ticker subscription: reconnect (it crashed the client with a TypeError)."""
+    src = run(CoinbaseSource(coinbase.url, agg, idle_s=2, metrics=metrics, **FAST))
+    wait_until(lambda: src.connections == 1 and latest(agg, "coinbase"), timeout=3, what="connected")
+    coinbase.inject(orjson.dumps(subscriptions).decode())
+    wait_until(lambda: src.connections == 2, timeout=3, what="reconnected")
+
+
 def test_coinbase_error_message_reconnects(coinbase, agg, run, metrics):
     src = run(CoinbaseSource(coinbase.url, agg, idle_s=2, metrics=metrics, **FAST))
     wait_until(lambda: src.connections == 1 and latest(agg, "coinbase"), timeout=3, what="connected")

@@ -128,7 +128,13 @@ class CoinbaseSource(ReconnectingClient):
             self.warn_rarely("garbage", "coinbase: ignoring malformed message (%s)", exc)
             return False
         if kind == "subscriptions":
-            names = {c.get("name") if isinstance(c, dict) else c for c in msg.get("channels") or ()}
+            channels = msg.get("channels")
+            # a list compared by ==, not a set: a name that is not hashable (a list) must not crash
+            names = (
+                [c.get("name") if isinstance(c, dict) else c for c in channels]
+                if isinstance(channels, list)
+                else []
+            )
             self.subscribed = "ticker" in names
             if not self.subscribed:
                 raise Reconnect(f"subscription not confirmed: {str(msg)[:200]}")
