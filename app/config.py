@@ -224,7 +224,10 @@ class Settings:
         "TAP_ADMIN_ADDRESSES", _addresses, "", "Comma list of operator wallet addresses"
     )
     price_sources: tuple[str, ...] = _setting(
-        "TAP_PRICE_SOURCES", _sources, "sim", "Comma list of sim, binance, coinbase"
+        "TAP_PRICE_SOURCES",
+        _sources,
+        "sim",
+        "Comma list of sim, binance, coinbase (sim with an exchange only in dev mode)",
     )
     binance_ws_url: str = _setting(
         "TAP_BINANCE_WS_URL",
@@ -487,6 +490,10 @@ class Settings:
         for p in self.stake_presets:
             if not self.min_stake <= p <= self.max_stake:
                 bad("TAP_STAKE_PRESETS", "every preset must lie within TAP_MIN_STAKE..TAP_MAX_STAKE")
+        if "sim" in self.price_sources and len(self.price_sources) > 1 and not self.dev_mode:
+            # the simulated walk would be a source like any other in the median: a real-money price
+            # moved by a random walk (up to twice TAP_FEED_MAX_DEVIATION away before it is dropped)
+            bad("TAP_PRICE_SOURCES", "sim cannot be mixed with an exchange outside TAP_DEV_MODE=1")
         if not self.feed_degraded_s < self.feed_critical_s:
             bad("TAP_FEED_DEGRADED_S", "must be below TAP_FEED_CRITICAL_S")
         if self.max_cell_payout > self.max_column_payout:

@@ -46,6 +46,7 @@ def test_env_values_are_read():
         ({"TAP_HTTP_PORT": "70000"}, "TAP_HTTP_PORT"),
         ({"TAP_PRICE_SOURCES": "kraken"}, "TAP_PRICE_SOURCES"),
         ({"TAP_PRICE_SOURCES": "sim,sim"}, "TAP_PRICE_SOURCES"),
+        ({"TAP_PRICE_SOURCES": "sim,binance"}, "TAP_PRICE_SOURCES"),  # a random walk in a real price
         ({"TAP_PRICE_SOURCES": ""}, "TAP_PRICE_SOURCES"),
         ({"TAP_PRICE_STEP": "10.001"}, "TAP_PRICE_STEP"),
         ({"TAP_PRICE_STEP": "1e3"}, "TAP_PRICE_STEP"),
@@ -70,6 +71,11 @@ def test_bad_value_names_the_variable(env, name):
     message = str(err.value)
     assert message.startswith(name)
     assert "\n" not in message
+
+
+def test_sim_mixed_with_an_exchange_is_for_dev_mode_only():
+    s = Settings.from_env({"TAP_PRICE_SOURCES": "sim,binance", "TAP_DEV_MODE": "1"})
+    assert s.price_sources == ("sim", "binance")
 
 
 def test_every_setting_has_a_documented_tap_variable():
