@@ -104,6 +104,19 @@ def error_pages() -> str:
     return "\n        ".join(lines)
 
 
+def _path(p: Path) -> str:
+    """A path for the config, which quotes every path (a clone under "my dir" has a space). nginx reads
+    `$` in some of them as a variable and has no escape for it: such a path is refused, by name."""
+    text = str(p)
+    bad = sorted({c for c in text if c in '"\\$' or ord(c) < 32})
+    if bad:
+        raise SystemExit(
+            f"nginx cannot be given the path {text!r}: it contains {' '.join(map(repr, bad))};"
+            " move the checkout or set TAP_DATA_DIR to a path without them"
+        )
+    return text
+
+
 def _fill(template: str, **values: object) -> str:
     """Replace ``{{name}}`` placeholders (nginx's own ``$vars`` stay); an unknown name is an error."""
 
@@ -163,14 +176,14 @@ def render(
     copy_app(static_root)
     text = _fill(
         (ROOT / "nginx" / "nginx.conf.template").read_text(),
-        prefix=prefix,
-        mime_types=mime,
+        prefix=_path(prefix),
+        mime_types=_path(Path(mime)),
         upstream=settings.bind,  # host:port or unix:/path, both valid in an nginx upstream
         http_port=settings.http_port,
         https_port=settings.https_port,
-        cert=cert,
-        key=key,
-        static_root=static_root,
+        cert=_path(cert),
+        key=_path(key),
+        static_root=_path(static_root),
         api_rate=api_rate,
         api_burst=api_burst,
         conn_per_ip=conn_per_ip,

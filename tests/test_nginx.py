@@ -3,10 +3,13 @@ refusals (not the app's) in the API's JSON error shape (SPEC §6) instead of ngi
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import urllib.request
+from pathlib import Path
 
 import pytest
 import websocket
@@ -118,6 +121,24 @@ def test_render_into_the_unreachable_data_dir_says_what_to_do(private_env):
 
     with pytest.raises(SystemExit, match=r"cannot enter .*private \(mode 700\).*--prefix"):
         render(Settings.from_env(private_env))
+
+
+def test_paths_with_a_space_are_quoted_in_the_config(redis_url):
+    """A clone (so a data directory) under "my dir": nginx read `pid /…/my dir/…;` as two arguments and
+    refused to start (a user without root; as root its files live under /run)."""
+    from nginx.render import command, render
+
+    spaced = Path(tempfile.mkdtemp(prefix="tap nginx "))
+    try:
+        spaced.chmod(0o755)  # as root, nginx's workers run as nobody, who must reach it
+        conf = render(
+            Settings.from_env({"TAP_DATA_DIR": str(spaced / "data dir"), "TAP_REDIS_URL": redis_url})
+        )
+        assert " " in str(conf)
+        checked = subprocess.run([*command(conf), "-t", "-q"], capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        shutil.rmtree(spaced)
 
 
 def test_nginx_refusals_are_json_with_retry_after(private_env, tmp_path):
