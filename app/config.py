@@ -97,6 +97,12 @@ def _url(*schemes: str, optional: bool = False) -> Callable[[str], str | None]:
         parts = urlsplit(raw)
         if parts.scheme not in schemes or not parts.netloc:
             raise ValueError(f"must be a {'/'.join(s + '://' for s in schemes)} URL")
+        try:
+            port = parts.port  # urllib only reads it here: "abc" or 70000 raise ValueError
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("has a port that is not a number from 1 to 65535")
         return raw
 
     return parse

@@ -21,8 +21,9 @@ RESTART_LIMIT=5    # quick deaths in a row before giving up
 BACKOFF_MAX_S=16
 log() { printf '[run] %s\n' "$*" 2>/dev/null || true; }
 
-# Validate every TAP_* setting first: one line naming the bad variable, then stop.
-eval "$($PY - <<'PYEOF'
+# Validate every TAP_* setting first: one line naming the bad variable, then stop. (Captured before
+# it is evaluated: inside `eval "$(…)"` a crash of this step would go unnoticed by set -e.)
+SETTINGS_SH=$($PY - <<'PYEOF'
 import shlex, sys
 from urllib.parse import urlsplit
 from app.config import ConfigError, Settings
@@ -51,7 +52,8 @@ if s.replicating:
 else:
     print("REPLICA=")
 PYEOF
-)"
+) || { log "could not read the configuration (the error is above)"; exit 2; }
+eval "$SETTINGS_SH"
 LOGS=$TAP_DATA_DIR/logs
 mkdir -p "$TAP_DATA_DIR/redis" "$LOGS"
 

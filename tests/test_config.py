@@ -54,6 +54,8 @@ def test_env_values_are_read():
         ({"TAP_HOUSE_EDGE": "-0.1"}, "TAP_HOUSE_EDGE"),
         ({"TAP_DEV_MODE": "maybe"}, "TAP_DEV_MODE"),
         ({"TAP_REDIS_URL": "http://x"}, "TAP_REDIS_URL"),
+        ({"TAP_REDIS_URL": "redis://127.0.0.1:abc/0"}, "TAP_REDIS_URL"),  # was a traceback in make run
+        ({"TAP_REDIS_URL": "redis://127.0.0.1:70000/0"}, "TAP_REDIS_URL"),
         ({"TAP_BINANCE_WS_URL": "https://example"}, "TAP_BINANCE_WS_URL"),
         ({"TAP_ADMIN_ADDRESSES": "0x1234"}, "TAP_ADMIN_ADDRESSES"),
         ({"TAP_FEED_CRITICAL_S": "soon"}, "TAP_FEED_CRITICAL_S"),
