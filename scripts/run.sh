@@ -57,6 +57,23 @@ eval "$SETTINGS_SH"
 LOGS=$TAP_DATA_DIR/logs
 mkdir -p "$TAP_DATA_DIR/redis" "$LOGS"
 
+# One `make run` per data directory. A second one (say after this script was killed with kill -9 and
+# its services kept running) would start a second writer, resolver and Redis over the same week
+# files. The lock's descriptor is inherited by every service started below, so it is held until the
+# last of them has exited, whatever happened to this script.
+RUN_LOCK=$(cd "$TAP_DATA_DIR" && pwd -P)/run.lock
+exec 9>>"$RUN_LOCK"
+if ! flock -n 9; then
+  holders=""
+  for p in /proc/[0-9]*; do
+    for fd in "$p"/fd/*; do
+      if [ "$(readlink "$fd" 2>/dev/null)" = "$RUN_LOCK" ]; then holders+=" ${p#/proc/}"; break; fi
+    done
+  done
+  log "another make run, or what it started, is using $TAP_DATA_DIR (pids:${holders:- not visible to you}); stop it, or set TAP_DATA_DIR"
+  exit 1
+fi
+
 SERVICES=(redis gunicorn nginx)   # start order
 [ -n "$REPLICA" ] && SERVICES=(redis gunicorn litestream nginx)
 declare -A PID=() STARTED_MS=() QUICK_DEATHS=() RESTART_AT_MS=()

@@ -2,6 +2,7 @@
 parent only root may enter, on free ports. Its services are real; each test stops all it started."""
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -190,6 +191,19 @@ def test_make_run_fails_fast_when_a_port_is_taken(run):
     assert code == 1, run.output()
     assert time.monotonic() - started < 8, "it waited for a gunicorn that never started"
     assert f"port 127.0.0.1:{run.redis_port} is already in use; set TAP_REDIS_URL" in run.output()
+
+
+def test_make_run_refuses_a_data_directory_another_run_still_uses(run):
+    """What a `make run` killed with kill -9 leaves: its services, holding the data directory's lock
+    (here the test holds it). A second run names them instead of starting a second writer there."""
+    run.data.mkdir(parents=True)
+    with open(run.data / "run.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        run.start()
+        code = run.proc.wait(timeout=30)
+    assert code == 1, run.output()
+    assert f"another make run, or what it started, is using {run.data} (pids: {os.getpid()}" in run.output()
+    assert not (run.data / "gunicorn.pid").exists()
 
 
 def test_make_run_names_the_log_of_a_service_that_cannot_start(run):
