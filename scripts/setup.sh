@@ -80,6 +80,10 @@ py_path=$(readlink -f "$("$PY" -c 'import sys; print(sys.executable)')")
 if [ -x .venv/bin/python ] && [ "$(readlink -f .venv/bin/python)" != "$py_path" ]; then
   log "recreating .venv on $py_path (it was on $(readlink -f .venv/bin/python))"
   rm -rf .venv
+elif [ -f .venv/bin/pip ] && ! grep -qF -e "$ROOT/.venv/bin/python" -e "$(pwd -P)/.venv/bin/python" .venv/bin/pip; then
+  # The checkout was moved: the scripts in .venv/bin (gunicorn, flask, pip) start the old path.
+  log "recreating .venv: it was made for another place of this checkout"
+  rm -rf .venv
 fi
 if [ ! -x .venv/bin/python ]; then
   log "creating virtualenv .venv ($("$PY" -V) at $py_path)"
