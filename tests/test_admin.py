@@ -8,6 +8,7 @@ import math
 
 import gevent
 import gevent.event
+import jsonschema
 import pytest
 from eth_account import Account
 
@@ -79,6 +80,26 @@ def test_the_admin_can_read_every_panel(desk: Desk, admin) -> None:
             assert headers.get("Cache-Control") == "no-store" or path.endswith("whoami")
 
 
+def documented(desk: Desk, name: str) -> jsonschema.Draft4Validator:
+    """The OpenAPI document's component `name` as a JSON Schema (additional properties refused, as
+    generated; OpenAPI 3.0's `nullable` as a type that admits null)."""
+
+    def as_json_schema(node: object) -> object:
+        if isinstance(node, list):
+            return [as_json_schema(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: as_json_schema(v) for k, v in node.items() if k != "nullable"}
+        if node.get("nullable") and "type" in node:
+            out["type"] = [node["type"], "null"]
+        return out
+
+    spec = desk.app.test_client().get("/api/openapi.json").get_json()
+    components = as_json_schema(spec["components"])
+    assert isinstance(components, dict)
+    return jsonschema.Draft4Validator({**components["schemas"][name], "components": components})
+
+
 def test_halting_refuses_every_tap_with_the_reason_and_records_who_did_it(desk: Desk, admin) -> None:
     (t,) = make_traders(desk, 1)
     accepted_body = t.bet_body(desk.cell(col=1), "1", ts=desk.clock.ms)
@@ -113,6 +134,13 @@ def test_halting_refuses_every_tap_with_the_reason_and_records_who_did_it(desk: 
     }
 
     assert "tap_betting_halted 1.0" in desk.app.test_client().get("/metrics").get_data(as_text=True)
+    # what a client generated from the OpenAPI document checks: the 202s (fresh and a retry's) and the
+    # grid's feed while halted (its `halted` was undocumented; the 202 was documented as a full bet)
+    status, grid, _ = t.call("GET", "/api/v1/grid")
+    assert status == 200
+    documented(desk, "FeedStatus").validate(grid["feed"])
+    for body in (accepted, again):
+        documented(desk, "BetAccepted").validate(body)
 
     desk.clock.advance(1)
     status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": True})

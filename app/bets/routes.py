@@ -33,7 +33,7 @@ def place() -> tuple[Response, int]:
           description: >-
             Accepted and queued (status pending); bet:confirmed or bet:rejected follows on the
             websocket. A retry of the same signed body returns the same bet and its current status.
-          content: {application/json: {schema: app.bets.schemas.BetSchema}}
+          content: {application/json: {schema: app.bets.schemas.BetAcceptedSchema}}
         400: BadRequest
         401: Unauthorized
         409: Conflict

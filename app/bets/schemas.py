@@ -96,6 +96,14 @@ class BetSchema(Schema):
     reason = fields.String(metadata={"description": "Only when rejected, e.g. insufficient_funds"})
 
 
+class BetAcceptedSchema(BetSchema):
+    """The 202 of `POST /bets` (and the socket's `bet:accepted`): the six fields of the bet as placed.
+    A retry of an accepted nonce answers with the bet as it stands now, with BetSchema's other fields."""
+
+    potential_payout = fields.String()
+    placed_at = fields.Integer(metadata={"description": "Unix ms"})
+
+
 class BetPageSchema(Schema):
     bets = fields.List(fields.Nested(BetSchema), required=True)
     next_cursor = fields.String(allow_none=True, required=True)

@@ -14,7 +14,7 @@ YAML block from the docstring (after a line ``---``), keyed by method::
           requestBody:
             content: {application/json: {schema: app.bets.schemas.BetRequestSchema}}
           responses:
-            202: {description: Accepted, content: {application/json: {schema: app.bets.schemas.BetSchema}}}
+            202: {description: Accepted, content: {application/json: {schema: BetAcceptedSchema}}}
             400: BadRequest
             401: Unauthorized
         \"\"\"

@@ -9,6 +9,7 @@ class FeedStatusSchema(Schema):
     type = fields.String(metadata={"description": "status"})
     feed = fields.String(required=True, metadata={"description": "healthy, degraded or critical"})
     betting = fields.Boolean(required=True)
+    halted = fields.Boolean(metadata={"description": "Present while an operator halted betting (§8b)"})
     reason = fields.String(metadata={"description": "Why betting is closed, when it is"})
 
 
