@@ -162,6 +162,8 @@ def test_halting_refuses_every_tap_with_the_reason_and_records_who_did_it(desk: 
         ({"open": False, "reason": "   "}, "invalid_reason"),
         ({"open": False, "reason": "x" * 201}, "invalid_reason"),
         ({"open": False, "reason": 5}, "invalid_reason"),
+        ({"open": False, "reason": "\u0000 feed"}, "invalid_reason"),  # was a 500, halted, unrecorded
+        ({"open": False, "reason": "line\nbreak"}, "invalid_reason"),
         ({"open": 0, "reason": "x"}, "invalid_request"),
         ({"open": "false", "reason": "x"}, "invalid_request"),
         ({"reason": "x"}, "invalid_request"),

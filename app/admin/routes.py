@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import apsw
 import gevent
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -129,7 +130,7 @@ def set_betting() -> Response:
             timeout=RECORD_TIMEOUT_S,
             priority=True,
         )
-    except (ApiError, OutcomeUnknown, gevent.Timeout) as exc:
+    except (ApiError, OutcomeUnknown, gevent.Timeout, apsw.Error) as exc:
         recorded = False
         current_app.logger.error(
             "betting %s by %s (%s) is in effect but was not recorded: %r",
@@ -159,6 +160,8 @@ def _parse_betting(body: Any) -> tuple[bool, str | None]:
     if reason is not None:
         if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= REASON_MAX:
             raise BadRequest(f'"reason" must be text of 1 to {REASON_MAX} characters.', code="invalid_reason")
+        if any(ord(c) < 32 or ord(c) == 127 for c in reason):  # traders see it; SQLite's CHECK stops at NUL
+            raise BadRequest('"reason" must not contain control characters.', code="invalid_reason")
         reason = reason.strip()
     if not open_ and reason is None:
         raise BadRequest(
