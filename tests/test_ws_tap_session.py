@@ -13,10 +13,16 @@ import dataclasses
 import orjson
 
 from app.auth.decorators import WS_CLOSE_INVALID_SESSION
+from app.auth.ratelimit import Limits
 from app.auth.sessions import lookup_session
 from app.auth.state import auth_state
 from app.realtime.taps import TapSocket
 from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+
+
+def _limits(desk: Desk) -> Limits:
+    with desk.app.app_context():
+        return auth_state().limits
 
 
 def _socket(desk: Desk, session_ends_in_ms: int | None = None) -> tuple[TapSocket, list[dict], object]:
@@ -25,10 +31,8 @@ def _socket(desk: Desk, session_ends_in_ms: int | None = None) -> tuple[TapSocke
     assert session is not None
     if session_ends_in_ms is not None:
         session = dataclasses.replace(session, expires_at=desk.clock.ms + session_ends_in_ms)
-    with desk.app.app_context():
-        limits = auth_state().limits
     answers: list[dict] = []
-    sock = TapSocket(desk.svc, desk.svc.fanout.register(), session, limits, send=answers.append)
+    sock = TapSocket(desk.svc, desk.svc.fanout.register(), session, _limits(desk), send=answers.append)
     return sock, answers, trader
 
 
@@ -78,3 +82,19 @@ def test_a_resume_id_with_non_ascii_digits_is_invalid_not_a_crash(desk: Desk) ->
     for after in ("²-0", "1-①", "٣-0"):
         sock.handle(orjson.dumps({"type": "resume", "after": after}))
         assert answers[-1]["error"]["code"] == "invalid_resume", (after, answers[-1])
+
+
+def test_the_sockets_own_refusals_count_in_the_consoles_taps_by_code(desk: Desk) -> None:
+    """SPEC §8c: taps refused per second by code, the transport's own checks included."""
+    anonymous = TapSocket(desk.svc, desk.svc.fanout.register(), None, _limits(desk), send=lambda _m: None)
+    sock, answers, trader = _socket(desk)
+    anonymous.handle(orjson.dumps({"type": "bet", "req": "r0", **trader.bet_body(desk.cell(col=2), "1")}))
+    sock.in_flight = 64  # as many bets waiting for their commit as a socket may have
+    _tap(sock, trader, desk, "r1", col=3)
+    assert answers[-1]["error"]["code"] == "too_many_in_flight"
+    status, _, _ = trader.call("GET", "/api/v1/me")  # the trader is fine; an anonymous POST is not
+    assert status == 200
+    resp = desk.app.test_client().post("/api/v1/bets", json=trader.bet_body(desk.cell(col=4), "1"))
+    assert resp.status_code == 401
+    totals = desk.svc.taps.series(desk.svc.clock())["totals"]
+    assert totals == {"invalid_session": 1, "too_many_in_flight": 1, "missing_authorization": 1}, totals

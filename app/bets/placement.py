@@ -118,10 +118,20 @@ def _parse_bet(svc: Services, body: object) -> BetRequest:
     )
 
 
+def count_refusal(svc: Services, exc: BaseException) -> None:
+    """Count a refusal by a transport's own checks around the bet rules (the session, a full write
+    queue, the socket's in-flight cap, the per-wallet rate limit) in the console's taps per second by
+    code, as the rules count their own (SPEC §8c). The adapters call it from an `except`: nothing on
+    an accepted tap's path."""
+    if isinstance(exc, ApiError):
+        svc.taps.record(exc.code, svc.clock())
+    elif isinstance(exc, redis.RedisError):
+        svc.taps.record("dependency_unavailable", svc.clock())
+
+
 def shed_load(svc: Services) -> None:
-    """Refuse at once, before any work, while the writer's queue is full."""
+    """Refuse at once, before any work, while the writer's queue is full (`count_refusal` counts it)."""
     if svc.writes.depth() >= svc.writes.maxsize:
-        svc.taps.record(Overloaded.code, svc.clock())
         raise Overloaded("Too many bets in flight; try again shortly.", retry_after=1)
 
 

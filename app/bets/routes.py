@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from app.auth.decorators import authenticate, authenticates_itself, current_session, login_required
-from app.bets.placement import load_bet, parse_bet, place_bet, shed_load
+from app.bets.placement import count_refusal, load_bet, parse_bet, place_bet, shed_load
 from app.bets.store import bet_row_json, list_bets
 from app.errors import BadRequest, NotFound
 from app.http.pagination import cursor_param, encode_cursor, page_limit
@@ -45,8 +45,12 @@ def place() -> tuple[Response, int]:
     # SPEC §6's order: the schema, then the session (a malformed body is 400 with or without a
     # token); then a full write queue refuses before the signature or Redis cost anything.
     req = parse_bet(svc, request.get_json())
-    session = authenticate()
-    shed_load(svc)
+    try:
+        session = authenticate()
+        shed_load(svc)
+    except Exception as exc:
+        count_refusal(svc, exc)
+        raise
     return jsonify(place_bet(svc, session, req, svc.now_ms()).body), 202
 
 

@@ -33,7 +33,7 @@ from app.auth.decorators import WS_CLOSE_INVALID_SESSION, WebsocketRefused, webs
 from app.auth.ratelimit import Counter, Limits
 from app.auth.sessions import Session
 from app.auth.signatures import to_checksum_address
-from app.bets.placement import parse_bet, place_bet, shed_load
+from app.bets.placement import count_refusal, parse_bet, place_bet, shed_load
 from app.errors import RateLimited, Unauthorized, as_api_error
 from app.keys import events_key
 from app.realtime.events import STREAM_TTL_MS, parse_id, with_id
@@ -220,29 +220,33 @@ class TapSocket:
 
     def _place(self, fields: dict[str, Any]) -> dict[str, Any]:
         svc, session = self.svc, self.session
-        if session is None:
-            raise Unauthorized(
-                'Authenticate the socket first: {"type": "auth", "token": …}.', code="invalid_session"
-            )
         now_ms = svc.now_ms()
-        # A session that ended is refused here as HTTP refuses it, not only once the socket's close
-        # (queued by the sweeper at expiry, by the pub/sub listener at logout) reaches its writer.
-        if session.expires_at <= now_ms or self.client.close_code == WS_CLOSE_INVALID_SESSION:
-            raise Unauthorized(
-                "The session is unknown, expired or logged out; sign in again.", code="invalid_session"
+        try:
+            if session is None:
+                raise Unauthorized(
+                    'Authenticate the socket first: {"type": "auth", "token": …}.', code="invalid_session"
+                )
+            # A session that ended is refused here as HTTP refuses it, not only once the socket's close
+            # (queued by the sweeper at expiry, by the pub/sub listener at logout) reaches its writer.
+            if session.expires_at <= now_ms or self.client.close_code == WS_CLOSE_INVALID_SESSION:
+                raise Unauthorized(
+                    "The session is unknown, expired or logged out; sign in again.", code="invalid_session"
+                )
+            shed_load(svc)
+            if self.in_flight >= MAX_IN_FLIGHT:
+                raise RateLimited(
+                    f"At most {MAX_IN_FLIGHT} bets may wait for confirmation on one socket.",
+                    code="too_many_in_flight",
+                    retry_after=1,
+                )
+            # The per-wallet counter HTTP requests count too (one limit for both transports), as a
+            # script call that shares its round trip with concurrent taps' calls.
+            self.counter.hit(
+                "addr", session.address, limit=self.limits.per_address_per_s, window_s=1, now_ms=now_ms
             )
-        shed_load(svc)
-        if self.in_flight >= MAX_IN_FLIGHT:
-            raise RateLimited(
-                f"At most {MAX_IN_FLIGHT} bets may wait for confirmation on one socket.",
-                code="too_many_in_flight",
-                retry_after=1,
-            )
-        # The per-wallet counter HTTP requests count too (one limit for both transports), as a
-        # script call that shares its round trip with concurrent taps' calls.
-        self.counter.hit(
-            "addr", session.address, limit=self.limits.per_address_per_s, window_s=1, now_ms=now_ms
-        )
+        except Exception as exc:
+            count_refusal(svc, exc)
+            raise
         req = parse_bet(svc, fields)
         self.in_flight += 1  # reserved before the writer can answer; released below unless queued
         try:
