@@ -5,6 +5,7 @@ tests/test_admin_e2e.py (a real gunicorn)."""
 from __future__ import annotations
 
 import math
+import sys
 
 import gevent
 import gevent.event
@@ -370,3 +371,20 @@ def test_requests_waiting_for_a_computation_whose_request_was_killed_get_a_503_t
     assert isinstance(waiting.exception, Unavailable) and waiting.exception.status == 503
     release.set()
     assert cached.get() == 1  # the next request computes afresh
+
+
+def test_the_integrity_checks_lock_is_held_however_long_one_file_takes(desk: Desk) -> None:
+    """The lock was renewed per progress line: a check that printed nothing for longer than its TTL (one
+    large week file) let it lapse, and a second run could start beside the first."""
+    from app.admin.integrity import AlreadyRunning, IntegrityRunner
+
+    quiet_for_a_second = [sys.executable, "-c", "import time; time.sleep(1.0)"]
+    runner = IntegrityRunner(desk.svc, lock_ttl_s=0.2, command=quiet_for_a_second)
+    first = runner.start(by="0xadmin")
+    assert runner.greenlet is not None
+    while not runner.greenlet.ready():  # five TTLs without a line from the check
+        with pytest.raises(AlreadyRunning):
+            runner.start(by="0xadmin")
+        gevent.sleep(0.05)
+    assert runner.last()["id"] == first["id"]
+    assert desk.svc.redis.get(INTEGRITY_LOCK_KEY) is None  # released at the end

@@ -4,8 +4,9 @@
 (`python -m app.admin.integrity_run`, at a lower CPU priority), so its loops over every ledger row
 never hold this worker's GIL; a greenlet here reads its progress lines and keeps the state in Redis:
 
-- ``tap:integrity:lock`` (SET NX, a short TTL renewed while it runs): one run at a time, across
-  workers — a second POST while one runs answers 409 `integrity_check_running`;
+- ``tap:integrity:lock`` (SET NX, a short TTL renewed every third of it by a greenlet while the check
+  runs, however long one week file takes): one run at a time, across workers — a second POST while one
+  runs answers 409 `integrity_check_running`;
 - ``tap:integrity:last``: the last run as JSON — ``state`` running / ok / violations / failed /
   interrupted, who started it and when, progress (files done of total), the finish time, the number
   of violations and the first ones. Kept (no TTL) until the next run replaces it.
@@ -53,8 +54,14 @@ class AlreadyRunning(Exception):
 
 
 class IntegrityRunner:
-    def __init__(self, svc: Services) -> None:
+    def __init__(
+        self, svc: Services, lock_ttl_s: float = LOCK_TTL_S, command: list[str] | None = None
+    ) -> None:
+        """`command`: the check's process (default: `python -m app.admin.integrity_run <db dir>`); a
+        test gives a slower one, with a short `lock_ttl_s`, to see the lock held throughout."""
         self.svc = svc
+        self.lock_ttl_s = lock_ttl_s
+        self.command = command or [sys.executable, "-m", "app.admin.integrity_run", str(svc.settings.db_dir)]
         self.greenlet: gevent.Greenlet | None = None
 
     def last(self) -> dict[str, Any] | None:
@@ -75,7 +82,7 @@ class IntegrityRunner:
         """Start a run in the background and return its record; AlreadyRunning if one runs."""
         r = self.svc.redis
         run_id = secrets.token_hex(8)
-        if not r.set(INTEGRITY_LOCK_KEY, run_id, nx=True, ex=LOCK_TTL_S):
+        if not r.set(INTEGRITY_LOCK_KEY, run_id, nx=True, px=int(self.lock_ttl_s * 1000)):
             raise AlreadyRunning
         run: dict[str, Any] = {
             "id": run_id,
@@ -97,31 +104,33 @@ class IntegrityRunner:
     def _save(self, run: dict[str, Any]) -> None:
         self.svc.redis.set(INTEGRITY_LAST_KEY, orjson.dumps(run))
 
-    def _renew(self, run_id: str) -> None:
+    def _keep_lock(self, run_id: str) -> None:
+        """Renew the lock every third of its TTL while the check runs (killed when it ends). Renewed per
+        progress line, it lapsed while one large week file took longer than the TTL, and a second run
+        could start beside the first."""
         r = self.svc.redis
-        if r.get(INTEGRITY_LOCK_KEY) == run_id.encode():
-            r.expire(INTEGRITY_LOCK_KEY, LOCK_TTL_S)
+        while True:
+            gevent.sleep(self.lock_ttl_s / 3)
+            with contextlib.suppress(redis.RedisError):  # missed once: the next one is in time
+                if r.get(INTEGRITY_LOCK_KEY) == run_id.encode():
+                    r.pexpire(INTEGRITY_LOCK_KEY, int(self.lock_ttl_s * 1000))
 
     def _run(self, run: dict[str, Any]) -> None:
         t0 = time.monotonic()
-        cmd = [sys.executable, "-m", "app.admin.integrity_run", str(self.svc.settings.db_dir)]
+        keeper = gevent.spawn(self._keep_lock, run["id"])
         try:
             proc = subprocess.Popen(
-                cmd,
+                self.command,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=PROJECT_ROOT,
                 preexec_fn=lambda: os.nice(NICENESS),
             )
             assert proc.stdout is not None and proc.stderr is not None
-            last_renew = time.monotonic()
             final: str | None = None  # the outcome, published with finished_at once the process exits
             for line in proc.stdout:
                 final = self._apply(run, orjson.loads(line)) or final
                 self._save(run)
-                if time.monotonic() - last_renew > LOCK_TTL_S / 3:
-                    self._renew(run["id"])
-                    last_renew = time.monotonic()
             err = proc.stderr.read().decode(errors="replace")
             code = proc.wait()
             if code in (0, 1) and final is not None:
@@ -135,6 +144,7 @@ class IntegrityRunner:
             run["error"] = str(exc)[:500]
             log.exception("integrity-check from the console could not run")
         finally:
+            keeper.kill()
             run["finished_at"] = self.svc.now_ms()
             run["seconds"] = round(time.monotonic() - t0, 3)
             run["current_file"] = None
