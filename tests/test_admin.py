@@ -4,6 +4,7 @@ tests/test_admin_e2e.py (a real gunicorn)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -19,6 +20,7 @@ from app.bets.resolution import Outcome
 from app.config import Settings
 from app.errors import Unavailable
 from app.keys import INTEGRITY_LOCK_KEY
+from app.storage import db
 from app.units import MICRO
 from tests.support.auth import FakeClock
 from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
@@ -388,3 +390,25 @@ def test_the_integrity_checks_lock_is_held_however_long_one_file_takes(desk: Des
         gevent.sleep(0.05)
     assert runner.last()["id"] == first["id"]
     assert desk.svc.redis.get(INTEGRITY_LOCK_KEY) is None  # released at the end
+
+
+def test_the_weeks_panel_lists_this_machines_weeks_while_the_archive_target_fails(
+    desk: Desk, admin, monkeypatch
+) -> None:
+    """S3 unreachable (here: no credentials at all, so it fails at once): the archived weeks are
+    unknown, but the week files on this machine are still listed (they vanished with the error)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    unreachable = dataclasses.replace(
+        desk.svc.settings, s3_bucket="tap-test", s3_endpoint_url="http://127.0.0.1:9"
+    )
+    monkeypatch.setattr(desk.svc, "settings", unreachable)
+    status, out, _ = admin.call("GET", "/api/v1/admin/overview")
+    assert status == 200, out
+    weeks = out["weeks"]
+    assert weeks["error"] and weeks["archived"] == []
+    current = db.current_week_file(desk.svc.settings.db_dir)
+    assert [w["file"] for w in weeks["local"]] == [current.name], weeks

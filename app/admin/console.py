@@ -240,14 +240,14 @@ class Console:
 
     # ---- weeks ------------------------------------------------------------------------------------------
     def _weeks(self) -> dict[str, Any]:
-        from app.storage.archive import ArchiveError, Archiver
+        from app.storage.archive import ArchiveError, Archiver, local_listing
 
         try:
             if self._archiver is None:  # once: an S3 client costs ~0.1 s of CPU to build
                 self._archiver = Archiver(self.svc.settings)
             listing = self._archiver.listing()
-        except ArchiveError as exc:
-            return {"error": str(exc), "local": [], "archived": []}
+        except ArchiveError as exc:  # the target unreachable: this machine's weeks are still known
+            return {"error": str(exc), "local": local_listing(self.svc.settings.db_dir), "archived": []}
         return {
             "local": listing["local"],
             "archived": [

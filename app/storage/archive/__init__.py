@@ -36,7 +36,7 @@ checks, the SHA-256 in a ``sha256sum``-compatible ``.sha256`` file beside the ob
 Expected failures raise `ArchiveError`, whose message is one line for the operator.
 """
 
-from app.storage.archive.archiver import Archiver, WeekResult
+from app.storage.archive.archiver import Archiver, WeekResult, local_listing
 from app.storage.archive.streams import Progress, fmt_bytes, fmt_counts, sha256_file
 from app.storage.archive.targets import LocalTarget, ObjectInfo, S3Target, make_target
 from app.storage.archive.weeks import ArchiveError, LocalWeek, Week, classify
@@ -54,6 +54,7 @@ __all__ = [
     "classify",
     "fmt_bytes",
     "fmt_counts",
+    "local_listing",
     "make_target",
     "sha256_file",
 ]

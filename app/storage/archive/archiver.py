@@ -675,11 +675,7 @@ class Archiver:
     # -- list
 
     def listing(self) -> dict[str, Any]:
-        local = []
-        try:
-            local = classify(self.db_dir)
-        except ArchiveError:
-            local = [LocalWeek(Week.of(p), p, file_size(p), "unknown") for p in list_week_files(self.db_dir)]
+        local = local_listing(self.db_dir)
         self.target.check(create=False)
         index = self.read_index().get("weeks", {})
         restored_dir = self.db_dir / RESTORED_DIR
@@ -705,12 +701,19 @@ class Archiver:
         return {
             "db_dir": str(self.db_dir),
             "target": self.target.url(),
-            "local": [
-                {"week": str(lw.week), "file": lw.path.name, "size": lw.size, "state": lw.state}
-                for lw in local
-            ],
+            "local": local,
             "archived": archived,
         }
+
+
+def local_listing(db_dir: Path) -> list[dict[str, Any]]:
+    """The week files on this machine and what archiving would do with each: no archive target needed
+    (the console lists them while S3 is unreachable)."""
+    try:
+        local = classify(db_dir)
+    except ArchiveError:
+        local = [LocalWeek(Week.of(p), p, file_size(p), "unknown") for p in list_week_files(db_dir)]
+    return [{"week": str(lw.week), "file": lw.path.name, "size": lw.size, "state": lw.state} for lw in local]
 
 
 def _row_counts(conn: apsw.Connection) -> dict[str, int]:
