@@ -726,6 +726,15 @@ function parseFeedPanel(v: unknown): FeedPanel {
   };
 }
 
+/** The answer to POST /api/v1/admin/betting: the state, and whether the action made it into the audit
+ *  log (`recorded: false`: it is in effect, but the database did not take its record). */
+export interface BettingActionResult extends BettingState {
+  recorded: boolean;
+}
+export function parseBettingActionResult(v: unknown): BettingActionResult {
+  return { ...parseBettingState(v), recorded: bool(obj(v, "betting"), "recorded") };
+}
+
 export function parseBettingState(v: unknown): BettingState {
   const o = obj(v, "betting");
   return {

@@ -1,10 +1,21 @@
 // The console's glue: polls GET /api/v1/admin/overview (the full 15 minutes once, then `?window=10`
 // each second, merged in the store), and the operator's actions (halt, reopen, integrity-check).
 import { Api, ApiFailure } from "../api";
-import { parseBettingState, parseIntegrityState, parseMe, parseOverview } from "../wire";
+import { parseBettingActionResult, parseIntegrityState, parseMe, parseOverview, type BettingActionResult } from "../wire";
 import { AdminStore } from "./state";
 
 export const POLL_MS = 1000;
+
+/** What the operator is told after halting or reopening: an action that is in effect but missing from
+ *  the audit log is an error to act on, not a success. */
+export function bettingMessage(st: BettingActionResult): { level: "ok" | "error"; text: string } {
+  const done = st.halted ? `Betting halted: ${st.reason ?? ""}` : "Betting reopened.";
+  if (st.recorded) return { level: "ok", text: done };
+  return {
+    level: "error",
+    text: `${done} — in effect, but NOT recorded in the audit log (the database did not take it): note who did it and why, and check the server's log.`,
+  };
+}
 
 export class AdminConsole {
   readonly store = new AdminStore();
@@ -94,12 +105,8 @@ export class AdminConsole {
   async setBetting(open: boolean, reason: string | null): Promise<boolean> {
     try {
       const body = open ? { open: true, ...(reason ? { reason } : {}) } : { open: false, reason };
-      const st = await this.api.call("POST", "/api/v1/admin/betting", parseBettingState, { ...this.auth(), body });
-      this.store.dispatch({
-        type: "message",
-        level: "ok",
-        text: st.halted ? `Betting halted: ${st.reason ?? ""}` : "Betting reopened.",
-      });
+      const st = await this.api.call("POST", "/api/v1/admin/betting", parseBettingActionResult, { ...this.auth(), body });
+      this.store.dispatch({ type: "message", ...bettingMessage(st) });
       await this.refresh();
       return true;
     } catch (e) {

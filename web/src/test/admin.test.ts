@@ -13,7 +13,8 @@ import {
   ratioBp,
   shareBp,
 } from "../admin/shape";
-import { parseOverview, WireError, type ExposureColumn, type TapsPanel } from "../wire";
+import { bettingMessage } from "../admin/console";
+import { parseBettingActionResult, parseOverview, WireError, type ExposureColumn, type TapsPanel } from "../wire";
 import overview from "./overview.json";
 
 const taps = (start: number, by: Record<string, number[]>): TapsPanel => {
@@ -49,6 +50,20 @@ describe("the overview wire format", () => {
     const bad2 = structuredClone(overview) as { feed: { age_series: { sources: Record<string, unknown> } } };
     bad2.feed.age_series.sources["sim"] = ["0.1", 1, 2, 3];
     expect(() => parseOverview(bad2)).toThrow(WireError);
+  });
+});
+
+describe("halting and reopening", () => {
+  const state = { open: false, halted: true, reason: "feed", by: "0xab", at: 1, breaker_open: false, actions: [] };
+  it("tells the operator when the action is in effect but missing from the audit log", () => {
+    expect(bettingMessage({ ...state, recorded: true })).toEqual({ level: "ok", text: "Betting halted: feed" });
+    const unrecorded = bettingMessage({ ...state, recorded: false });
+    expect(unrecorded.level).toBe("error");
+    expect(unrecorded.text).toMatch(/^Betting halted: feed — in effect, but NOT recorded in the audit log/);
+  });
+  it("reads `recorded` from the answer, and refuses an answer without it", () => {
+    expect(parseBettingActionResult({ ...state, recorded: false }).recorded).toBe(false);
+    expect(() => parseBettingActionResult(state)).toThrow(WireError);
   });
 });
 
