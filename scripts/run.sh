@@ -66,6 +66,7 @@ exec 9>>"$RUN_LOCK"
 if ! flock -n 9; then
   holders=""
   for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = $$ ] && continue  # this script holds it too, unlocked
     for fd in "$p"/fd/*; do
       if [ "$(readlink "$fd" 2>/dev/null)" = "$RUN_LOCK" ]; then holders+=" ${p#/proc/}"; break; fi
     done

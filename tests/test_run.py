@@ -202,7 +202,7 @@ def test_make_run_refuses_a_data_directory_another_run_still_uses(run):
         run.start()
         code = run.proc.wait(timeout=30)
     assert code == 1, run.output()
-    assert f"another make run, or what it started, is using {run.data} (pids: {os.getpid()}" in run.output()
+    assert f"another make run, or what it started, is using {run.data} (pids: {os.getpid()});" in run.output()
     assert not (run.data / "gunicorn.pid").exists()
 
 
