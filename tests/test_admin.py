@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import socket
 import sys
+import time
 
 import gevent
 import gevent.event
@@ -412,3 +414,32 @@ def test_the_weeks_panel_lists_this_machines_weeks_while_the_archive_target_fail
     assert weeks["error"] and weeks["archived"] == []
     current = db.current_week_file(desk.svc.settings.db_dir)
     assert [w["file"] for w in weeks["local"]] == [current.name], weeks
+
+
+def test_an_s3_that_never_answers_holds_the_weeks_panel_seconds_not_minutes(
+    desk: Desk, admin, monkeypatch
+) -> None:
+    """Every console poll waits for the weeks listing when its cache expires; with an archive run's
+    patience (5 attempts of up to 120 s) an S3 that accepts connections and never answers froze the
+    console for minutes. The panel's own client gives up after one attempt of a few seconds."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setattr(
+            desk.svc,
+            "settings",
+            dataclasses.replace(desk.svc.settings, s3_bucket="tap-test", s3_endpoint_url=endpoint),
+        )
+        started = time.monotonic()
+        status, out, _ = admin.call("GET", "/api/v1/admin/overview")
+        waited = time.monotonic() - started
+    assert waited < 30, waited  # before: minutes (pytest's own 120 s timeout ended the test)
+    assert status == 200, out
+    assert out["weeks"]["error"] and out["weeks"]["local"], out["weeks"]

@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 LARGEST_CELLS = 10
 TRANSITIONS_SHOWN = 20
+WEEKS_S3_TIMEOUT_S = 2.5  # each S3 request of the weeks panel (connect, then read), one attempt
 
 
 def _interrupted() -> Unavailable:
@@ -240,11 +241,19 @@ class Console:
 
     # ---- weeks ------------------------------------------------------------------------------------------
     def _weeks(self) -> dict[str, Any]:
-        from app.storage.archive import ArchiveError, Archiver, local_listing
+        from app.storage.archive import ArchiveError, Archiver, local_listing, make_target
 
         try:
             if self._archiver is None:  # once: an S3 client costs ~0.1 s of CPU to build
-                self._archiver = Archiver(self.svc.settings)
+                # A listing, not an upload: an unreachable S3 costs this panel ~5 s, not an archive
+                # run's patience (5 attempts of up to 120 s), while every console poll waits for it.
+                target = make_target(
+                    self.svc.settings,
+                    connect_timeout_s=WEEKS_S3_TIMEOUT_S,
+                    read_timeout_s=WEEKS_S3_TIMEOUT_S,
+                    max_attempts=1,
+                )
+                self._archiver = Archiver(self.svc.settings, target)
             listing = self._archiver.listing()
         except ArchiveError as exc:  # the target unreachable: this machine's weeks are still known
             return {"error": str(exc), "local": local_listing(self.svc.settings.db_dir), "archived": []}

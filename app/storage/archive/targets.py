@@ -145,7 +145,12 @@ class S3Target:
         multipart_threshold: int = MULTIPART_THRESHOLD,
         multipart_chunksize: int = MULTIPART_CHUNK,
         max_concurrency: int = MAX_CONCURRENCY,
+        connect_timeout_s: float = 10,
+        read_timeout_s: float = 120,
+        max_attempts: int = 5,
     ) -> None:
+        """The timeouts and attempts are for archive runs (large uploads, patient retries); a caller
+        that must answer quickly (the console's weeks panel) passes shorter ones."""
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -160,9 +165,9 @@ class S3Target:
             "s3",
             endpoint_url=endpoint_url,
             config=Config(
-                retries={"max_attempts": 5, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=120,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                connect_timeout=connect_timeout_s,
+                read_timeout=read_timeout_s,
                 s3={"addressing_style": "path"} if endpoint_url else {},
             ),
         )
