@@ -264,6 +264,10 @@ def replicated_weeks(settings: Settings, timeout_s: float | None = None) -> list
 # How long each S3 request of the first-start check may take (`check_first_start`): at most two tries
 # of a connect and a read, so a start with S3 unreachable is refused within about 20 s.
 FIRST_START_TIMEOUT_S = 5.0
+_UNCHECKED = (
+    "fix S3 access and start again (TAP_NEW_DATABASE_OVER_REPLICA=1 starts an empty database"
+    " without checking)"
+)
 
 
 def _first_start(settings: Settings) -> bool:
@@ -293,9 +297,7 @@ def check_first_start(settings: Settings, timeout_s: float = FIRST_START_TIMEOUT
         names = replicated_weeks(settings, timeout_s=timeout_s)
     except ReplicationError as exc:
         raise ReplicationError(
-            f"{settings.db_dir} holds no week file and the replica could not be checked ({exc});"
-            f" fix S3 access and start again (TAP_NEW_DATABASE_OVER_REPLICA=1 starts an empty database"
-            f" without checking)"
+            f"{settings.db_dir} holds no week file and the replica could not be checked ({exc}); {_UNCHECKED}"
         ) from None
     if names:
         raise ReplicationError(
@@ -326,9 +328,7 @@ def check_first_start_apart(settings: Settings, timeout_s: float = FIRST_START_T
         )
     except subprocess.TimeoutExpired:
         raise ReplicationError(
-            f"{settings.db_dir} holds no week file and checking the replica took too long;"
-            " fix S3 access and start again (TAP_NEW_DATABASE_OVER_REPLICA=1 starts an empty database"
-            " without checking)"
+            f"{settings.db_dir} holds no week file and checking the replica took too long; {_UNCHECKED}"
         ) from None
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"the replica check exited with {proc.returncode}"]
