@@ -43,7 +43,7 @@ STAGES: list[tuple[str, str]] = [
     ("writer greenlet: deliver results + on_done", r"SqliteWriter\._deliver"),
     ("grid publisher / quotes", r"grid_publisher|GridPublisher"),
     ("price sim / feed", r"price_sim|PriceSim|feed_watch|FeedWatch"),
-    ("auth: session lookup (Lua, 1 Redis round trip)", r"SessionLookup\.__call__"),
+    ("auth: session lookup (Lua, 1 Redis round trip)", r"SessionLookup\.(__call__|lookup)"),
     ("auth: other (parse bearer, client_ip)", r"authenticate \(app/auth"),
     ("schema: load_json (marshmallow)", r"load_json \(app/auth/schemas"),
     ("units: parse stake / multiplier", r"parse_money|parse_multiplier"),

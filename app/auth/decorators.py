@@ -27,6 +27,7 @@ from app.auth import errors as E
 from app.auth.ratelimit import client_ip
 from app.auth.sessions import Session, parse_bearer, resolve_ws_token
 from app.auth.state import auth_state
+from app.errors import RateLimited
 from app.services import Services, services
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,18 @@ def authenticate() -> Session:
         session = state.lookup(token, client_ip(), services().now_ms())
     g.tap_session = session
     return session
+
+
+def authenticate_despite_limits() -> tuple[Session, RateLimited | None]:
+    """`authenticate`, except that a valid session over its rate limit is returned with that 429 instead
+    of raising it: for `POST /api/v1/bets`, whose retry of an accepted nonce gets its bet whatever the
+    load (SPEC §6; app.bets.placement decides). A bad token is refused as `authenticate` refuses it."""
+    token = parse_bearer(request.headers.get("Authorization"))
+    state = auth_state()
+    with redis_guard():
+        session, limited = state.lookup.lookup(token, client_ip(), services().now_ms())
+    g.tap_session = session
+    return session, limited
 
 
 def current_session() -> Session:

@@ -24,6 +24,7 @@ from flask import request
 
 from app.auth import errors as E
 from app.auth.sessions import Session, decode_session, session_key_for
+from app.errors import RateLimited
 from app.keys import RATE_LIMIT_PREFIX
 from app.storage.redis_batch import ScriptBatcher, batched
 
@@ -143,19 +144,32 @@ class SessionLookup:
 
     def __call__(self, token: str, ip: str, now_ms: int) -> Session:
         """The session for `token`; raises 429 rate_limited or 401 invalid_session."""
+        session, limited = self.lookup(token, ip, now_ms)
+        if limited is not None:
+            raise limited
+        return session
+
+    def lookup(self, token: str, ip: str, now_ms: int) -> tuple[Session, RateLimited | None]:
+        """The session for `token` and the 429 its request has earned (per IP, then per wallet), if any,
+        for a caller that must answer some requests despite it: a retry of an accepted bet gets its
+        bet (SPEC §6), which a rate limit is no reason to refuse. Raises 401 invalid_session, or the
+        per-IP 429 when the token names no session (that limit comes first, as in `__call__`)."""
         lim = self.limits
         suffix, retry_after, ttl_ms = _window(now_ms, 1)
         key = session_key_for(token)
         ip_key = f"{RATE_LIMIT_PREFIX}ip:{ip}{suffix}" if lim.per_ip_per_s > 0 else ""
         addr_prefix = f"{RATE_LIMIT_PREFIX}addr:" if lim.per_address_per_s > 0 else ""
         raw, ip_count, addr_count = self._script(keys=[key, ip_key], args=[addr_prefix, suffix, ttl_ms])
+        limited = None
         if ip_key and ip_count > lim.per_ip_per_s:
-            raise E.rate_limited(retry_after, "from this IP")
+            limited = E.rate_limited(retry_after, "from this IP")
         session = None if raw is None else decode_session(raw, key, now_ms)
         if session is None:
+            if limited is not None:
+                raise limited
             raise E.unauthorized(
                 E.INVALID_SESSION, "The session is unknown, expired or logged out; sign in again."
             )
-        if addr_prefix and addr_count > lim.per_address_per_s:
-            raise E.rate_limited(retry_after, "for this wallet")
-        return session
+        if limited is None and addr_prefix and addr_count > lim.per_address_per_s:
+            limited = E.rate_limited(retry_after, "for this wallet")
+        return session, limited

@@ -198,6 +198,10 @@ return 1
 """
 )
 
+# What a nonce holds now (KEYS[1]): a script, not a GET, so that it can share a round trip with
+# concurrent taps' calls (app.storage.redis_batch).
+_HELD = "return redis.call('GET', KEYS[1])"
+
 PENDING_TTL_S = 24 * 3600
 RETRY_EVERY_S = 0.5
 
@@ -247,6 +251,7 @@ class BetClaims:
         # script and what each caller gets back are the same.
         self._script = batched(r.register_script(_CLAIM), batch)
         self._release = r.register_script(_RELEASE)
+        self._held = batched(r.register_script(_HELD), batch)
         self._abandoned: dict[str, _Abandoned] = {}
         self._retrier: gevent.Greenlet | None = None
 
@@ -300,6 +305,16 @@ class BetClaims:
         detail = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
         room = int(res[2]) if len(res) > 2 else 0
         return Claim(int(res[0])), detail, room
+
+    def accepted(self, address: str, nonce: str) -> tuple[str, str] | None:
+        """(fingerprint, bet id) when `nonce` was accepted for a bet, else None (unused, or only a
+        refusal's trace). Read-only: for a tap refused before the claim (load), whose retry of an
+        accepted nonce must still get its bet (app.bets.placement)."""
+        raw = self._held(keys=[nonce_key(address, nonce)], args=[])
+        if raw is None:
+            return None
+        fingerprint, _, bet_id = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
+        return (fingerprint, bet_id) if bet_id else None
 
     # ---- claims whose bet was never queued --------------------------------------------------------
     def abandon(

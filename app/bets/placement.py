@@ -16,6 +16,14 @@ retry of an accepted nonce is always answered with its bet, whatever the market 
 halt switch, the one-bet-per-cell rule and the exposure caps need Redis: the claim script of step 5
 decides them in the same round trip (`app.bets.claims`), atomically with the claim.
 
+The transports refuse for load before these rules run: a full write queue (503 `overloaded`, step 8
+in SPEC §6, decided up front so that a refused tap costs next to nothing), the per-IP and per-wallet
+rate limits (429), the socket's in-flight cap (429 `too_many_in_flight`, SPEC §8a). A retry adds no
+bet, so none of them is the retry's to get: the transport hands its refusal to `place_bet`
+(`refusal=`), which answers a retry of an accepted nonce with its bet and anything else with the
+refusal (`_retry_or_refuse`). A tap that is not refused takes the path it always took: no round trip
+more.
+
 Every outcome from step 1 on is counted per second for the operator console (`app.bets.tapstats`).
 """
 
@@ -119,20 +127,22 @@ def _parse_bet(svc: Services, body: object) -> BetRequest:
 
 
 def count_refusal(svc: Services, exc: BaseException) -> None:
-    """Count a refusal by a transport's own checks around the bet rules (the session, a full write
-    queue, the socket's in-flight cap, the per-wallet rate limit) in the console's taps per second by
-    code, as the rules count their own (SPEC §8c). The adapters call it from an `except`: nothing on
-    an accepted tap's path."""
+    """Count a refusal by a transport's own checks before the bet rules (the session, a Redis failure)
+    in the console's taps per second by code, as the rules count their own (SPEC §8c); a load refusal
+    passed to `place_bet` is counted there. The adapters call it from an `except`: nothing on an
+    accepted tap's path."""
     if isinstance(exc, ApiError):
         svc.taps.record(exc.code, svc.clock())
     elif isinstance(exc, redis.RedisError):
         svc.taps.record("dependency_unavailable", svc.clock())
 
 
-def shed_load(svc: Services) -> None:
-    """Refuse at once, before any work, while the writer's queue is full (`count_refusal` counts it)."""
+def queue_full(svc: Services) -> Overloaded | None:
+    """503 `overloaded` while the writer's queue is full, else None: decided up front, so that a tap the
+    queue could not take costs no signature and no claim (`place_bet(refusal=…)` reports it)."""
     if svc.writes.depth() >= svc.writes.maxsize:
-        raise Overloaded("Too many bets in flight; try again shortly.", retry_after=1)
+        return Overloaded("Too many bets in flight; try again shortly.", retry_after=1)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,15 +160,21 @@ def place_bet(
     now_ms: int,
     *,
     on_done: Callable[[bool, object], None] | None = None,
+    refusal: ApiError | None = None,
 ) -> Placed:
     """Steps 3–8 for an authenticated trader; the 202 body is `bet:accepted` on the socket.
 
-    A retry of an accepted nonce with the same signed text returns that bet as it stands now.
+    A retry of an accepted nonce with the same signed text returns that bet as it stands now, also
+    when the transport passes a `refusal` for load (a full write queue, a rate limit, the socket's
+    in-flight cap): any other tap then gets that refusal and queues nothing.
     `on_done(ok, value)` is called once, after the writer's commit (or failure) of a bet this call
     queued, after the notifier; never for a refusal or a retry.
     """
     try:
-        placed = _place_bet(svc, session, req, now_ms, on_done)
+        if refusal is not None:
+            placed = Placed(_retry_or_refuse(svc, session, req, now_ms, refusal), queued=False)
+        else:
+            placed = _place_bet(svc, session, req, now_ms, on_done)
     except ApiError as exc:
         svc.taps.record(exc.code, svc.clock())
         raise
@@ -215,6 +231,40 @@ def _place_bet(
         "payout": format_money(bet.payout),
     }
     return Placed(body, queued=True)
+
+
+def _retry_or_refuse(
+    svc: Services, session: Session, req: BetRequest, now_ms: int, refusal: ApiError
+) -> dict[str, Any]:
+    """A tap the transport refuses for load: a retry of an accepted nonce gets its bet, else `refusal`.
+
+    The nonce is read first (one read-only script call, batched with concurrent taps' calls; only on
+    this refused path) and the signature and `ts` are checked only for a text that matches an accepted
+    bet: a burst of refused taps costs no signature recovery, and a retry is answered only once steps
+    3 and 4 pass, as SPEC §6 orders them before the nonce. Nothing is written: a refused tap uses no
+    nonce. With Redis unreachable the refusal stands (it would have been the answer anyway).
+    """
+    text = bet_signing_text(
+        svc.settings,
+        address=session.address,
+        cell=req.cell,
+        stake=req.stake,
+        min_multiplier=req.min_multiplier,
+        nonce=req.nonce,
+        ts=req.ts,
+    )
+    try:
+        held = svc.bet_claims.accepted(session.address, req.nonce)
+    except redis.RedisError:
+        raise refusal from None
+    if held is None:
+        raise refusal
+    fingerprint, bet_id = held
+    if fingerprint != request_fingerprint(text) or svc.bet_claims.abandoned(bet_id):
+        raise refusal  # another body under that nonce, or a claim of ours that was never queued
+    verify_signer(session, text, req.signature)  # 3.
+    check_timestamp(req.ts, now_ms)  # 4.
+    return load_bet(svc, bet_id, session)
 
 
 # ---- the steps -----------------------------------------------------------------------------------

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.auth.decorators import authenticate, authenticates_itself, current_session, login_required
-from app.bets.placement import count_refusal, load_bet, parse_bet, place_bet, shed_load
+from app.auth.decorators import (
+    authenticate_despite_limits,
+    authenticates_itself,
+    current_session,
+    login_required,
+)
+from app.bets.placement import count_refusal, load_bet, parse_bet, place_bet, queue_full
 from app.bets.store import bet_row_json, list_bets
 from app.errors import BadRequest, NotFound
 from app.http.pagination import cursor_param, encode_cursor, page_limit
@@ -43,15 +48,16 @@ def place() -> tuple[Response, int]:
     """
     svc = services()
     # SPEC §6's order: the schema, then the session (a malformed body is 400 with or without a
-    # token); then a full write queue refuses before the signature or Redis cost anything.
+    # token). A rate limit or a full write queue refuses before the signature or the claim cost
+    # anything, except to a retry of an accepted nonce: that gets its bet (app.bets.placement).
     req = parse_bet(svc, request.get_json())
     try:
-        session = authenticate()
-        shed_load(svc)
+        session, limited = authenticate_despite_limits()
     except Exception as exc:
         count_refusal(svc, exc)
         raise
-    return jsonify(place_bet(svc, session, req, svc.now_ms()).body), 202
+    refusal = limited or queue_full(svc)
+    return jsonify(place_bet(svc, session, req, svc.now_ms(), refusal=refusal).body), 202
 
 
 @bp.get("/bets/<bet_id>")

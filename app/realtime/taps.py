@@ -9,7 +9,8 @@ then `bet:confirmed` / `bet:rejected` / `bet:resolved` arrive as for any bet.
 - `{"type": "auth", "token": "…"}` as a first message authenticates the socket without a token in the
   URL (nginx logs no token either way). A bad token closes the socket with 4401, as `?token=` does.
 - At most `MAX_IN_FLIGHT` bets accepted but not yet confirmed per socket (429 `too_many_in_flight`);
-  the per-wallet rate limit counts taps as it counts HTTP requests.
+  the per-wallet rate limit counts taps as it counts HTTP requests. Neither, nor a full write queue,
+  refuses a retry of an accepted nonce: that gets its bet (`place_bet(refusal=…)`).
 - `{"type": "resume", "after": "<event id>"}` replays the trader's `bet:*`/`balance` events it missed
   (each event carries an `id`; app.realtime.events), then live ones, each once; answered `resumed`.
 - A malformed message (not JSON, not an object, unknown `type`, a bad `req`, over `TAP_WS_MAX_MESSAGE`)
@@ -33,8 +34,8 @@ from app.auth.decorators import WS_CLOSE_INVALID_SESSION, WebsocketRefused, webs
 from app.auth.ratelimit import Counter, Limits
 from app.auth.sessions import Session
 from app.auth.signatures import to_checksum_address
-from app.bets.placement import count_refusal, parse_bet, place_bet, shed_load
-from app.errors import RateLimited, Unauthorized, as_api_error
+from app.bets.placement import count_refusal, parse_bet, place_bet, queue_full
+from app.errors import ApiError, RateLimited, Unauthorized, as_api_error
 from app.keys import events_key
 from app.realtime.events import STREAM_TTL_MS, parse_id, with_id
 from app.realtime.fanout import Client, text_frame
@@ -232,31 +233,46 @@ class TapSocket:
                 raise Unauthorized(
                     "The session is unknown, expired or logged out; sign in again.", code="invalid_session"
                 )
-            shed_load(svc)
-            if self.in_flight >= MAX_IN_FLIGHT:
-                raise RateLimited(
-                    f"At most {MAX_IN_FLIGHT} bets may wait for confirmation on one socket.",
-                    code="too_many_in_flight",
-                    retry_after=1,
-                )
-            # The per-wallet counter HTTP requests count too (one limit for both transports), as a
-            # script call that shares its round trip with concurrent taps' calls.
-            self.counter.hit(
-                "addr", session.address, limit=self.limits.per_address_per_s, window_s=1, now_ms=now_ms
-            )
         except Exception as exc:
             count_refusal(svc, exc)
             raise
-        req = parse_bet(svc, fields)
+        req = parse_bet(svc, fields)  # the schema, as HTTP checks it before anything but the session
+        refusal = self._load_refusal(session, now_ms)  # answered by place_bet, unless to a retry
         self.in_flight += 1  # reserved before the writer can answer; released below unless queued
         try:
-            placed = place_bet(svc, session, req, now_ms, on_done=self._settled)
+            placed = place_bet(svc, session, req, now_ms, on_done=self._settled, refusal=refusal)
         except BaseException:
             self.in_flight -= 1
             raise
         if not placed.queued:
             self.in_flight -= 1
         return placed.body
+
+    def _load_refusal(self, session: Session, now_ms: int) -> ApiError | None:
+        """The first of: a full write queue (503), this socket's in-flight cap, the per-wallet rate
+        limit (429); None when the tap may be judged. Not raised here: a retry of an accepted nonce
+        still gets its bet (SPEC §8a, app.bets.placement)."""
+        svc = self.svc
+        refusal: ApiError | None = queue_full(svc)
+        if refusal is None and self.in_flight >= MAX_IN_FLIGHT:
+            refusal = RateLimited(
+                f"At most {MAX_IN_FLIGHT} bets may wait for confirmation on one socket.",
+                code="too_many_in_flight",
+                retry_after=1,
+            )
+        if refusal is None:
+            # The per-wallet counter HTTP requests count too (one limit for both transports), as a
+            # script call that shares its round trip with concurrent taps' calls.
+            try:
+                self.counter.hit(
+                    "addr", session.address, limit=self.limits.per_address_per_s, window_s=1, now_ms=now_ms
+                )
+            except RateLimited as exc:
+                refusal = exc
+            except Exception as exc:
+                count_refusal(svc, exc)
+                raise
+        return refusal
 
     def _settled(self, ok: bool, value: object) -> None:
         self.in_flight -= 1

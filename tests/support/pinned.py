@@ -81,16 +81,14 @@ def frozen_feed(s: Settings) -> FeedMonitor:
 
 
 def desk_settings(tmp_path: Path, redis_url: str, **overrides: Any) -> Settings:
-    """The desk's settings, with a module's own `overrides`. Rate limits off: the frozen clock would
-    otherwise put every request in the same second."""
+    """The desk's settings, with a module's own `overrides`. Rate limits off unless overridden: the
+    frozen clock puts every request in the same second."""
     return Settings.from_env(
         {},
         data_dir=tmp_path / "data",
         redis_url=redis_url,
         dev_mode=True,
-        rate_per_address=0,
-        rate_per_ip=0,
-        **overrides,
+        **{"rate_per_address": 0, "rate_per_ip": 0, **overrides},
     )
 
 

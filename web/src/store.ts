@@ -31,8 +31,9 @@ export interface Tap {
   resentAt: number | null;
 }
 
-/** Refusals the server decides before it looks the nonce up (SPEC §6 order: session, `ts`, and the
- *  per-wallet, in-flight and queue limits): for a re-sent body they say nothing about the first send. */
+/** Refusals that, for a re-sent body, say nothing certain about the first send: the session and `ts`
+ *  come before the nonce (SPEC §6); the per-wallet, in-flight and queue limits answer a re-sent body
+ *  only when its nonce was not accepted when looked up, and the first send may still be in flight. */
 const BEFORE_NONCE: readonly string[] = [
   "invalid_session",
   "missing_authorization",
