@@ -152,8 +152,8 @@ CASES = [
 
 @pytest.fixture
 def settings(request, tmp_path, redis_url) -> Settings:
-    case: Case = request.param
-    return desk_settings(tmp_path, redis_url, **case.settings)
+    case: Case | None = getattr(request, "param", None)
+    return desk_settings(tmp_path, redis_url, **(case.settings if case else {"rate_per_address": LIMIT}))
 
 
 def _params() -> list[Any]:
@@ -211,3 +211,36 @@ def test_a_retry_under_a_load_refusal_returns_the_accepted_bet(
     status, me, _ = trader.call("GET", "/api/v1/me")
     assert status == 200, me
     assert me["balance"] == "49" and me["open_bets"] == 1  # one bet, one debit
+
+
+def _money(trader: Trader, path: str, amount: str, key: str | None) -> tuple[int, dict, dict]:
+    headers = {"Authorization": f"Bearer {trader.token}"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    resp = trader.client.post(path, json={"amount": amount}, headers=headers)
+    return resp.status_code, resp.get_json(), dict(resp.headers)
+
+
+def test_a_money_retry_over_the_wallet_limit_returns_the_first_result(desk: Desk) -> None:
+    """SPEC §7: "the same key with the same body returns the first result and moves money once" —
+    also once the wallet is over its rate limit; a new key, or none, is still 429."""
+    trader = desk.trader(deposit=None)
+    first = {
+        path: _money(trader, path, amount, key)
+        for path, amount, key in (("/api/v1/deposits", "10", "dep-1"), ("/api/v1/withdrawals", "4", "wd-1"))
+    }
+    assert [status for status, _, _ in first.values()] == [200, 200], first
+    _wallet_limit_spent(desk, trader, Http(trader))
+
+    for path, amount, key in (("/api/v1/deposits", "10", "dep-1"), ("/api/v1/withdrawals", "4", "wd-1")):
+        status, body, headers = _money(trader, path, amount, key)
+        assert (status, body) == (200, first[path][1]), body
+        assert headers.get("Idempotent-Replayed") == "true"
+        for other_key in ("new-key", None):
+            status, body, headers = _money(trader, path, amount, other_key)
+            assert (status, body["error"]["code"]) == (429, "rate_limited"), body
+            assert int(headers["Retry-After"]) >= 1
+
+    desk.clock.advance(1.0)  # the next rate-limit window
+    status, me, _ = trader.call("GET", "/api/v1/me")
+    assert (status, me["balance"]) == (200, "6"), me  # each movement once

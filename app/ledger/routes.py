@@ -10,7 +10,10 @@ writer and finds the key, in the previous weeks too (the writer attaches them as
 the rollover does not copy keys, and it may land between the two jobs). A movement not committed
 within TAP_MONEY_WAIT_S answers 202 pending with its ref_id (derived from the key, so every retry names
 the same movement); the ledger shows it once committed. Without a key each request is a new movement,
-as before."""
+as before.
+
+A rate limit (429) answers every request but the retry of a key whose movement has committed: that
+gets its first result (SPEC §7), which the limit is no reason to withhold; the retry still counts."""
 
 from __future__ import annotations
 
@@ -21,8 +24,13 @@ import gevent
 from flask import Blueprint, Response, jsonify, request
 from gevent.event import Event
 
-from app.auth.decorators import current_session, login_required
-from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from app.auth.decorators import (
+    authenticate_despite_limits,
+    authenticates_itself,
+    current_session,
+    login_required,
+)
+from app.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unprocessable
 from app.http.json import load_json
 from app.http.pagination import cursor_param, encode_cursor, page_limit
 from app.ledger.schemas import MoneyRequestSchema
@@ -157,8 +165,20 @@ def _answer(m: Movement, kind: str, amount: int) -> Response | tuple[Response, i
 ANNOUNCE_WAIT_S = 1.0
 
 
-def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response, int]:
-    """Queue the movement and wait up to TAP_MONEY_WAIT_S for its commit.
+def _authenticate() -> RateLimited | None:
+    """The session (401 as `login_required`), and the 429 it has earned, if any: raised at once for a
+    request without an `Idempotency-Key`, else left to `_move`, which answers a committed key's retry
+    with its first result before it reports the limit."""
+    _, limited = authenticate_despite_limits()
+    if limited is not None and request.headers.get("Idempotency-Key") is None:
+        raise limited
+    return limited
+
+
+def _move(
+    kind: str, amount: int, key: str | None, limited: RateLimited | None = None
+) -> Response | tuple[Response, int]:
+    """Queue the movement and wait up to TAP_MONEY_WAIT_S for its commit (`limited`: see `_authenticate`).
 
     Never a 500 for an outcome we do not know: the job stays queued and commits (or is refused) later,
     so a wait that runs out answers 202 pending with the movement's ref_id, which the ledger shows once
@@ -173,6 +193,8 @@ def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response,
         prior = svc.reads.run(lambda c: find_movement_any_week(c, session.user_id, key))
         if prior is not None:
             return _answer(prior, kind, amount)
+    if limited is not None:
+        raise limited
     address, announced = session.address, Event()
 
     def announce(ok: bool, value: object) -> None:
@@ -209,7 +231,7 @@ def _pending(ref_id: str, kind: str, amount: int) -> tuple[Response, int]:
 
 
 @bp.post("/deposits")
-@login_required
+@authenticates_itself
 def deposit() -> Response | tuple[Response, int]:
     """Mock payment rail: credits the account. Only with TAP_DEV_MODE=1.
     ---
@@ -228,17 +250,18 @@ def deposit() -> Response | tuple[Response, int]:
         422: Unprocessable
         503: Unavailable
     """
+    limited = _authenticate()
     if not services().settings.dev_mode:
         raise Forbidden("Deposits through this endpoint exist only in dev mode.", code="dev_mode_only")
     amount = _amount()
     key = _idempotency_key()
     if amount > MAX_DEPOSIT:
         raise Unprocessable("That deposit is larger than the mock rail allows.", code="amount_too_large")
-    return _move("deposit", amount, key)
+    return _move("deposit", amount, key, limited)
 
 
 @bp.post("/withdrawals")
-@login_required
+@authenticates_itself
 def withdraw() -> Response | tuple[Response, int]:
     """Debits the account with the same conditional deduction as a bet (never below zero).
     ---
@@ -256,5 +279,6 @@ def withdraw() -> Response | tuple[Response, int]:
         422: Unprocessable
         503: Unavailable
     """
+    limited = _authenticate()
     amount = _amount()
-    return _move("withdrawal", amount, _idempotency_key())
+    return _move("withdrawal", amount, _idempotency_key(), limited)
