@@ -115,7 +115,7 @@ def main() -> int:
             out = []
             for _ in range(args.polls):
                 if cold:
-                    for p in [*panels, state.console.weeks]:
+                    for p in [*panels, state.console.local_weeks]:  # the archive listing: never on a poll
                         p.expire()
                 c0 = time.process_time()
                 status, _, _ = trader.call("GET", path)

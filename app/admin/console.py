@@ -9,14 +9,20 @@ Per-process figures (taps per second, writer latency, websocket clients, the fee
 this worker's: gunicorn runs one worker, and in a SIGHUP overlap the answering worker's view is shown
 (``worker`` in the overview names its pid).
 
+The weeks panel's archive listing is the exception: it asks S3, which may take seconds or not answer,
+so no request waits for it (`Refreshed`): the panel answers with the last listing, its age and the last
+attempt's error, and a listing older than 30 s is redone in the background.
+
 Money is a decimal string, ratios (realised return) a decimal string with 4 decimals, times Unix ms.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import gevent
@@ -32,9 +38,13 @@ from app.units import MULT_ONE, format_money, format_multiplier, format_price
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 LARGEST_CELLS = 10
 TRANSITIONS_SHOWN = 20
 WEEKS_S3_TIMEOUT_S = 2.5  # each S3 request of the weeks panel (connect, then read), one attempt
+WEEKS_LISTING_TTL_S = 30.0  # a listing attempt at most this often (S3 LIST requests are billed)
+LOCAL_WEEKS_TTL_S = 2.0  # this machine's week files: a directory listing and a few stat calls
 
 
 def _interrupted() -> Unavailable:
@@ -78,6 +88,78 @@ class Cached(Generic[T]):
         return value
 
 
+class RefreshFailed(Exception):
+    """An expected failure of a `Refreshed` computation (e.g. S3 unreachable): its message is shown to the
+    operator as it is and logged without a traceback."""
+
+
+@dataclass(frozen=True)
+class Snapshot(Generic[T]):
+    """What a `Refreshed` holds when read: never computed on the reader's time."""
+
+    value: T | None  # the last successful result; None: none yet
+    at: float | None  # when it was obtained (the clock's seconds); None: never
+    error: str | None  # why the last finished attempt failed; None: it succeeded, or none has finished
+    refreshing: bool  # an attempt is running now
+
+
+class Refreshed(Generic[T]):
+    """A slow value that readers never wait for: `get` answers at once with the last result, its time, the
+    last attempt's error and whether an attempt is running, and starts an attempt in a greenlet when the
+    last one finished `ttl_s` ago or more (at most one at a time; a failed attempt also waits `ttl_s`, so
+    an unreachable S3 is asked twice a minute, not once per poll).
+
+    Why a greenlet spawned by the reading request rather than a worker loop in `workers/`: the listing is
+    wanted only while someone looks at the console, so an idle console costs no S3 requests; `app/`
+    needs nothing from `workers/`; `create_app()` starts nothing; and the greenlet lives for one attempt
+    only (seconds: the S3 client's timeouts bound it). It is kept (`join`), and whatever it raises is
+    logged and shown as `error`, never raised into a request. Killed (a worker's shutdown), it just ends:
+    it only reads.
+    """
+
+    def __init__(self, ttl_s: float, fn: Callable[[], T], what: str, clock: Callable[[], float]) -> None:
+        self.ttl_s = ttl_s
+        self.fn = fn
+        self.what = what
+        self.clock = clock
+        self._value: T | None = None
+        self._at: float | None = None
+        self._error: str | None = None
+        self._tried_at: float | None = None
+        self._greenlet: gevent.Greenlet | None = None
+
+    def get(self) -> Snapshot[T]:
+        running = self._greenlet is not None and not self._greenlet.ready()
+        if not running and (self._tried_at is None or self.clock() - self._tried_at >= self.ttl_s):
+            self._greenlet = gevent.spawn(self._refresh)
+            running = True
+        return Snapshot(self._value, self._at, self._error, running)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the running attempt, if any (tests; a caller that wants the result now). True if
+        none is running any more."""
+        g = self._greenlet
+        if g is None:
+            return True
+        g.join(timeout)
+        return g.ready()
+
+    def _refresh(self) -> None:
+        try:
+            value = self.fn()
+        except RefreshFailed as exc:
+            log.warning("console: %s failed: %s", self.what, exc)
+            self._error = str(exc)
+        except Exception as exc:
+            log.exception("console: %s failed unexpectedly", self.what)
+            detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+            self._error = f"{self.what} failed unexpectedly ({detail}); see the server log"
+        else:
+            self._value, self._at, self._error = value, self.clock(), None
+        finally:
+            self._tried_at = self.clock()
+
+
 def ratio(num: int, den: int) -> str | None:
     """num/den as a decimal string with 4 decimals, floored (None when den is 0)."""
     if den <= 0:
@@ -98,7 +180,8 @@ class Console:
         self.resolver = Cached(1.0, self._resolver, clock)
         self.exposure = Cached(1.0, self._exposure, clock)
         self.house = Cached(2.0, self._house, clock)
-        self.weeks = Cached(30.0, self._weeks, clock)
+        self.local_weeks = Cached(LOCAL_WEEKS_TTL_S, self._local_weeks, clock)
+        self.archived = Refreshed(WEEKS_LISTING_TTL_S, self._archived, "the archive listing", clock)
         self.actions = Cached(1.0, self._actions, clock)
         self._archiver: Any = None
 
@@ -240,13 +323,36 @@ class Console:
         }
 
     # ---- weeks ------------------------------------------------------------------------------------------
-    def _weeks(self) -> dict[str, Any]:
-        from app.storage.archive import ArchiveError, Archiver, local_listing, make_target
+    def weeks(self) -> dict[str, Any]:
+        """This machine's week files (read at most 2 s ago) and the archived weeks as of the last listing
+        of the archive target, with its time (`listed_at`, `age_s`), the last attempt's `error` and
+        whether one is running (`refreshing`). A failed attempt keeps the last good listing: the
+        operator sees what was archived then and that it could not be checked since."""
+        snap = self.archived.get()
+        listed = snap.value
+        return {
+            "local": self.local_weeks.get(),
+            "archived": [] if listed is None else listed["archived"],
+            "target": None if listed is None else listed["target"],
+            "listed_at": None if snap.at is None else int(snap.at * 1000),
+            "age_s": None if snap.at is None else round(max(0.0, self.svc.clock() - snap.at), 3),
+            "refreshing": snap.refreshing,
+            "error": snap.error,
+        }
+
+    def _local_weeks(self) -> list[dict[str, Any]]:
+        from app.storage.archive import local_listing
+
+        return local_listing(self.svc.settings.db_dir)
+
+    def _archived(self) -> dict[str, Any]:
+        """The archive target's listing (in `Refreshed`'s greenlet, never on a request's time)."""
+        from app.storage.archive import ArchiveError, Archiver, make_target
 
         try:
             if self._archiver is None:  # once: an S3 client costs ~0.1 s of CPU to build
-                # A listing, not an upload: an unreachable S3 costs this panel ~5 s, not an archive
-                # run's patience (5 attempts of up to 120 s), while every console poll waits for it.
+                # A listing, not an upload: an unreachable S3 holds this greenlet ~5 s, not an archive
+                # run's patience (5 attempts of up to 120 s).
                 target = make_target(
                     self.svc.settings,
                     connect_timeout_s=WEEKS_S3_TIMEOUT_S,
@@ -255,10 +361,9 @@ class Console:
                 )
                 self._archiver = Archiver(self.svc.settings, target)
             listing = self._archiver.listing()
-        except ArchiveError as exc:  # the target unreachable: this machine's weeks are still known
-            return {"error": str(exc), "local": local_listing(self.svc.settings.db_dir), "archived": []}
+        except ArchiveError as exc:
+            raise RefreshFailed(str(exc)) from None
         return {
-            "local": listing["local"],
             "archived": [
                 {k: a[k] for k in ("week", "compressed_size", "raw_size", "last_modified", "restored")}
                 for a in listing["archived"]
@@ -280,7 +385,7 @@ class Console:
             "resolver": self.resolver.get(),
             "exposure": self.exposure.get(),
             "house": self.house.get(),
-            "weeks": self.weeks.get(),
+            "weeks": self.weeks(),
             "integrity": integrity,
         }
 

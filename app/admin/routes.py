@@ -310,16 +310,21 @@ def house() -> Response:
 @admin_required
 def weeks() -> Response:
     """Local week files (current, attached, eligible for archive) and archived weeks.
+
+    Never waits for the archive target: the archived weeks are the last listing's, with its age and the
+    last attempt's error; a listing older than 30 s is redone in the background (`Console.weeks`).
     ---
     get:
       tags: [admin]
-      summary: Attached and archived weeks
+      summary: Attached and archived weeks (the archived ones as of the last listing, with its age)
       responses:
-        200: {description: The weeks panel, content: {application/json: {schema: PanelSchema}}}
+        200:
+          description: The weeks panel
+          content: {application/json: {schema: app.admin.schemas.WeeksPanelSchema}}
         401: Unauthorized
         403: Forbidden
     """
-    return _no_store(jsonify(admin_state().console.weeks.get()))
+    return _no_store(jsonify(admin_state().console.weeks()))
 
 
 # ---- integrity-check ------------------------------------------------------------------------------

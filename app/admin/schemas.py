@@ -68,6 +68,50 @@ class PanelSchema(Schema):
         unknown = "include"
 
 
+class LocalWeekSchema(Schema):
+    week = fields.String(required=True, metadata={"description": "ISO year and week, e.g. 2026_48"})
+    file = fields.String(required=True)
+    size = fields.Integer(required=True, metadata={"description": "Bytes"})
+    state = fields.String(
+        required=True,
+        metadata={"description": "current | attached | eligible (for archive) | newer | unknown"},
+    )
+
+
+class ArchivedWeekSchema(Schema):
+    week = fields.String(required=True)
+    compressed_size = fields.Integer(required=True, metadata={"description": "Bytes"})
+    raw_size = fields.Integer(allow_none=True, metadata={"description": "Bytes, from the archive index"})
+    last_modified = fields.String(allow_none=True, metadata={"description": "ISO 8601"})
+    restored = fields.Boolean(required=True, metadata={"description": "A restored copy is on this machine"})
+
+
+class WeeksPanelSchema(Schema):
+    local = fields.List(
+        fields.Nested(LocalWeekSchema), required=True, metadata={"description": "Read at most 2 s ago"}
+    )
+    archived = fields.List(
+        fields.Nested(ArchivedWeekSchema),
+        required=True,
+        metadata={"description": "As of `listed_at` (empty before the first listing succeeds)"},
+    )
+    target = fields.String(
+        allow_none=True, metadata={"description": "The archive target listed; null before the first listing"}
+    )
+    listed_at = fields.Integer(
+        allow_none=True,
+        metadata={"description": "Unix ms of the last successful listing of the target; null: none yet"},
+    )
+    age_s = fields.Float(allow_none=True, metadata={"description": "Seconds since `listed_at`"})
+    refreshing = fields.Boolean(
+        required=True, metadata={"description": "A listing is running in the background now"}
+    )
+    error = fields.String(
+        allow_none=True,
+        metadata={"description": "Why the last listing attempt failed (`archived` is then the older one)"},
+    )
+
+
 class OverviewSchema(Schema):
     server_time = fields.Integer(required=True)
     worker = fields.Integer(metadata={"description": "The pid of the worker that answered"})
@@ -81,5 +125,5 @@ class OverviewSchema(Schema):
     resolver = fields.Dict(metadata={"description": "GET /api/v1/admin/resolver"})
     exposure = fields.Dict(metadata={"description": "GET /api/v1/admin/exposure"})
     house = fields.Dict(metadata={"description": "GET /api/v1/admin/house"})
-    weeks = fields.Dict(metadata={"description": "GET /api/v1/admin/weeks"})
+    weeks = fields.Nested(WeeksPanelSchema, metadata={"description": "GET /api/v1/admin/weeks"})
     integrity = fields.Nested(IntegrityRunSchema, allow_none=True)
