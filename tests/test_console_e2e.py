@@ -5,8 +5,10 @@ nginx over TLS serving the built app, wallets injected over EIP-6963 and signing
 An operator (its wallet in TAP_ADMIN_ADDRESSES) signs in at /admin and sees the feed healthy; halts
 betting with a reason (confirmed first); a trader's page shows the reason and refuses the tap with
 it; the operator reopens and the trader's tap goes through; the bet's exposure appears in the heat
-map and the taps panel; an integrity-check runs from the console. In the trader app, the operator's
-header links to the console and a trader's does not. A trader at /admin gets a plain "not allowed" page. The console's screenshot is written to var/screenshots/console.png (README).
+map and the taps panel; an integrity-check runs from the console; polls that the server never answers
+are flagged as old figures and polling resumes. In the trader app, the operator's header links to the
+console and a trader's does not. A trader at /admin gets a plain "not allowed" page. The console's
+screenshot is written to var/screenshots/console.png (README).
 """
 
 from __future__ import annotations
@@ -126,6 +128,19 @@ def test_operator_halts_and_reopens_and_sees_the_exposure(browser, stack):  # no
     expect(heat).to_be_visible(timeout=15_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
     admin.screenshot(path=str(SHOTS / "console.png"), full_page=True)
+
+    # The server takes the console's polls and never answers: within seconds the operator is told how
+    # old the figures are, each hung poll is given up after 5 s, and polling resumes by itself.
+    console = admin.locator("main.console")
+    expect(console).to_have_attribute("data-stale", "false")
+    expect(admin.get_by_test_id("weeks-note")).to_have_attribute("data-level", "ok")  # listed, dated
+    admin.route("**/api/v1/admin/overview*", lambda route: None)  # taken, never answered
+    expect(console).to_have_attribute("data-stale", "true", timeout=10_000)
+    expect(admin.get_by_test_id("stale")).to_contain_text(re.compile(r"^Data \d+ s old"))
+    expect(admin.get_by_test_id("stale")).to_contain_text("server not answering", timeout=10_000)
+    admin.unroute("**/api/v1/admin/overview*")
+    expect(console).to_have_attribute("data-stale", "false", timeout=15_000)
+    expect(admin.get_by_test_id("stale")).to_have_count(0)
     assert admin.errors == [] and trader.errors == []
     admin.context.close()
     trader.context.close()

@@ -500,6 +500,8 @@ export interface FeedPanel {
   last_price: string | null;
   last_tick_ts: number | null;
   sources: FeedSource[];
+  /** When the console worker sampled `sources` (Unix ms; null: never): their ages are as of then. */
+  sources_at: number | null;
   age_series: AgeSeries;
   max_deviation: string;
   transitions: FeedTransition[];
@@ -598,10 +600,18 @@ export interface ArchivedWeek {
   restored: boolean;
 }
 export interface WeeksPanel {
+  /** Why the last listing of the archive target failed (then `archived` is the older listing's). */
   error: string | null;
   local: LocalWeek[];
+  /** As of `listed_at`: the server lists the archive target in the background, never on a poll. */
   archived: ArchivedWeek[];
   target: string | null;
+  /** Unix ms of the last successful listing; null: none yet (`archived` is then unknown, not empty). */
+  listed_at: number | null;
+  /** Seconds since `listed_at`, at `server_time`. */
+  age_s: number | null;
+  /** A listing is running now. */
+  refreshing: boolean;
 }
 export type IntegrityRunState = "running" | "ok" | "violations" | "failed" | "interrupted";
 export interface IntegrityRun {
@@ -711,6 +721,7 @@ function parseFeedPanel(v: unknown): FeedPanel {
         deviation_ppm: optInt(s, "deviation_ppm"),
       };
     }),
+    sources_at: optInt(o, "sources_at"),
     age_series: parseAgeSeries(o["age_series"]),
     max_deviation: decimal(o, "max_deviation"),
     transitions: list(o, "transitions", (x) => {
@@ -880,6 +891,9 @@ function parseWeeksPanel(v: unknown): WeeksPanel {
       };
     }),
     target: optStr(o, "target") ?? null,
+    listed_at: optInt(o, "listed_at"),
+    age_s: optNum(o, "age_s"),
+    refreshing: bool(o, "refreshing"),
   };
 }
 

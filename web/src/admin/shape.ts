@@ -2,7 +2,7 @@
 // `?window=10` polls, time buckets for the plots, the exposure heat map's grid and scale, ratios as
 // integer basis points. Money stays bigint micro-units; only plot coordinates are floats.
 import { parseMoney } from "../money";
-import type { AgeSeries, ExposureColumn, TapsPanel, WriterPanel } from "../wire";
+import type { AgeSeries, ExposureColumn, TapsPanel, WeeksPanel, WriterPanel } from "../wire";
 
 /** What the plots show: the last 15 minutes. */
 export const KEEP_S = 900;
@@ -189,4 +189,45 @@ export function pct(bp: bigint): string {
 /** Money share of a cap in basis points (floored), from micro-units. */
 export function shareBp(part: bigint, whole: bigint): bigint {
   return whole > 0n ? (part * 10_000n) / whole : 0n;
+}
+
+// ---- how old a panel's figures are -----------------------------------------------------------------
+
+/** Unix ms as "HH:MM:SS UTC" ("—" for null). */
+export function utcTime(ms: number | null): string {
+  return ms === null ? "—" : new Date(ms).toISOString().slice(11, 19) + " UTC";
+}
+
+/** A duration for the operator: "12 s", "4 min", "3 h". */
+export function ago(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.floor(s / 60)} min`;
+  return `${Math.floor(s / 3600)} h`;
+}
+
+/** The server's console worker samples the feed sources and the writer once a second; samples older
+ * than this (at the answer's `server_time`) mean it has stopped, and their figures are old. */
+export const SAMPLE_STALE_S = 3;
+
+/** A warning when `what` was last sampled (Unix ms, null: never) well before the answer: the ages,
+ * prices and latencies shown are from then, though the poll itself is fresh. */
+export function samplerNote(what: string, sampledAtMs: number | null, serverMs: number): string | null {
+  if (sampledAtMs === null) return `${what}: not sampled yet by the server.`;
+  const lag = (serverMs - sampledAtMs) / 1000;
+  if (lag <= SAMPLE_STALE_S) return null;
+  return `${what} last sampled ${ago(lag)} ago (${utcTime(sampledAtMs)}): the server's sampler has stopped, these figures are from then.`;
+}
+
+/** What the weeks panel says of its archived weeks: the server lists the archive target in the
+ * background, so they are as of `listed_at`, possibly unknown, possibly after a failed attempt. */
+export function weeksNote(w: WeeksPanel): { level: "ok" | "warn" | "error"; text: string } {
+  const retry = w.refreshing ? "retrying now" : "retried every 30 s";
+  if (w.listed_at === null) {
+    if (w.error) return { level: "error", text: `Archive listing failed: ${w.error}. Archived weeks unknown (${retry}).` };
+    return { level: "warn", text: "Listing the archive… archived weeks not known yet." };
+  }
+  const asOf = `as of ${utcTime(w.listed_at)} (${ago(w.age_s ?? 0)} ago)`;
+  if (w.error) return { level: "error", text: `Archive listing failed: ${w.error}. Archived weeks below are ${asOf}; ${retry}.` };
+  return { level: "ok", text: `Archived weeks ${asOf}${w.refreshing ? ", refreshing" : ""}.` };
 }

@@ -176,7 +176,7 @@ describe("ratios", () => {
 describe("the console's state", () => {
   it("accumulates polls and clears the error", () => {
     const o = parseOverview(overview);
-    let s = adminReducer(initialAdmin, { type: "pollFailed", error: "down" });
+    let s = adminReducer(initialAdmin, { type: "pollFailed", error: "down", now: 1 });
     s = adminReducer(s, { type: "overview", overview: o, now: 1 });
     expect(s.access).toBe("allowed");
     expect(s.error).toBeNull();

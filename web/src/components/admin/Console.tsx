@@ -1,19 +1,17 @@
 // The operator console at /admin (SPEC §8c): every panel, live from GET /api/v1/admin/overview.
 import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } from "react";
 import type { AdminConsole } from "../../admin/console";
-import { bucketMax, bucketRate, heatGrid, KEEP_S, pct, ratioBp, type Point } from "../../admin/shape";
-import type { AdminState } from "../../admin/state";
+import { bucketMax, bucketRate, heatGrid, KEEP_S, pct, ratioBp, samplerNote, utcTime, weeksNote, type Point } from "../../admin/shape";
+import { freshness, type AdminState } from "../../admin/state";
 import { displayMoney } from "../../money";
-import type { BettingState, FeedPanel, HouseSummary, IntegrityRun, Overview } from "../../wire";
+import type { BettingState, FeedPanel, HouseSummary, IntegrityRun, Overview, WeeksPanel } from "../../wire";
 import { HeatMap, LineChart, ReturnBars, type Line } from "./Plots";
 
 const BUCKET_S = 10;
 const PALETTE = ["#22c55e", "#ef4444", "#f59e0b", "#a855f7", "#38bdf8", "#f472b6", "#eab308", "#94a3b8"];
 const DASHES = [undefined, "5 3", "2 2", "8 3 2 3", "1 3", "10 4"];
 
-function time(ms: number | null): string {
-  return ms === null ? "—" : new Date(ms).toISOString().slice(11, 19) + " UTC";
-}
+const time = utcTime;
 function short(addr: string | null): string {
   return addr ? `${addr.slice(0, 6)}…${addr.slice(-4)}` : "—";
 }
@@ -53,18 +51,12 @@ export function Console({ admin }: { admin: AdminConsole }) {
         {s.error ? `Cannot load the console: ${s.error}` : "Loading the console…"}
       </p>
     );
+  const fresh = freshness(s);
   return (
-    <main className="console" aria-labelledby="console-t">
+    <main className={fresh.stale ? "console stale" : "console"} aria-labelledby="console-t" data-stale={String(fresh.stale)}>
       <div className="console-head">
         <h2 id="console-t">Operator console</h2>
-        <span className="hint" data-testid="polled">
-          Updated {time(o.server_time)} · worker {o.worker ?? "—"}
-        </span>
-        {s.error && (
-          <p className="alert" role="alert">
-            Last refresh failed: {s.error} (retrying every second)
-          </p>
-        )}
+        <Freshness state={s} />
       </div>
       {s.message && (
         <p className={`notice ${s.message.level}`} role="status" data-testid="admin-message">
@@ -78,10 +70,39 @@ export function Console({ admin }: { admin: AdminConsole }) {
         <Writer state={s} o={o} now={Math.floor(o.server_time / 1000)} />
         <Exposure o={o} />
         <House o={o} />
-        <Weeks o={o} />
+        <Weeks w={o.weeks} />
         <Integrity admin={admin} run={s.integrity} />
       </div>
     </main>
+  );
+}
+
+/** When the figures on screen were the server's, and a loud warning once they are old. */
+export function Freshness({ state }: { state: AdminState }) {
+  const o = state.overview;
+  const f = freshness(state);
+  return (
+    <>
+      <span className="hint" data-testid="polled">
+        Updated {time(o?.server_time ?? null)} · worker {o?.worker ?? "—"}
+      </span>
+      {f.stale ? (
+        <>
+          <p className="alert stale-alert" data-testid="stale">
+            {f.text}
+          </p>
+          <span className="sr-only" role="alert">
+            {f.spoken}
+          </span>
+        </>
+      ) : (
+        state.error && (
+          <p className="alert" role="alert">
+            Last refresh failed: {state.error} (retrying every second)
+          </p>
+        )
+      )}
+    </>
   );
 }
 
@@ -192,6 +213,7 @@ function Feed({ feed, state }: { feed: FeedPanel; state: AdminState }) {
         {b.recovering && b.recovery_left_s !== null ? ` · recovering, ${b.recovery_left_s.toFixed(1)} s left` : ""}
         {feed.last_price ? ` · ${displayMoney(feed.last_price)}` : ""}
       </p>
+      <SampleNote text={samplerNote("Source health", feed.sources_at, state.overview?.server_time ?? 0)} />
       <table data-testid="sources">
         <caption>Sources (dropped above {pct(ratioBp(feed.max_deviation))} from the median)</caption>
         <thead>
@@ -245,6 +267,14 @@ function Feed({ feed, state }: { feed: FeedPanel; state: AdminState }) {
         </tbody>
       </table>
     </section>
+  );
+}
+
+function SampleNote({ text }: { text: string | null }) {
+  return text === null ? null : (
+    <p className="alert" data-testid="sample-note">
+      {text}
+    </p>
   );
 }
 
@@ -306,9 +336,11 @@ function Writer({ state, o, now }: { state: AdminState; o: Overview; now: number
     ? [bucketMax(w.at, w.commit_p50_ms, from, now + 1, BUCKET_S), bucketMax(w.at, w.commit_p99_ms, from, now + 1, BUCKET_S)]
     : [[], []];
   const lastBatch = w ? [...w.batch_mean].reverse().find((x) => x !== null) ?? null : null;
+  const lastSample = o.writer.series.at.at(-1);
   return (
     <section className="panel" aria-labelledby="writer-t">
       <h3 id="writer-t">Writer, sockets, resolver</h3>
+      <SampleNote text={samplerNote("Writer latency and batch size", lastSample === undefined ? null : lastSample * 1000, o.server_time)} />
       <dl className="stats">
         <dt>Write queue</dt>
         <dd data-testid="queue-depth">
@@ -459,12 +491,14 @@ function House({ o }: { o: Overview }) {
   );
 }
 
-function Weeks({ o }: { o: Overview }) {
-  const w = o.weeks;
+export function Weeks({ w }: { w: WeeksPanel }) {
+  const note = weeksNote(w);
   return (
     <section className="panel" aria-labelledby="weeks-t">
       <h3 id="weeks-t">Week files</h3>
-      {w.error && <p className="alert">Archive listing failed: {w.error}</p>}
+      <p className={note.level === "ok" ? "hint" : "alert"} data-testid="weeks-note" data-level={note.level}>
+        {note.text}
+      </p>
       <table data-testid="weeks">
         <caption>Attached (local) and archived weeks</caption>
         <thead>
