@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from eth_account import Account
 
-from app.admin.console import Cached, Console
+from app.admin.console import Cached, Console, Refreshed
 from app.admin.routes import EXT_KEY
 from app.admin.samples import ConsoleSamples
 from app.bets.resolution import Outcome
@@ -375,6 +375,26 @@ def test_requests_waiting_for_a_computation_whose_request_was_killed_get_a_503_t
     assert isinstance(waiting.exception, Unavailable) and waiting.exception.status == 503
     release.set()
     assert cached.get() == 1  # the next request computes afresh
+
+
+def test_a_wall_clock_stepped_back_does_not_freeze_the_console() -> None:
+    """The panels' caches run on the app's wall clock (frozen in tests). Stepped back (NTP, a VM
+    resumed), `now - computed_at` went negative and stayed under the period until the clock caught up:
+    an hour's step served the same resolver, exposure, house and weeks figures for an hour, unmarked."""
+    clock = FakeClock(1_000_000.0)
+    calls = []
+    cached: Cached[int] = Cached(1.0, lambda: calls.append(clock()) or len(calls), clock)
+    assert cached.get() == 1 and cached.get() == 1
+    clock.advance(-3600)
+    assert cached.get() == 2, calls  # before: 1 until the clock was back at 1_000_001
+
+    refreshed: Refreshed[int] = Refreshed(30.0, lambda: calls.append(clock()) or len(calls), "test", clock)
+    refreshed.get()
+    assert refreshed.join(timeout=5)
+    clock.advance(-3600)
+    assert refreshed.get().refreshing is True  # before: no listing for an hour, its age shown as 0
+    assert refreshed.join(timeout=5)
+    assert refreshed.get().value == 4
 
 
 def test_the_integrity_checks_lock_is_held_however_long_one_file_takes(desk: Desk) -> None:

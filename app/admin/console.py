@@ -52,7 +52,10 @@ def _interrupted() -> Unavailable:
 
 
 class Cached(Generic[T]):
-    """A value recomputed at most once per `ttl_s`; callers arriving during a computation wait for it."""
+    """A value recomputed at most once per `ttl_s`; callers arriving during a computation wait for it.
+
+    `clock` is the app's wall clock (frozen in tests), so a step back counts as expired: otherwise the
+    value would be served, unmarked, until the clock caught up (an hour for an hour's step)."""
 
     def __init__(
         self, ttl_s: float, fn: Callable[[], T], clock: Callable[[], float] = time.monotonic
@@ -69,7 +72,8 @@ class Cached(Generic[T]):
         self._at = -1e18
 
     def get(self) -> T:
-        if self.clock() - self._at < self.ttl_s and self._value is not None:
+        # 0 <=: a wall clock stepped back must not keep a value for the length of the step
+        if 0 <= self.clock() - self._at < self.ttl_s and self._value is not None:
             return self._value
         if self._busy is not None:
             return self._busy.get()
@@ -130,7 +134,7 @@ class Refreshed(Generic[T]):
 
     def get(self) -> Snapshot[T]:
         running = self._greenlet is not None and not self._greenlet.ready()
-        if not running and (self._tried_at is None or self.clock() - self._tried_at >= self.ttl_s):
+        if not running and (self._tried_at is None or not 0 <= self.clock() - self._tried_at < self.ttl_s):
             self._greenlet = gevent.spawn(self._refresh)
             running = True
         return Snapshot(self._value, self._at, self._error, running)
