@@ -3,7 +3,8 @@
 - `routes`     every admin endpoint (admin only: `app.auth.decorators.admin_required`; 403 otherwise)
 - `console`    the readers behind them: feed, writer, taps, exposure, house result, weeks — each cached
                about a second, SQLite only through the read pool, so a console refreshing every second
-               costs the trader path nothing it would notice
+               costs the trader path nothing it would notice; the archive listing (S3) is never on a
+               request's time: the last one is shown with its age, a greenlet refreshes it
 - `samples`    per-second samples kept in process memory (writer latency, feed sources), filled by the
                console worker (`workers/console.py`)
 - `store`      the SQL: `betting_actions` (who halted or reopened betting, when, why) and `house_days`
