@@ -9,7 +9,7 @@ import gevent
 import pytest
 from gevent.monkey import get_original
 
-from app.bets.store import NewBet, insert_bet
+from app.bets.store import NewBet, declare_lost, insert_bet
 from app.errors import Overloaded, Unavailable
 from app.ledger.integrity import check_file, check_link
 from app.ledger.store import Rejected, credit, debit
@@ -334,6 +334,33 @@ def test_a_batch_of_bets_run_again_after_a_refusal_lands_in_the_week_current_nam
     assert check_file(old) == [] and check_file(new) == [] and check_link(old, new) == []
     writer.stop()
     g.join(5)
+
+
+def test_a_bet_declared_lost_is_never_committed_after_even_across_a_rollover(db_dir):
+    """A reconciler's `declare_lost` and the bet's own insert exclude each other under the write lock
+    (app.bets.reconcile): whichever runs second loses. The lost mark must outlive a week rollover that
+    falls between them, or the bet's writer would commit it into the new week after the trader was
+    told `not_committed`."""
+    _user_with_balance(db_dir, 100)
+    old, new = db.current_week_file(db_dir), _next_week_file(db_dir)
+    now_ms = int(time.time() * 1000)
+    q = WriteQueue(100)
+    writer, g = _start(q, db_dir)
+    assert q.call(insert_bet(_new_bet("kept", 10))) == 90
+    assert q.call(declare_lost(["kept", "lost", "gone"], now_ms)) == {"kept"}  # committed first: kept
+    with pytest.raises(Rejected, match="not_committed"):
+        q.call(insert_bet(_new_bet("lost", 10, t_start=1_900_000_005)))
+    assert q.call(rollover_job(db_dir, new, "FULL", now_ms=now_ms)).new == new.name
+    with pytest.raises(Rejected, match="not_committed"):  # marked lost in the old week
+        q.call(insert_bet(_new_bet("gone", 10, t_start=1_900_000_010)))
+    assert q.call(declare_lost(["kept", "gone"], now_ms)) == {"kept"}  # found in either week
+    writer.stop()
+    g.join(5)
+    old_balance, _, old_bets, _ = _file_state(old)
+    new_balance, _, new_bets, _ = _file_state(new)
+    assert old_balance == 90 and old_bets == {"kept": ("confirmed", 0)}
+    assert new_balance == 90 and new_bets == {"kept": ("confirmed", 1)}
+    assert check_file(old) == [] and check_file(new) == [] and check_link(old, new) == []
 
 
 def _poison(conn):

@@ -13,14 +13,22 @@ second, looks through the pending index (``tap:pending``) for records that can n
 - the record is older than `LOST_AFTER_MS` (past the queue deadline by a wide margin): whoever owns it
   has expired the job — this also repairs a rejection whose notification never reached Redis.
 
-For each, SQLite is asked first (current and attached weeks): a committed bet gets its record dropped
-and `bet:confirmed` (the dead worker may have committed without telling); any other gets `bet:rejected`
-reason ``not_committed``, its record marked rejected and its cell claim freed. The Redis side is one
+For each, SQLite decides, in one job of this worker's writer (`declare_lost`): a bet already committed
+(current or attached weeks) gets its record dropped and `bet:confirmed` (the dead worker may have
+committed without telling); any other is recorded in ``lost_bets`` and gets `bet:rejected` reason
+``not_committed``, its record marked rejected and its cell claim freed. The Redis side is one
 idempotent script per bet, so two workers reconciling together (a SIGHUP overlap) announce once.
 
-The other live worker of a SIGHUP overlap keeps its heartbeat until its writer has drained: `stop()`
-stretches the heartbeat over the drain (`DRAIN_COVER_S`) instead of letting it lapse, so its queued
-bets are never taken for lost.
+"No heartbeat" does not prove the owner dead. A Redis outage of a few seconds during a SIGHUP overlap
+(or a Redis restart without persistence, which forgets every heartbeat) lets a live worker's heartbeat
+lapse while its queue still holds bets it answered 202; `stop()` stretching the heartbeat over the
+drain (`DRAIN_COVER_S`) fails too if Redis is away just then. Such a bet is taken for lost while its
+writer is about to commit it. Reading SQLite first and rejecting in Redis afterwards therefore told the
+trader `bet:rejected` (and released the cell and its liability) for a bet the writer then committed,
+stake and all. Deciding inside the writer's transaction closes that: the lost mark and the bet's
+insert serialise on SQLite's write lock, whichever comes second is refused (the trigger of
+sql/006_lost_bets.sql; the writer then reports the same `not_committed`), and each bet has exactly one
+outcome, the one the trader is told.
 """
 
 from __future__ import annotations
@@ -29,15 +37,15 @@ import logging
 from dataclasses import dataclass
 from typing import cast
 
-import apsw
+import gevent
 import orjson
 import redis
 
 from app.bets.claims import CONFIRM_LUA, REJECT_LUA, confirm_args, reject_args
 from app.bets.placement import LOST_AFTER_MS  # the rule GET /bets/<id> applies too
+from app.bets.store import declare_lost
 from app.keys import PENDING_INDEX, bet_key, heartbeat_key
 from app.services import Services
-from app.storage.db import week_schemas
 from app.units import format_money, format_multiplier
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,9 @@ HEARTBEAT_TTL_S = 5  # a killed worker's bets are announced within about this lo
 HEARTBEAT_EVERY_S = 1.0
 DRAIN_COVER_S = 30  # on a graceful stop: the heartbeat outlives the writer's drain
 SCAN_LIMIT = 2_000  # records looked at per pass (oldest first)
+# How long a pass waits for its writer's decision. Well under HEARTBEAT_TTL_S - HEARTBEAT_EVERY_S: the
+# pass runs between two of this process's own beats, which must not lapse while it waits.
+DECIDE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -54,30 +65,25 @@ class ReconcileResult:
     confirmed: list[str]
 
 
-def committed_bet_ids(conn: apsw.Connection, bet_ids: list[str]) -> set[str]:
-    """Which of `bet_ids` are in SQLite (current or attached weeks). Runs on the read pool."""
-    found: set[str] = set()
-    if not bet_ids:
-        return found
-    marks = ", ".join("?" * len(bet_ids))
-    for schema, _week in week_schemas(conn):
-        rows = conn.execute(f"SELECT bet_id FROM {schema}.bets WHERE bet_id IN ({marks})", bet_ids)  # noqa: S608
-        found.update(r[0] for r in rows)
-    return found
-
-
 def reconcile_orphans(svc: Services, now_ms: int, instance: str | None = None) -> ReconcileResult:
     """One pass: announce the pending bets that can no longer commit (see the module docstring).
 
     `instance` is the caller's own id: its records are judged by age only (its queue is alive).
-    Raises redis.RedisError if Redis is unreachable (the caller retries on its next pass).
+    Raises redis.RedisError if Redis is unreachable, or the writer's error if SQLite could not decide
+    (the caller retries on its next pass; every step is idempotent).
     """
     me = instance if instance is not None else svc.bet_claims.instance
     lost = find_lost(svc.redis, now_ms, me)
     out = ReconcileResult([], [])
     if not lost:
         return out
-    committed = svc.reads.run(lambda c: committed_bet_ids(c, list(lost)))
+    try:
+        committed = svc.writes.call(declare_lost(list(lost), now_ms), timeout=DECIDE_WAIT_S, priority=True)
+    except gevent.Timeout:
+        # The writer is busy or restarting: decide on a later pass (the job may still run; it is
+        # idempotent, and the bets it marks lost are refused by their writer, which says so itself).
+        log.warning("reconciler: the writer did not decide %d pending bets in time; next pass", len(lost))
+        return out
     reject = svc.redis.register_script(REJECT_LUA)
     confirm = svc.redis.register_script(CONFIRM_LUA)
     for bet_id, rec in lost.items():

@@ -16,6 +16,8 @@ from app.storage.db import Cursor, across_weeks, week_schemas
 from app.storage.writes import mark_rerunnable
 from app.units import format_money, format_multiplier
 
+LOST_BET_ERROR = "bet_declared_lost"  # the trigger of sql/006_lost_bets.sql refuses such a bet's insert
+
 
 @dataclass(frozen=True, slots=True)
 class NewBet:
@@ -35,7 +37,10 @@ class NewBet:
 
 
 def insert_bet(bet: NewBet):
-    """The writer job for one accepted bet: debit the stake, ledger row, bet row. Returns the balance."""
+    """The writer job for one accepted bet: debit the stake, ledger row, bet row. Returns the balance.
+
+    Raises `Rejected("not_committed")` if a reconciler declared the bet lost before this job ran
+    (`declare_lost`): one outcome per bet, decided under SQLite's write lock."""
 
     def job(conn: apsw.Connection) -> int:
         balance = debit(conn, bet.user_id, bet.stake, "bet", bet.bet_id, bet.placed_at)
@@ -60,10 +65,43 @@ def insert_bet(bet: NewBet):
         except apsw.ConstraintError as exc:
             if "bets.user_id, bets.target_time, bets.row" in str(exc):
                 raise Rejected("duplicate_cell") from None
+            if LOST_BET_ERROR in str(exc):
+                # A reconciler declared this bet lost first and told the trader `not_committed`
+                # (app.bets.reconcile): the same answer, and the stake's debit rolls back with the job.
+                raise Rejected("not_committed") from None
             raise
         return balance
 
     return mark_rerunnable(job)  # SQL only: the writer may run it without a SAVEPOINT of its own
+
+
+def declare_lost(bet_ids: list[str], now_ms: int):
+    """The writer job of a reconciler that found `bet_ids` pending with no queue left to commit them:
+    returns those already committed (any attached week); every other one is recorded in `lost_bets`,
+    whose trigger then refuses its insert for good. Deciding under the write lock is what makes the
+    reconciler's `not_committed` and a live writer's commit exclude each other (sql/006_lost_bets.sql):
+    reading SQLite first and rejecting in Redis after left a window in which both happened."""
+
+    def job(conn: apsw.Connection) -> set[str]:
+        committed = committed_bet_ids(conn, bet_ids)
+        lost = [(bet_id, now_ms) for bet_id in bet_ids if bet_id not in committed]
+        if lost:
+            conn.executemany("INSERT OR IGNORE INTO lost_bets (bet_id, lost_at) VALUES (?, ?)", lost)
+        return committed
+
+    return mark_rerunnable(job)  # SQL only, and idempotent
+
+
+def committed_bet_ids(conn: apsw.Connection, bet_ids: list[str]) -> set[str]:
+    """Which of `bet_ids` are in SQLite (the current week or an attached one)."""
+    found: set[str] = set()
+    if not bet_ids:
+        return found
+    marks = ", ".join("?" * len(bet_ids))
+    for schema, _week in week_schemas(conn):
+        rows = conn.execute(f"SELECT bet_id FROM {schema}.bets WHERE bet_id IN ({marks})", bet_ids)  # noqa: S608
+        found.update(r[0] for r in rows)
+    return found
 
 
 # ---- reads (run on the read pool) ---------------------------------------------------------------

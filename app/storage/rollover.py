@@ -8,7 +8,9 @@ state only and nothing lands in the old file after it (issue 10 items 1 and 2):
 
 1. create the new week file from scratch (leftovers of a crashed attempt are deleted first);
 2. copy every user with its balance, write one ``opening`` ledger row per user (amount = balance
-   carried in), copy every still-open bet with ``carried = 1``; commit the new file (fsync);
+   carried in), copy every still-open bet with ``carried = 1`` and the recent ``lost_bets`` marks (a
+   bet declared lost just before the switch must stay refused in the new file: sql/006_lost_bets.sql);
+   commit the new file (fsync);
 3. switch ``CURRENT`` to the new file (atomic rename + directory fsync);
 4. mark the old file closed; the writer's COMMIT of the old transaction follows the job (if that
    COMMIT fails, only the ``closed_at``/``next`` marks are lost: the transaction held nothing else).
@@ -39,6 +41,10 @@ from app.storage.db import (
 from app.storage.writes import mark_solo
 
 log = logging.getLogger(__name__)
+
+# The `lost_bets` marks copied to the new week: a bet waits at most seconds in a write queue, so a mark
+# older than this can no longer meet its bet's insert (a day leaves room for any clock skew).
+LOST_BETS_CARRY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,10 @@ def rollover_job(
                 " multiplier, payout, nonce, placed_at, carried) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 bets,
             )
+            lost = old.execute(
+                "SELECT bet_id, lost_at FROM lost_bets WHERE lost_at >= ?", (stamp - LOST_BETS_CARRY_MS,)
+            ).fetchall()
+            new.executemany("INSERT INTO lost_bets (bet_id, lost_at) VALUES (?, ?)", lost)
             new.execute("COMMIT")
         finally:
             new.close()
