@@ -158,6 +158,8 @@ def test_claim_refused_by_the_writer_queue_is_released(desk: Desk) -> None:
     status, out, _ = t.call("POST", "/api/v1/bets", body)
     assert status == 202, out
     _wait_confirmed(t, out["bet_id"])
+    # The notifier publishes after the commit, on its own time: wait for the event, not the row.
+    _wait(lambda: len(_bet_events(desk, t.address)) >= 2, what="bet:confirmed in the trader's Stream")
     assert _bet_events(desk, t.address) == [
         ("bet:rejected", released["bet_id"], "not_queued"),
         ("bet:confirmed", out["bet_id"], ""),
