@@ -363,6 +363,30 @@ def test_a_bet_declared_lost_is_never_committed_after_even_across_a_rollover(db_
     assert check_file(old) == [] and check_file(new) == [] and check_link(old, new) == []
 
 
+def test_a_writer_brings_the_week_file_up_to_its_own_migrations(tmp_path):
+    """A reload (SIGHUP) runs a new release's workers under the old master, which applied only the
+    migrations it knew at its start: the writer applies the rest before its first job, or the new
+    code's jobs fail on a missing table (here the reconciler's `lost_bets`, migration 006)."""
+    old_release = tmp_path / "sql"
+    old_release.mkdir()
+    for version, path in db.migrations():
+        if version <= 5:
+            (old_release / path.name).write_text(path.read_text())
+    data = tmp_path / "data"
+    data.mkdir()
+    week = data / db.week_filename(*db.iso_week(time.time()))
+    conn = db.connect(week)
+    assert db.migrate(conn, old_release) == [1, 2, 3, 4, 5]
+    conn.close()
+    db.set_current_week_file(data, week)
+    q = WriteQueue(100)
+    writer, g = _start(q, data)
+    assert q.call(declare_lost(["lost"], int(time.time() * 1000))) == set()
+    assert q.call(db.schema_version) == db.migrations()[-1][0]
+    writer.stop()
+    g.join(5)
+
+
 def _poison(conn):
     """A job whose effect makes the COMMIT itself fail: a deferred foreign-key violation.
 

@@ -33,7 +33,7 @@ import gevent
 from gevent.threadpool import ThreadPool
 
 from app.metrics import Metrics
-from app.storage.db import attach_history, connect, current_week_file
+from app.storage.db import attach_history, connect, current_week_file, migrate
 from app.storage.writes import Expired, OutcomeUnknown, WriteJob, WriteQueue, is_rerunnable
 
 log = logging.getLogger(__name__)
@@ -234,9 +234,16 @@ class SqliteWriter:
         read-only as the read pool has them (w1 newest …), so that a job can look a week back inside
         its transaction — an Idempotency-Key committed just before a rollover (app.ledger.store's
         `move_money`). Attached here, outside any transaction, and again whenever CURRENT moves, so
-        a writer (re)started after a rollover has them too."""
+        a writer (re)started after a rollover has them too.
+
+        The file is brought up to this code's migrations first: gunicorn's master applies them once,
+        at its start (`on_starting`), but a reload (`kill -HUP`) runs a new release's workers under the
+        old master, and their jobs may need a table the old master never created (a reconciler's
+        `lost_bets` mark, for one). `migrate` is one PRAGMA read per migration when there is nothing
+        to do, and it takes the write lock before applying one, so two workers cannot both apply it."""
         conn = connect(path, synchronous=self.synchronous, autocheckpoint=self.autocheckpoint)
         try:
+            migrate(conn)
             attach_history(conn, self.db_dir, path)
         except BaseException:
             _close_quietly(conn)
