@@ -300,3 +300,30 @@ def test_a_book_leans_against_its_exposure_and_the_grid_shows_what_is_charged():
     assert quotes.grid_message(shaded, 0)["quotes"] is msg["quotes"]  # once per book
     far = (cols[0] + 100 * SPEC.column_seconds, row)  # a cell outside the book is shaded the same way
     assert shaded.quote(*far) == book.quote(*far)  # (no exposure recorded there)
+
+
+def test_the_grid_lists_the_columns_placeable_when_it_is_sent_not_when_its_book_was_built():
+    """SPEC §3/§7: the grid is "the quote matrix for placeable cells", judged by server time. A book is
+    rebuilt on every tick (~250 ms; every second while the feed is degraded), so one built just before a
+    column boundary is still served just after it: its own columns would offer a column that is now too
+    soon (a tap on it: 422 cell_too_soon) next to a `server_time` that says so, and miss the column that
+    just opened. The grid sent after the boundary lists what is placeable then, each quote the one a tap
+    is charged (`book.quote`, the acceptance's function)."""
+    boundary = 1_763_712_005  # a multiple of the 5 s column
+    built = boundary - 0.1
+    book = quotes.QuoteBook.build(SPEC, 6_700_050, SIGMA, 0.25, 500, now=built)
+    before = quotes.grid_message(book, int(built * 1000))
+    assert before["columns"] == list(SPEC.placeable_columns(built))
+    sent = boundary + 0.15
+    msg = quotes.grid_message(book, int(sent * 1000))
+    assert msg["columns"] == list(SPEC.placeable_columns(sent)) != before["columns"]
+    assert msg["rows"] == before["rows"]
+    for i, t in enumerate(msg["columns"]):
+        for j, r in enumerate(msg["rows"]):
+            check_placeable(t, r, sent, book.current_row, SPEC)  # every listed cell is placeable now
+            m = book.quote(t, r)
+            assert msg["quotes"][i][j] == (None if m is None else quotes.format_multiplier(m))
+    assert all(q is not None for q in msg["quotes"][-1])  # the column that just opened is offered
+    assert quotes.grid_message(book, int(sent * 1000))["quotes"] is msg["quotes"]  # built once
+    # a clock behind the book's (another process's) never lists columns older than the book's own
+    assert quotes.grid_message(book, 0)["columns"] == before["columns"]

@@ -240,23 +240,32 @@ class QuoteBook:
         default=None, init=False, repr=False, compare=False
     )
 
-    def matrix(self) -> tuple[list[int], list[int], list[list[str | None]]]:
-        """The placeable columns, rows and formatted multipliers of `grid_message`, built once per book
+    def matrix(self, now: float | None = None) -> tuple[list[int], list[int], list[list[str | None]]]:
+        """The columns placeable at `now` (wall seconds; default and at the earliest the build time),
+        rows and formatted multipliers of `grid_message`, built once per book and column set
         (read-only: shared). The book is replaced, never changed, up to four times a second, while
         GET /api/v1/grid and the publisher's broadcast ask for it far more often; formatting every
-        cell was ~110 µs a request."""
-        if self._matrix is None:
-            columns = list(self.spec.placeable_columns(self.now))
-            rows = list(self.spec.placeable_rows(self.current_row))
-            quotes = []
-            for t in columns:
-                line = []
-                for r in rows:
-                    m = self.quotes.get((t, r))
-                    line.append(None if m is None else format_multiplier(m))
-                quotes.append(line)
-            self._matrix = (columns, rows, quotes)
-        return self._matrix
+        cell was ~110 µs a request.
+
+        Placeability is judged at `now`, as a tap is (SPEC §3): a book built just before a column
+        boundary and served after it lists the column that just opened (quoted by `quote`, what a tap
+        there is charged) instead of one that no longer takes bets."""
+        at = self.now if now is None else max(now, self.now)
+        columns = self.spec.placeable_columns(at)
+        cached = self._matrix
+        if cached is not None and cached[0][:1] == list(columns[:1]):
+            return cached
+        rows = list(self.spec.placeable_rows(self.current_row))
+        quotes = []
+        for t in columns:
+            line = []
+            for r in rows:
+                m = self.quote(t, r)
+                line.append(None if m is None else format_multiplier(m))
+            quotes.append(line)
+        built = (list(columns), rows, quotes)
+        self._matrix = built
+        return built
 
     def age_s(self, now_s: float) -> float:
         """How old the quotes are at `now_s` (wall seconds): the older of the build and its tick.
@@ -321,7 +330,7 @@ def grid_message(book: QuoteBook, now_ms: int) -> dict:
 
     ``quotes[i][j]`` is the multiplier of cell ``"<columns[i]>:<rows[j]>"`` (null: not offered).
     """
-    columns, rows, quotes = book.matrix()
+    columns, rows, quotes = book.matrix(now_ms / 1000)
     return {
         "type": "grid",
         "ts": now_ms,
