@@ -31,13 +31,21 @@ class GridSchema(Schema):
     """The quote matrix: `quotes[i][j]` is the multiplier of cell "<columns[i]>:<rows[j]>" (null: not
     offered). Empty lists and a null price before the first tick."""
 
-    ts = fields.Integer(metadata={"description": "When the matrix was built, Unix ms"})
-    server_time = fields.Integer(required=True)
-    price = fields.String(allow_none=True, required=True)
-    current_row = fields.Integer()
+    ts = fields.Integer(metadata={"description": "When this grid was made, Unix ms (here: server_time)"})
+    server_time = fields.Integer(
+        required=True, metadata={"description": "The server's clock (Unix ms) that judges placeable cells"}
+    )
+    price = fields.String(allow_none=True, required=True, metadata={"description": "Price of the quotes"})
+    current_row = fields.Integer(
+        metadata={"description": "floor(price / price_step); rows are current_row ± rows_each_side"}
+    )
     column_seconds = fields.Integer()
     price_step = fields.String()
-    columns = fields.List(fields.Integer(), required=True, metadata={"description": "Column starts, Unix s"})
+    columns = fields.List(
+        fields.Integer(),
+        required=True,
+        metadata={"description": "Starts (Unix s) of the columns placeable at server_time"},
+    )
     rows = fields.List(fields.Integer(), required=True)
     quotes = fields.List(fields.List(fields.String(allow_none=True)), required=True)
     feed = fields.Nested(FeedStatusSchema, required=True)
