@@ -38,6 +38,8 @@ const HISTORY_SETTLED_MS = 12_000;
 /** How far back (before the signed `ts`) the history is searched for a tap's cell. */
 const HISTORY_LOOKBACK_MS = 60_000;
 const HISTORY_MAX_PAGES = 5;
+/** Open bets are at most a screenful of cells (columns_ahead × rows); 200 a page. */
+const OPEN_BETS_MAX_PAGES = 3;
 
 interface Stored extends Session {
   sessionKeyPrivate: Hex;
@@ -159,7 +161,11 @@ export class Controller {
     await this.loadGrid().catch(() => undefined);
     if (!this.session) return;
     await this.refreshMe();
-    if (recheck) this.recheckBets();
+    if (recheck) {
+      this.recheckBets();
+      // This tab may not know every open bet (a reload, a new sign-in): list them, so each shows its fate.
+      await this.loadOpenBets();
+    }
     const now = Date.now();
     for (const t of Object.values(this.store.get().taps)) {
       if (t.state !== "unknown") continue;
@@ -179,7 +185,7 @@ export class Controller {
    *  same bet if it does, and places it if it does not (SPEC §6 idempotency). */
   private resend(cell: string): void {
     const t = this.store.get().taps[cell];
-    if (!t || t.state !== "unknown" || t.betId) return;
+    if (!t || t.state !== "unknown" || t.betId || !t.body) return;
     if (this.socket.send({ type: "bet", req: t.req, ...t.body })) this.store.dispatch({ type: "tapResent", cell, at: Date.now() });
   }
 
@@ -224,7 +230,7 @@ export class Controller {
         }
         const oldest = p.bets[p.bets.length - 1]?.placed_at ?? null;
         cursor = p.next_cursor;
-        if (!cursor || (oldest !== null && oldest < t.body.ts - HISTORY_LOOKBACK_MS)) {
+        if (!cursor || (oldest !== null && oldest < (t.body?.ts ?? t.sentAt) - HISTORY_LOOKBACK_MS)) {
           this.store.dispatch({ type: "tapLost", cell, reason: "Not placed: your history has no bet on this cell." });
           return;
         }
@@ -234,6 +240,31 @@ export class Controller {
       this.store.dispatch({ type: "tapUnknown", cell, reason: "Could not check the outcome; see History." });
       this.notice(e);
     }
+  }
+
+  /** The trader's open (confirmed) bets, newest first, into the store. An owner event that arrives
+   *  while the list is read may be older news than the list (a bet settled just after it was read):
+   *  then the bets that may still change are re-read one by one. */
+  private async loadOpenBets(): Promise<void> {
+    const token = this.session?.token;
+    if (!token) return;
+    const eventBefore = this.store.get().lastEventId;
+    try {
+      let cursor: string | null = null;
+      for (let page = 0; page < OPEN_BETS_MAX_PAGES; page++) {
+        const q = new URLSearchParams({ status: "confirmed", limit: "200" });
+        if (cursor) q.set("cursor", cursor);
+        const p: BetPage = await this.api.call("GET", `/api/v1/bets?${q.toString()}`, parseBetPage, { token });
+        if (this.session?.token !== token) return;
+        this.store.dispatch({ type: "restore", bets: p.bets });
+        cursor = p.next_cursor;
+        if (!cursor) break;
+      }
+    } catch (e) {
+      if (!(e instanceof ApiFailure && e.status === 401)) this.notice(e);
+      return;
+    }
+    if (this.store.get().lastEventId !== eventBefore) this.recheckBets();
   }
 
   /** The truth of every bet this client knows that may still change, and the balance. */

@@ -24,8 +24,10 @@ export interface Tap {
   reason: string | null;
   /** Every state this tap went through, in order (shown in the DOM for tests and support). */
   history: TapState[];
-  /** The signed body, kept so the identical request can be re-sent after a drop (same nonce = same bet). */
-  body: BetRequest;
+  /** The signed body, kept so the identical request can be re-sent after a drop (same nonce = same bet);
+   *  null for a bet this tab did not send (read back from the server after a reload or a new sign-in). */
+  body: BetRequest | null;
+  /** When it was sent (local ms), or placed (server ms) for a bet read back from the server. */
   sentAt: number;
   /** When the identical body was last re-sent after a drop (local ms); null: never re-sent. */
   resentAt: number | null;
@@ -120,6 +122,9 @@ export type Action =
   /** The outcome is not known yet (the controller is finding it); `reason` says why. */
   | { type: "tapUnknown"; cell: string; reason: string }
   | { type: "truth"; cell: string; bet: BetRecord }
+  /** The trader's open bets as the server lists them (after a reload, a new sign-in or a reconnect
+   *  that could not resume): shown like taps of this tab, so their outcome is shown when it comes. */
+  | { type: "restore"; bets: BetRecord[] }
   | { type: "tapLost"; cell: string; reason: string }
   | { type: "notice"; text: string; now: number }
   | { type: "clearNotice" };
@@ -175,6 +180,24 @@ function tapOfBet(taps: Record<string, Tap>, betId: string, cell: string, reason
   const atCell = taps[cell];
   return atCell && atCell.betId === null ? atCell : undefined;
 }
+/** A tap for a bet this tab did not send: it has a bet id, so it is never re-sent. */
+function tapOfServerBet(b: { bet_id: string; cell: string; stake: string; multiplier: string; payout: string; reason?: string }, state: TapState, at: number): Tap {
+  return {
+    req: `bet-${b.bet_id}`,
+    cell: b.cell,
+    stake: b.stake,
+    multiplier: b.multiplier,
+    payout: b.payout,
+    betId: b.bet_id,
+    state,
+    reason: b.reason ?? null,
+    history: [state],
+    body: null,
+    sentAt: at,
+    resentAt: null,
+  };
+}
+
 function findByReq(taps: Record<string, Tap>, req: string): Tap | undefined {
   for (const t of Object.values(taps)) if (t.req === req) return t;
   return undefined;
@@ -216,7 +239,8 @@ function onServer(s: State, m: ServerMsg, now: number): State {
     }
     case "bet:confirmed": {
       const t = tapOfBet(s.taps, m.bet_id, m.cell);
-      if (!t) return s;
+      // A bet of this wallet the tab has no tap for (placed before a reload, or in another tab): show it.
+      if (!t) return s.taps[m.cell] ? s : put(s, tapOfServerBet(m, "confirmed", now));
       return put(s, advance(t, "confirmed", { betId: m.bet_id, multiplier: m.multiplier, payout: m.payout }));
     }
     case "bet:rejected": {
@@ -296,6 +320,16 @@ export function reducer(s: State, a: Action): State {
           reason: b.reason ?? null,
         }),
       );
+    }
+    case "restore": {
+      let next = s;
+      for (const b of a.bets) {
+        const known = findById(next.taps, b.bet_id);
+        const patch = { multiplier: b.multiplier, payout: b.payout, reason: b.reason ?? null };
+        if (known) next = put(next, advance(known, fromStatus(b.status), patch));
+        else if (!next.taps[b.cell]) next = put(next, tapOfServerBet(b, fromStatus(b.status), b.placed_at ?? 0));
+      }
+      return next;
     }
     case "tapLost": {
       // Not placed; never over what the server already said about this tap.

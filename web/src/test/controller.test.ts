@@ -119,6 +119,7 @@ describe("resuming after a reconnect", () => {
     ws.recv({ id: "1700000000001-0", type: "balance", balance: "90" });
     expect(ws.ofType("resume")).toEqual([]); // the first authentication has nothing to resume
 
+    requests = []; // the first authentication listed the open bets (a fresh tab may not know them all)
     const ws2 = await reconnect();
     expect(ws2.ofType("resume")).toEqual([{ type: "resume", after: "1700000000001-0" }]);
     ws2.recv({ id: "1700000000900-0", type: "bet:resolved", bet_id: "b1", status: "won", payout: "25" });
@@ -235,5 +236,49 @@ describe("GET /api/v1/me and the balance event", () => {
     answer(new Response(JSON.stringify({ ...me("100"), is_admin: true }), { status: 200 }));
     await refreshed;
     expect(ctl.store.get()).toMatchObject({ balance: "90", isAdmin: true });
+  });
+});
+
+describe("a reload or a new sign-in: the open bets this tab did not send", () => {
+  const page = (...bets: Record<string, unknown>[]) => ({ bets, next_cursor: null });
+  /** sessionStorage as the browser keeps it across a reload: the session and its key. */
+  function storedSession(): void {
+    const items = new Map<string, string>([
+      ["tap-trading.session", JSON.stringify({ token: "t".repeat(43), address: ADDRESS, sessionKey: "0x01", expiresAt: 9e15, sessionKeyPrivate: `0x${"11".repeat(32)}` })],
+    ]);
+    vi.stubGlobal("sessionStorage", {
+      getItem: (k: string) => items.get(k) ?? null,
+      setItem: (k: string, v: string) => void items.set(k, v),
+      removeItem: (k: string) => void items.delete(k),
+    });
+  }
+
+  it("after a reload the open bets are listed, shown, and their settlement comes through", async () => {
+    storedSession();
+    routes["/api/v1/bets"] = page(record("confirmed", { bet_id: "b5", cell: "105:2" }));
+    const ctl = new Controller("http://tap.test");
+    await ctl.start();
+    const ws = await authenticate();
+    expect(requests).toContain("/api/v1/bets?status=confirmed&limit=200");
+    expect(ctl.store.get().taps["105:2"]).toMatchObject({ state: "confirmed", betId: "b5", payout: "25" });
+    ws.recv({ id: "9-0", type: "bet:resolved", bet_id: "b5", status: "won", payout: "25" });
+    expect(ctl.store.get().taps["105:2"]).toMatchObject({ state: "won", payout: "25" });
+  });
+
+  it("an owner event that arrives while the list is read: the listed bets are re-read", async () => {
+    storedSession();
+    let answer: (r: Response) => void = () => undefined;
+    vi.stubGlobal("fetch", (input: string) =>
+      new URL(input).pathname === "/api/v1/bets" ? new Promise<Response>((resolve) => (answer = resolve)) : fakeFetch(input),
+    );
+    const ctl = new Controller("http://tap.test");
+    await ctl.start();
+    const ws = await authenticate();
+    // b5 settles while the list is on its way: its event names a bet this tab does not know yet.
+    ws.recv({ id: "9-0", type: "bet:resolved", bet_id: "b5", status: "lost", payout: "0" });
+    routes["/api/v1/bets/b5"] = record("lost", { bet_id: "b5", cell: "105:2", payout: "0", settled_at: 2 });
+    answer(new Response(JSON.stringify(page(record("confirmed", { bet_id: "b5", cell: "105:2" }))), { status: 200 }));
+    await settle();
+    expect(ctl.store.get().taps["105:2"]).toMatchObject({ state: "lost", payout: "0" });
   });
 });

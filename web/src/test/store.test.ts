@@ -19,6 +19,21 @@ const bet = (status: "confirmed" | "rejected" | "won" | "pending", extra = {}) =
 });
 
 describe("a tap's state machine", () => {
+  it("a confirmed bet this tab did not send (placed before a reload, or in another tab) is shown", () => {
+    const other = srv({ type: "bet:confirmed", bet_id: "b8", status: "confirmed", cell: "105:3", stake: "5", multiplier: "3", payout: "15" });
+    const s = run(other, srv({ type: "bet:resolved", bet_id: "b8", status: "won", payout: "15" }));
+    expect(s.taps["105:3"]).toMatchObject({ state: "won", betId: "b8", stake: "5", payout: "15", body: null });
+    // never over a tap of this tab on the same cell that names another bet
+    expect(run(sent, accepted, srv({ type: "bet:confirmed", bet_id: "b8", status: "confirmed", cell: "100:5", stake: "5", multiplier: "3", payout: "15" })).taps["100:5"]).toMatchObject({ betId: "b1", state: "pending" });
+  });
+  it("restore: listed bets join the taps, a known one only moves forward, a taken cell is left alone", () => {
+    const s = run(sent, accepted, { type: "restore", bets: [bet("confirmed"), bet("confirmed", { bet_id: "b2", cell: "105:5" })] });
+    expect(s.taps["100:5"]).toMatchObject({ state: "confirmed", betId: "b1", history: ["sending", "pending", "confirmed"] });
+    expect(s.taps["105:5"]).toMatchObject({ state: "confirmed", betId: "b2", history: ["confirmed"] });
+    const won = srv({ type: "bet:resolved", bet_id: "b2", status: "won", payout: "25" });
+    expect([won, { type: "restore", bets: [bet("confirmed", { bet_id: "b2", cell: "105:5" })] } as Action].reduce(reducer, s).taps["105:5"]!.state).toBe("won");
+    expect(run(sent, { type: "restore", bets: [bet("confirmed", { bet_id: "b3" })] }).taps["100:5"]).toMatchObject({ state: "sending", betId: null });
+  });
   it("sending → pending → confirmed → won, with payout and the server's multiplier", () => {
     const s = run(sent, accepted, confirmed, srv({ type: "bet:resolved", bet_id: "b1", status: "won", payout: "25" }));
     const t = s.taps["100:5"]!;
