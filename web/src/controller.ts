@@ -5,7 +5,7 @@ import { minMultiplierFor, normaliseMoneyInput } from "./money";
 import { PriceSeries } from "./series";
 import { buildSiweMessage, newSessionKey, randomNonce, sessionKeyFrom, signBet, type SessionKey } from "./signing";
 import { TapSocket } from "./socket";
-import { isFinal, Store, tapRefusal, type Session, type Slippage } from "./store";
+import { isFinal, quoteAt, quotesStale, Store, tapRefusal, type Session, type Slippage } from "./store";
 import type { DiscoveredWallet } from "./wallet";
 import { ensureChain, personalSign, requestAccount } from "./wallet";
 import {
@@ -355,20 +355,16 @@ export class Controller {
   // ---- taps ------------------------------------------------------------------------------------
 
   quoteOf(cell: string): string | null | undefined {
-    const g = this.store.get().grid;
-    if (!g) return undefined;
-    const [t, r] = cell.split(":").map(Number);
-    const i = g.columns.indexOf(t ?? NaN);
-    const j = g.rows.indexOf(r ?? NaN);
-    if (i < 0 || j < 0) return undefined;
-    return g.quotes[i]?.[j];
+    return quoteAt(this.store.get(), cell, Date.now());
   }
 
   /** One tap = one signed bet over the websocket (SPEC §8a). Returns the refusal, or null if sent. */
   async tap(cell: string): Promise<string | null> {
     const s = this.store.get();
     const quote = this.quoteOf(cell);
-    const refusal = this.signing.has(cell) ? "You already have a bet on this cell." : tapRefusal(s, cell, quote);
+    const refusal = this.signing.has(cell)
+      ? "You already have a bet on this cell."
+      : tapRefusal(s, cell, quote, quotesStale(s, Date.now()));
     if (refusal || !s.session || !s.settings || !s.stake || !quote || !this.key) {
       const text = refusal ?? "Sign in to place bets.";
       this.store.dispatch({ type: "notice", text, now: Date.now() });

@@ -351,8 +351,37 @@ export function reducer(s: State, a: Action): State {
   }
 }
 
-/** Why a tap on `cell` must not be sent now, or null when it may be. */
-export function tapRefusal(s: State, cell: string, quote: string | null | undefined): string | null {
+/** A grid message older than this (by server time) is out of date: the server sends one a second and
+ *  refuses taps on a quote book older than TAP_QUOTE_MAX_AGE_S (2 s by default, `quotes_stale`). */
+export const QUOTES_STALE_MS = 3000;
+
+/** Whether the quotes shown are out of date at local time `nowMs` (grid messages stopped coming:
+ *  a dropped connection, or a server that stopped publishing them). */
+export function quotesStale(s: State, nowMs: number): boolean {
+  return s.grid !== null && nowMs + s.clockOffsetMs - s.grid.ts > QUOTES_STALE_MS;
+}
+
+/** The quote of `cell` at local time `nowMs`: a multiplier, null (not offered) or undefined (locked).
+ *  Locked also when the last grid message still quotes it but its column has since come within
+ *  min_lead_columns of the current one: the message comes once a second, so for up to a second after
+ *  each column boundary it still quotes the column that has just locked, which the server refuses. */
+export function quoteAt(s: State, cell: string, nowMs: number): string | null | undefined {
+  const g = s.grid;
+  const st = s.settings;
+  if (!g || !st) return undefined;
+  const [t, r] = cell.split(":").map(Number);
+  const cs = st.column_seconds;
+  const nowCol = Math.floor((nowMs + s.clockOffsetMs) / 1000 / cs) * cs;
+  if (t === undefined || r === undefined || t < nowCol + st.min_lead_columns * cs) return undefined;
+  const i = g.columns.indexOf(t);
+  const j = g.rows.indexOf(r);
+  if (i < 0 || j < 0) return undefined;
+  return g.quotes[i]?.[j];
+}
+
+/** Why a tap on `cell` must not be sent now, or null when it may be. `quote` as `quoteAt` gives it;
+ *  `stale` as `quotesStale` says. */
+export function tapRefusal(s: State, cell: string, quote: string | null | undefined, stale = false): string | null {
   if (!s.session) return "Sign in to place bets.";
   if (s.conn.state !== "open") return "Not connected: taps are paused until the connection is back.";
   if (!s.feed.betting)
@@ -361,6 +390,7 @@ export function tapRefusal(s: State, cell: string, quote: string | null | undefi
   if (prev && HOLDS_CELL.includes(prev.state)) return "You already have a bet on this cell.";
   if (quote === undefined) return "This cell is locked: it is too close or already running.";
   if (quote === null) return "This cell is not offered (a near-certain touch).";
+  if (stale) return "The quotes are out of date (no update for a few seconds); wait for fresh ones.";
   if (!s.stake) return "Choose a stake first.";
   return null;
 }

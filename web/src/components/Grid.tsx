@@ -5,7 +5,7 @@ import { formatFixed, parsePriceCents } from "../money";
 import { columnStart, fmtTime, geometry, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
 import { perf, record } from "../perf";
 import type { PriceSeries } from "../series";
-import type { State, Tap, TapState } from "../store";
+import { quotesStale, type State, type Tap, type TapState } from "../store";
 import type { GridSettings } from "../wire";
 
 export const STATE_LABEL: Record<TapState, string> = {
@@ -82,6 +82,8 @@ interface Frame {
   settings: GridSettings;
   series: PriceSeries;
   minLead: number;
+  /** The quotes are out of date (quotesStale): drawn dimmed, the layer says so in words. */
+  stale: boolean;
 }
 
 function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
@@ -124,7 +126,7 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
       if (tap) continue; // drawn below
       if (locked) continue;
       const q = f.quotes.get(cell);
-      ctx.fillStyle = q ? "#cbd5e1" : "#475569";
+      ctx.fillStyle = q && !f.stale ? "#cbd5e1" : "#475569";
       ctx.fillText(q ? shortQuote(q, narrow) : q === null ? "—" : "", x + g.colW / 2, y + g.rowH / 2);
     }
     ctx.strokeStyle = "rgba(148,163,184,0.18)";
@@ -212,13 +214,19 @@ export function Grid({ state, series, onTap }: Props) {
   const g = settings && size.w > 0 ? geometry(size.w, size.h, settings, Number(stepCents)) : null;
   const nowSecOf = () => (Date.now() + state.clockOffsetMs) / 1000;
   const [layerCol, setLayerCol] = useState(() => (settings ? columnStart(nowSecOf(), settings.column_seconds) : 0));
+  const [stale, setStale] = useState(false);
 
   // What the animation loop reads: the latest props without restarting the loop.
   const frame = useRef<Frame | null>(null);
   frame.current =
     g && settings
-      ? { g, nowSec: 0, centerRow, quotes, taps: state.taps, settings, series, minLead: settings.min_lead_columns }
+      ? { g, nowSec: 0, centerRow, quotes, taps: state.taps, settings, series, minLead: settings.min_lead_columns, stale }
       : null;
+  // Read by the animation loop, which checks every frame whether the quotes have gone out of date.
+  const latest = useRef(state);
+  latest.current = state;
+  const staleRef = useRef(stale);
+  staleRef.current = stale;
   const offset = useRef(state.clockOffsetMs);
   offset.current = state.clockOffsetMs;
   const layerColRef = useRef(layerCol);
@@ -256,6 +264,8 @@ export function Grid({ state, series, onTap }: Props) {
       draw(ctx, f, t);
       const col = columnStart(nowSec, f.g.columnSeconds);
       if (col !== layerColRef.current) setLayerCol(col);
+      const isStale = quotesStale(latest.current, Date.now());
+      if (isStale !== staleRef.current) setStale(isStale);
       if (layer.current) {
         const dx = xOf(f.g, layerColRef.current, nowSec);
         layer.current.style.transform = `translate3d(${dx.toFixed(1)}px,0,0)`;
@@ -281,8 +291,14 @@ export function Grid({ state, series, onTap }: Props) {
           quotes={quotes}
           taps={state.taps}
           stepCents={stepCents}
+          stale={stale}
           onTap={onTap}
         />
+      )}
+      {stale && state.grid && (
+        <p className="grid-stale" role="status" data-testid="quotes-stale">
+          Quotes out of date: no update for a few seconds. Taps are paused until fresh quotes arrive.
+        </p>
       )}
     </div>
   );
@@ -297,6 +313,7 @@ interface LayerProps {
   quotes: QuoteMap;
   taps: Record<string, Tap>;
   stepCents: bigint;
+  stale: boolean;
   onTap: (cell: string) => void;
 }
 
@@ -324,9 +341,10 @@ const CellLayer = memo(function CellLayer(p: LayerProps) {
       const cell = `${t}:${row}`;
       const q = p.quotes.get(cell);
       const tap = p.taps[cell];
-      const locked = q === undefined;
+      // By time as the canvas draws it: the last grid message may still quote a column that has just locked.
+      const locked = c < settings.min_lead_columns || q === undefined;
       const parts = [`${fmtTime(t)} to ${fmtTime(t + cs)} UTC`, `band ${bandText(row, p.stepCents)}`];
-      parts.push(locked ? "locked" : q === null ? "not offered" : `multiplier ${q}`);
+      parts.push(locked ? "locked" : q === null ? "not offered" : p.stale ? `multiplier ${q}, out of date` : `multiplier ${q}`);
       if (tap) parts.push(`your bet: ${STATE_LABEL[tap.state]}${tap.reason ? ` (${tap.reason})` : ""}`);
       cells.push(
         <button
@@ -336,10 +354,10 @@ const CellLayer = memo(function CellLayer(p: LayerProps) {
           data-cell={cell}
           data-col={c}
           data-row={row}
-          data-state={tap ? tap.state : locked ? "locked" : q === null ? "unquoted" : "open"}
+          data-state={tap ? tap.state : locked ? "locked" : q === null ? "unquoted" : p.stale ? "stale" : "open"}
           data-history={tap ? tap.history.join(",") : undefined}
           aria-label={parts.join(", ")}
-          aria-disabled={locked || q === null || undefined}
+          aria-disabled={locked || q === null || p.stale || undefined}
           style={{ left: c * g.colW, top: yOfRow(g, row, p.centerRow), width: g.colW, height: g.rowH }}
           onClick={() => p.onTap(cell)}
         />,

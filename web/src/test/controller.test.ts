@@ -97,6 +97,18 @@ async function signedInWithTap(sentAgoMs = 0): Promise<{ ctl: Controller; ws: Fa
   return { ctl, ws };
 }
 
+/** sessionStorage as the browser keeps it across a reload: the session and its key. */
+function storedSession(): void {
+  const items = new Map<string, string>([
+    ["tap-trading.session", JSON.stringify({ token: "t".repeat(43), address: ADDRESS, sessionKey: "0x01", expiresAt: 9e15, sessionKeyPrivate: `0x${"11".repeat(32)}` })],
+  ]);
+  vi.stubGlobal("sessionStorage", {
+    getItem: (k: string) => items.get(k) ?? null,
+    setItem: (k: string, v: string) => void items.set(k, v),
+    removeItem: (k: string) => void items.delete(k),
+  });
+}
+
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
   vi.setSystemTime(1_700_000_000_000);
@@ -241,17 +253,6 @@ describe("GET /api/v1/me and the balance event", () => {
 
 describe("a reload or a new sign-in: the open bets this tab did not send", () => {
   const page = (...bets: Record<string, unknown>[]) => ({ bets, next_cursor: null });
-  /** sessionStorage as the browser keeps it across a reload: the session and its key. */
-  function storedSession(): void {
-    const items = new Map<string, string>([
-      ["tap-trading.session", JSON.stringify({ token: "t".repeat(43), address: ADDRESS, sessionKey: "0x01", expiresAt: 9e15, sessionKeyPrivate: `0x${"11".repeat(32)}` })],
-    ]);
-    vi.stubGlobal("sessionStorage", {
-      getItem: (k: string) => items.get(k) ?? null,
-      setItem: (k: string, v: string) => void items.set(k, v),
-      removeItem: (k: string) => void items.delete(k),
-    });
-  }
 
   it("after a reload the open bets are listed, shown, and their settlement comes through", async () => {
     storedSession();
@@ -280,5 +281,43 @@ describe("a reload or a new sign-in: the open bets this tab did not send", () =>
     answer(new Response(JSON.stringify(page(record("confirmed", { bet_id: "b5", cell: "105:2" }))), { status: 200 }));
     await settle();
     expect(ctl.store.get().taps["105:2"]).toMatchObject({ state: "lost", payout: "0" });
+  });
+});
+
+describe("a tap on quotes the grid no longer stands behind", () => {
+  const settings = {
+    column_seconds: 5, price_step: "10.00", columns_ahead: 12, min_lead_columns: 2, rows_each_side: 10, house_edge: "0.05",
+    stake_presets: ["1"], min_stake: "1", max_stake: "1000", chain_id: 1, siwe_domain: "tap.test",
+  };
+  const NOW_S = 1_700_000_000; // a column boundary (5 s columns)
+  /** Signed in, with the grid message of half a second ago: built in the previous column, it quotes
+   *  1700000005 (then 2 columns ahead, now only 1) to 1700000060. */
+  async function tradingWithGrid(): Promise<{ ctl: Controller; ws: FakeWS }> {
+    storedSession();
+    const ctl = new Controller("http://tap.test");
+    await ctl.start();
+    const ws = await authenticate();
+    ctl.store.dispatch({ type: "settings", settings, clockOffsetMs: 0 });
+    const columns = Array.from({ length: 12 }, (_, i) => NOW_S + 5 + 5 * i);
+    ws.recv({
+      type: "grid", ts: NOW_S * 1000 - 500, price: "50.00", current_row: 5, column_seconds: 5, price_step: "10.00",
+      columns, rows: [4, 5, 6], quotes: columns.map(() => ["3", "2", "3"]),
+    });
+    return { ctl, ws };
+  }
+
+  it("a column that locked since the last grid message is refused in the page, not sent", async () => {
+    const { ctl, ws } = await tradingWithGrid();
+    expect(await ctl.tap(`${NOW_S + 5}:5`)).toMatch(/locked/);
+    expect(ws.ofType("bet")).toEqual([]);
+    expect(await ctl.tap(`${NOW_S + 10}:5`)).toBeNull(); // the first placeable column goes out
+    expect(ws.ofType("bet")).toHaveLength(1);
+  });
+
+  it("quotes older than 3 s are out of date: the tap says so and sends nothing", async () => {
+    const { ctl, ws } = await tradingWithGrid();
+    await vi.advanceTimersByTimeAsync(2_600); // the grid message is 3.1 s old
+    expect(await ctl.tap(`${NOW_S + 20}:5`)).toMatch(/out of date/);
+    expect(ws.ofType("bet")).toEqual([]);
   });
 });

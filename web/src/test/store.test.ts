@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { initialState, reducer, tapRefusal, type Action, type State } from "../store";
+import { initialState, quoteAt, quotesStale, reducer, tapRefusal, type Action, type State } from "../store";
 import type { BetRequest, ServerMsg } from "../wire";
 
 const body: BetRequest = { cell: "100:5", stake: "10", min_multiplier: "2.375", nonce: "abcdefgh12345678", ts: 1, signature: "0x00" };
@@ -172,5 +172,28 @@ describe("a /me answer and websocket balance events", () => {
   it("a /me with no balance event since its request sets the balance", () => {
     const before = run(srv({ type: "balance", balance: "100" }));
     expect(reducer(before, { type: "me", balance: "90", isAdmin: false, balanceEvents: before.balanceEvents }).balance).toBe("90");
+  });
+});
+
+describe("quotes by time", () => {
+  const settings = {
+    column_seconds: 5, price_step: "10.00", columns_ahead: 12, min_lead_columns: 2, rows_each_side: 10, house_edge: "0.05",
+    stake_presets: ["1"], min_stake: "1", max_stake: "1000", chain_id: 1, siwe_domain: "tap.test",
+  };
+  // built at 999.5 s (column 995): quotes columns 1005 and 1010; the server clock is 250 ms ahead
+  const grid = srv({ type: "grid", ts: 999_500, price: "50.00", current_row: 5, column_seconds: 5, price_step: "10.00", columns: [1005, 1010], rows: [5], quotes: [["2"], [null]] });
+  const s = run({ type: "settings", settings, clockOffsetMs: 250 }, grid);
+
+  it("a column within min_lead_columns of the current one is locked, whatever the last grid says", () => {
+    expect(quoteAt(s, "1005:5", 999_700)).toBe("2"); // server time 999.95 s: still column 995
+    expect(quoteAt(s, "1005:5", 999_800)).toBeUndefined(); // 1000.05 s: column 1000, 1005 is 1 ahead
+    expect(quoteAt(s, "1010:5", 999_800)).toBeNull(); // not offered
+    expect(quoteAt(s, "1010:6", 999_800)).toBeUndefined(); // not in the grid
+  });
+  it("quotes go out of date 3 s after the grid message, by server time", () => {
+    expect(quotesStale(s, 1_002_250)).toBe(false);
+    expect(quotesStale(s, 1_002_251)).toBe(true);
+    expect(tapRefusal({ ...s, stake: "1" }, "1010:5", "2", true)).toMatch(/out of date/);
+    expect(tapRefusal({ ...s, stake: "1" }, "1010:5", "2", false)).toBeNull();
   });
 });
