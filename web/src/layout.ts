@@ -50,3 +50,37 @@ export function fmtTime(tSec: number): string {
   const d = new Date(tSec * 1000);
   return d.toISOString().slice(11, 19);
 }
+
+/** The one cell of the grid's layer that is in the Tab order (a roving tab stop: the grid is one stop,
+ *  arrows move inside it): the cell the keyboard was last on while it is still shown, else the first
+ *  placeable column at the current band. */
+export function tabStopCell(
+  focused: string | null,
+  layerCol: number,
+  s: Pick<GridSettings, "column_seconds" | "columns_ahead" | "min_lead_columns" | "rows_each_side">,
+  centerRow: number,
+): string {
+  if (focused) {
+    const [t, row] = focused.split(":").map(Number);
+    const last = layerCol + (s.columns_ahead - 1) * s.column_seconds;
+    if (t !== undefined && row !== undefined && t >= layerCol && t <= last && Math.abs(row - centerRow) <= s.rows_each_side)
+      return focused;
+  }
+  return `${layerCol + s.min_lead_columns * s.column_seconds}:${centerRow}`;
+}
+
+/** Where the keyboard goes when the focused cell leaves the layer (its column ran out, or the bands
+ *  moved with the price): the nearest shown cell, same band if it is still shown, else the nearest
+ *  band, in the current column if its own has passed. */
+export function refocusCell(
+  lost: string,
+  layerCol: number,
+  s: Pick<GridSettings, "column_seconds" | "columns_ahead" | "rows_each_side">,
+  centerRow: number,
+): string {
+  const [t = layerCol, row = centerRow] = lost.split(":").map(Number);
+  const last = layerCol + (s.columns_ahead - 1) * s.column_seconds;
+  const col = Math.min(Math.max(t, layerCol), last);
+  const band = Math.min(Math.max(row, centerRow - s.rows_each_side), centerRow + s.rows_each_side);
+  return `${col}:${band}`;
+}

@@ -1,8 +1,8 @@
 // The grid: a canvas for speed (price line, columns, bands, quotes, own bets) and, on top of it,
 // a layer of real buttons — one per cell — for touch, keyboard (arrows + Enter) and screen readers.
-import { memo, useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
+import { memo, useEffect, useLayoutEffect, useMemo, useRef, useState, type FocusEvent, type KeyboardEvent } from "react";
 import { formatFixed, parsePriceCents } from "../money";
-import { columnStart, fmtTime, geometry, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
+import { columnStart, fmtTime, geometry, refocusCell, tabStopCell, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
 import { perf, record } from "../perf";
 import type { PriceSeries } from "../series";
 import { quotesStale, type State, type Tap, type TapState } from "../store";
@@ -68,7 +68,8 @@ function shortQuote(q: string, narrow: boolean): string {
   return (frac ? `${w}.${frac}` : w) + (narrow ? "" : "×");
 }
 
-function bandText(row: number, stepCents: bigint): string {
+/** The price band of `row`, e.g. "67110.00–67120.00". */
+export function bandText(row: number, stepCents: bigint): string {
   const lo = BigInt(row) * stepCents;
   return `${formatFixed(lo, 2, 2)}–${formatFixed(lo + stepCents, 2, 2)}`;
 }
@@ -215,6 +216,8 @@ export function Grid({ state, series, onTap }: Props) {
   const nowSecOf = () => (Date.now() + state.clockOffsetMs) / 1000;
   const [layerCol, setLayerCol] = useState(() => (settings ? columnStart(nowSecOf(), settings.column_seconds) : 0));
   const [stale, setStale] = useState(false);
+  /** The cell the keyboard is on (the layer's tab stop); null until a cell gets the focus. */
+  const [focusCell, setFocusCell] = useState<string | null>(null);
 
   // What the animation loop reads: the latest props without restarting the loop.
   const frame = useRef<Frame | null>(null);
@@ -292,6 +295,8 @@ export function Grid({ state, series, onTap }: Props) {
           taps={state.taps}
           stepCents={stepCents}
           stale={stale}
+          focusCell={focusCell}
+          onFocusCell={setFocusCell}
           onTap={onTap}
         />
       )}
@@ -314,8 +319,14 @@ interface LayerProps {
   taps: Record<string, Tap>;
   stepCents: bigint;
   stale: boolean;
+  /** The cell the keyboard is on, or null: it is the layer's one tab stop while it is shown. */
+  focusCell: string | null;
+  onFocusCell: (cell: string) => void;
   onTap: (cell: string) => void;
 }
+
+/** A blur this recent, with nowhere as its target, was the focused cell's removal. */
+const REFOCUS_WITHIN_MS = 100;
 
 function move(e: KeyboardEvent<HTMLDivElement>): void {
   const el = e.target as HTMLElement;
@@ -330,9 +341,37 @@ function move(e: KeyboardEvent<HTMLDivElement>): void {
   next?.focus();
 }
 
-const CellLayer = memo(function CellLayer(p: LayerProps) {
+export const CellLayer = memo(function CellLayer(p: LayerProps) {
   const { g, settings } = p;
   const cs = settings.column_seconds;
+  const tabStop = tabStopCell(p.focusCell, p.layerCol, settings, p.centerRow);
+  const { layerRef, focusCell, onFocusCell } = p;
+  // The focused cell leaves the layer when its column has run out or the bands move with the price;
+  // the browser then drops the focus on <body>, and a keyboard user would start again from the top.
+  // Chrome reports that as a blur (no relatedTarget) during the removal, Firefox reports nothing: the
+  // focus goes on to the nearest cell then, not when the trader had left the grid earlier.
+  const blurredAt = useRef<number | null>(null);
+  useLayoutEffect(() => {
+    const el = layerRef.current;
+    if (!el || !focusCell || el.querySelector(`[data-cell="${focusCell}"]`)) return;
+    const active = document.activeElement;
+    if (active && active !== document.body) return;
+    const left = blurredAt.current;
+    if (left !== null && performance.now() - left > REFOCUS_WITHIN_MS) return; // left the grid before
+    const next = refocusCell(focusCell, p.layerCol, settings, p.centerRow);
+    el.querySelector<HTMLElement>(`[data-cell="${next}"]`)?.focus({ preventScroll: true });
+  }, [layerRef, focusCell, p.layerCol, p.centerRow, settings]);
+  const onFocus = (e: FocusEvent<HTMLDivElement>) => {
+    const cell = e.target.dataset["cell"];
+    blurredAt.current = null;
+    if (cell) onFocusCell(cell);
+  };
+  const onBlur = (e: FocusEvent<HTMLDivElement>) => {
+    const to = e.relatedTarget;
+    if (to instanceof Node && e.currentTarget.contains(to)) return; // from cell to cell
+    // Elsewhere on the page: never pulled back. Nowhere (a removal, or out of the window): maybe.
+    blurredAt.current = to ? -Infinity : performance.now();
+  };
   const cells = [];
   for (let c = 0; c < g.columns; c++) {
     const t = p.layerCol + c * cs;
@@ -358,6 +397,7 @@ const CellLayer = memo(function CellLayer(p: LayerProps) {
           data-history={tap ? tap.history.join(",") : undefined}
           aria-label={parts.join(", ")}
           aria-disabled={locked || q === null || p.stale || undefined}
+          tabIndex={cell === tabStop ? 0 : -1}
           style={{ left: c * g.colW, top: yOfRow(g, row, p.centerRow), width: g.colW, height: g.rowH }}
           onClick={() => p.onTap(cell)}
         />,
@@ -365,7 +405,15 @@ const CellLayer = memo(function CellLayer(p: LayerProps) {
     }
   }
   return (
-    <div className="cell-layer" ref={p.layerRef} role="group" aria-label="Betting grid: columns are time windows, rows are price bands" onKeyDown={move}>
+    <div
+      className="cell-layer"
+      ref={p.layerRef}
+      role="group"
+      aria-label="Betting grid: columns are time windows, rows are price bands; arrow keys move, Enter bets"
+      onKeyDown={move}
+      onFocus={onFocus}
+      onBlur={onBlur}
+    >
       {cells}
     </div>
   );
