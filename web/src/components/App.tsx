@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useState, useSyncExternalStore } from "react";
 import type { Controller } from "../controller";
+import { parsePriceCents } from "../money";
 import { Account } from "./Account";
 import { Grid } from "./Grid";
 import { SignIn } from "./SignIn";
@@ -59,7 +60,7 @@ export function App({ ctl }: { ctl: Controller }) {
             />
           )}
           <Grid state={state} series={ctl.series} onTap={onTap} />
-          <Taps taps={state.taps} />
+          <Taps taps={state.taps} stepCents={state.settings ? parsePriceCents(state.settings.price_step) : null} />
         </main>
       )}
     </div>

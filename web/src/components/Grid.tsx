@@ -5,7 +5,7 @@ import { formatFixed, parsePriceCents } from "../money";
 import { columnStart, fmtTime, geometry, refocusCell, tabStopCell, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
 import { perf, record } from "../perf";
 import type { PriceSeries } from "../series";
-import { quotesStale, type State, type Tap, type TapState } from "../store";
+import { HOLDS_CELL, quotesStale, type State, type Tap, type TapState } from "../store";
 import type { GridSettings } from "../wire";
 
 export const STATE_LABEL: Record<TapState, string> = {
@@ -383,8 +383,13 @@ export const CellLayer = memo(function CellLayer(p: LayerProps) {
       // By time as the canvas draws it: the last grid message may still quote a column that has just locked.
       const locked = c < settings.min_lead_columns || q === undefined;
       const parts = [`${fmtTime(t)} to ${fmtTime(t + cs)} UTC`, `band ${bandText(row, p.stepCents)}`];
-      parts.push(locked ? "locked" : q === null ? "not offered" : p.stale ? `multiplier ${q}, out of date` : `multiplier ${q}`);
-      if (tap) parts.push(`your bet: ${STATE_LABEL[tap.state]}${tap.reason ? ` (${tap.reason})` : ""}`);
+      // A cell with a bet on it is named by the bet (its stake and multiplier), not by today's quote.
+      const held = tap !== undefined && HOLDS_CELL.includes(tap.state);
+      if (!held) parts.push(locked ? "locked" : q === null ? "not offered" : p.stale ? `multiplier ${q}, out of date` : `multiplier ${q}`);
+      if (tap) {
+        const won = tap.state === "won" && tap.payout ? `, paid ${tap.payout}` : "";
+        parts.push(`your bet: ${tap.stake} at ${tap.multiplier}, ${STATE_LABEL[tap.state]}${won}${tap.reason ? ` (${tap.reason})` : ""}`);
+      }
       cells.push(
         <button
           key={cell}

@@ -1,11 +1,12 @@
-// The trader's taps of this session, newest first, with state, reason and payout in words.
+// The trader's taps of this session, newest first, with state, reason and payout in words. A polite
+// live region: each change of a tap's state (accepted, confirmed, won, lost, refused) is announced.
 import type { Tap } from "../store";
 import { fmtTime } from "../layout";
-import { STATE_LABEL } from "./Grid";
+import { bandText, STATE_LABEL } from "./Grid";
 
 /** Rejection reasons arrive as codes (docs/API.md); say them in words and keep the code. */
 const REASONS: Record<string, string> = {
-  insufficient_funds: "Insufficient funds",
+  insufficient_funds: "Insufficient funds: deposit in Account",
   duplicate_cell: "You already had a bet on this cell",
   timeout: "Not committed in time",
   not_committed: "Lost in a server restart, not committed",
@@ -15,26 +16,37 @@ function reasonText(reason: string): string {
   const words = REASONS[reason];
   return words ? `${words} (${reason})` : reason;
 }
+/** An unknown tap says why, until the controller has found out. */
+const UNKNOWN_WHY = "The connection dropped before the server answered; checked once the connection is back";
 
-export function Taps({ taps }: { taps: Record<string, Tap> }) {
+/** `stepCents`: the height of a band (settings' price_step), to name the band by its prices. */
+export function Taps({ taps, stepCents }: { taps: Record<string, Tap>; stepCents: bigint | null }) {
   const list = Object.values(taps).sort((a, b) => b.sentAt - a.sentAt).slice(0, 12);
-  if (list.length === 0) return <p className="hint">Tap a cell to bet that the price touches that band in that window.</p>;
   return (
-    <ol className="taps" aria-label="Your bets this session">
-      {list.map((t) => {
-        const [ts, row] = t.cell.split(":");
-        return (
-          <li key={t.req} data-cell={t.cell} data-state={t.state} data-bet-id={t.betId ?? undefined} data-history={t.history.join(",")} className={`tap tap-${t.state}`}>
-            <span className="what">
-              {fmtTime(Number(ts))} · row {row} · {t.stake} × {t.multiplier}
-            </span>{" "}
-            <strong className="state">{STATE_LABEL[t.state]}</strong>
-            {t.state === "won" && t.payout && <span className="payout"> +{t.payout}</span>}
-            {(t.state === "confirmed" || t.state === "pending") && t.payout && <span className="payout"> pays {t.payout}</span>}
-            {t.reason && <span className="reason"> — {reasonText(t.reason)}</span>}
-          </li>
-        );
-      })}
-    </ol>
+    // Rendered before the first tap, so that the first one is announced too.
+    <div className="taps-live" aria-live="polite" aria-relevant="additions text" data-testid="taps-live">
+      {list.length === 0 ? (
+        <p className="hint">Tap a cell to bet that the price touches that band in that window.</p>
+      ) : (
+        <ol className="taps" aria-label="Your bets this session">
+          {list.map((t) => {
+            const [ts, row] = t.cell.split(":");
+            const band = stepCents !== null ? bandText(Number(row), stepCents) : `row ${row}`;
+            const reason = t.reason ?? (t.state === "unknown" ? UNKNOWN_WHY : null);
+            return (
+              <li key={t.req} data-cell={t.cell} data-state={t.state} data-bet-id={t.betId ?? undefined} data-history={t.history.join(",")} className={`tap tap-${t.state}`}>
+                <span className="what">
+                  {fmtTime(Number(ts))} UTC · {band} · {t.stake} × {t.multiplier}
+                </span>{" "}
+                <strong className="state">{STATE_LABEL[t.state]}</strong>
+                {t.state === "won" && t.payout && <span className="payout"> +{t.payout}</span>}
+                {(t.state === "confirmed" || t.state === "pending") && t.payout && <span className="payout"> pays {t.payout}</span>}
+                {reason && <span className="reason"> — {reasonText(reason)}</span>}
+              </li>
+            );
+          })}
+        </ol>
+      )}
+    </div>
   );
 }

@@ -1,9 +1,11 @@
-// The grid's accessible layer, rendered to markup (no DOM needed): one tab stop, and where the
-// keyboard goes when its cell leaves the layer.
+// The grid's accessible layer and the list of taps, rendered to markup (no DOM needed): one tab stop,
+// where the keyboard goes when its cell leaves the layer, and how a tap's fate is told.
 import { createElement, createRef } from "react";
 import { renderToStaticMarkup } from "react-dom/server";
 import { describe, expect, it } from "vitest";
 import { CellLayer } from "../components/Grid";
+import { Taps } from "../components/Taps";
+import type { Tap } from "../store";
 import { geometry, refocusCell, tabStopCell } from "../layout";
 import type { GridSettings } from "../wire";
 
@@ -12,12 +14,12 @@ const settings: GridSettings = {
   stake_presets: ["1"], min_stake: "1", max_stake: "1000", chain_id: 1, siwe_domain: "tap.test",
 };
 
-function layer(focusCell: string | null): string {
+function layer(focusCell: string | null, taps: Record<string, Tap> = {}): string {
   const g = geometry(1280, 640, settings, 1000);
   return renderToStaticMarkup(
     createElement(CellLayer, {
       layerRef: createRef<HTMLDivElement>(), g, settings, layerCol: 1000, centerRow: 50, quotes: new Map([["1010:50", "2"]]),
-      taps: {}, stepCents: 1000n, stale: false, focusCell, onFocusCell: () => undefined, onTap: () => undefined,
+      taps, stepCents: 1000n, stale: false, focusCell, onFocusCell: () => undefined, onTap: () => undefined,
     }),
   );
 }
@@ -41,3 +43,40 @@ describe("the grid's layer of cells", () => {
   });
 });
 
+const tap = (patch: Partial<Tap>): Tap => ({
+  req: "t-1", cell: "1796682435:6711", stake: "1", multiplier: "6.7261", payout: null, betId: null, state: "sending",
+  reason: null, history: ["sending"], body: null, sentAt: 1, resentAt: null, ...patch,
+});
+
+describe("a cell with a bet on it", () => {
+  const label = (t: Tap) => /data-cell="1010:50"[^>]*aria-label="([^"]*)"/.exec(layer(null, { "1010:50": t }))?.[1];
+  it("is named by the bet, its multiplier and its state, not by the quote of the moment", () => {
+    expect(label(tap({ cell: "1010:50", state: "confirmed", multiplier: "2.4218" }))).toBe(
+      "00:16:50 to 00:16:55 UTC, band 500.00–510.00, your bet: 1 at 2.4218, confirmed",
+    );
+    expect(label(tap({ cell: "1010:50", state: "won", multiplier: "2.4218", payout: "2.4218" }))).toMatch(/won, paid 2\.4218$/);
+  });
+  it("a refused tap leaves the cell open: the quote is said, then why the tap was refused", () => {
+    expect(label(tap({ cell: "1010:50", state: "rejected", reason: "insufficient_funds" }))).toMatch(
+      /multiplier 2, your bet: 1 at 6\.7261, rejected \(insufficient_funds\)$/,
+    );
+  });
+});
+
+describe("the list of taps", () => {
+  const html = (taps: Record<string, Tap>) => renderToStaticMarkup(createElement(Taps, { taps, stepCents: 1000n }));
+
+  it("is a polite live region before the first tap, so that each tap's state is announced", () => {
+    expect(html({})).toMatch(/^<div[^>]*aria-live="polite"/);
+    expect(html({ a: tap({ state: "confirmed" }) })).toMatch(/^<div[^>]*aria-live="polite"/);
+  });
+  it("names the band by its prices and the window in UTC, not by a row number", () => {
+    const out = html({ a: tap({ state: "confirmed", payout: "6.7261" }) });
+    expect(out).toContain("22:27:15 UTC · 67110.00–67120.00 · 1 × 6.7261");
+    expect(out).not.toContain("row 6711");
+  });
+  it("says why a tap is unknown, and what to do about insufficient funds", () => {
+    expect(html({ a: tap({ state: "unknown" }) })).toContain("connection dropped before the server answered");
+    expect(html({ a: tap({ state: "rejected", reason: "insufficient_funds" }) })).toContain("deposit in Account");
+  });
+});
