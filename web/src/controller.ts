@@ -45,13 +45,15 @@ interface Stored extends Session {
   sessionKeyPrivate: Hex;
 }
 
-function load(): Stored | null {
+/** The session this tab kept, "expired" if it has run out since (the trader is told), else null. */
+function load(): Stored | "expired" | null {
   try {
     const raw = sessionStorage.getItem(STORAGE_KEY);
     if (!raw) return null;
     const s = JSON.parse(raw) as Partial<Stored>;
     if (typeof s.token !== "string" || typeof s.address !== "string" || typeof s.sessionKeyPrivate !== "string") return null;
-    if (typeof s.expiresAt !== "number" || s.expiresAt <= Date.now()) return null;
+    if (typeof s.expiresAt !== "number") return null;
+    if (s.expiresAt <= Date.now()) return "expired";
     return s as Stored;
   } catch {
     return null;
@@ -86,7 +88,10 @@ export class Controller {
 
   async start(): Promise<void> {
     const stored = load();
-    if (stored) {
+    if (stored === "expired") {
+      sessionStorage.removeItem(STORAGE_KEY);
+      this.store.dispatch({ type: "signedOut", reason: "Your session has expired. Sign in again." });
+    } else if (stored) {
       this.key = sessionKeyFrom(stored.sessionKeyPrivate);
       const { sessionKeyPrivate: _k, ...session } = stored;
       this.store.dispatch({ type: "signedIn", session });

@@ -98,9 +98,9 @@ async function signedInWithTap(sentAgoMs = 0): Promise<{ ctl: Controller; ws: Fa
 }
 
 /** sessionStorage as the browser keeps it across a reload: the session and its key. */
-function storedSession(): void {
+function storedSession(expiresAt = 9e15): void {
   const items = new Map<string, string>([
-    ["tap-trading.session", JSON.stringify({ token: "t".repeat(43), address: ADDRESS, sessionKey: "0x01", expiresAt: 9e15, sessionKeyPrivate: `0x${"11".repeat(32)}` })],
+    ["tap-trading.session", JSON.stringify({ token: "t".repeat(43), address: ADDRESS, sessionKey: "0x01", expiresAt, sessionKeyPrivate: `0x${"11".repeat(32)}` })],
   ]);
   vi.stubGlobal("sessionStorage", {
     getItem: (k: string) => items.get(k) ?? null,
@@ -264,6 +264,14 @@ describe("a reload or a new sign-in: the open bets this tab did not send", () =>
     expect(ctl.store.get().taps["105:2"]).toMatchObject({ state: "confirmed", betId: "b5", payout: "25" });
     ws.recv({ id: "9-0", type: "bet:resolved", bet_id: "b5", status: "won", payout: "25" });
     expect(ctl.store.get().taps["105:2"]).toMatchObject({ state: "won", payout: "25" });
+  });
+
+  it("a kept session that has expired since: the trader is told so, not just shown the sign-in", async () => {
+    storedSession(Date.now() - 1);
+    const ctl = new Controller("http://tap.test");
+    await ctl.start();
+    expect(ctl.store.get()).toMatchObject({ session: null, signedOutReason: "Your session has expired. Sign in again." });
+    expect(sessionStorage.getItem("tap-trading.session")).toBeNull();
   });
 
   it("an owner event that arrives while the list is read: the listed bets are re-read", async () => {
