@@ -394,6 +394,20 @@ def test_stale_feed_disables_betting_with_a_banner(browser, tmp_path):
             own_redis.stop()
 
 
+def test_a_notice_never_moves_the_grid_under_the_finger(browser, stack):
+    """A notice (a refused tap's reason) or a banner (connection, feed) shows over the page, never
+    above the grid in the flow: the grid pushed down by a row's height between two taps would put the
+    second one on another band than the one the trader aimed at."""
+    page = open_page(browser, stack, Wallet())
+    sign_in(page)
+    expect(page.locator(".cell")).to_have_count(12 * 21)
+    before = page.locator(".grid-wrap").bounding_box()
+    page.locator('.cell[data-col="0"]').first.dispatch_event("click")  # locked: refused with a notice
+    expect(page.get_by_test_id("notice")).to_contain_text("locked")
+    assert page.locator(".grid-wrap").bounding_box() == before
+    page.context.close()
+
+
 def test_phone_layout(browser, stack):
     page = open_page(browser, stack, Wallet(), phone=True)
     sign_in(page)

@@ -28,12 +28,16 @@ export function App({ ctl }: { ctl: Controller }) {
   return (
     <div className="app">
       <TopBar state={state} onSignOut={() => void ctl.signOut()} consoleLink />
-      <StatusBanner state={state} />
-      {state.notice && (
-        <p className="notice" role="alert" data-testid="notice">
-          {state.notice.text}
-        </p>
-      )}
+      {/* Over the page, not in its flow: a message that pushed the grid down between two taps would
+          put the second one on another band than the one aimed at. */}
+      <div className="messages">
+        <StatusBanner state={state} />
+        {state.notice && (
+          <p className="notice" role="alert" data-testid="notice">
+            {state.notice.text}
+          </p>
+        )}
+      </div>
       {!state.session ? (
         <SignIn ctl={ctl} reason={state.signedOutReason} />
       ) : (
