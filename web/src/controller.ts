@@ -99,6 +99,9 @@ export class Controller {
     await this.loadGrid().catch((e: unknown) => this.notice(e));
     void this.backfill();
     this.socket.start(this.session?.token ?? null);
+    // Over HTTP at once: the socket's re-sync reads it too, but a socket that cannot get through
+    // (a proxy that drops websockets, a server restarting) must not leave the balance unknown.
+    void this.refreshMe();
   }
 
   private notice(e: unknown): void {
@@ -338,6 +341,7 @@ export class Controller {
     sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ ...session, sessionKeyPrivate: key.privateKey } satisfies Stored));
     this.store.dispatch({ type: "signedIn", session });
     this.socket.restart(session.token);
+    void this.refreshMe();
   }
 
   private expire(reason: string): void {

@@ -266,6 +266,14 @@ describe("a reload or a new sign-in: the open bets this tab did not send", () =>
     expect(ctl.store.get().taps["105:2"]).toMatchObject({ state: "won", payout: "25" });
   });
 
+  it("after a reload the balance is read over HTTP, even while the socket cannot get through", async () => {
+    storedSession();
+    const ctl = new Controller("http://tap.test");
+    await ctl.start();
+    await settle(); // the socket is never accepted
+    expect(ctl.store.get()).toMatchObject({ balance: "100", conn: { state: "connecting" } });
+  });
+
   it("a kept session that has expired since: the trader is told so, not just shown the sign-in", async () => {
     storedSession(Date.now() - 1);
     const ctl = new Controller("http://tap.test");
