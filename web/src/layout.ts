@@ -1,4 +1,5 @@
 // Where things are on the grid: pure geometry shared by the canvas and the DOM cell layer.
+import { formatFixed } from "./money";
 import type { GridSettings } from "./wire";
 
 export interface Geometry {
@@ -83,4 +84,18 @@ export function refocusCell(
   const col = Math.min(Math.max(t, layerCol), last);
   const band = Math.min(Math.max(row, centerRow - s.rows_each_side), centerRow + s.rows_each_side);
   return `${col}:${band}`;
+}
+
+/** The price band of `row`, e.g. "67110.00–67120.00". */
+export function bandText(row: number, stepCents: bigint): string {
+  const lo = BigInt(row) * stepCents;
+  return `${formatFixed(lo, 2, 2)}–${formatFixed(lo + stepCents, 2, 2)}`;
+}
+
+/** A cell id ("1796682435:6711") as a trader reads it: "22:27:15 UTC · 67110.00–67120.00"; the row
+ *  number only while the band height (settings' price_step) is not known yet. */
+export function cellText(cell: string, stepCents: bigint | null): string {
+  const [ts = "", row = ""] = cell.split(":");
+  const band = stepCents !== null && /^-?\d+$/.test(row) ? bandText(Number(row), stepCents) : `row ${row}`;
+  return `${fmtTime(Number(ts))} UTC · ${band}`;
 }

@@ -3,7 +3,8 @@
 import { useCallback, useEffect, useState } from "react";
 import { ApiFailure } from "../api";
 import type { Controller } from "../controller";
-import { displayMoney } from "../money";
+import { cellText } from "../layout";
+import { displayMoney, parsePriceCents } from "../money";
 import type { BetRecord, BetStatus, LedgerEntry } from "../wire";
 
 function errText(e: unknown): string {
@@ -70,6 +71,7 @@ function History({ ctl }: { ctl: Controller }) {
   const [pages, setPages] = useState<BetRecord[]>([]);
   const [next, setNext] = useState<string | null>(null);
   const [err, setErr] = useState<string | null>(null);
+  const [loaded, setLoaded] = useState(false);
   const load = useCallback(
     (cursor: string | null) => {
       ctl
@@ -78,12 +80,15 @@ function History({ ctl }: { ctl: Controller }) {
           setPages((prev) => (cursor ? [...prev, ...p.bets] : p.bets));
           setNext(p.next_cursor);
           setErr(null);
+          setLoaded(true);
         })
         .catch((e: unknown) => setErr(errText(e)));
     },
     [ctl, status],
   );
   useEffect(() => load(null), [load]);
+  const settings = ctl.store.get().settings;
+  const stepCents = settings ? parsePriceCents(settings.price_step) : null;
   return (
     <section aria-labelledby="hist-title">
       <h3 id="hist-title">History</h3>
@@ -104,7 +109,7 @@ function History({ ctl }: { ctl: Controller }) {
       <table className="history">
         <thead>
           <tr>
-            <th>Cell</th>
+            <th>Window · band</th>
             <th>Stake</th>
             <th>×</th>
             <th>Status</th>
@@ -114,7 +119,7 @@ function History({ ctl }: { ctl: Controller }) {
         <tbody>
           {pages.map((b) => (
             <tr key={b.bet_id} data-bet-id={b.bet_id}>
-              <td>{b.cell}</td>
+              <td>{cellText(b.cell, stepCents)}</td>
               <td>{b.stake}</td>
               <td>{b.multiplier}</td>
               <td>{b.status}</td>
@@ -123,6 +128,7 @@ function History({ ctl }: { ctl: Controller }) {
           ))}
         </tbody>
       </table>
+      {loaded && pages.length === 0 && !err && <p className="hint">No bets{status ? ` ${status}` : ""} yet.</p>}
       {next && (
         <button type="button" onClick={() => load(next)}>
           Older bets

@@ -1,8 +1,8 @@
 // The grid: a canvas for speed (price line, columns, bands, quotes, own bets) and, on top of it,
 // a layer of real buttons — one per cell — for touch, keyboard (arrows + Enter) and screen readers.
 import { memo, useEffect, useLayoutEffect, useMemo, useRef, useState, type FocusEvent, type KeyboardEvent } from "react";
-import { formatFixed, parsePriceCents } from "../money";
-import { columnStart, fmtTime, geometry, refocusCell, tabStopCell, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
+import { parsePriceCents } from "../money";
+import { bandText, columnStart, fmtTime, geometry, refocusCell, tabStopCell, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
 import { perf, record } from "../perf";
 import type { PriceSeries } from "../series";
 import { HOLDS_CELL, quotesStale, type State, type Tap, type TapState } from "../store";
@@ -68,11 +68,6 @@ function shortQuote(q: string, narrow: boolean): string {
   return (frac ? `${w}.${frac}` : w) + (narrow ? "" : "×");
 }
 
-/** The price band of `row`, e.g. "67110.00–67120.00". */
-export function bandText(row: number, stepCents: bigint): string {
-  const lo = BigInt(row) * stepCents;
-  return `${formatFixed(lo, 2, 2)}–${formatFixed(lo + stepCents, 2, 2)}`;
-}
 
 interface Frame {
   g: Geometry;

@@ -1,8 +1,8 @@
 // The trader's taps of this session, newest first, with state, reason and payout in words. A polite
 // live region: each change of a tap's state (accepted, confirmed, won, lost, refused) is announced.
 import type { Tap } from "../store";
-import { fmtTime } from "../layout";
-import { bandText, STATE_LABEL } from "./Grid";
+import { cellText } from "../layout";
+import { STATE_LABEL } from "./Grid";
 
 /** Rejection reasons arrive as codes (docs/API.md); say them in words and keep the code. */
 const REASONS: Record<string, string> = {
@@ -30,13 +30,11 @@ export function Taps({ taps, stepCents }: { taps: Record<string, Tap>; stepCents
       ) : (
         <ol className="taps" aria-label="Your bets this session">
           {list.map((t) => {
-            const [ts, row] = t.cell.split(":");
-            const band = stepCents !== null ? bandText(Number(row), stepCents) : `row ${row}`;
             const reason = t.reason ?? (t.state === "unknown" ? UNKNOWN_WHY : null);
             return (
               <li key={t.req} data-cell={t.cell} data-state={t.state} data-bet-id={t.betId ?? undefined} data-history={t.history.join(",")} className={`tap tap-${t.state}`}>
                 <span className="what">
-                  {fmtTime(Number(ts))} UTC · {band} · {t.stake} × {t.multiplier}
+                  {cellText(t.cell, stepCents)} · {t.stake} × {t.multiplier}
                 </span>{" "}
                 <strong className="state">{STATE_LABEL[t.state]}</strong>
                 {t.state === "won" && t.payout && <span className="payout"> +{t.payout}</span>}

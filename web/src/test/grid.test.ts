@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { CellLayer } from "../components/Grid";
 import { Taps } from "../components/Taps";
 import type { Tap } from "../store";
-import { geometry, refocusCell, tabStopCell } from "../layout";
+import { cellText, geometry, refocusCell, tabStopCell } from "../layout";
 import type { GridSettings } from "../wire";
 
 const settings: GridSettings = {
@@ -78,5 +78,12 @@ describe("the list of taps", () => {
   it("says why a tap is unknown, and what to do about insufficient funds", () => {
     expect(html({ a: tap({ state: "unknown" }) })).toContain("connection dropped before the server answered");
     expect(html({ a: tap({ state: "rejected", reason: "insufficient_funds" }) })).toContain("deposit in Account");
+  });
+});
+
+describe("a cell id in words", () => {
+  it("is the window in UTC and the band's prices, as the history and the list of taps show it", () => {
+    expect(cellText("1796682435:6711", 1000n)).toBe("22:27:15 UTC · 67110.00–67120.00");
+    expect(cellText("1796682435:6711", null)).toBe("22:27:15 UTC · row 6711");
   });
 });
