@@ -105,15 +105,16 @@ def settings_for(tmp_path: Path, **kw) -> Settings:
 
 
 def dump(path: Path) -> dict:
-    """Every table's rows (by rowid) and the schema of a week file, for exact comparisons."""
+    """Every table's rows (by rowid, or by primary key in a WITHOUT ROWID table) and the schema of a
+    week file, for exact comparisons."""
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         out = {"schema": conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()}
         out["user_version"] = conn.execute("PRAGMA user_version").fetchone()[0]
-        for (table,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        for table, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         ).fetchall():
-            order = "key" if table == "week_meta" else "rowid"
+            order = "1" if "WITHOUT ROWID" in sql.upper() else "rowid"  # the key is the first column
             out[table] = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
         return out
     finally:
