@@ -140,27 +140,33 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 # Each service gets its own session (setsid) so Ctrl-C reaches only this script, which then stops
-# them in order: nginx, gunicorn (flushes writes), Redis.
+# them in order: nginx, gunicorn (flushes writes), Redis. A script's background command (`setsid … &`)
+# starts with SIGINT and SIGQUIT ignored (POSIX, for a shell without job control), and a program keeps
+# that until it installs handlers of its own: render.py, and nginx while it read its config, dropped the
+# QUIT that stops nginx, which ran on until the SIGKILL 5 s later. So each service is exec'd from a
+# `( … ) &` subshell that gives SIGINT and SIGQUIT their defaults back ($! stays the service's pid).
 start_redis() {
-  setsid redis-server --bind "$REDIS_HOST" --port "$REDIS_PORT" --dir "$TAP_DATA_DIR/redis" \
-    --appendonly yes --appendfsync everysec --save "" --daemonize no \
-    --logfile "${LOG[redis]}" >>"${LOG[redis]}" 2>&1 &
+  ( trap - INT QUIT; exec setsid redis-server --bind "$REDIS_HOST" --port "$REDIS_PORT" \
+    --dir "$TAP_DATA_DIR/redis" --appendonly yes --appendfsync everysec --save "" --daemonize no \
+    --logfile "${LOG[redis]}" ) >>"${LOG[redis]}" 2>&1 &
   PID[redis]=$!
 }
 start_gunicorn() {
-  setsid .venv/bin/gunicorn -c gunicorn.conf.py >>"${LOG[gunicorn]}" 2>&1 &
+  ( trap - INT QUIT; exec setsid .venv/bin/gunicorn -c gunicorn.conf.py ) \
+    >>"${LOG[gunicorn]}" 2>&1 &
   PID[gunicorn]=$!
   echo "${PID[gunicorn]}" >"$TAP_DATA_DIR/gunicorn.pid"
 }
 start_litestream() {
   # AWS_CA_BUNDLE makes litestream 0.5.17 refuse to start; Go reads the same bundle from SSL_CERT_FILE
   # (app/storage/replication.py: litestream_env).
-  env -u AWS_CA_BUNDLE ${AWS_CA_BUNDLE:+SSL_CERT_FILE=$AWS_CA_BUNDLE} \
-    setsid "$LITESTREAM" replicate -config "$LITESTREAM_CONFIG" >>"${LOG[litestream]}" 2>&1 &
+  ( trap - INT QUIT; exec env -u AWS_CA_BUNDLE ${AWS_CA_BUNDLE:+SSL_CERT_FILE=$AWS_CA_BUNDLE} \
+    setsid "$LITESTREAM" replicate -config "$LITESTREAM_CONFIG" ) >>"${LOG[litestream]}" 2>&1 &
   PID[litestream]=$!
 }
 start_nginx() {
-  setsid $PY nginx/render.py --prefix "$NGINX_PREFIX" --exec >>"${LOG[nginx]}" 2>&1 &
+  ( trap - INT QUIT; exec setsid $PY nginx/render.py --prefix "$NGINX_PREFIX" --exec ) \
+    >>"${LOG[nginx]}" 2>&1 &
   PID[nginx]=$!
 }
 start() {

@@ -216,3 +216,35 @@ def test_make_run_names_the_log_of_a_service_that_cannot_start(run):
     assert code == 1, run.output()
     assert time.monotonic() - started < 8
     assert f"redis exited during start-up (status 1); see {run.data}/logs/redis.log" in run.output()
+
+
+def _lock_holders(data: Path) -> list[int]:
+    """The processes that hold the data directory's run.lock open (from /proc/<pid>/fd)."""
+    lock, found = str(data / "run.lock"), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) == lock for fd in (entry / "fd").iterdir()):
+                    found.append(int(entry.name))
+    return found
+
+
+def test_make_run_stops_a_starting_nginx_at_once_when_gunicorn_dies_during_start_up(run):
+    """gunicorn dies while nginx is still being started (render.py writing its config, nginx not yet in
+    its signal handlers): the stop must reach nginx then too. Started in the background by a script, nginx
+    inherited SIGQUIT ignored, so the QUIT was lost and run.sh waited 5 s for its SIGKILL."""
+    run.start()
+    pid_file = run.data / "gunicorn.pid"
+    wait_until(
+        lambda: pid_file.read_text().strip().isdigit(), timeout=90, interval=0.002, what="gunicorn.pid"
+    )
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # its group may not exist yet (setsid)
+    killed = time.monotonic()
+    code = run.proc.wait(timeout=30)
+    took = time.monotonic() - killed
+    assert code == 1, run.output()
+    assert "[run] gunicorn exited during start-up (signal KILL)" in run.output()
+    assert "starting nginx" in run.output()
+    # At the first QUIT (~0.2 s), not at the SIGKILL 5 s later
+    assert took < 0.9, f"run.sh took {took:.1f}s to stop a starting nginx:\n{run.output()}"
+    assert _lock_holders(run.data) == [], "a service of the failed start-up is still running"
