@@ -87,12 +87,17 @@ now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
 describe() { if [ "$1" -gt 128 ]; then echo "signal $(kill -l $(($1 - 128)))"; else echo "status $1"; fi; }
 
-# Stop what is left of a service's process group (gunicorn's worker, nginx's worker) and wait for it.
+# Stop a service and what is left of its process group (gunicorn's worker, nginx's worker); wait up to
+# `waits` tenths of a second, then SIGKILL. Just after its start the service has no group of its own yet
+# (setsid runs after the fork): then the process alone is signalled, or it would outlive this script.
 reap_group() {
   local pgid=$1 sig=$2 waits=$3
-  kill "-$sig" -- "-$pgid" 2>/dev/null || return 0
-  for _ in $(seq 1 "$waits"); do kill -0 -- "-$pgid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL -- "-$pgid" 2>/dev/null || true
+  kill "-$sig" -- "-$pgid" 2>/dev/null || kill "-$sig" "$pgid" 2>/dev/null || return 0
+  for _ in $(seq 1 "$waits"); do
+    kill -0 -- "-$pgid" 2>/dev/null || kill -0 "$pgid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$pgid" 2>/dev/null || kill -KILL "$pgid" 2>/dev/null || true
 }
 
 cleanup() {

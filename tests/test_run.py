@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -248,3 +249,43 @@ def test_make_run_stops_a_starting_nginx_at_once_when_gunicorn_dies_during_start
     # At the first QUIT (~0.2 s), not at the SIGKILL 5 s later
     assert took < 0.9, f"run.sh took {took:.1f}s to stop a starting nginx:\n{run.output()}"
     assert _lock_holders(run.data) == [], "a service of the failed start-up is still running"
+
+
+@pytest.fixture(name="shims")
+def shims_fixture(run):
+    """A directory first in run.sh's PATH, for stand-ins of the programs it starts (fault injection).
+    World-readable: nginx runs as nobody when the tests run as root. Whatever a failed test left
+    holding the data directory's lock is killed."""
+    path = Path(tempfile.mkdtemp(prefix="tap-run-shims."))
+    path.chmod(0o1777)
+    run.env["PATH"] = f"{path}:{run.env['PATH']}"
+    yield path
+    if run.proc is not None:
+        run.interrupt()
+    if run.data.exists():
+        _kill_all(_lock_holders(run.data))
+    shutil.rmtree(path)
+
+
+def _shim(path: Path, source: str) -> None:
+    path.write_text(f"#!{sys.executable}\n{source}")
+    path.chmod(0o755)
+
+
+def test_make_run_stopped_right_after_starting_a_service_leaves_nothing_running(run, shims):
+    """SIGTERM (or Ctrl-C) just after run.sh forked a service, before that service has made its own
+    session with setsid: run.sh signalled a process group that did not exist yet, took the service for
+    gone and exited, and the service started afterwards with nobody to stop it. setsid is made slow
+    here (1 s) to hold that moment open."""
+    real_setsid = shutil.which("setsid")
+    _shim(
+        shims / "setsid",
+        f"import os, sys, time\ntime.sleep(1)\nos.execv({real_setsid!r}, [{real_setsid!r}, *sys.argv[1:]])\n",
+    )
+    run.start()
+    run.wait_for("[run] starting gunicorn", timeout=90)
+    run.proc.send_signal(signal.SIGTERM)
+    code = run.proc.wait(timeout=30)
+    assert code == 143, run.output()
+    assert "[run] stopped" in run.output()
+    assert _lock_holders(run.data) == [], f"still running after make run stopped:\n{run.output()}"
