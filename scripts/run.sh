@@ -179,13 +179,13 @@ start() {
   STARTED_MS[$1]=$(now_ms)
 }
 
-# During start-up any death is fatal, at once, naming the log to read.
+# During start-up any death is fatal, at once, naming the log to read. The dead service's PID stays set:
+# its group may outlive it (gunicorn's worker, when its master was killed) and is stopped with the rest.
 fail_if_dead() {
   local s status=0
   for s in "${SERVICES[@]}"; do
     if [ -n "${PID[$s]:-}" ] && ! alive "$s"; then
       wait "${PID[$s]}" || status=$?
-      PID[$s]=""
       log "$s exited during start-up ($(describe "$status")); see ${LOG[$s]}:"
       tail -n 15 "${LOG[$s]}" >&2 || true
       exit 1

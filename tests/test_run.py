@@ -37,12 +37,13 @@ class Run:
         parent.mkdir(mode=0o700)
         parent.chmod(0o700)  # whatever the umask: nobody (nginx) cannot enter it
         self.data = parent / "data"
+        self.bind = f"127.0.0.1:{free_port()}"
         self.redis_port, self.http_port, self.https_port = free_port(), free_port(), free_port()
         self.env = {
             **os.environ,
             "TAP_DATA_DIR": str(self.data),
             "TAP_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "TAP_BIND": f"127.0.0.1:{free_port()}",
+            "TAP_BIND": self.bind,
             "TAP_HTTP_PORT": str(self.http_port),
             "TAP_HTTPS_PORT": str(self.https_port),
         }
@@ -288,4 +289,19 @@ def test_make_run_stopped_right_after_starting_a_service_leaves_nothing_running(
     code = run.proc.wait(timeout=30)
     assert code == 143, run.output()
     assert "[run] stopped" in run.output()
+    assert _lock_holders(run.data) == [], f"still running after make run stopped:\n{run.output()}"
+
+
+def test_make_run_stops_the_worker_of_a_gunicorn_master_that_died_during_start_up(run, shims):
+    """gunicorn's master dies (killed) during start-up after it forked its worker: run.sh stops the
+    worker too, before it exits. It forgot the dead service, so the orphaned worker went on holding the
+    port, the week file's writer and the data directory's lock. (nginx is a stand-in that never
+    serves, so start-up never ends by itself.)"""
+    _shim(shims / "nginx", "import signal\nwhile True:\n    signal.pause()\n")
+    run.start()
+    wait_until(lambda: http_get(f"http://{run.bind}/healthz")[0] == 200, timeout=90, what="gunicorn's worker")
+    os.kill(int((run.data / "gunicorn.pid").read_text()), signal.SIGKILL)
+    code = run.proc.wait(timeout=30)
+    assert code == 1, run.output()
+    assert "[run] gunicorn exited during start-up (signal KILL)" in run.output()
     assert _lock_holders(run.data) == [], f"still running after make run stopped:\n{run.output()}"
