@@ -90,12 +90,16 @@ describe() { if [ "$1" -gt 128 ]; then echo "signal $(kill -l $(($1 - 128)))"; e
 # Stop a service and what is left of its process group (gunicorn's worker, nginx's worker); wait up to
 # `waits` tenths of a second, then SIGKILL. Just after its start the service has no group of its own yet
 # (setsid runs after the fork): then the process alone is signalled, or it would outlive this script.
+# With `again`, the signal is sent again each second: nginx notes a QUIT that arrives between installing
+# its handlers and entering its main loop, then sleeps until some other signal comes.
 reap_group() {
-  local pgid=$1 sig=$2 waits=$3
-  kill "-$sig" -- "-$pgid" 2>/dev/null || kill "-$sig" "$pgid" 2>/dev/null || return 0
-  for _ in $(seq 1 "$waits"); do
-    kill -0 -- "-$pgid" 2>/dev/null || kill -0 "$pgid" 2>/dev/null || return 0
+  local pgid=$1 sig=$2 waits=$3 again=${4:-} i
+  for ((i = 0; i < waits; i++)); do
+    if ((i == 0)) || { [ -n "$again" ] && ((i % 10 == 0)); }; then
+      kill "-$sig" -- "-$pgid" 2>/dev/null || kill "-$sig" "$pgid" 2>/dev/null || return 0
+    fi
     sleep 0.1
+    kill -0 -- "-$pgid" 2>/dev/null || kill -0 "$pgid" 2>/dev/null || return 0
   done
   kill -KILL -- "-$pgid" 2>/dev/null || kill -KILL "$pgid" 2>/dev/null || true
 }
@@ -106,7 +110,7 @@ cleanup() {
   trap - EXIT
   log "stopping…"
   # nginx first (no new requests), gunicorn next (it flushes the SQLite writer: up to 25 s), Redis last.
-  [ -n "${PID[nginx]:-}" ] && reap_group "${PID[nginx]}" QUIT 50
+  [ -n "${PID[nginx]:-}" ] && reap_group "${PID[nginx]}" QUIT 50 again
   [ -n "${PID[gunicorn]:-}" ] && reap_group "${PID[gunicorn]}" TERM 250
   # Litestream after gunicorn: its TERM handler uploads what the writer's last commits left (<= 30 s).
   [ -n "${PID[litestream]:-}" ] && reap_group "${PID[litestream]}" TERM 350
