@@ -26,6 +26,7 @@ from app.storage import db
 from app.units import MICRO
 from tests.support.auth import FakeClock
 from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.servers import SilentServer
 from tests.support.traders import Trader
 from tests.test_house_risk import make_traders
 from workers.aggregator import PriceAggregator, Quote, SteadyClock
@@ -489,6 +490,30 @@ def test_a_poll_never_waits_for_the_archive_listing_and_a_failed_one_is_retried_
     assert weeks["refreshing"] is True and weeks["error"], weeks  # the last error shown meanwhile
     assert archived.join(timeout=30)
     documented(desk, "WeeksPanel").validate(admin.call("GET", "/api/v1/admin/weeks")[1])
+
+
+def test_the_weeks_panels_listing_tries_a_silent_s3_once(desk: Desk, admin, monkeypatch) -> None:
+    """The panel's own S3 client gives up after one attempt of a few seconds: one, not the two that
+    botocore's ``max_attempts=1`` (a count of retries) made, so its error is at most ~2.5 s late."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    with SilentServer() as silent:
+        monkeypatch.setattr(
+            desk.svc,
+            "settings",
+            dataclasses.replace(desk.svc.settings, s3_bucket="tap-test", s3_endpoint_url=silent.url),
+        )
+        status, out, _ = admin.call("GET", "/api/v1/admin/overview")
+        assert status == 200 and out["weeks"]["refreshing"] is True, out
+        assert console_of(desk).archived.join(timeout=30)
+        tries = silent.connections()
+    weeks = admin.call("GET", "/api/v1/admin/overview")[1]["weeks"]
+    assert weeks["error"] and weeks["local"], weeks
+    assert tries == 1, f"the listing was tried {tries} times"
 
 
 def test_a_corrupt_archive_index_is_the_weeks_panels_error_not_a_500_for_the_whole_console(

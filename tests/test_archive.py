@@ -23,7 +23,7 @@ import pytest
 
 from app import create_app
 from app.config import ConfigError, Settings
-from app.storage.archive import ArchiveError, Archiver, S3Target, Week, classify, make_target
+from app.storage.archive import ARCHIVE_RUN_S3, ArchiveError, Archiver, S3Target, Week, classify, make_target
 from app.storage.db import connect, set_current_week_file, week_filename
 from loadtest.archive_bench import fill_week
 from tests.support.servers import ROOT, VENV_BIN, free_port, wait_until
@@ -205,7 +205,7 @@ def test_archive_to_moto_s3_multipart_and_restore_gives_identical_rows(tmp_path,
     before = {w: dump(p) for w, p in paths.items()}
     kept_sha = {w: file_sha(paths[w]) for w in ("2026_47", "2026_46", "2026_45", "2026_44", "2026_43")}
     # 5 MiB parts (S3's minimum) so that the big week goes up as a real multipart upload
-    target = make_target(s, multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    target = make_target(s, ARCHIVE_RUN_S3, multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
     progress = io.StringIO()
     results = Archiver(s, target, progress=progress).run()
 

@@ -22,7 +22,16 @@ import pytest
 from app.config import ConfigError, Settings
 from app.storage import db
 from app.storage.replication import WEEK_PATTERN, replicate_config
-from tests.support.servers import ROOT, Gunicorn, Litestream, MotoServer, free_port, http_get, wait_until
+from tests.support.servers import (
+    ROOT,
+    Gunicorn,
+    Litestream,
+    MotoServer,
+    SilentServer,
+    free_port,
+    http_get,
+    wait_until,
+)
 from tests.support.tapload import TapLoad, compare
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -498,25 +507,20 @@ def test_the_first_start_goes_on_with_an_empty_replica_a_data_directory_or_no_bu
 
 
 def test_the_first_start_refuses_when_the_replica_cannot_be_listed(tmp_path):
-    """S3 unreachable is not an empty replica: the start is refused, within the check's bounded time."""
-    import socket
-
+    """S3 unreachable is not an empty replica: the start is refused, within the check's bounded time:
+    two tries (botocore's ``max_attempts=2``, a count of retries, made three)."""
     from app.storage.replication import ReplicationError, check_first_start
 
-    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
+    with SilentServer() as silent:
         settings = Settings.from_env(
-            {
-                "TAP_DATA_DIR": str(tmp_path / "data"),
-                "TAP_S3_BUCKET": "b",
-                "TAP_S3_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
-            }
+            {"TAP_DATA_DIR": str(tmp_path / "data"), "TAP_S3_BUCKET": "b", "TAP_S3_ENDPOINT_URL": silent.url}
         )
         t0 = time.monotonic()
         with pytest.raises(ReplicationError) as err:
             check_first_start(settings, timeout_s=0.5)
         took = time.monotonic() - t0
+        tries = silent.connections()
+    assert tries == 2, f"the listing was tried {tries} times"
     assert took < 5, took
     assert "the replica could not be checked (listing s3://b/replica/:" in str(err.value)
     assert "TAP_NEW_DATABASE_OVER_REPLICA=1" in str(err.value)

@@ -34,6 +34,7 @@ from app.bets.exposure import column_hashes, exposed_columns
 from app.bets.resolution import BUCKETS, oldest_open_window
 from app.errors import Unavailable
 from app.services import Services
+from app.storage.s3 import S3Patience
 from app.units import MULT_ONE, format_money, format_multiplier, format_price
 
 T = TypeVar("T")
@@ -42,7 +43,9 @@ log = logging.getLogger(__name__)
 
 LARGEST_CELLS = 10
 TRANSITIONS_SHOWN = 20
-WEEKS_S3_TIMEOUT_S = 2.5  # each S3 request of the weeks panel (connect, then read), one attempt
+# The weeks panel's S3 requests, in the background listing (`Refreshed`): one attempt of a few seconds,
+# not an archive run's patience (5 attempts of up to 120 s each), so the panel's age and error are fresh.
+WEEKS_S3 = S3Patience(connect_timeout_s=2.5, read_timeout_s=2.5, attempts=1)
 WEEKS_LISTING_TTL_S = 30.0  # a listing attempt at most this often (S3 LIST requests are billed)
 LOCAL_WEEKS_TTL_S = 2.0  # this machine's week files: a directory listing and a few stat calls
 
@@ -355,15 +358,8 @@ class Console:
 
         try:
             if self._archiver is None:  # once: an S3 client costs ~0.1 s of CPU to build
-                # A listing, not an upload: an unreachable S3 holds this greenlet ~5 s, not an archive
-                # run's patience (5 attempts of up to 120 s).
-                target = make_target(
-                    self.svc.settings,
-                    connect_timeout_s=WEEKS_S3_TIMEOUT_S,
-                    read_timeout_s=WEEKS_S3_TIMEOUT_S,
-                    max_attempts=1,
-                )
-                self._archiver = Archiver(self.svc.settings, target)
+                # A listing, not an upload: an unreachable S3 holds this greenlet ~2.5 s (WEEKS_S3).
+                self._archiver = Archiver(self.svc.settings, make_target(self.svc.settings, WEEKS_S3))
             listing = self._archiver.listing()
         except ArchiveError as exc:
             raise RefreshFailed(str(exc)) from None

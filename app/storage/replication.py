@@ -41,6 +41,7 @@ import yaml
 
 from app.config import PROJECT_ROOT, Settings
 from app.storage.db import CURRENT_POINTER, parse_week_filename, set_current_week_file
+from app.storage.s3 import S3Patience, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -224,25 +225,9 @@ def lag(settings: Settings, current: Path, now: float | None = None) -> dict[str
 # ---- restore ------------------------------------------------------------------------------------
 
 
-def _s3(settings: Settings, timeout_s: float | None = None):
-    """An S3 client for the bucket; with `timeout_s`, each connect and read gives up after it and a
-    failed request is tried once more only (botocore's defaults: 60 s each, up to 3 tries)."""
-    import boto3
-    from botocore.config import Config
-
-    bounded: dict[str, Any] = {}
-    if timeout_s is not None:
-        bounded = {"connect_timeout": timeout_s, "read_timeout": timeout_s, "retries": {"max_attempts": 2}}
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        config=Config(s3={"addressing_style": "path"} if settings.s3_endpoint_url else {}, **bounded),
-    )
-
-
-def replicated_weeks(settings: Settings, timeout_s: float | None = None) -> list[str]:
-    """Names of the week files the replica holds (``bets_YYYY_WW.db``), oldest first. `timeout_s`
-    bounds each S3 request (`_s3`)."""
+def replicated_weeks(settings: Settings, patience: S3Patience) -> list[str]:
+    """Names of the week files the replica holds (``bets_YYYY_WW.db``), oldest first; `patience` bounds
+    each S3 request."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     if not settings.s3_bucket:
@@ -250,7 +235,7 @@ def replicated_weeks(settings: Settings, timeout_s: float | None = None) -> list
     prefix = settings.s3_replica_prefix
     names = []
     try:
-        pages = _s3(settings, timeout_s).get_paginator("list_objects_v2")
+        pages = s3_client(settings, patience).get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=settings.s3_bucket, Prefix=prefix, Delimiter="/"):
             for cp in page.get("CommonPrefixes") or []:
                 name = cp["Prefix"][len(prefix) :].rstrip("/")
@@ -264,6 +249,10 @@ def replicated_weeks(settings: Settings, timeout_s: float | None = None) -> list
 # How long each S3 request of the first-start check may take (`check_first_start`): at most two tries
 # of a connect and a read, so a start with S3 unreachable is refused within about 20 s.
 FIRST_START_TIMEOUT_S = 5.0
+FIRST_START_ATTEMPTS = 2
+# restore's S3 requests (the listing, and whether the archive holds a week): an operator waits at a
+# terminal for a one-off job, so an archive run's patience.
+RESTORE_S3 = S3Patience(connect_timeout_s=10, read_timeout_s=120, attempts=5)
 _UNCHECKED = (
     "fix S3 access and start again (TAP_NEW_DATABASE_OVER_REPLICA=1 starts an empty database"
     " without checking)"
@@ -294,7 +283,7 @@ def check_first_start(settings: Settings, timeout_s: float = FIRST_START_TIMEOUT
         return
     where = f"s3://{settings.s3_bucket}/{settings.s3_replica_prefix}"
     try:
-        names = replicated_weeks(settings, timeout_s=timeout_s)
+        names = replicated_weeks(settings, S3Patience(timeout_s, timeout_s, FIRST_START_ATTEMPTS))
     except ReplicationError as exc:
         raise ReplicationError(
             f"{settings.db_dir} holds no week file and the replica could not be checked ({exc}); {_UNCHECKED}"
@@ -323,7 +312,7 @@ def check_first_start_apart(settings: Settings, timeout_s: float = FIRST_START_T
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
-            timeout=4 * timeout_s + 30,  # two tries of connect + read, plus the interpreter's start
+            timeout=2 * FIRST_START_ATTEMPTS * timeout_s + 30,  # each try: connect + read; the interpreter
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -364,7 +353,7 @@ def _archived(settings: Settings, names: list[str]) -> set[str]:
     again (and its bytes differ from the archived snapshot)."""
     from app.storage.archive.targets import make_target
 
-    target = make_target(settings)
+    target = make_target(settings, RESTORE_S3)
     return {n for n in names if target.head(n + ".zst") is not None}
 
 
@@ -431,7 +420,7 @@ def restore(
 
     t0 = time.monotonic()
     db_dir = settings.db_dir
-    names = replicated_weeks(settings)
+    names = replicated_weeks(settings, RESTORE_S3)
     if not names:
         raise ReplicationError(f"no week files under s3://{settings.s3_bucket}/{settings.s3_replica_prefix}")
     old = names[: -(HISTORY_WEEKS + 1)]

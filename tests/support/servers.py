@@ -292,6 +292,38 @@ class MotoServer:
             self.proc = None
 
 
+class SilentServer:
+    """A loopback TCP port that accepts connections (the kernel's backlog) and never answers: an S3
+    endpoint that hangs. `connections()` counts the connections clients opened to it so far, so a
+    test sees how many times a request was tried."""
+
+    def __init__(self, backlog: int = 16) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(backlog)
+        self._sock.setblocking(False)
+        self._accepted: list[socket.socket] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def connections(self) -> int:
+        while True:
+            try:
+                self._accepted.append(self._sock.accept()[0])
+            except BlockingIOError:
+                return len(self._accepted)
+
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self._accepted:
+            conn.close()
+        self._sock.close()
+
+
 def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
     """Signal a process started with its own session, and everything in that group; wait for it."""
     with contextlib.suppress(ProcessLookupError):

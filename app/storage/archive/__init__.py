@@ -38,10 +38,11 @@ Expected failures raise `ArchiveError`, whose message is one line for the operat
 
 from app.storage.archive.archiver import Archiver, WeekResult, local_listing
 from app.storage.archive.streams import Progress, fmt_bytes, fmt_counts, sha256_file
-from app.storage.archive.targets import LocalTarget, ObjectInfo, S3Target, make_target
+from app.storage.archive.targets import ARCHIVE_RUN_S3, LocalTarget, ObjectInfo, S3Target, make_target
 from app.storage.archive.weeks import ArchiveError, LocalWeek, Week, classify
 
 __all__ = [
+    "ARCHIVE_RUN_S3",
     "ArchiveError",
     "Archiver",
     "LocalTarget",

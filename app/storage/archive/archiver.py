@@ -31,7 +31,7 @@ from app.storage.archive.streams import (
     json_bytes,
     sha256_file,
 )
-from app.storage.archive.targets import LocalTarget, S3Target, make_target
+from app.storage.archive.targets import ARCHIVE_RUN_S3, LocalTarget, S3Target, make_target
 from app.storage.archive.weeks import (
     INDEX_FILE,
     MANIFEST_FORMAT,
@@ -79,7 +79,7 @@ class Archiver:
     ) -> None:
         self.settings = settings
         self.db_dir = settings.db_dir
-        self.target = target or make_target(settings)
+        self.target = target or make_target(settings, ARCHIVE_RUN_S3)
         self.say = say or (lambda _msg: None)
         self.progress_stream = progress
         self.ledger_check = ledger_check

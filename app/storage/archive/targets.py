@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,10 +15,13 @@ from app.config import Settings
 from app.storage.archive.streams import CHUNK, Progress, fmt_bytes
 from app.storage.archive.weeks import ArchiveError
 from app.storage.files import fsync_dir, write_atomic
+from app.storage.s3 import S3Patience, s3_client
 
 MULTIPART_THRESHOLD = 64 << 20
 MULTIPART_CHUNK = 64 << 20  # 10,000 parts max → objects up to 640 GiB
 MAX_CONCURRENCY = 4  # parts in flight; s3transfer streams each part from the file, never all in memory
+# An archive run's S3 requests: large uploads and patient retries (an unattended job, nobody waiting).
+ARCHIVE_RUN_S3 = S3Patience(connect_timeout_s=10, read_timeout_s=120, attempts=5)
 
 
 # ---- targets ------------------------------------------------------------------------------------
@@ -132,45 +134,29 @@ class LocalTarget:
 
 class S3Target:
     """An S3 bucket (or any S3 API: `TAP_S3_ENDPOINT_URL`) through boto3, under the key prefix
-    `TAP_S3_PREFIX`. Credentials come from boto3's usual chain (env, ~/.aws, instance role)."""
+    `TAP_S3_PREFIX`. The client comes from `app.storage.s3.s3_client` (endpoint, credentials), bounded
+    by the caller's `S3Patience`: `ARCHIVE_RUN_S3` for archive runs, shorter for a caller that must
+    answer quickly (the console's weeks panel)."""
 
     local = False
 
     def __init__(
         self,
-        bucket: str,
-        prefix: str = "",
-        endpoint_url: str | None = None,
-        storage_class: str | None = None,
+        settings: Settings,
+        patience: S3Patience,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         multipart_chunksize: int = MULTIPART_CHUNK,
         max_concurrency: int = MAX_CONCURRENCY,
-        connect_timeout_s: float = 10,
-        read_timeout_s: float = 120,
-        max_attempts: int = 5,
     ) -> None:
-        """The timeouts and attempts are for archive runs (large uploads, patient retries); a caller
-        that must answer quickly (the console's weeks panel) passes shorter ones."""
-        import boto3
         from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
 
-        for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):  # the app logs at INFO; these chatter
-            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
-        self.bucket = bucket
-        self.prefix = prefix
-        self.endpoint_url = endpoint_url
-        self.storage_class = storage_class
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(
-                retries={"max_attempts": max_attempts, "mode": "standard"},
-                connect_timeout=connect_timeout_s,
-                read_timeout=read_timeout_s,
-                s3={"addressing_style": "path"} if endpoint_url else {},
-            ),
-        )
+        if not settings.s3_bucket:
+            raise ValueError("S3Target needs TAP_S3_BUCKET")
+        self.bucket = settings.s3_bucket
+        self.prefix = settings.s3_prefix
+        self.endpoint_url = settings.s3_endpoint_url
+        self.storage_class = settings.s3_storage_class
+        self.client = s3_client(settings, patience)
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
@@ -314,13 +300,9 @@ class S3Target:
         return out
 
 
-def make_target(settings: Settings, **s3_overrides: Any) -> LocalTarget | S3Target:
+def make_target(settings: Settings, patience: S3Patience, **transfer: int) -> LocalTarget | S3Target:
+    """The archive target of `settings`: its S3 bucket, with `patience` for each request, or else the
+    local directory (`patience` unused). `transfer` overrides S3Target's multipart sizes."""
     if settings.s3_bucket:
-        return S3Target(
-            settings.s3_bucket,
-            settings.s3_prefix,
-            settings.s3_endpoint_url,
-            settings.s3_storage_class,
-            **s3_overrides,
-        )
+        return S3Target(settings, patience, **transfer)
     return LocalTarget(settings.archive_path)

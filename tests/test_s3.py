@@ -1,0 +1,64 @@
+"""The one S3 client builder (app.storage.s3) that the weekly archive and the replica share: against a
+real moto S3 server process, as tests/test_archive.py and tests/test_replication.py, and against a port
+that accepts connections and never answers (how often a request is tried)."""
+
+import pytest
+from botocore.exceptions import BotoCoreError
+
+from app.config import Settings
+from app.storage.archive import S3Target
+from app.storage.replication import replicated_weeks
+from app.storage.s3 import S3Patience, s3_client
+from tests.support.servers import MotoServer, SilentServer
+
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(autouse=True)
+def fake_aws(monkeypatch):
+    for k, v in AWS.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _settings(tmp_path, bucket: str, endpoint: str) -> Settings:
+    return Settings.from_env(
+        {"TAP_DATA_DIR": str(tmp_path / "data"), "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": endpoint}
+    )
+
+
+def test_the_archive_and_the_replica_reach_the_bucket_the_settings_name(tmp_path, moto):
+    bucket = moto.create_bucket("one-builder")
+    settings = _settings(tmp_path, bucket, moto.url)
+    patience = S3Patience(connect_timeout_s=5, read_timeout_s=5, attempts=1)
+    client = s3_client(settings, patience)
+    client.put_object(Bucket=bucket, Key=f"{settings.s3_replica_prefix}bets_2026_49.db/0000.ltx", Body=b"r")
+    client.put_object(Bucket=bucket, Key=f"{settings.s3_prefix}bets_2026_40.db.zst", Body=b"a")
+
+    assert replicated_weeks(settings, patience) == ["bets_2026_49.db"]
+    target = S3Target(settings, patience)
+    assert [o.name for o in target.list()] == ["bets_2026_40.db.zst"]
+    assert target.url("x") == f"s3://{bucket}/{settings.s3_prefix}x"
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_attempts_count_every_try_the_first_included(tmp_path, attempts):
+    """botocore's ``retries={"max_attempts": n}`` counts retries (n + 1 tries); S3Patience counts tries."""
+    with SilentServer() as silent:
+        client = s3_client(_settings(tmp_path, "b", silent.url), S3Patience(0.3, 0.3, attempts))
+        with pytest.raises(BotoCoreError):
+            client.list_objects_v2(Bucket="b")
+        assert silent.connections() == attempts
+
+
+@pytest.mark.parametrize(("connect", "read", "attempts"), [(1, 1, 0), (0, 1, 1), (1, -1, 1)])
+def test_patience_needs_positive_timeouts_and_one_attempt(connect, read, attempts):
+    with pytest.raises(ValueError, match="positive timeouts and at least one attempt"):
+        S3Patience(connect, read, attempts)
