@@ -2,12 +2,15 @@
 real moto S3 server process, as tests/test_archive.py and tests/test_replication.py, and against a port
 that accepts connections and never answers (how often a request is tried)."""
 
+import re
+
 import pytest
+import yaml
 from botocore.exceptions import BotoCoreError
 
 from app.config import Settings
 from app.storage.archive import S3Target
-from app.storage.replication import replicated_weeks
+from app.storage.replication import replicated_weeks, write_config
 from app.storage.s3 import S3Patience, s3_client
 from tests.support.servers import MotoServer, SilentServer
 
@@ -62,3 +65,25 @@ def test_attempts_count_every_try_the_first_included(tmp_path, attempts):
 def test_patience_needs_positive_timeouts_and_one_attempt(connect, read, attempts):
     with pytest.raises(ValueError, match="positive timeouts and at least one attempt"):
         S3Patience(connect, read, attempts)
+
+
+@pytest.mark.parametrize("variable", ["AWS_REGION", "AWS_DEFAULT_REGION"])
+def test_requests_are_signed_for_the_region_litestream_is_given(tmp_path, monkeypatch, variable):
+    """Litestream's configuration takes the region from AWS_REGION or AWS_DEFAULT_REGION; boto3 reads
+    only the second, so with AWS_REGION alone (the name the AWS SDKs for Go and the CLI read) it signed
+    for us-east-1 while Litestream signed for the region set: an S3 API that checks the region (MinIO
+    with a region configured) refused the restore and the first-start check, not the replication."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "eu-central-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    with SilentServer() as silent:
+        settings = _settings(tmp_path, "b", silent.url)
+        with pytest.raises(BotoCoreError):
+            s3_client(settings, S3Patience(0.3, 0.3, 1)).list_objects_v2(Bucket="b")
+        request = silent.received().decode("latin-1")
+    signed_for = re.search(r"Credential=testing/\d{8}/([a-z0-9-]+)/s3/aws4_request", request)
+    assert signed_for is not None, request
+    litestream = yaml.safe_load(write_config(settings).read_text())
+    assert [db["replica"]["region"] for db in litestream["dbs"]] == ["eu-central-1"]
+    assert signed_for.group(1) == "eu-central-1"

@@ -41,7 +41,7 @@ import yaml
 
 from app.config import PROJECT_ROOT, Settings
 from app.storage.db import CURRENT_POINTER, parse_week_filename, set_current_week_file
-from app.storage.s3 import S3Patience, s3_client
+from app.storage.s3 import S3Patience, s3_client, s3_region
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def meta_dir(settings: Settings) -> Path:
 
 
 def _region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    """The replica's region: the one boto3's client signs for (`app.storage.s3.s3_region`)."""
+    return s3_region() or "us-east-1"
 
 
 def _replica(settings: Settings, path: str) -> dict[str, Any]:

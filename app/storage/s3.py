@@ -4,15 +4,16 @@ console's weeks panel) and the replica (`app.storage.replication`: the first-sta
 It reads the connection from the settings and the environment, the same way for every caller:
 ``TAP_S3_ENDPOINT_URL`` (any S3 API, e.g. MinIO; then path-style addressing), credentials from boto3's
 usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``, an instance role; never
-written anywhere, as for Litestream) and the region from boto3's chain too. How long a request may
-take and how often it is tried is not read from anywhere: each caller passes its own `S3Patience`,
-because an archive upload, an operator's restore, a start-up check and a console poll can each afford
-very different waits.
+written anywhere, as for Litestream), the region from ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` as in
+Litestream's configuration (`s3_region`). How long a request may take and how often it is tried is
+not read from anywhere: each caller passes its own `S3Patience`, because an archive upload, an
+operator's restore, a start-up check and a console poll can each afford very different waits.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,13 @@ class S3Patience:
             raise ValueError(f"S3Patience needs positive timeouts and at least one attempt: {self}")
 
 
+def s3_region() -> str | None:
+    """The region set in the environment: AWS_REGION (the AWS SDKs' name), else AWS_DEFAULT_REGION;
+    None when neither is set (boto3 then asks ``~/.aws/config``). boto3 reads only the second name, so
+    it is passed explicitly: the Python side signs for the region Litestream's configuration names."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
 def s3_client(settings: Settings, patience: S3Patience) -> Any:
     """A boto3 S3 client for ``TAP_S3_*`` (module docstring), bounded by the caller's `patience`.
 
@@ -49,6 +57,7 @@ def s3_client(settings: Settings, patience: S3Patience) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
+        region_name=s3_region(),
         config=Config(
             connect_timeout=patience.connect_timeout_s,
             read_timeout=patience.read_timeout_s,

@@ -315,6 +315,17 @@ class SilentServer:
             except BlockingIOError:
                 return len(self._accepted)
 
+    def received(self) -> bytes:
+        """What the clients have sent so far (their requests, never answered), all connections."""
+        self.connections()
+        out = b""
+        for conn in self._accepted:
+            conn.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while chunk := conn.recv(65536):
+                    out += chunk
+        return out
+
     def __enter__(self) -> SilentServer:
         return self
 
