@@ -6,6 +6,8 @@ value stops the master before it forks, with one line naming the variable.
 
 import gc
 import importlib
+import os
+import signal
 import socket
 import sys
 import time
@@ -139,6 +141,24 @@ WARM_UP_MAX_S = 3.0
 # ones over 5 ms (BENCHMARKS.md, "Garbage collection").
 GC_THRESHOLDS = (50_000, 20, 10)
 gc.set_threshold(*GC_THRESHOLDS)
+
+
+def post_fork(server, worker):
+    """In the new worker, first thing: a stop signal ends it at once until gunicorn's own handlers are in.
+
+    gunicorn installs the worker's signal handlers only in ``init_process``, after gevent has patched
+    the process (~0.1-0.2 s); until then the worker has the master's handlers, which queue a signal
+    for the master's loop, a loop that does not run in the worker. A SIGTERM the master passed on in
+    that window (a stop during start-up: make run's Ctrl-C, systemd) was lost: the worker booted and
+    served, and the master waited its graceful_timeout (20 s), then SIGKILLed it. Nothing is started
+    yet (no app, no writer, no greenlet), so there is nothing to flush: exit without any cleanup.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, _exit_before_boot)
+
+
+def _exit_before_boot(signum: int, _frame: object) -> None:
+    os._exit(0)
 
 
 def post_worker_init(worker):

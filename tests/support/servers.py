@@ -152,7 +152,7 @@ class Gunicorn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, wait_ready: bool = True) -> None:
+    def start(self, wait_ready: bool = True, wait_healthy: bool = True) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
@@ -161,6 +161,8 @@ class Gunicorn:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+        if not wait_healthy:
+            return
         wait_until(lambda: http_get(self.url + "/healthz")[0] == 200, timeout=20, what="gunicorn /healthz")
         if wait_ready:
             wait_until(lambda: http_get(self.url + "/readyz")[0] == 200, timeout=20, what="gunicorn /readyz")
