@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -269,7 +270,12 @@ def shims_fixture(run):
 
 
 def _shim(path: Path, source: str) -> None:
-    path.write_text(f"#!{sys.executable}\n{source}")
+    """`path` runs the Python `source` with this interpreter. Through /bin/sh: a shebang line cannot
+    name an interpreter whose path has a space (a checkout under "my projects")."""
+    script = path.with_name(path.name + ".py")
+    script.write_text(source)
+    path.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(script))} "$@"\n')
+    script.chmod(0o644)
     path.chmod(0o755)
 
 
