@@ -141,6 +141,16 @@ esac
 check_free nginx 127.0.0.1 "$HTTP_PORT" TAP_HTTP_PORT
 check_free nginx 127.0.0.1 "$HTTPS_PORT" TAP_HTTPS_PORT
 
+# The services inherit this shell's limit of open files. A normal user's login gets a soft limit of
+# 1024 (the hard one is higher): nginx warned at every start that its 8192 worker_connections exceed
+# it, and gunicorn's worker, made for 10,000 connections, refused sockets past ~1,020 (EMFILE). The
+# soft limit goes up to the hard one, at most 65536.
+nofile=$(ulimit -Hn)
+if [ "$nofile" = unlimited ] || [ "$nofile" -gt 65536 ]; then nofile=65536; fi
+if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$nofile" ]; then
+  ulimit -Sn "$nofile" 2>/dev/null || log "could not raise the open-file limit to $nofile (it is $(ulimit -Sn))"
+fi
+
 if [ "$(id -u)" = 0 ]; then
   # nginx drops to 'nobody', who may not be able to enter the checkout or TAP_DATA_DIR (a clone under
   # /root, mode 700; a mktemp -d data dir): it gets a runtime dir of its own, removed at exit.

@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -51,10 +52,18 @@ class Run:
         self.out_path = tmp_path / "run.out"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, nofile: int | None = None) -> None:
+        """`nofile`: the soft limit of open files run.sh starts with (set by the wrapper before it
+        execs bash, like a login's limits)."""
+        wrapper = _WITH_DEFAULT_SIGINT
+        if nofile is not None:
+            wrapper = (
+                f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, "
+                f"({nofile}, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); {wrapper}"
+            )
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _WITH_DEFAULT_SIGINT, "bash", "scripts/run.sh"],
+                [sys.executable, "-c", wrapper, "bash", "scripts/run.sh"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
@@ -338,3 +347,29 @@ def test_make_run_stops_the_worker_of_a_gunicorn_master_that_died_during_start_u
     assert code == 1, run.output()
     assert "[run] gunicorn exited during start-up (signal KILL)" in run.output()
     assert _lock_holders(run.data) == [], f"still running after make run stopped:\n{run.output()}"
+
+
+def _soft_nofile(pid: int) -> int:
+    line = next(
+        x for x in Path(f"/proc/{pid}/limits").read_text().splitlines() if x.startswith("Max open files")
+    )
+    return int(line.split()[3])
+
+
+def test_make_run_gives_its_services_the_open_file_limit_they_are_configured_for(run):
+    """A normal user's login gets a soft limit of 1,024 open files (the hard one is higher): nginx
+    warned at every start that its 8192 worker_connections exceed it, and gunicorn's worker, made for
+    10,000 connections, would refuse the 1,021st socket (EMFILE). run.sh raises the soft limit to the
+    hard one (at most 65,536) for everything it starts."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if want <= 8192:
+        pytest.skip(f"the hard limit here ({hard}) leaves nothing to raise")
+    run.start(nofile=1024)
+    try:
+        run.wait_for("[run] ready: ", timeout=90)
+        gunicorn = int((run.data / "gunicorn.pid").read_text())
+        assert _soft_nofile(gunicorn) == want
+        assert "exceed open file resource limit" not in (run.data / "logs" / "nginx.log").read_text()
+    finally:
+        run.interrupt()
