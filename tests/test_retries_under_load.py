@@ -20,6 +20,7 @@ the first tap and the retry.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -244,3 +245,35 @@ def test_a_money_retry_over_the_wallet_limit_returns_the_first_result(desk: Desk
     desk.clock.advance(1.0)  # the next rate-limit window
     status, me, _ = trader.call("GET", "/api/v1/me")
     assert (status, me["balance"]) == (200, "6"), me  # each movement once
+
+
+@pytest.mark.parametrize("settings", [CASES[2]], indirect=True, ids=["ip_rate_limit"])
+@pytest.mark.parametrize("dev_mode", [True, False], ids=["dev", "prod"])
+def test_over_the_ip_limit_a_keyed_money_request_does_not_tell_whether_its_session_exists(
+    desk: Desk, dev_mode: bool, monkeypatch
+) -> None:
+    """The per-IP limit comes before the session (app.auth.ratelimit): past it, a token that names no
+    session is 429 whatever the request. A keyed deposit or withdrawal of a session that does exist was
+    judged on its body, its key and the dev-mode switch before the limit (400, 403, 422), so past the
+    limit its answer still told a real token from a guessed one, as fast as the client could ask. Only
+    the retry of a committed key is answered over the limit (SPEC §7); anything else is the same 429."""
+    monkeypatch.setattr(desk.svc, "settings", dataclasses.replace(desk.svc.settings, dev_mode=dev_mode))
+    trader = desk.trader(deposit=None)
+    stranger = Trader(trader.client, trader.settings)
+    stranger.token = secrets.token_urlsafe(32)  # well formed, names no session
+    _ip_limit_spent(desk, trader, Http(trader))
+
+    requests = [
+        ("/api/v1/withdrawals", {"amount": "not money"}, "k-1"),  # 400 invalid_amount
+        ("/api/v1/withdrawals", {"amount": "1"}, "has space"),  # 400 invalid_idempotency_key
+        ("/api/v1/deposits", {"amount": "1"}, "k-2"),  # 403 dev_mode_only when not in dev mode
+        ("/api/v1/deposits", {"amount": "2000000"}, "k-3"),  # 422 amount_too_large
+    ]
+    for path, body, key in requests:
+        answers = []
+        for who in (stranger, trader):
+            resp = who.client.post(
+                path, json=body, headers={"Authorization": f"Bearer {who.token}", "Idempotency-Key": key}
+            )
+            answers.append((resp.status_code, resp.get_json()["error"]["code"]))
+        assert answers == [(429, "rate_limited")] * 2, (path, body, key, answers)

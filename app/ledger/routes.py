@@ -12,7 +12,7 @@ within TAP_MONEY_WAIT_S answers 202 pending with its ref_id (derived from the ke
 the same movement); the ledger shows it once committed. Without a key each request is a new movement,
 as before.
 
-A rate limit (429) answers every request but the retry of a key whose movement has committed: that
+A rate limit (429) answers every request but the retry of a key whose movement has settled: that
 gets its first result (SPEC §7), which the limit is no reason to withhold; the retry still counts."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from app.auth.decorators import (
     current_session,
     login_required,
 )
-from app.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unprocessable
+from app.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from app.http.json import load_json
 from app.http.pagination import cursor_param, encode_cursor, page_limit
 from app.ledger.schemas import MoneyRequestSchema
@@ -165,20 +165,31 @@ def _answer(m: Movement, kind: str, amount: int) -> Response | tuple[Response, i
 ANNOUNCE_WAIT_S = 1.0
 
 
-def _authenticate() -> RateLimited | None:
-    """The session (401 as `login_required`), and the 429 it has earned, if any: raised at once for a
-    request without an `Idempotency-Key`, else left to `_move`, which answers a committed key's retry
-    with its first result before it reports the limit."""
+def _over_the_limit(kind: str) -> Response | tuple[Response, int] | None:
+    """The session (401 as `login_required`). Within its rate limits: None, the request goes on. Over
+    one: the answer to the one request a limit does not refuse, the retry of a key whose movement has
+    settled, which gets its first result (SPEC §7); anything else is the 429.
+
+    That 429 is decided before the body, the key's form or the dev-mode switch are looked at: past the
+    per-IP limit a token that names no session is 429 whatever the request (app.auth.ratelimit), so a
+    real session's request must be too, or its 400/403/422 would tell real tokens from guessed ones as
+    fast as a client could ask. The retry still counts against the limit."""
     _, limited = authenticate_despite_limits()
-    if limited is not None and request.headers.get("Idempotency-Key") is None:
+    if limited is None:
+        return None
+    key = request.headers.get("Idempotency-Key")
+    svc = services()
+    if key is None or not _KEY_RE.fullmatch(key) or (kind == "deposit" and not svc.settings.dev_mode):
         raise limited
-    return limited
+    user_id = current_session().user_id
+    prior = svc.reads.run(lambda c: find_movement_any_week(c, user_id, key))
+    if prior is None:
+        raise limited
+    return _answer(prior, kind, _amount())
 
 
-def _move(
-    kind: str, amount: int, key: str | None, limited: RateLimited | None = None
-) -> Response | tuple[Response, int]:
-    """Queue the movement and wait up to TAP_MONEY_WAIT_S for its commit (`limited`: see `_authenticate`).
+def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response, int]:
+    """Queue the movement and wait up to TAP_MONEY_WAIT_S for its commit.
 
     Never a 500 for an outcome we do not know: the job stays queued and commits (or is refused) later,
     so a wait that runs out answers 202 pending with the movement's ref_id, which the ledger shows once
@@ -193,8 +204,6 @@ def _move(
         prior = svc.reads.run(lambda c: find_movement_any_week(c, session.user_id, key))
         if prior is not None:
             return _answer(prior, kind, amount)
-    if limited is not None:
-        raise limited
     address, announced = session.address, Event()
 
     def announce(ok: bool, value: object) -> None:
@@ -250,14 +259,16 @@ def deposit() -> Response | tuple[Response, int]:
         422: Unprocessable
         503: Unavailable
     """
-    limited = _authenticate()
+    replay = _over_the_limit("deposit")
+    if replay is not None:
+        return replay
     if not services().settings.dev_mode:
         raise Forbidden("Deposits through this endpoint exist only in dev mode.", code="dev_mode_only")
     amount = _amount()
     key = _idempotency_key()
     if amount > MAX_DEPOSIT:
         raise Unprocessable("That deposit is larger than the mock rail allows.", code="amount_too_large")
-    return _move("deposit", amount, key, limited)
+    return _move("deposit", amount, key)
 
 
 @bp.post("/withdrawals")
@@ -279,6 +290,8 @@ def withdraw() -> Response | tuple[Response, int]:
         422: Unprocessable
         503: Unavailable
     """
-    limited = _authenticate()
+    replay = _over_the_limit("withdrawal")
+    if replay is not None:
+        return replay
     amount = _amount()
-    return _move("withdrawal", amount, _idempotency_key(), limited)
+    return _move("withdrawal", amount, _idempotency_key())
