@@ -387,6 +387,35 @@ def test_a_writer_brings_the_week_file_up_to_its_own_migrations(tmp_path):
     g.join(5)
 
 
+def test_flask_rollover_rolls_a_week_file_from_before_the_lost_bets_migration(tmp_path):
+    """`flask rollover` (`force_rollover`) opens the current file itself, without the writer's
+    migrations: run by a release with migration 006 before its server has started or reloaded (the
+    file still at 005), the copy of the `lost_bets` marks failed on the missing table ("no such table:
+    lost_bets") and the week could not be rolled over. A file without the table has no marks to copy."""
+    old_release = tmp_path / "sql"
+    old_release.mkdir()
+    for version, path in db.migrations():
+        if version <= 5:
+            (old_release / path.name).write_text(path.read_text())
+    data = tmp_path / "data"
+    data.mkdir()
+    week = data / db.week_filename(2026, 10)
+    conn = db.connect(week)
+    assert db.migrate(conn, old_release) == [1, 2, 3, 4, 5]
+    conn.close()
+    db.set_current_week_file(data, week)
+    result = force_rollover(data)
+    assert (result.old, result.new) == (week.name, db.week_filename(2026, 11))
+    new = db.current_week_file(data)
+    assert new is not None and new.name == result.new
+    conn = db.connect(new, readonly=True)
+    try:
+        assert db.schema_version(conn) == db.migrations()[-1][0]
+        assert conn.execute("SELECT count(*) FROM lost_bets").get == 0
+    finally:
+        conn.close()
+
+
 def _poison(conn):
     """A job whose effect makes the COMMIT itself fail: a deferred foreign-key violation.
 

@@ -27,6 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import apsw
 
@@ -106,10 +107,7 @@ def rollover_job(
                 " multiplier, payout, nonce, placed_at, carried) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 bets,
             )
-            lost = old.execute(
-                "SELECT bet_id, lost_at FROM lost_bets WHERE lost_at >= ?", (stamp - LOST_BETS_CARRY_MS,)
-            ).fetchall()
-            new.executemany("INSERT INTO lost_bets (bet_id, lost_at) VALUES (?, ?)", lost)
+            new.executemany("INSERT INTO lost_bets (bet_id, lost_at) VALUES (?, ?)", _recent_lost(old, stamp))
             new.execute("COMMIT")
         finally:
             new.close()
@@ -132,6 +130,19 @@ def rollover_job(
         return result
 
     return mark_solo(job)
+
+
+def _recent_lost(old: apsw.Connection, stamp: int) -> list[tuple[Any, ...]]:
+    """The `lost_bets` marks of the old week to carry (`LOST_BETS_CARRY_MS`). None from a file without
+    the table: `flask rollover` opens the current file itself, without the writer's migrations, and a
+    file from before migration 006 (its server not yet started or reloaded on this release) has no
+    marks, since only this release's reconciler writes them."""
+    found = old.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'lost_bets'")
+    if found.get is None:
+        return []
+    return old.execute(
+        "SELECT bet_id, lost_at FROM main.lost_bets WHERE lost_at >= ?", (stamp - LOST_BETS_CARRY_MS,)
+    ).fetchall()
 
 
 def following_week_file(path: Path) -> Path:
