@@ -219,7 +219,7 @@ export class Controller {
     }, waitMs);
   }
 
-  /** Whether the trader's history has a bet on `cell` (one bet per cell): its truth, or "not placed".
+  /** Whether the trader's history has a bet on `cell` (one bet per cell): its truth, or "not sent" (unsent).
    *  The history lists committed bets only; a rejected one never moved money. */
   private async lookUpByCell(cell: string): Promise<void> {
     const t = this.store.get().taps[cell];
@@ -239,7 +239,7 @@ export class Controller {
         const oldest = p.bets[p.bets.length - 1]?.placed_at ?? null;
         cursor = p.next_cursor;
         if (!cursor || (oldest !== null && oldest < (t.body?.ts ?? t.sentAt) - HISTORY_LOOKBACK_MS)) {
-          this.store.dispatch({ type: "tapLost", cell, reason: "Not placed: your history has no bet on this cell." });
+          this.store.dispatch({ type: "tapLost", cell, reason: "No bet was placed: your history has no bet on this cell; nothing was charged." });
           return;
         }
       }

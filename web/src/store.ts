@@ -1,6 +1,7 @@
 // The app's state in one place: a pure reducer (unit-tested) plus a tiny store around it.
 // A tap's life: sending → pending (bet:accepted) → confirmed → won | lost | void,
 // or error (bet:error) / rejected (bet:rejected); a socket drop while sending/pending → unknown,
+// and unsent when it is found never to have been placed (not sent at all, or lost in the drop);
 // and the truth (GET /api/v1/bets/<id>) replaces unknown after the reconnect. A bet that moved while
 // the socket was down (e.g. confirmed → won) is caught up by `resume` with lastEventId, or re-read
 // when the server cannot replay everything (docs/API.md "Resuming after a reconnect"). What the server reports
@@ -10,7 +11,7 @@
 // keeps it unknown, and the controller re-sends again or reads the trader's history for its cell.
 import { compareEventIds, type BetRecord, type BetRequest, type BetStatus, type FeedState, type GridQuotes, type GridSettings, type Hex, type ServerMsg } from "./wire";
 
-export type TapState = "sending" | "pending" | "confirmed" | "rejected" | "error" | "unknown" | "won" | "lost" | "void";
+export type TapState = "sending" | "pending" | "confirmed" | "rejected" | "error" | "unknown" | "unsent" | "won" | "lost" | "void";
 
 export interface Tap {
   req: string;
@@ -125,6 +126,8 @@ export type Action =
   /** The trader's open bets as the server lists them (after a reload, a new sign-in or a reconnect
    *  that could not resume): shown like taps of this tab, so their outcome is shown when it comes. */
   | { type: "restore"; bets: BetRecord[] }
+  /** The tap never became a bet: the socket was closed when it was sent, or it was lost in a drop (the
+   *  trader's history has no bet on its cell). "Not sent", not "refused": nobody refused it. */
   | { type: "tapLost"; cell: string; reason: string }
   | { type: "notice"; text: string; now: number }
   | { type: "clearNotice" };
@@ -156,7 +159,7 @@ function rank(state: TapState): number {
     case "pending":
       return 1;
     default:
-      return 0; // sending, unknown, error: the client's own states, which any server report replaces
+      return 0; // sending, unknown, unsent, error: the client's own states, which any server report replaces
   }
 }
 
@@ -334,7 +337,7 @@ export function reducer(s: State, a: Action): State {
     case "tapLost": {
       // Not placed; never over what the server already said about this tap.
       const t = s.taps[a.cell];
-      return t && rank(t.state) === 0 ? put(s, move(t, "error", { reason: a.reason })) : s;
+      return t && rank(t.state) === 0 ? put(s, move(t, "unsent", { reason: a.reason })) : s;
     }
     case "tapResent": {
       const t = s.taps[a.cell];

@@ -221,8 +221,8 @@ describe("a re-sent tap whose answer says nothing about the first send", () => {
     routes["/api/v1/bets"] = page();
     await vi.advanceTimersByTimeAsync(12_000);
     expect(ws2.ofType("bet")).toHaveLength(1);
-    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "error" });
-    expect(ctl.store.get().taps[CELL]!.reason).toMatch(/not placed/i);
+    expect(ctl.store.get().taps[CELL]).toMatchObject({ state: "unsent" }); // told "not sent", not "refused"
+    expect(ctl.store.get().taps[CELL]!.reason).toMatch(/no bet was placed/i);
   });
 
   it("a tap too old to re-send after a drop is looked up in the history, not shown refused", async () => {

@@ -75,6 +75,12 @@ describe("the list of taps", () => {
     expect(out).toContain("22:27:15 UTC · 67110.00–67120.00 · 1 × 6.7261");
     expect(out).not.toContain("row 6711");
   });
+  it("a tap that never reached the server during a drop reads 'not sent', never 'refused'", () => {
+    const out = html({ a: tap({ state: "unsent", reason: "No bet was placed: your history has no bet on this cell; nothing was charged." }) });
+    expect(out).toMatch(/<strong class="state">not sent<\/strong>/);
+    expect(out).not.toMatch(/refused/i);
+    expect(out).toContain("nothing was charged");
+  });
   it("says why a tap is unknown, and what to do about insufficient funds", () => {
     expect(html({ a: tap({ state: "unknown" }) })).toContain("connection dropped before the server answered");
     expect(html({ a: tap({ state: "rejected", reason: "insufficient_funds" }) })).toContain("deposit in Account");

@@ -156,6 +156,11 @@ describe("a re-sent tap refused before the nonce lookup", () => {
     expect(run(sent, drop, reopen, resent, err(422, "cell_too_soon")).taps["100:5"]!.state).toBe("error");
     expect(run(sent, err(429, "rate_limited")).taps["100:5"]!.state).toBe("error");
   });
+  it("a tap the server never placed (lost in a drop) is 'unsent', not refused, and frees its cell", () => {
+    const s = run(sent, drop, { type: "tapLost", cell: "100:5", reason: "No bet was placed" });
+    expect(s.taps["100:5"]).toMatchObject({ state: "unsent", reason: "No bet was placed", history: ["sending", "unknown", "unsent"] });
+    expect(tapRefusal({ ...s, conn: { state: "open", attempt: 0, retryAt: null }, stake: "10" }, "100:5", "2.5")).toBeNull();
+  });
   it("'not placed' never overrides what the server said", () => {
     const s = run(sent, drop, reopen, resent, accepted, { type: "tapLost", cell: "100:5", reason: "Not placed" });
     expect(s.taps["100:5"]!.state).toBe("pending");
