@@ -547,8 +547,15 @@ def test_socket_dropped_while_pending_shows_unknown_then_the_truth(browser, stac
     item = page.locator(f'ol.taps li[data-cell="{cell_id}"]')
     expect(item).to_have_attribute("data-state", "unknown")
     expect(page.get_by_test_id("status-banner")).to_contain_text("reconnecting")
+    # The header's price and balance are from before the drop: marked, with their age, in words.
+    expect(page.get_by_test_id("price")).to_have_attribute("data-stale", "true")
+    expect(page.get_by_test_id("price")).to_contain_text(re.compile(r"last price \d+ s ago"))
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-stale", "true")
+    expect(page.get_by_test_id("figures-status")).to_contain_text("not live")
     # Reconnected: the app asks the server and shows the truth.
     expect(page.get_by_test_id("conn")).to_have_attribute("data-conn", "open", timeout=10_000)
+    expect(page.get_by_test_id("price")).to_have_attribute("data-stale", "false")
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-stale", "false")
     expect(item).to_have_attribute("data-state", re.compile("^(confirmed|won|lost)$"))
     bet_id = item.get_attribute("data-bet-id")
     status, record, _ = stack.call(token, "GET", f"/api/v1/bets/{bet_id}")

@@ -76,7 +76,7 @@ export class Controller {
     const wsUrl = origin.replace(/^http/, "ws") + "/ws";
     this.socket = new TapSocket(wsUrl, {
       onMessage: (m) => this.onMessage(m),
-      onState: (state, attempt, retryAt) => this.store.dispatch({ type: "conn", state, attempt, retryAt }),
+      onState: (state, attempt, retryAt) => this.store.dispatch({ type: "conn", state, attempt, retryAt, at: Date.now() }),
       onUnauthorized: () => this.expire("Your session is no longer valid. Sign in again."),
       onOpen: () => void this.resync(),
     });
@@ -303,7 +303,7 @@ export class Controller {
     try {
       const me = await this.api.call("GET", "/api/v1/me", parseMe, { token });
       if (this.session?.token !== token) return; // signed out (or in again) meanwhile
-      this.store.dispatch({ type: "me", balance: me.balance, isAdmin: me.is_admin, balanceEvents });
+      this.store.dispatch({ type: "me", balance: me.balance, isAdmin: me.is_admin, balanceEvents, at: Date.now() });
     } catch (e) {
       if (!(e instanceof ApiFailure && e.status === 401)) this.notice(e);
     }
@@ -437,7 +437,7 @@ export class Controller {
       body: { amount },
       headers: { "Idempotency-Key": idempotencyKey },
     });
-    if (r.balance !== undefined) this.store.dispatch({ type: "balance", balance: r.balance });
+    if (r.balance !== undefined) this.store.dispatch({ type: "balance", balance: r.balance, at: Date.now() });
     return r;
   }
 }

@@ -25,6 +25,21 @@ export class PriceSeries {
   centsAt(k: number): number {
     return this.cents[(this.start + k) % this.capacity] ?? 0;
   }
+  /** Where a line drawn from `fromMs` on starts: the last sample at or before `fromMs` (the line enters
+   *  from the edge, and the last price stays drawn when no newer one came), else the first. */
+  indexFrom(fromMs: number): number {
+    let lo = 0;
+    let hi = this.length - 1;
+    let found = 0;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.tsAt(mid) <= fromMs) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found;
+  }
   last(): { ts: number; cents: number } | null {
     return this.length ? { ts: this.tsAt(this.length - 1), cents: this.centsAt(this.length - 1) } : null;
   }

@@ -70,10 +70,14 @@ export interface State {
   clockOffsetMs: number;
   price: { price: string; ts: number } | null;
   feed: { feed: FeedState; betting: boolean; reason: string | null };
-  conn: { state: ConnState; attempt: number; retryAt: number | null };
+  /** `downSince`: when the socket last stopped being open (local ms); null while open, or before it
+   *  ever was — the figures pushed over it (price, balance) are not live from then on. */
+  conn: { state: ConnState; attempt: number; retryAt: number | null; downSince: number | null };
   session: Session | null;
   signedOutReason: string | null;
   balance: string | null;
+  /** When the balance shown was last known to be current (local ms): its event, or a /me answer. */
+  balanceAt: number | null;
   /** Counts websocket `balance` events: a /me answer requested before the latest one is older than it. */
   balanceEvents: number;
   /** The session's wallet is an operator's (`GET /api/v1/me` `is_admin`): the header links to /admin. */
@@ -93,10 +97,11 @@ export const initialState: State = {
   clockOffsetMs: 0,
   price: null,
   feed: { feed: "healthy", betting: true, reason: null },
-  conn: { state: "connecting", attempt: 0, retryAt: null },
+  conn: { state: "connecting", attempt: 0, retryAt: null, downSince: null },
   session: null,
   signedOutReason: null,
   balance: null,
+  balanceAt: null,
   balanceEvents: 0,
   isAdmin: false,
   stake: null,
@@ -109,12 +114,12 @@ export const initialState: State = {
 export type Action =
   | { type: "settings"; settings: GridSettings; clockOffsetMs: number }
   | { type: "server"; msg: ServerMsg; now: number }
-  | { type: "conn"; state: ConnState; attempt?: number; retryAt?: number | null }
+  | { type: "conn"; state: ConnState; attempt?: number; retryAt?: number | null; at: number }
   | { type: "signedIn"; session: Session }
   | { type: "signedOut"; reason: string | null }
-  | { type: "balance"; balance: string }
-  /** GET /api/v1/me answered; `balanceEvents` is the state's count when the request was sent. */
-  | { type: "me"; balance: string; isAdmin: boolean; balanceEvents: number }
+  | { type: "balance"; balance: string; at: number }
+  /** GET /api/v1/me answered (at `at`, local ms); `balanceEvents` is the state's count when the request was sent. */
+  | { type: "me"; balance: string; isAdmin: boolean; balanceEvents: number; at: number }
   | { type: "stake"; stake: string }
   | { type: "slippage"; slippage: Slippage }
   | { type: "tapSent"; tap: Omit<Tap, "state" | "history" | "betId" | "payout" | "reason" | "resentAt"> }
@@ -224,7 +229,7 @@ function onServer(s: State, m: ServerMsg, now: number): State {
     case "status":
       return { ...s, feed: { feed: m.feed, betting: m.betting, reason: m.reason ?? null } };
     case "balance":
-      return { ...s, balance: m.balance, balanceEvents: s.balanceEvents + 1 };
+      return { ...s, balance: m.balance, balanceAt: now, balanceEvents: s.balanceEvents + 1 };
     case "bet:accepted": {
       const t = findByReq(s.taps, m.req);
       if (!t) return s;
@@ -281,7 +286,8 @@ export function reducer(s: State, a: Action): State {
       return { ...next, lastEventId: id };
     }
     case "conn": {
-      const conn = { state: a.state, attempt: a.attempt ?? 0, retryAt: a.retryAt ?? null };
+      const downSince = a.state === "open" ? null : s.conn.state === "open" ? a.at : s.conn.downSince;
+      const conn = { state: a.state, attempt: a.attempt ?? 0, retryAt: a.retryAt ?? null, downSince };
       if (a.state === "open") return { ...s, conn };
       // The socket is gone: whatever was in flight has an unknown outcome until the server says.
       let taps = s.taps;
@@ -291,15 +297,17 @@ export function reducer(s: State, a: Action): State {
       return { ...s, conn, taps };
     }
     case "signedIn":
-      return { ...s, session: a.session, signedOutReason: null, taps: {}, lastEventId: null, balance: null, isAdmin: false };
+      return { ...s, session: a.session, signedOutReason: null, taps: {}, lastEventId: null, balance: null, balanceAt: null, isAdmin: false };
     case "signedOut":
-      return { ...s, session: null, signedOutReason: a.reason, taps: {}, lastEventId: null, balance: null, isAdmin: false };
+      return { ...s, session: null, signedOutReason: a.reason, taps: {}, lastEventId: null, balance: null, balanceAt: null, isAdmin: false };
     case "balance":
-      return { ...s, balance: a.balance };
+      return { ...s, balance: a.balance, balanceAt: a.at };
     case "me":
       if (!s.session) return s;
       // A balance event that arrived after the request was sent is newer than this answer.
-      return { ...s, balance: a.balanceEvents === s.balanceEvents ? a.balance : s.balance, isAdmin: a.isAdmin };
+      return a.balanceEvents === s.balanceEvents
+        ? { ...s, balance: a.balance, balanceAt: a.at, isAdmin: a.isAdmin }
+        : { ...s, isAdmin: a.isAdmin };
     case "stake":
       return { ...s, stake: a.stake };
     case "slippage":
@@ -380,6 +388,55 @@ export function quoteAt(s: State, cell: string, nowMs: number): string | null | 
   const j = g.rows.indexOf(r);
   if (i < 0 || j < 0) return undefined;
   return g.quotes[i]?.[j];
+}
+
+/** The header's price is flagged as old once its last tick is this old on an open socket (ticks come ~4/s;
+ *  a stalled feed also shows the feed banner), and at once while the socket is down. */
+export const PRICE_STALE_MS = 5000;
+
+export interface FiguresFreshness {
+  priceStale: boolean;
+  /** Whole seconds since the last price's tick (server time); null: no price yet. */
+  priceAgeS: number | null;
+  /** The balance is not live: the socket that pushes its changes is down. */
+  balanceStale: boolean;
+  /** Whole seconds since the balance was last known current (its event, the drop, or a later /me). */
+  balanceAgeS: number | null;
+  /** For a screen reader's live region: changes only when the figures go stale or live again, not each second. */
+  spoken: string | null;
+}
+
+/** Whether the last price is not live at local time `nowMs` (the socket is down, or no tick for a while). */
+export function priceIsStale(s: State, nowMs: number): boolean {
+  return s.price !== null && (s.conn.state !== "open" || nowMs + s.clockOffsetMs - s.price.ts > PRICE_STALE_MS);
+}
+
+/** How old the header's price and balance are at local time `nowMs`: while the socket is down nothing
+ *  updates them, and the trader must not read a price or a balance from before the drop as current. */
+export function figuresFreshness(s: State, nowMs: number): FiguresFreshness {
+  const down = s.conn.state !== "open";
+  const priceAgeMs = s.price ? Math.max(0, nowMs + s.clockOffsetMs - s.price.ts) : null;
+  const priceStale = priceIsStale(s, nowMs);
+  const balanceStale = down && s.session !== null && s.balance !== null;
+  const since = Math.max(s.balanceAt ?? 0, s.conn.downSince ?? 0);
+  const balanceAgeS = s.balance === null ? null : Math.floor(Math.max(0, nowMs - (since || nowMs)) / 1000);
+  const spoken =
+    priceStale && balanceStale
+      ? "Price and balance are not live: the connection is lost. They show the last figures received."
+      : priceStale
+        ? down
+          ? "The BTC price is not live: the connection is lost. It shows the last price received."
+          : "The BTC price is not live: no update for a few seconds."
+        : balanceStale
+          ? "The balance is not live: the connection is lost. It shows the last balance received."
+          : null;
+  return {
+    priceStale,
+    priceAgeS: priceAgeMs === null ? null : Math.floor(priceAgeMs / 1000),
+    balanceStale,
+    balanceAgeS,
+    spoken,
+  };
 }
 
 /** Why a tap on `cell` must not be sent now, or null when it may be. `quote` as `quoteAt` gives it;

@@ -5,7 +5,7 @@ import { parsePriceCents } from "../money";
 import { bandText, columnStart, fmtTime, geometry, refocusCell, tabStopCell, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
 import { perf, record } from "../perf";
 import type { PriceSeries } from "../series";
-import { HOLDS_CELL, quotesStale, type State, type Tap, type TapState } from "../store";
+import { HOLDS_CELL, priceIsStale, quotesStale, type State, type Tap, type TapState } from "../store";
 import type { GridSettings } from "../wire";
 
 export const STATE_LABEL: Record<TapState, string> = {
@@ -83,6 +83,8 @@ interface Frame {
   minLead: number;
   /** The quotes are out of date (quotesStale): drawn dimmed, the layer says so in words. */
   stale: boolean;
+  /** The last price is not live (priceIsStale): its line runs on to "now" dashed, the dot hollow. */
+  priceStale: boolean;
 }
 
 function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
@@ -167,29 +169,43 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
     ctx.fillText(STATE_MARK[tap.state], x + g.colW / 2, y + g.rowH / 2);
   }
 
-  // the price line: history left of "now", extended to now
+  // the price line: history left of "now" (from the last price before its left edge: with no newer
+  // price, e.g. while the socket is down, the last one stays drawn), extended to now — dashed, with a
+  // hollow dot, once that price is not live
   const fromMs = (nowSec - g.histW / g.pxPerSec - 1) * 1000;
   ctx.strokeStyle = "#facc15";
   ctx.lineWidth = 2;
   ctx.beginPath();
   let started = false;
+  let lastX = 0;
   let lastY = 0;
-  for (let k = 0; k < f.series.length; k++) {
-    const ts = f.series.tsAt(k);
-    if (ts < fromMs) continue;
-    const x = xOf(g, ts / 1000, nowSec);
+  for (let k = f.series.indexFrom(fromMs); k < f.series.length; k++) {
+    lastX = xOf(g, f.series.tsAt(k) / 1000, nowSec);
     lastY = yOfCents(g, f.series.centsAt(k), centerRow);
-    if (started) ctx.lineTo(x, lastY);
-    else ctx.moveTo(x, lastY);
+    if (started) ctx.lineTo(lastX, lastY);
+    else ctx.moveTo(lastX, lastY);
     started = true;
   }
   if (started) {
+    if (f.priceStale) {
+      ctx.stroke();
+      ctx.beginPath();
+      ctx.setLineDash([4, 4]);
+      ctx.moveTo(Math.min(lastX, g.histW), lastY);
+    }
     ctx.lineTo(g.histW, lastY);
     ctx.stroke();
-    ctx.fillStyle = "#facc15";
+    ctx.setLineDash([]);
     ctx.beginPath();
     ctx.arc(g.histW, lastY, 4, 0, Math.PI * 2);
-    ctx.fill();
+    if (f.priceStale) {
+      ctx.fillStyle = "#0b1220";
+      ctx.fill();
+      ctx.stroke();
+    } else {
+      ctx.fillStyle = "#facc15";
+      ctx.fill();
+    }
   }
   ctx.lineWidth = 1;
   ctx.strokeStyle = "rgba(250,204,21,0.5)";
@@ -221,7 +237,7 @@ export function Grid({ state, series, onTap }: Props) {
   const frame = useRef<Frame | null>(null);
   frame.current =
     g && settings
-      ? { g, nowSec: 0, centerRow, quotes, taps: state.taps, settings, series, minLead: settings.min_lead_columns, stale }
+      ? { g, nowSec: 0, centerRow, quotes, taps: state.taps, settings, series, minLead: settings.min_lead_columns, stale, priceStale: false }
       : null;
   // Read by the animation loop, which checks every frame whether the quotes have gone out of date.
   const latest = useRef(state);
@@ -262,6 +278,7 @@ export function Grid({ state, series, onTap }: Props) {
       const start = performance.now();
       const nowSec = (Date.now() + offset.current) / 1000;
       f.nowSec = nowSec;
+      f.priceStale = priceIsStale(latest.current, Date.now());
       draw(ctx, f, t);
       const col = columnStart(nowSec, f.g.columnSeconds);
       if (col !== layerColRef.current) setLayerCol(col);

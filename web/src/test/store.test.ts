@@ -6,14 +6,14 @@ const body: BetRequest = { cell: "100:5", stake: "10", min_multiplier: "2.375", 
 const session = { token: "t".repeat(43), address: "0x1563915e194D8CfBA1943570603F7606A3115508" as const, sessionKey: "0x01" as const, expiresAt: 9e12 };
 
 function run(...actions: Action[]): State {
-  return actions.reduce(reducer, { ...initialState, session, conn: { state: "open", attempt: 0, retryAt: null } });
+  return actions.reduce(reducer, { ...initialState, session, conn: { state: "open", attempt: 0, retryAt: null, downSince: null } });
 }
 const sent: Action = { type: "tapSent", tap: { req: "t-1", cell: "100:5", stake: "10", multiplier: "2.5", body, sentAt: 0 } };
 const srv = (msg: ServerMsg): Action => ({ type: "server", msg, now: 0 });
 const accepted = srv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", cell: "100:5", stake: "10", multiplier: "2.5", payout: "25" });
 const confirmed = srv({ type: "bet:confirmed", bet_id: "b1", status: "confirmed", cell: "100:5", stake: "10", multiplier: "2.5", payout: "25" });
-const drop: Action = { type: "conn", state: "reconnecting", attempt: 1, retryAt: 5 };
-const reopen: Action = { type: "conn", state: "open" };
+const drop: Action = { type: "conn", state: "reconnecting", attempt: 1, retryAt: 5, at: 1 };
+const reopen: Action = { type: "conn", state: "open", at: 2 };
 const bet = (status: "confirmed" | "rejected" | "won" | "pending", extra = {}) => ({
   bet_id: "b1", status, cell: "100:5", stake: "10", multiplier: "2.5", payout: "25", potential_payout: "25", placed_at: 1, settled_at: null, ...extra,
 });
@@ -159,7 +159,7 @@ describe("a re-sent tap refused before the nonce lookup", () => {
   it("a tap the server never placed (lost in a drop) is 'unsent', not refused, and frees its cell", () => {
     const s = run(sent, drop, { type: "tapLost", cell: "100:5", reason: "No bet was placed" });
     expect(s.taps["100:5"]).toMatchObject({ state: "unsent", reason: "No bet was placed", history: ["sending", "unknown", "unsent"] });
-    expect(tapRefusal({ ...s, conn: { state: "open", attempt: 0, retryAt: null }, stake: "10" }, "100:5", "2.5")).toBeNull();
+    expect(tapRefusal({ ...s, conn: { state: "open", attempt: 0, retryAt: null, downSince: null }, stake: "10" }, "100:5", "2.5")).toBeNull();
   });
   it("'not placed' never overrides what the server said", () => {
     const s = run(sent, drop, reopen, resent, accepted, { type: "tapLost", cell: "100:5", reason: "Not placed" });
@@ -171,12 +171,12 @@ describe("a /me answer and websocket balance events", () => {
   it("a /me requested before a balance event does not overwrite the event's balance, but still gives is_admin", () => {
     const before = run(srv({ type: "balance", balance: "100" }));
     const asked = before.balanceEvents; // the request is sent now
-    const s = [srv({ type: "balance", balance: "75" }), { type: "me", balance: "100", isAdmin: true, balanceEvents: asked } as Action].reduce(reducer, before);
+    const s = [srv({ type: "balance", balance: "75" }), { type: "me", balance: "100", isAdmin: true, balanceEvents: asked, at: 0 } as Action].reduce(reducer, before);
     expect(s).toMatchObject({ balance: "75", isAdmin: true });
   });
   it("a /me with no balance event since its request sets the balance", () => {
     const before = run(srv({ type: "balance", balance: "100" }));
-    expect(reducer(before, { type: "me", balance: "90", isAdmin: false, balanceEvents: before.balanceEvents }).balance).toBe("90");
+    expect(reducer(before, { type: "me", balance: "90", isAdmin: false, balanceEvents: before.balanceEvents, at: 0 }).balance).toBe("90");
   });
 });
 
