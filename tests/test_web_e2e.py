@@ -321,12 +321,14 @@ def test_deposit_withdraw_ledger_and_grid_accessibility(browser, stack):
     deposit(page, "100")
     expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", "100")
     page.get_by_role("button", name="Account").click()
+    page.get_by_role("tab", name="Ledger").click()
+    expect(page.locator("table.ledger tbody tr")).to_have_count(1)
     page.get_by_label("Withdraw").first.fill("30.5")
     page.locator("form.money-form").nth(1).get_by_role("button", name="Withdraw").click()
     expect(page.get_by_test_id("withdrawals-msg")).to_contain_text("Done")
     expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", "69.5")
     assert stack.call(token, "GET", "/api/v1/me")[1]["balance"] == "69.5"
-    page.get_by_role("tab", name="Ledger").click()
+    # The ledger on screen follows the balance change: no press of Refresh.
     expect(page.locator("table.ledger tbody tr")).to_have_count(2)
     expect(page.locator("table.ledger tbody tr").first).to_contain_text("withdrawal")
     page.get_by_role("button", name="Trade").click()
@@ -485,6 +487,14 @@ def test_tap_pending_confirmed_resolved_and_balance_follows(browser, stack, ws_b
     # a second tap on the same cell is refused before it is sent
     page.locator(f'.cell[data-cell="{cell_id}"]').dispatch_event("click")
     expect(page.get_by_test_id("notice")).to_contain_text("already have a bet")
+
+    # The history, opened while the bet is open (its window starts ~10 s after the tap), follows it to
+    # its settlement without a press of Refresh.
+    page.get_by_role("button", name="Account").click()
+    status_cell = page.locator(f'table.history tr[data-bet-id="{bet_id}"] td').nth(3)
+    expect(status_cell).to_have_text("confirmed")
+    expect(status_cell).to_have_text(re.compile("^(won|lost|void)$"), timeout=30_000)
+    page.get_by_role("button", name="Trade").click()
 
     _settled(page, cell_id)
     history = item.get_attribute("data-history")

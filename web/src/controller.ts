@@ -40,6 +40,11 @@ const HISTORY_LOOKBACK_MS = 60_000;
 const HISTORY_MAX_PAGES = 5;
 /** Open bets are at most a screenful of cells (columns_ahead × rows); 200 a page. */
 const OPEN_BETS_MAX_PAGES = 3;
+/** The Account view refetches its lists at most this often, and only after an event changed them: a
+ *  bet's confirmation and its balance, or a column of bets settling, make one request, not one each. */
+export const ACCOUNT_REFRESH_MS = 750;
+/** A page of history or ledger; a refresh re-reads as many rows as are shown, up to the API's 200. */
+export const ACCOUNT_PAGE = 20;
 
 interface Stored extends Session {
   sessionKeyPrivate: Hex;
@@ -415,15 +420,35 @@ export class Controller {
     return t;
   }
 
-  history(status: BetStatus | "", cursor: string | null): Promise<BetPage> {
-    const q = new URLSearchParams({ limit: "20" });
+  /** Calls `onChange` once the trader's committed bets (or ledger) have changed, ACCOUNT_REFRESH_MS after
+   *  the first event of a burst; nothing while nothing happens (no polling). Returns the unsubscribe. */
+  watchAccount(kind: "bets" | "ledger", onChange: () => void): () => void {
+    let seen = this.store.get().accountSeq[kind];
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const unsubscribe = this.store.subscribe(() => {
+      const seq = this.store.get().accountSeq[kind];
+      if (seq === seen) return;
+      seen = seq;
+      timer ??= setTimeout(() => {
+        timer = null;
+        onChange();
+      }, ACCOUNT_REFRESH_MS);
+    });
+    return () => {
+      unsubscribe();
+      if (timer !== null) clearTimeout(timer);
+    };
+  }
+
+  history(status: BetStatus | "", cursor: string | null, limit = ACCOUNT_PAGE): Promise<BetPage> {
+    const q = new URLSearchParams({ limit: String(limit) });
     if (status) q.set("status", status);
     if (cursor) q.set("cursor", cursor);
     return this.api.call("GET", `/api/v1/bets?${q.toString()}`, parseBetPage, { token: this.token() });
   }
 
-  ledger(cursor: string | null): Promise<LedgerPage> {
-    const q = new URLSearchParams({ limit: "20" });
+  ledger(cursor: string | null, limit = ACCOUNT_PAGE): Promise<LedgerPage> {
+    const q = new URLSearchParams({ limit: String(limit) });
     if (cursor) q.set("cursor", cursor);
     return this.api.call("GET", `/api/v1/ledger?${q.toString()}`, parseLedgerPage, { token: this.token() });
   }

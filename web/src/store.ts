@@ -86,6 +86,10 @@ export interface State {
   /** How far below the shown quote the trader still accepts (SLIPPAGES); "any" sends the 1.01 floor. */
   slippage: Slippage;
   taps: Record<string, Tap>; // by cell: one bet per cell (SPEC §1)
+  /** Bumped whenever the trader's committed bets (`bets`: a confirmation, a settlement, a bet re-read
+   *  after a drop) or ledger (`ledger`: a balance change) may have changed: the Account view refetches
+   *  what it shows then (Controller.watchAccount), never on a timer. */
+  accountSeq: { bets: number; ledger: number };
   /** The newest owner-event id seen (`"<ms>-<seq>"`), sent as `resume` after a reconnect; null: none yet. */
   lastEventId: string | null;
   notice: { text: string; at: number } | null;
@@ -107,6 +111,7 @@ export const initialState: State = {
   stake: null,
   slippage: "10",
   taps: {},
+  accountSeq: { bets: 0, ledger: 0 },
   lastEventId: null,
   notice: null,
 };
@@ -270,7 +275,34 @@ function onServer(s: State, m: ServerMsg, now: number): State {
   }
 }
 
+/** Whether `a` (turning `s` into `next`) may have changed the trader's committed bets or ledger. */
+function accountMoved(s: State, next: State, a: Action): { bets: boolean; ledger: boolean } {
+  switch (a.type) {
+    case "server":
+      return {
+        bets: a.msg.type === "bet:confirmed" || a.msg.type === "bet:resolved",
+        ledger: a.msg.type === "balance",
+      };
+    case "truth":
+    case "restore":
+      return { bets: next.taps !== s.taps, ledger: false };
+    case "balance":
+    case "me":
+      return { bets: false, ledger: next.balance !== s.balance };
+    default:
+      return { bets: false, ledger: false };
+  }
+}
+
 export function reducer(s: State, a: Action): State {
+  const next = step(s, a);
+  const moved = accountMoved(s, next, a);
+  if (!moved.bets && !moved.ledger) return next;
+  const seq = next.accountSeq;
+  return { ...next, accountSeq: { bets: seq.bets + (moved.bets ? 1 : 0), ledger: seq.ledger + (moved.ledger ? 1 : 0) } };
+}
+
+function step(s: State, a: Action): State {
   switch (a.type) {
     case "settings":
       return {

@@ -1,8 +1,9 @@
 // Account: deposit (dev-mode mock rail), withdrawal, bet history (cursor-paged, by status), ledger.
-// Amounts stay decimal strings from the input to the wire and back.
-import { useCallback, useEffect, useState } from "react";
+// Amounts stay decimal strings from the input to the wire and back. Both lists follow the trader's
+// events (a bet confirmed or settled, a balance change): re-read shortly after one, never on a timer.
+import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiFailure } from "../api";
-import type { Controller } from "../controller";
+import { ACCOUNT_PAGE, type Controller } from "../controller";
 import { cellText } from "../layout";
 import { displayMoney, parsePriceCents } from "../money";
 import type { BetRecord, BetStatus, LedgerEntry } from "../wire";
@@ -66,27 +67,54 @@ function MoneyForm({ ctl, kind, label }: { ctl: Controller; kind: "deposits" | "
 
 const FILTERS: (BetStatus | "")[] = ["", "confirmed", "won", "lost", "void"];
 
+/** How many rows a re-read from the top asks for: as many as are shown (older pages the trader opened
+ *  stay open), at least a page, at most what the API gives in one. */
+function rowsToReread(shown: number): number {
+  return Math.min(200, Math.max(ACCOUNT_PAGE, shown));
+}
+
+/** Only the answer to the latest request is shown: a slow older answer never overwrites a newer one. */
+function useLatest(): () => () => boolean {
+  const seq = useRef(0);
+  return useCallback(() => {
+    const mine = ++seq.current;
+    return () => mine === seq.current;
+  }, []);
+}
+
 function History({ ctl }: { ctl: Controller }) {
   const [status, setStatus] = useState<BetStatus | "">("");
   const [pages, setPages] = useState<BetRecord[]>([]);
   const [next, setNext] = useState<string | null>(null);
   const [err, setErr] = useState<string | null>(null);
   const [loaded, setLoaded] = useState(false);
+  const shown = useRef(0);
+  shown.current = pages.length;
+  const begin = useLatest();
+  /** `cursor`: the next older page; null: from the top, as many rows as are shown. */
   const load = useCallback(
     (cursor: string | null) => {
+      const current = begin();
       ctl
-        .history(status, cursor)
+        .history(status, cursor, cursor ? ACCOUNT_PAGE : rowsToReread(shown.current))
         .then((p) => {
+          if (!current()) return;
           setPages((prev) => (cursor ? [...prev, ...p.bets] : p.bets));
           setNext(p.next_cursor);
           setErr(null);
           setLoaded(true);
         })
-        .catch((e: unknown) => setErr(errText(e)));
+        .catch((e: unknown) => {
+          if (current()) setErr(errText(e));
+        });
     },
-    [ctl, status],
+    [ctl, status, begin],
   );
-  useEffect(() => load(null), [load]);
+  useEffect(() => {
+    shown.current = 0; // another filter: its first page
+    load(null);
+  }, [load]);
+  useEffect(() => ctl.watchAccount("bets", () => load(null)), [ctl, load]);
   const settings = ctl.store.get().settings;
   const stepCents = settings ? parsePriceCents(settings.price_step) : null;
   return (
@@ -142,19 +170,29 @@ function Ledger({ ctl }: { ctl: Controller }) {
   const [rows, setRows] = useState<LedgerEntry[]>([]);
   const [next, setNext] = useState<string | null>(null);
   const [err, setErr] = useState<string | null>(null);
+  const shown = useRef(0);
+  shown.current = rows.length;
+  const begin = useLatest();
+  /** `cursor`: the next older page; null: from the top, as many rows as are shown. */
   const load = useCallback(
     (cursor: string | null) => {
+      const current = begin();
       ctl
-        .ledger(cursor)
+        .ledger(cursor, cursor ? ACCOUNT_PAGE : rowsToReread(shown.current))
         .then((p) => {
+          if (!current()) return;
           setRows((prev) => (cursor ? [...prev, ...p.entries] : p.entries));
           setNext(p.next_cursor);
+          setErr(null);
         })
-        .catch((e: unknown) => setErr(errText(e)));
+        .catch((e: unknown) => {
+          if (current()) setErr(errText(e));
+        });
     },
-    [ctl],
+    [ctl, begin],
   );
   useEffect(() => load(null), [load]);
+  useEffect(() => ctl.watchAccount("ledger", () => load(null)), [ctl, load]);
   return (
     <section aria-labelledby="ledger-title">
       <h3 id="ledger-title">Ledger</h3>

@@ -1,7 +1,7 @@
 // The controller against a fake WebSocket and a fake fetch: what it sends and asks after a reconnect.
 // Timers are fake (the socket's reconnect backoff, the controller's retries): nothing sleeps.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { Controller } from "../controller";
+import { ACCOUNT_REFRESH_MS, Controller } from "../controller";
 import type { BetRequest } from "../wire";
 
 class FakeWS {
@@ -335,5 +335,61 @@ describe("a tap on quotes the grid no longer stands behind", () => {
     await vi.advanceTimersByTimeAsync(2_600); // the grid message is 3.1 s old
     expect(await ctl.tap(`${NOW_S + 20}:5`)).toMatch(/out of date/);
     expect(ws.ofType("bet")).toEqual([]);
+  });
+});
+
+describe("the Account view's history and ledger follow the trader's events", () => {
+  it("are refreshed once per burst of bet or balance events, and never while nothing happens", async () => {
+    const { ctl, ws } = await signedInWithTap();
+    const bets = vi.fn();
+    const ledger = vi.fn();
+    const stopBets = ctl.watchAccount("bets", bets);
+    const stopLedger = ctl.watchAccount("ledger", ledger);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(bets).not.toHaveBeenCalled(); // no poll loop
+    expect(ledger).not.toHaveBeenCalled();
+
+    ws.recv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "pending", ...betFields });
+    ws.recv({ id: "5-0", type: "bet:confirmed", bet_id: "b1", status: "confirmed", ...betFields });
+    ws.recv({ id: "5-1", type: "balance", balance: "90" });
+    routes["/api/v1/me"] = me("90"); // what a settlement's /me reads back
+    await vi.advanceTimersByTimeAsync(ACCOUNT_REFRESH_MS - 1);
+    expect(bets).not.toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(bets).toHaveBeenCalledTimes(1); // the confirmation and its balance: one refresh each list
+    expect(ledger).toHaveBeenCalledTimes(1);
+
+    // A settled bet: the history shows it without a press of Refresh; a loss moves no money.
+    ws.recv({ id: "6-0", type: "bet:resolved", bet_id: "b1", status: "lost", payout: "0" });
+    await vi.advanceTimersByTimeAsync(ACCOUNT_REFRESH_MS);
+    expect(bets).toHaveBeenCalledTimes(2);
+    expect(ledger).toHaveBeenCalledTimes(1);
+
+    stopBets();
+    stopLedger();
+    ws.recv({ id: "7-0", type: "balance", balance: "190" });
+    await vi.advanceTimersByTimeAsync(ACCOUNT_REFRESH_MS);
+    expect(ledger).toHaveBeenCalledTimes(1);
+  });
+
+  it("a deposit, and a /me after a reconnect that finds a new balance, refresh the ledger", async () => {
+    const { ctl } = await signedInWithTap();
+    const ledger = vi.fn();
+    ctl.watchAccount("ledger", ledger);
+    routes["/api/v1/deposits"] = { balance: "150", amount: "50", ref_id: "d1", status: "committed" };
+    vi.stubGlobal("fetch", (input: string, init?: RequestInit) =>
+      init?.method === "POST" ? Promise.resolve(new Response(JSON.stringify(routes["/api/v1/deposits"]), { status: 200 })) : fakeFetch(input),
+    );
+    await ctl.move("deposits", "50", "k-1");
+    await vi.advanceTimersByTimeAsync(ACCOUNT_REFRESH_MS);
+    expect(ledger).toHaveBeenCalledTimes(1);
+
+    routes["/api/v1/me"] = me("140");
+    await reconnect();
+    await vi.advanceTimersByTimeAsync(ACCOUNT_REFRESH_MS);
+    expect(ledger).toHaveBeenCalledTimes(2);
+    await reconnect(); // the same balance again: nothing to refresh
+    await vi.advanceTimersByTimeAsync(ACCOUNT_REFRESH_MS);
+    expect(ledger).toHaveBeenCalledTimes(2);
   });
 });
