@@ -2,7 +2,21 @@
 // a layer of real buttons — one per cell — for touch, keyboard (arrows + Enter) and screen readers.
 import { memo, useEffect, useLayoutEffect, useMemo, useRef, useState, type FocusEvent, type KeyboardEvent } from "react";
 import { parsePriceCents } from "../money";
-import { bandText, columnStart, fmtTime, geometry, refocusCell, tabStopCell, xOf, yOfCents, yOfRow, type Geometry } from "../layout";
+import {
+  bandText,
+  columnStart,
+  columnTimeLabels,
+  fmtTime,
+  geometry,
+  refocusCell,
+  rowEdgeLabels,
+  tabStopCell,
+  xOf,
+  yOfCents,
+  yOfRow,
+  type EdgeLabel,
+  type Geometry,
+} from "../layout";
 import { perf, record } from "../perf";
 import type { PriceSeries } from "../series";
 import { HOLDS_CELL, priceIsStale, quotesStale, type State, type Tap, type TapState } from "../store";
@@ -72,8 +86,23 @@ function shortQuote(q: string, narrow: boolean): string {
 }
 
 
+/** The axes' labels: the price of each band edge down the left, each window's start (UTC) along the top. */
+const AXIS_PX = 11;
+const AXIS_FONT = `${AXIS_PX}px "Liberation Sans", Arial, sans-serif`;
+let axisWidths: { time: number; utc: number } | null = null;
+/** How wide a time label and the "UTC" tag are, measured once. */
+function axisMetrics(ctx: CanvasRenderingContext2D): { time: number; utc: number } {
+  if (!axisWidths) {
+    ctx.font = AXIS_FONT;
+    axisWidths = { time: Math.ceil(ctx.measureText("00:00:00").width) + 3, utc: Math.ceil(ctx.measureText("UTC").width) };
+  }
+  return axisWidths;
+}
+
 interface Frame {
   g: Geometry;
+  /** The price axis's labels; they change when the bands move, not every frame. */
+  edges: EdgeLabel[];
   nowSec: number;
   centerRow: number;
   quotes: QuoteMap;
@@ -103,6 +132,16 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
     const y = yOfRow(g, row, centerRow);
     ctx.fillStyle = row === curRow ? "#1e3a5f" : k % 2 === 0 ? "#0f172a" : "#111a2e";
     ctx.fillRect(0, y, g.width, g.rowH);
+  }
+
+  // the price axis, in the history left of "now" (no cells there): each band edge's price, on its edge
+  ctx.font = AXIS_FONT;
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  ctx.fillStyle = "#94a3b8";
+  for (const e of f.edges) {
+    ctx.fillRect(0, e.y - 0.5, 4, 1);
+    ctx.fillText(e.text, 6, e.y);
   }
 
   // cells: locked columns (current + lead) and placeable ones with their quotes
@@ -138,7 +177,7 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
     if (locked) {
       // the word, written down the column: shading alone would tell it by colour only
       ctx.save();
-      ctx.translate(x + g.colW / 2, g.rowH * 2);
+      ctx.translate(x + g.colW / 2, g.top + g.rowH * 2);
       ctx.rotate(Math.PI / 2);
       ctx.fillStyle = "#94a3b8";
       ctx.fillText("locked", 0, 0);
@@ -213,6 +252,20 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
   ctx.moveTo(g.histW + 0.5, 0);
   ctx.lineTo(g.histW + 0.5, g.height);
   ctx.stroke();
+
+  // the time axis, a strip of its own over the bands: each window's start as the cells name it (UTC)
+  const widths = axisMetrics(ctx);
+  ctx.fillStyle = "#020617";
+  ctx.fillRect(0, 0, g.width, g.top);
+  ctx.font = AXIS_FONT;
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  ctx.fillStyle = "#94a3b8";
+  ctx.fillText("UTC", 4, g.top / 2);
+  for (const l of columnTimeLabels(g, nowSec, widths.time, widths.utc + 10)) {
+    ctx.fillRect(l.x, 0, 1, g.top);
+    ctx.fillText(l.text, l.x + 3, g.top / 2);
+  }
 }
 
 export function Grid({ state, series, onTap }: Props) {
@@ -227,6 +280,11 @@ export function Grid({ state, series, onTap }: Props) {
     state.grid?.current_row ??
     (state.price ? Number(parsePriceCents(state.price.price) / stepCents) : 0);
   const g = settings && size.w > 0 ? geometry(size.w, size.h, settings, Number(stepCents)) : null;
+  const edges = useMemo(
+    () => (g ? rowEdgeLabels(g, centerRow, stepCents, AXIS_PX) : []),
+    // g is rebuilt each render; these are its inputs
+    [size.w, size.h, settings, centerRow, stepCents],
+  );
   const nowSecOf = () => (Date.now() + state.clockOffsetMs) / 1000;
   const [layerCol, setLayerCol] = useState(() => (settings ? columnStart(nowSecOf(), settings.column_seconds) : 0));
   const [stale, setStale] = useState(false);
@@ -237,7 +295,7 @@ export function Grid({ state, series, onTap }: Props) {
   const frame = useRef<Frame | null>(null);
   frame.current =
     g && settings
-      ? { g, nowSec: 0, centerRow, quotes, taps: state.taps, settings, series, minLead: settings.min_lead_columns, stale, priceStale: false }
+      ? { g, edges, nowSec: 0, centerRow, quotes, taps: state.taps, settings, series, minLead: settings.min_lead_columns, stale, priceStale: false }
       : null;
   // Read by the animation loop, which checks every frame whether the quotes have gone out of date.
   const latest = useRef(state);
