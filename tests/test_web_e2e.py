@@ -194,8 +194,13 @@ def open_page(
     return page
 
 
-def sign_in(page) -> str:
-    page.get_by_role("button", name="Sign in with Test Wallet").click()
+def sign_in(page, *, keyboard: bool = False) -> str:
+    button = page.get_by_role("button", name="Sign in with Test Wallet")
+    if keyboard:
+        button.focus()
+        page.keyboard.press("Enter")
+    else:
+        button.click()
     expect(page.get_by_test_id("balance")).to_be_visible()
     token = page.evaluate("JSON.parse(sessionStorage.getItem('tap-trading.session')).token")
     assert isinstance(token, str) and len(token) == 43
@@ -283,7 +288,11 @@ def shot(page, name: str) -> Path:
 def test_sign_in_switches_chain_binds_a_session_key_and_survives_a_reload(browser, stack):
     wallet = Wallet()
     page = open_page(browser, stack, wallet, chain=5)
-    token = sign_in(page)
+    token = sign_in(page, keyboard=True)
+    # The sign-in button is gone: the keyboard goes on from the grid (its one tab stop), not from <body>.
+    focused = page.locator(".cell:focus")
+    expect(focused).to_have_count(1)
+    expect(focused).to_have_attribute("tabindex", "0")
     # One wallet signature, for the EIP-4361 message, which binds the browser's session key.
     assert len(wallet.signed) == 1
     msg = wallet.signed[0]

@@ -11,6 +11,12 @@ import { Taps } from "./Taps";
 export function App({ ctl }: { ctl: Controller }) {
   const state = useSyncExternalStore(ctl.store.subscribe, ctl.store.get);
   const [view, setView] = useState<"trade" | "account">("trade");
+  /** Bumped by a sign-in in this tab: the grid takes the focus the removed sign-in button had. */
+  const [gridFocus, setGridFocus] = useState(0);
+  const onSignedIn = useCallback(() => {
+    setView("trade");
+    setGridFocus((n) => n + 1);
+  }, []);
   const onTap = useCallback((cell: string) => void ctl.tap(cell), [ctl]);
   // Keep the reconnect countdown moving while disconnected.
   const [, tick] = useState(0);
@@ -39,7 +45,7 @@ export function App({ ctl }: { ctl: Controller }) {
         )}
       </div>
       {!state.session ? (
-        <SignIn ctl={ctl} reason={state.signedOutReason} />
+        <SignIn ctl={ctl} reason={state.signedOutReason} onSignedIn={onSignedIn} />
       ) : (
         <nav className="views" aria-label="Views">
           <button type="button" aria-pressed={view === "trade"} onClick={() => setView("trade")}>
@@ -63,7 +69,7 @@ export function App({ ctl }: { ctl: Controller }) {
               onSlippage={(s) => ctl.store.dispatch({ type: "slippage", slippage: s })}
             />
           )}
-          <Grid state={state} series={ctl.series} onTap={onTap} />
+          <Grid state={state} series={ctl.series} onTap={onTap} focusRequest={gridFocus} />
           <Taps taps={state.taps} stepCents={state.settings ? parsePriceCents(state.settings.price_step) : null} />
         </main>
       )}

@@ -64,6 +64,9 @@ interface Props {
   state: State;
   series: PriceSeries;
   onTap: (cell: string) => void;
+  /** A new value asks for the focus on the grid's tab stop (after a sign-in removed the focused button),
+   *  unless the focus is already somewhere on the page. */
+  focusRequest: number;
 }
 
 type QuoteMap = Map<string, string | null>;
@@ -268,7 +271,7 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
   }
 }
 
-export function Grid({ state, series, onTap }: Props) {
+export function Grid({ state, series, onTap, focusRequest }: Props) {
   const wrap = useRef<HTMLDivElement>(null);
   const canvas = useRef<HTMLCanvasElement>(null);
   const layer = useRef<HTMLDivElement>(null);
@@ -306,6 +309,18 @@ export function Grid({ state, series, onTap }: Props) {
   offset.current = state.clockOffsetMs;
   const layerColRef = useRef(layerCol);
   layerColRef.current = layerCol;
+
+  // A sign-in removes the button that had the focus, and the browser puts it on <body>: a keyboard user
+  // would start again from the top of the page. The grid's tab stop takes it, once the grid is shown.
+  const focusHandled = useRef(0);
+  const layerShown = g !== null;
+  useEffect(() => {
+    if (focusRequest === focusHandled.current || !layerShown) return;
+    focusHandled.current = focusRequest;
+    const active = document.activeElement;
+    if (active && active !== document.body) return; // the trader is somewhere already: left there
+    layer.current?.querySelector<HTMLElement>('[tabindex="0"]')?.focus({ preventScroll: true });
+  }, [focusRequest, layerShown]);
 
   useEffect(() => {
     const el = wrap.current;

@@ -4,7 +4,8 @@ import type { Controller } from "../controller";
 import { discoverWallets, type DiscoveredWallet } from "../wallet";
 import { ApiFailure } from "../api";
 
-export function SignIn({ ctl, reason }: { ctl: Controller; reason: string | null }) {
+/** `onSignedIn`: called once the session is in place (this panel is gone then, and the focus with it). */
+export function SignIn({ ctl, reason, onSignedIn }: { ctl: Controller; reason: string | null; onSignedIn?: () => void }) {
   const [wallets, setWallets] = useState<DiscoveredWallet[]>([]);
   const [busy, setBusy] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -15,6 +16,7 @@ export function SignIn({ ctl, reason }: { ctl: Controller; reason: string | null
     setError(null);
     try {
       await ctl.signIn(w);
+      onSignedIn?.();
     } catch (e) {
       setError(e instanceof ApiFailure ? `Sign-in refused: ${e.message}` : e instanceof Error ? e.message : String(e));
     } finally {
