@@ -426,6 +426,14 @@ export function quoteAt(s: State, cell: string, nowMs: number): string | null | 
  *  a stalled feed also shows the feed banner), and at once while the socket is down. */
 export const PRICE_STALE_MS = 5000;
 
+/** The socket was lost and is being reconnected. Not "connecting": that is the first connection, or the
+ *  new one a sign-in or sign-out opens right after closing the old (open again within a moment; flagging
+ *  the figures then would flash, and tell a screen reader, at every sign-in). A first connection that
+ *  fails turns "reconnecting" too. */
+function socketLost(s: State): boolean {
+  return s.conn.state === "reconnecting";
+}
+
 export interface FiguresFreshness {
   priceStale: boolean;
   /** Whole seconds since the last price's tick (server time); null: no price yet. */
@@ -440,13 +448,13 @@ export interface FiguresFreshness {
 
 /** Whether the last price is not live at local time `nowMs` (the socket is down, or no tick for a while). */
 export function priceIsStale(s: State, nowMs: number): boolean {
-  return s.price !== null && (s.conn.state !== "open" || nowMs + s.clockOffsetMs - s.price.ts > PRICE_STALE_MS);
+  return s.price !== null && (socketLost(s) || nowMs + s.clockOffsetMs - s.price.ts > PRICE_STALE_MS);
 }
 
 /** How old the header's price and balance are at local time `nowMs`: while the socket is down nothing
  *  updates them, and the trader must not read a price or a balance from before the drop as current. */
 export function figuresFreshness(s: State, nowMs: number): FiguresFreshness {
-  const down = s.conn.state !== "open";
+  const down = socketLost(s);
   const priceAgeMs = s.price ? Math.max(0, nowMs + s.clockOffsetMs - s.price.ts) : null;
   const priceStale = priceIsStale(s, nowMs);
   const balanceStale = down && s.session !== null && s.balance !== null;

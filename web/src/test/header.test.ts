@@ -37,6 +37,13 @@ describe("how old the header's figures are", () => {
     const s = reducer(dropped(T0 + 2_000), { type: "me", balance: "90", isAdmin: false, balanceEvents: live.balanceEvents, at: T0 + 8_000 });
     expect(figuresFreshness(s, T0 + 12_400)).toMatchObject({ balanceStale: true, balanceAgeS: 4 });
   });
+  it("a sign-in's new socket (closed and opened again at once) flags nothing: no flash, nothing said", () => {
+    const restarting = reducer(live, { type: "conn", state: "connecting", at: T0 + 500 });
+    expect(figuresFreshness(restarting, T0 + 600)).toMatchObject({ priceStale: false, balanceStale: false, spoken: null });
+    // one that does not get through is being reconnected, and dated from when the old one closed
+    const failed = reducer(restarting, { type: "conn", state: "reconnecting", attempt: 1, retryAt: null, at: T0 + 700 });
+    expect(figuresFreshness(failed, T0 + 3_500)).toMatchObject({ priceStale: true, balanceStale: true, balanceAgeS: 3 });
+  });
   it("the price alone goes stale when ticks stop coming on an open socket (a stalled feed)", () => {
     expect(figuresFreshness(live, T0 + 6_000)).toMatchObject({ priceStale: true, priceAgeS: 6, balanceStale: false });
   });
