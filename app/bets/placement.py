@@ -185,14 +185,9 @@ def place_bet(
     return placed
 
 
-def _place_bet(
-    svc: Services,
-    session: Session,
-    req: BetRequest,
-    now_ms: int,
-    on_done: Callable[[bool, object], None] | None,
-) -> Placed:
-    text = bet_signing_text(
+def _signing_text(svc: Services, session: Session, req: BetRequest) -> str:
+    """The text the trader signed for `req` (SPEC §6), rebuilt from the request as the server reads it."""
+    return bet_signing_text(
         svc.settings,
         address=session.address,
         cell=req.cell,
@@ -201,6 +196,16 @@ def _place_bet(
         nonce=req.nonce,
         ts=req.ts,
     )
+
+
+def _place_bet(
+    svc: Services,
+    session: Session,
+    req: BetRequest,
+    now_ms: int,
+    on_done: Callable[[bool, object], None] | None,
+) -> Placed:
+    text = _signing_text(svc, session, req)
     verify_signer(session, text, req.signature)  # 3.
     check_timestamp(req.ts, now_ms)  # 4.
     refusal, multiplier = _judge(svc, req, now_ms)  # 6. and 7., reported after 5.
@@ -244,15 +249,7 @@ def _retry_or_refuse(
     3 and 4 pass, as SPEC §6 orders them before the nonce. Nothing is written: a refused tap uses no
     nonce. With Redis unreachable the refusal stands (it would have been the answer anyway).
     """
-    text = bet_signing_text(
-        svc.settings,
-        address=session.address,
-        cell=req.cell,
-        stake=req.stake,
-        min_multiplier=req.min_multiplier,
-        nonce=req.nonce,
-        ts=req.ts,
-    )
+    text = _signing_text(svc, session, req)
     try:
         held = svc.bet_claims.accepted(session.address, req.nonce)
     except redis.RedisError:
