@@ -363,22 +363,29 @@ def test_a_bet_declared_lost_is_never_committed_after_even_across_a_rollover(db_
     assert check_file(old) == [] and check_file(new) == [] and check_link(old, new) == []
 
 
-def test_a_writer_brings_the_week_file_up_to_its_own_migrations(tmp_path):
-    """A reload (SIGHUP) runs a new release's workers under the old master, which applied only the
-    migrations it knew at its start: the writer applies the rest before its first job, or the new
-    code's jobs fail on a missing table (here the reconciler's `lost_bets`, migration 006)."""
-    old_release = tmp_path / "sql"
+def _week_before_migration_006(data, name: str):
+    """A data directory whose current week file `name` carries migrations 001-005 only: a file made by
+    the release before `lost_bets`."""
+    old_release = data.parent / "sql-005"
     old_release.mkdir()
     for version, path in db.migrations():
         if version <= 5:
             (old_release / path.name).write_text(path.read_text())
-    data = tmp_path / "data"
     data.mkdir()
-    week = data / db.week_filename(*db.iso_week(time.time()))
+    week = data / name
     conn = db.connect(week)
     assert db.migrate(conn, old_release) == [1, 2, 3, 4, 5]
     conn.close()
     db.set_current_week_file(data, week)
+    return week
+
+
+def test_a_writer_brings_the_week_file_up_to_its_own_migrations(tmp_path):
+    """A reload (SIGHUP) runs a new release's workers under the old master, which applied only the
+    migrations it knew at its start: the writer applies the rest before its first job, or the new
+    code's jobs fail on a missing table (here the reconciler's `lost_bets`, migration 006)."""
+    data = tmp_path / "data"
+    _week_before_migration_006(data, db.week_filename(*db.iso_week(time.time())))
     q = WriteQueue(100)
     writer, g = _start(q, data)
     assert q.call(declare_lost(["lost"], int(time.time() * 1000))) == set()
@@ -392,18 +399,8 @@ def test_flask_rollover_rolls_a_week_file_from_before_the_lost_bets_migration(tm
     migrations: run by a release with migration 006 before its server has started or reloaded (the
     file still at 005), the copy of the `lost_bets` marks failed on the missing table ("no such table:
     lost_bets") and the week could not be rolled over. A file without the table has no marks to copy."""
-    old_release = tmp_path / "sql"
-    old_release.mkdir()
-    for version, path in db.migrations():
-        if version <= 5:
-            (old_release / path.name).write_text(path.read_text())
     data = tmp_path / "data"
-    data.mkdir()
-    week = data / db.week_filename(2026, 10)
-    conn = db.connect(week)
-    assert db.migrate(conn, old_release) == [1, 2, 3, 4, 5]
-    conn.close()
-    db.set_current_week_file(data, week)
+    week = _week_before_migration_006(data, db.week_filename(2026, 10))
     result = force_rollover(data)
     assert (result.old, result.new) == (week.name, db.week_filename(2026, 11))
     new = db.current_week_file(data)
