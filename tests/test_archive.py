@@ -26,26 +26,13 @@ from app.config import ConfigError, Settings
 from app.storage.archive import ARCHIVE_RUN_S3, ArchiveError, Archiver, S3Target, Week, classify, make_target
 from app.storage.db import connect, set_current_week_file, week_filename
 from loadtest.archive_bench import fill_week
+from tests.support.s3 import FAKE_AWS, fake_aws_fixture  # noqa: F401 - fixtures
 from tests.support.servers import ROOT, VENV_BIN, free_port, wait_until
 
 CURRENT = (2026, 47)
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-}
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def fake_aws(monkeypatch):
-    for k, v in FAKE_AWS.items():
-        monkeypatch.setenv(k, v)
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,11 @@ import pytest
 from app.config import ConfigError, Settings
 from app.storage import db
 from app.storage.replication import WEEK_PATTERN, replicate_config
+from tests.support.s3 import FAKE_AWS, fake_aws_fixture, moto_fixture  # noqa: F401 - fixtures
 from tests.support.servers import (
     ROOT,
     Gunicorn,
     Litestream,
-    MotoServer,
     SilentServer,
     free_port,
     http_get,
@@ -34,28 +34,12 @@ from tests.support.servers import (
 )
 from tests.support.tapload import TapLoad, compare
 
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(autouse=True)
-def fake_aws(monkeypatch):
-    for k, v in AWS.items():
-        monkeypatch.setenv(k, v)
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    server.start()
-    yield server
-    server.stop()
-
 
 def _flask(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", *args],
         cwd=ROOT,
-        env={**os.environ, **AWS, **env},
+        env={**os.environ, **FAKE_AWS, **env},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -138,7 +122,7 @@ def test_drill_lose_the_disk_restore_from_the_replica_lose_nothing_confirmed(tmp
     bucket = moto.create_bucket(f"drill-{uuid.uuid4().hex[:8]}")
     data = tmp_path / "data"
     env = {
-        **AWS,
+        **FAKE_AWS,
         "TAP_DATA_DIR": str(data),
         "TAP_REDIS_URL": redis_url,
         "TAP_DEV_MODE": "1",
@@ -319,7 +303,7 @@ def _replicate_once(settings: Settings) -> None:
 
     once = subprocess.run(
         [str(litestream_bin()), "replicate", "-once", "-config", str(write_config(settings))],
-        env=litestream_env({**os.environ, **AWS}),
+        env=litestream_env({**os.environ, **FAKE_AWS}),
         capture_output=True,
         text=True,
         timeout=60,
@@ -356,7 +340,7 @@ def test_make_run_starts_litestream_when_a_bucket_is_set_and_stops_it(tmp_path, 
 
     bucket = moto.create_bucket(f"run-{uuid.uuid4().hex[:8]}")
     run = Run(tmp_path)
-    run.env |= {**AWS, "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
+    run.env |= {**FAKE_AWS, "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
     run.start()
     try:
         run.wait_for("[run] ready: ", timeout=90)
@@ -393,7 +377,7 @@ def test_make_run_on_an_empty_data_directory_never_overwrites_the_replica(tmp_pa
 
     bucket = moto.create_bucket(f"dr-{uuid.uuid4().hex[:8]}")
     run = Run(tmp_path)
-    run.env |= {**AWS, "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
+    run.env |= {**FAKE_AWS, "TAP_S3_BUCKET": bucket, "TAP_S3_ENDPOINT_URL": moto.url}
     env = {k: run.env[k] for k in ("TAP_DATA_DIR", "TAP_S3_BUCKET", "TAP_S3_ENDPOINT_URL")}
     settings = Settings.from_env(env)
     path = _week_with_a_user(settings.db_dir)
@@ -470,7 +454,7 @@ def test_the_first_start_refuses_an_empty_data_directory_over_a_filled_replica(t
     gunicorn = subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py"],
         cwd=ROOT,
-        env={**os.environ, **AWS, **env, "TAP_BIND": f"127.0.0.1:{free_port()}"},
+        env={**os.environ, **FAKE_AWS, **env, "TAP_BIND": f"127.0.0.1:{free_port()}"},
         capture_output=True,
         text=True,
         timeout=60,

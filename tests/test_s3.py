@@ -12,23 +12,8 @@ from app.config import Settings
 from app.storage.archive import S3Target
 from app.storage.replication import replicated_weeks, write_config
 from app.storage.s3 import S3Patience, s3_client
-from tests.support.servers import MotoServer, SilentServer
-
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(autouse=True)
-def fake_aws(monkeypatch):
-    for k, v in AWS.items():
-        monkeypatch.setenv(k, v)
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    server.start()
-    yield server
-    server.stop()
+from tests.support.s3 import FAKE_AWS, fake_aws_fixture, moto_fixture  # noqa: F401 - fixtures
+from tests.support.servers import SilentServer
 
 
 def _settings(tmp_path, bucket: str, endpoint: str) -> Settings:
