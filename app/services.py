@@ -43,6 +43,11 @@ class Services:
     betting: BettingSwitch = field(default_factory=BettingSwitch)  # the operator's halt switch (copy)
     taps: TapCounter = field(default_factory=TapCounter)  # taps per second by outcome (console)
     console: ConsoleSamples = field(default_factory=ConsoleSamples)  # writer and feed samples (console)
+    # When this process built its services (Unix s, the real clock): under gunicorn each worker builds
+    # its app after the fork (no preload), so this is the worker's start, and its per-process series
+    # (taps, writer) count from here. The console is told (`series_since`): after a SIGHUP the new
+    # worker's zeros for earlier seconds are "not measured here", not "no taps".
+    started_at: float = field(default_factory=time.time)
     # The wall clock every rule reads (bet freshness, placeable cells, sessions, server_time):
     # timestamps leave the process, so wall time, not monotonic. Tests freeze it with `set_clock`.
     clock: Callable[[], float] = field(default=time.time)

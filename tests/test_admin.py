@@ -8,6 +8,7 @@ import dataclasses
 import math
 import socket
 import sys
+import time
 
 import gevent
 import gevent.event
@@ -15,6 +16,7 @@ import jsonschema
 import pytest
 from eth_account import Account
 
+from app import create_app
 from app.admin.console import Cached, Console, Refreshed
 from app.admin.routes import EXT_KEY
 from app.admin.samples import ConsoleSamples
@@ -22,6 +24,7 @@ from app.bets.resolution import Outcome
 from app.config import Settings
 from app.errors import Unavailable
 from app.keys import INTEGRITY_LOCK_KEY
+from app.services import services
 from app.storage import db
 from app.units import MICRO
 from tests.support.auth import FakeClock
@@ -245,9 +248,11 @@ def test_the_writer_panel_samples_commit_latency_and_batch_size(desk: Desk) -> N
     m.write_commit_seconds.observe(0.2)
     m.write_batch_size.observe(4)
     s = samples.sample_writer(m, 101, 7)
+    assert s is not None
     assert (s.commits, s.items, s.queue_depth) == (11, 44, 7)
     assert s.p50_ms == 5.0 and s.p99_ms == 250.0  # bucket upper bounds
-    assert samples.sample_writer(m, 102, 0).commits == 0
+    quiet = samples.sample_writer(m, 102, 0)
+    assert quiet is not None and quiet.commits == 0
 
 
 def test_the_feed_panel_keeps_each_sources_age_per_second_as_the_sampler_saw_it(desk: Desk, admin) -> None:
@@ -564,3 +569,51 @@ def test_a_failed_listing_keeps_the_last_good_one_with_its_age(desk: Desk, admin
     assert [a["week"] for a in weeks["archived"]] == ["2026_01"] and weeks["listed_at"] == listed_at, weeks
     assert weeks["age_s"] == 45, weeks
     documented(desk, "Overview").validate(out)
+
+
+def test_a_new_workers_overview_says_where_its_per_process_series_begin(desk: Desk, admin) -> None:
+    """Taps per second and the writer's figures are counted in each worker's memory. After a SIGHUP the
+    new worker answers the console with 0 for every second before it started: not measured, not quiet.
+    Its overview says where its series begin (`series_since`, its start), so a console can keep what
+    the previous worker reported for those seconds instead of overwriting them with zeros."""
+    (t,) = make_traders(desk, 1)
+    assert t.bet(desk.cell(col=1), "1", ts=desk.clock.ms)[0] == 202
+    _, old, _ = admin.call("GET", "/api/v1/admin/overview?window=10")
+    assert old["taps"]["totals"] == {"accepted": 1}
+    assert old["series_since"] <= old["server_time"], old["series_since"]
+    documented(desk, "Overview").validate(old)
+
+    before = int(time.time() * 1000)
+    reloaded = create_app(desk.svc.settings)  # a new worker: its own app, its own counters
+    after = int(time.time() * 1000)
+    try:
+        new = Trader(reloaded.test_client(), desk.svc.settings, wallet=ADMIN, token=admin.token)
+        status, out, _ = new.call("GET", "/api/v1/admin/overview?window=10")
+        assert status == 200, out
+        assert out["worker"] == old["worker"]  # one process here; under gunicorn, the new worker's pid
+        assert before <= out["series_since"] <= after, (before, out["series_since"], after)
+        assert out["series_since"] > old["series_since"]
+        assert out["taps"]["totals"] == {}  # the old worker's tap is not this worker's to report
+        assert out["writer"]["series"]["at"] == []  # its console worker has sampled nothing yet
+        documented(desk, "Overview").validate(out)
+        assert console_of(desk).archived.join(timeout=30)
+        assert reloaded.extensions[EXT_KEY].console.archived.join(timeout=30)
+    finally:
+        services(reloaded).reads.close()
+
+
+def test_the_writers_first_sample_is_a_baseline_not_a_second_without_commits(desk: Desk) -> None:
+    """The first sample only reads the histograms' totals so far: it cannot say how many commits its
+    second had. Shown as 0 commits, it was a false quiet second in a new worker's series (after a
+    SIGHUP, over the previous worker's real figures in the console)."""
+    samples = ConsoleSamples()
+    m = desk.svc.metrics
+    m.write_batch_size.observe(4)
+    m.write_commit_seconds.observe(0.003)
+    assert samples.sample_writer(m, 100, 0) is None
+    assert list(samples.writer) == []
+    m.write_batch_size.observe(2)
+    m.write_commit_seconds.observe(0.003)
+    s = samples.sample_writer(m, 101, 0)
+    assert s is not None and (s.at, s.commits, s.items) == (101, 1, 2)
+    assert [w.at for w in samples.writer] == [101]

@@ -7,7 +7,7 @@ pipelined round trip per panel. Nothing here runs on a tap's path.
 
 Per-process figures (taps per second, writer latency, websocket clients, the feed as seen here) are
 this worker's: gunicorn runs one worker, and in a SIGHUP overlap the answering worker's view is shown
-(``worker`` in the overview names its pid).
+(``worker`` in the overview names its pid, ``series_since`` its start: where its series begin).
 
 The weeks panel's archive listing is the exception: it asks S3, which may take seconds or not answer,
 so no request waits for it (`Refreshed`): the panel answers with the last listing, its age and the last
@@ -377,6 +377,9 @@ class Console:
         return {
             "server_time": svc.now_ms(),
             "worker": os.getpid(),
+            # Where this worker's per-process series (taps, writer) begin: its seconds before are 0
+            # because it did not see them (a SIGHUP's new worker), not because nothing happened.
+            "series_since": int(svc.started_at * 1000),
             "feed": self.feed(window_s),
             "betting": self.betting(),
             "writer": self.writer(window_s),

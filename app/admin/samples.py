@@ -79,25 +79,27 @@ class ConsoleSamples:
     _last_commit: tuple[list[tuple[float, float]], float, float] | None = None
     _last_batch: tuple[float, float] | None = None
 
-    def sample_writer(self, metrics: Metrics, now_s: int, queue_depth: int) -> WriterSecond:
-        """One second of the writer: commits, mean batch size and commit latency since the last call."""
+    def sample_writer(self, metrics: Metrics, now_s: int, queue_depth: int) -> WriterSecond | None:
+        """One second of the writer: commits, mean batch size and commit latency since the last call.
+
+        The first call is only the baseline (None, nothing kept): it cannot say how many commits its
+        second had, and a 0 there read as a quiet second at the start of each new worker's series."""
         commit = _histogram_state(metrics.write_commit_seconds)
         _, batches, items = _histogram_state(metrics.write_batch_size)
         prev, prev_batch = self._last_commit, self._last_batch
         self._last_commit, self._last_batch = commit, (batches, items)
         if prev is None or prev_batch is None:
-            sample = WriterSecond(now_s, 0, 0, None, None, queue_depth)
-        else:
-            deltas = [(b, c - pc) for (b, c), (_, pc) in zip(commit[0], prev[0], strict=True)]
-            p50, p99 = _quantile(deltas, 0.5), _quantile(deltas, 0.99)
-            sample = WriterSecond(
-                now_s,
-                int(batches - prev_batch[0]),
-                int(items - prev_batch[1]),
-                None if p50 is None else p50 * 1000,
-                None if p99 is None else p99 * 1000,
-                queue_depth,
-            )
+            return None
+        deltas = [(b, c - pc) for (b, c), (_, pc) in zip(commit[0], prev[0], strict=True)]
+        p50, p99 = _quantile(deltas, 0.5), _quantile(deltas, 0.99)
+        sample = WriterSecond(
+            now_s,
+            int(batches - prev_batch[0]),
+            int(items - prev_batch[1]),
+            None if p50 is None else p50 * 1000,
+            None if p99 is None else p99 * 1000,
+            queue_depth,
+        )
         self.writer.append(sample)
         return sample
 

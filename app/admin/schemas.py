@@ -115,6 +115,14 @@ class WeeksPanelSchema(Schema):
 class OverviewSchema(Schema):
     server_time = fields.Integer(required=True)
     worker = fields.Integer(metadata={"description": "The pid of the worker that answered"})
+    series_since = fields.Integer(
+        required=True,
+        metadata={
+            "description": "Unix ms when the answering worker started: its per-process series (taps, writer) "
+            "begin then. Its taps for earlier seconds are 0 because it did not count them (a new worker "
+            "after a SIGHUP), not because there were none: keep the previous worker's figures for them"
+        },
+    )
     feed = fields.Dict(
         metadata={"description": "GET /api/v1/admin/feed (its age_series over the same window)"}
     )
