@@ -14,6 +14,7 @@ import gevent
 import gevent.event
 import jsonschema
 import pytest
+import redis
 from eth_account import Account
 
 from app import create_app
@@ -29,7 +30,7 @@ from app.storage import db
 from app.units import MICRO
 from tests.support.auth import FakeClock
 from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
-from tests.support.servers import SilentServer
+from tests.support.servers import SilentServer, free_port
 from tests.support.traders import Trader
 from tests.test_house_risk import make_traders
 from workers.aggregator import PriceAggregator, Quote, SteadyClock
@@ -617,3 +618,42 @@ def test_the_writers_first_sample_is_a_baseline_not_a_second_without_commits(des
     s = samples.sample_writer(m, 101, 0)
     assert s is not None and (s.at, s.commits, s.items) == (101, 1, 2)
     assert [w.at for w in samples.writer] == [101]
+
+
+def test_the_betting_panel_says_when_the_halt_switch_could_not_be_read(
+    desk: Desk, admin, monkeypatch
+) -> None:
+    """Each worker's copy of the operator's switch is re-read from Redis each second by its console
+    worker. A failed read was only logged: the panel went on showing the last state read as if current.
+    It now says when the switch was last read, and why the last attempt failed."""
+    sampler = ConsoleWorker(desk.svc, None, (), wall=desk.clock)
+    _, out, _ = admin.call("GET", "/api/v1/admin/betting")
+    assert (out["read_at"], out["read_age_s"], out["read_error"]) == (None, None, None)  # not read yet
+    sampler.step()
+    read_at = desk.clock.ms
+    _, out, _ = admin.call("GET", "/api/v1/admin/overview?window=10")
+    b = out["betting"]
+    assert (b["read_at"], b["read_age_s"], b["read_error"]) == (read_at, 0.0, None)
+    documented(desk, "Overview").validate(out)
+
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1, socket_timeout=1)
+    with monkeypatch.context() as m:
+        m.setattr(desk.svc, "redis", dead)  # the console worker's Redis is unreachable
+        for _ in range(7):
+            desk.clock.advance(1)
+            sampler.step()  # logged, as before, and now kept for the panel
+    _, out, _ = admin.call("GET", "/api/v1/admin/overview?window=10")
+    b = out["betting"]
+    assert b["read_at"] == read_at and b["read_age_s"] == 7.0, b
+    assert b["read_error"] and "Connection" in b["read_error"], b
+    documented(desk, "Overview").validate(out)
+    _, alone, _ = admin.call("GET", "/api/v1/admin/betting")
+    assert alone["read_error"] == b["read_error"]
+
+    desk.clock.advance(1)
+    sampler.step()  # Redis answers again
+    _, b, _ = admin.call("GET", "/api/v1/admin/betting")
+    assert (b["read_at"], b["read_age_s"], b["read_error"]) == (desk.clock.ms, 0.0, None)
+
+    status, b, _ = admin.call("POST", "/api/v1/admin/betting", {"open": False, "reason": "checking"})
+    assert status == 200 and b["halted"] and b["read_at"] == desk.clock.ms and b["read_error"] is None

@@ -49,8 +49,9 @@ class ConsoleWorker(LoopWorker):
         svc = self.svc
         now = self.wall()
         try:
-            svc.betting.refresh(svc.redis)
+            svc.betting.refresh(svc.redis, int(now * 1000))
         except redis.RedisError as exc:  # the claim script is what refuses taps; this is the display
+            # kept in svc.betting too: the console says the state shown is unconfirmed since read_at
             log.warning("console: cannot read the halt switch (%s)", exc)
         svc.console.sample_writer(svc.metrics, int(now), svc.writes.depth())
         if self.aggregator is not None:

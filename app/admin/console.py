@@ -227,7 +227,9 @@ class Console:
     # ---- betting switch ------------------------------------------------------------------------------
     def betting(self) -> dict[str, Any]:
         svc = self.svc
-        state = svc.betting.state
+        switch = svc.betting
+        state = switch.state
+        read_at = switch.read_at
         return {
             "open": state.open and svc.feed.betting_open(),
             "halted": not state.open,
@@ -235,6 +237,11 @@ class Console:
             "by": state.by,
             "at": state.at,
             "breaker_open": svc.feed.betting_open(),
+            # The switch as this worker last read it from Redis: `read_error` set (or `read_age_s`
+            # growing) means the state above is unconfirmed since `read_at` and may have changed.
+            "read_at": read_at,
+            "read_age_s": None if read_at is None else round(max(0, svc.now_ms() - read_at) / 1000, 3),
+            "read_error": switch.read_error,
             "actions": self.actions.get(),
         }
 

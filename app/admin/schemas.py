@@ -33,6 +33,21 @@ class BettingStateSchema(Schema):
     breaker_open = fields.Boolean(
         required=True, metadata={"description": "The feed's breaker allows betting"}
     )
+    read_at = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "Unix ms when this worker last read the switch from Redis (each second) or set "
+            "it; the state above is as of then. null: not read yet, the state is unknown"
+        },
+    )
+    read_age_s = fields.Float(allow_none=True, metadata={"description": "Seconds since `read_at`"})
+    read_error = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Why the latest read of the switch failed (Redis unreachable): the state is "
+            "unconfirmed since `read_at`. null: the latest read succeeded"
+        },
+    )
     actions = fields.List(fields.Nested(BettingActionSchema), metadata={"description": "Newest first"})
     recorded = fields.Boolean(
         metadata={"description": "POST only: the action was written to SQLite (false: logged, retry it)"}

@@ -54,18 +54,31 @@ def decode_halt(raw: bytes | str | None) -> HaltState:
 
 
 class BettingSwitch:
-    """This worker's copy of the switch, and the two operator actions."""
+    """This worker's copy of the switch, and the two operator actions.
+
+    The copy is only as good as its last read: `read_at` says when that was (None: never, so the
+    default "open" is a guess) and `read_error` why the latest attempt failed. The console shows both,
+    so an operator is not shown a state that Redis could not confirm as if it were current."""
 
     def __init__(self) -> None:
         self.state = HaltState()
+        self.read_at: int | None = None  # Unix ms of the last successful read (or set) of the switch
+        self.read_error: str | None = None  # why the latest read failed; None once one succeeds
 
     @property
     def open(self) -> bool:
         return self.state.open
 
-    def refresh(self, r: redis.Redis) -> HaltState:
-        """Re-read the switch from Redis (once a second, and at start)."""
-        self.state = decode_halt(cast("bytes | None", r.get(BETTING_HALT_KEY)))
+    def refresh(self, r: redis.Redis, now_ms: int) -> HaltState:
+        """Re-read the switch from Redis (once a second, and at start). A failure is kept in
+        `read_error` (the copy keeps its last state and `read_at`) and raised."""
+        try:
+            raw = r.get(BETTING_HALT_KEY)
+        except redis.RedisError as exc:
+            self.read_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            raise
+        self.state = decode_halt(cast("bytes | None", raw))
+        self.read_at, self.read_error = now_ms, None
         return self.state
 
     def apply(self, open_: bool, reason: str | None) -> None:
@@ -83,4 +96,5 @@ class BettingSwitch:
         pipe.publish(CHANNEL_CONTROL, betting_message(open_, reason))
         pipe.execute()
         self.state = state
+        self.read_at, self.read_error = at, None  # Redis took it: known as of now
         return state
