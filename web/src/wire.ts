@@ -631,6 +631,9 @@ export interface IntegrityRun {
 export interface Overview {
   server_time: number;
   worker: number | null;
+  /** When the answering worker started (Unix ms): its per-process series (taps, writer) begin then;
+   *  its taps for earlier seconds are 0 because it did not count them, not because there were none. */
+  series_since: number;
   feed: FeedPanel;
   betting: BettingState;
   writer: WriterPanel;
@@ -929,6 +932,7 @@ export function parseOverview(v: unknown): Overview {
   return {
     server_time: int(o, "server_time"),
     worker: optInt(o, "worker"),
+    series_since: int(o, "series_since"),
     feed: parseFeedPanel(o["feed"]),
     betting: parseBettingState(o["betting"]),
     writer: parseWriterPanel(o["writer"]),

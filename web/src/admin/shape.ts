@@ -10,8 +10,13 @@ export const KEEP_S = 900;
 // ---- rolling series --------------------------------------------------------------------------------
 
 /** Taps per second by outcome, merged by absolute second: `next` wins where they overlap (the
- * current second keeps growing), seconds older than `keep` before the newest are dropped. */
-export function mergeTaps(prev: TapsPanel | null, next: TapsPanel, keep = KEEP_S): TapsPanel {
+ * current second keeps growing), seconds older than `keep` before the newest are dropped.
+ *
+ * `sinceMs` is where `next`'s series begins (the answering worker's start, `series_since`): its
+ * seconds before are 0 because that worker did not count them (a new worker after a SIGHUP), so there
+ * the larger count is kept, `prev`'s from the previous worker, not overwritten by the new zeros. The
+ * second the worker started in was seen only in part by each worker: the larger part is kept. */
+export function mergeTaps(prev: TapsPanel | null, next: TapsPanel, keep = KEEP_S, sinceMs: number | null = null): TapsPanel {
   const end = Math.max(next.start + next.seconds, prev ? prev.start + prev.seconds : 0); // exclusive
   const start = Math.max(end - keep, Math.min(next.start, prev ? prev.start : next.start));
   const seconds = end - start;
@@ -21,10 +26,13 @@ export function mergeTaps(prev: TapsPanel | null, next: TapsPanel, keep = KEEP_S
     const out = new Array<number>(seconds).fill(0);
     for (const src of prev ? [prev, next] : [next]) {
       const series = src.by_outcome[o];
+      const partial = src === next && sinceMs !== null; // next's seconds before sinceMs were not counted
       for (let i = 0; i < src.seconds; i++) {
         const k = src.start + i - start;
         if (k < 0 || k >= seconds) continue;
-        out[k] = series?.[i] ?? 0; // next is applied after prev: it wins
+        const v = series?.[i] ?? 0;
+        // next is applied after prev: it wins, but for the seconds its worker did not (fully) see
+        out[k] = partial && (src.start + i) * 1000 < sinceMs ? Math.max(out[k] ?? 0, v) : v;
       }
     }
     if (out.some((n) => n > 0)) by[o] = out;
@@ -85,9 +93,18 @@ export function bucketStarts(from: number, to: number, bucketS: number): number[
 }
 
 /** Mean rate per second of a dense per-second count series (`start` = Unix s of values[0]) in each
- * bucket: the bucket's sum over its seconds. Seconds outside the series count as 0. */
-export function bucketRate(start: number, values: number[], from: number, to: number, bucketS: number): Point[] {
+ * bucket: the bucket's sum over its seconds. Seconds outside the series count as 0, except buckets
+ * that end before `measuredFrom` (Unix s; see `measuredFrom`): nobody counted them, a gap, not a 0. */
+export function bucketRate(
+  start: number,
+  values: number[],
+  from: number,
+  to: number,
+  bucketS: number,
+  measuredFrom: number | null = null,
+): Point[] {
   return bucketStarts(from, to, bucketS).map((t) => {
+    if (measuredFrom !== null && t + bucketS <= measuredFrom) return { t, v: null };
     let sum = 0;
     for (let s = t; s < t + bucketS; s++) sum += values[s - start] ?? 0;
     return { t, v: sum / bucketS };
@@ -104,6 +121,58 @@ export function bucketMax(at: number[], values: (number | null)[], from: number,
     if (v === null || v === undefined || a < first || a >= to) return;
     const p = out[Math.floor((a - first) / bucketS)];
     if (p && (p.v === null || v > p.v)) p.v = v;
+  });
+  return out;
+}
+
+// ---- which worker answered: per-process series begin at its start ------------------------------------
+
+/** A worker the console has heard from: its pid and its start (the overview's `series_since`, Unix ms),
+ * where its per-process series (taps, writer, the feed as it sees it) begin. */
+export interface WorkerStart {
+  pid: number | null;
+  since: number;
+}
+
+/** More than this many reloads within the plots' 15 minutes is not expected: the oldest are let go. */
+export const WORKERS_KEPT = 50;
+
+/** The workers heard from, oldest start first, with the one that answered this poll. */
+export function noteWorker(prev: WorkerStart[], pid: number | null, since: number): WorkerStart[] {
+  if (prev.some((w) => w.pid === pid && w.since === since)) return prev;
+  return [...prev, { pid, since }].sort((a, b) => a.since - b.since).slice(-WORKERS_KEPT);
+}
+
+/** The first second (Unix s) a worker the console heard from counted taps in (null: none yet). The
+ * merged series' zeros before it were counted by nobody the console knows of: drawn as a gap. */
+export function measuredFrom(workers: WorkerStart[]): number | null {
+  const first = workers[0];
+  return first === undefined ? null : Math.floor(first.since / 1000);
+}
+
+/** A vertical marker on a time chart. */
+export interface Mark {
+  /** Unix seconds (fractional). */
+  t: number;
+  label: string;
+  /** What it means, for the operator and a screen reader. */
+  text: string;
+}
+
+/** The worker starts inside a chart's span [from, to) (Unix s): where the per-process figures change
+ * hands, so a drop to zero there reads as a reload, not a market event. */
+export function workerMarks(workers: WorkerStart[], from: number, to: number): Mark[] {
+  const out: Mark[] = [];
+  workers.forEach((w, i) => {
+    const t = w.since / 1000;
+    if (t < from || t >= to) return;
+    const who = `worker ${w.pid ?? "?"}`;
+    const before = i > 0 ? "the previous worker's" : "not counted by any worker this console heard from";
+    out.push({
+      t,
+      label: `${who} started`,
+      text: `${who} started at ${utcTime(w.since)}: this process's figures begin there; before it they are ${before}.`,
+    });
   });
   return out;
 }

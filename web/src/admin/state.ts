@@ -3,7 +3,7 @@
 // so a poll that never answers still shows the operator that the numbers have stopped moving.
 import type { AgeSeries, IntegrityRun, Overview, TapsPanel } from "../wire";
 import { ReducerStore } from "../store";
-import { mergeAges, mergeTaps, mergeWriter, type WriterSeries } from "./shape";
+import { KEEP_S, mergeAges, mergeTaps, mergeWriter, noteWorker, type WorkerStart, type WriterSeries } from "./shape";
 
 export type Access = "checking" | "allowed" | "forbidden";
 
@@ -18,6 +18,9 @@ export interface AdminState {
   writer: WriterSeries | null;
   /** Feed age per source, per second (the server samples it; the page need not have been open). */
   ages: AgeSeries | null;
+  /** The workers that answered, by start (oldest first): per-process series change hands at a start
+   *  (a SIGHUP reload), which the merges respect and the charts mark. */
+  workers: WorkerStart[];
   /** When the last poll answered (client ms) and the last failure, if the latest poll failed. */
   polledAt: number | null;
   error: string | null;
@@ -34,6 +37,7 @@ export const initialAdmin: AdminState = {
   taps: null,
   writer: null,
   ages: null,
+  workers: [],
   polledAt: null,
   error: null,
   now: null,
@@ -61,7 +65,8 @@ export function adminReducer(s: AdminState, a: AdminAction): AdminState {
         ...s,
         access: "allowed",
         overview: o,
-        taps: mergeTaps(s.taps, o.taps),
+        taps: mergeTaps(s.taps, o.taps, KEEP_S, o.series_since),
+        workers: noteWorker(s.workers, o.worker, o.series_since),
         writer: mergeWriter(s.writer, o.writer.series),
         ages: mergeAges(s.ages, o.feed.age_series),
         polledAt: a.now,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { adminReducer, initialAdmin } from "../admin/state";
 import {
+  KEEP_S,
   bucketMax,
   bucketRate,
   bucketStarts,
@@ -82,6 +83,21 @@ describe("rolling series", () => {
     expect(kept.by_outcome["accepted"]).toEqual([7, 0, 0, 0, 0, 0, 1]);
     expect(kept.by_outcome["betting_halted"]).toBeUndefined(); // outside the window: gone
   });
+  it("keeps the previous worker's taps for the seconds before a new worker started (a SIGHUP reload)", () => {
+    // worker A counted 100..109; worker B started at 105.4 s and answers ?window=10 with 0 for the
+    // seconds before it: not measured there, not quiet. Its count for 105 is the part after its start.
+    const a = taps(100, { accepted: [3, 3, 3, 3, 3, 4, 0, 0, 0, 0] });
+    const b = taps(101, { accepted: [0, 0, 0, 0, 1, 2, 2, 2, 2, 2], exposure_limit: [0, 0, 0, 0, 0, 0, 0, 0, 0, 1] });
+    const m = mergeTaps(a, b, KEEP_S, 105_400);
+    expect(m.start).toBe(100);
+    expect(m.by_outcome["accepted"]).toEqual([3, 3, 3, 3, 3, 4, 2, 2, 2, 2, 2]);
+    expect(m.by_outcome["exposure_limit"]).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    // the same worker's next poll: its counts win from its start on, as before
+    const c = taps(102, { accepted: [0, 0, 0, 1, 5, 2, 2, 2, 2, 7] });
+    expect(mergeTaps(m, c, KEEP_S, 105_400).by_outcome["accepted"]).toEqual([3, 3, 3, 3, 3, 4, 5, 2, 2, 2, 2, 7]);
+    // no start given (an old server): next wins everywhere
+    expect(mergeTaps(a, b).by_outcome["accepted"]).toEqual([3, 0, 0, 0, 0, 1, 2, 2, 2, 2, 2]);
+  });
   it("merges writer samples by time, sorted, newest replacing", () => {
     const s = (at: number[], p99: (number | null)[]) => ({
       at,
@@ -119,6 +135,14 @@ describe("buckets", () => {
     expect(pts).toEqual([
       { t: 100, v: 2 },
       { t: 110, v: 0.3 },
+    ]);
+  });
+  it("leaves the buckets before any worker counted as gaps, not zeros", () => {
+    const pts = bucketRate(100, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 100, 124, 10, 112);
+    expect(pts).toEqual([
+      { t: 100, v: null },
+      { t: 110, v: 1 },
+      { t: 120, v: 0 },
     ]);
   });
   it("takes the worst sample per bucket and leaves empty buckets as gaps", () => {

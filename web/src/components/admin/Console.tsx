@@ -1,7 +1,20 @@
 // The operator console at /admin (SPEC §8c): every panel, live from GET /api/v1/admin/overview.
 import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } from "react";
 import type { AdminConsole } from "../../admin/console";
-import { bucketMax, bucketRate, heatGrid, KEEP_S, pct, ratioBp, samplerNote, utcTime, weeksNote, type Point } from "../../admin/shape";
+import {
+  bucketMax,
+  bucketRate,
+  heatGrid,
+  KEEP_S,
+  measuredFrom,
+  pct,
+  ratioBp,
+  samplerNote,
+  utcTime,
+  weeksNote,
+  workerMarks,
+  type Point,
+} from "../../admin/shape";
 import { freshness, type AdminState } from "../../admin/state";
 import { displayMoney } from "../../money";
 import type { BettingState, FeedPanel, HouseSummary, IntegrityRun, Overview, WeeksPanel } from "../../wire";
@@ -245,6 +258,7 @@ function Feed({ feed, state }: { feed: FeedPanel; state: AdminState }) {
         from={from}
         to={now + 1}
         minTop={1}
+        marks={workerMarks(state.workers, from, now + 1)}
         summary={feed.sources.map((x) => `${x.source} ${x.age_s?.toFixed(2) ?? "—"} s`).join(", ")}
       />
       <table>
@@ -278,14 +292,15 @@ function SampleNote({ text }: { text: string | null }) {
   );
 }
 
-function Taps({ state, now }: { state: AdminState; now: number }) {
+export function Taps({ state, now }: { state: AdminState; now: number }) {
   const taps = state.taps;
   const from = now - KEEP_S + 1;
+  const counted = measuredFrom(state.workers);
   const outcomes = taps ? Object.keys(taps.by_outcome).sort((a, b) => (a === "accepted" ? -1 : b === "accepted" ? 1 : a.localeCompare(b))) : [];
   const lines: Line[] = taps
     ? outcomes.map((o, i) => ({
         name: o,
-        points: bucketRate(taps.start, taps.by_outcome[o] ?? [], from, now + 1, BUCKET_S),
+        points: bucketRate(taps.start, taps.by_outcome[o] ?? [], from, now + 1, BUCKET_S, counted),
         color: PALETTE[i % PALETTE.length] ?? "#fff",
         dash: DASHES[i % DASHES.length],
       }))
@@ -304,6 +319,7 @@ function Taps({ state, now }: { state: AdminState; now: number }) {
         lines={lines}
         from={from}
         to={now + 1}
+        marks={workerMarks(state.workers, from, now + 1)}
         summary={outcomes.map((o) => `${o} ${last60(o)} in the last minute`).join(", ") || "no taps"}
       />
       <table data-testid="tap-totals">
@@ -329,7 +345,7 @@ function Taps({ state, now }: { state: AdminState; now: number }) {
   );
 }
 
-function Writer({ state, o, now }: { state: AdminState; o: Overview; now: number }) {
+export function Writer({ state, o, now }: { state: AdminState; o: Overview; now: number }) {
   const w = state.writer;
   const from = now - KEEP_S + 1;
   const p: Point[][] = w
@@ -369,6 +385,7 @@ function Writer({ state, o, now }: { state: AdminState; o: Overview; now: number
         from={from}
         to={now + 1}
         minTop={5}
+        marks={workerMarks(state.workers, from, now + 1)}
         summary={`p99 ${[...(w?.commit_p99_ms ?? [])].reverse().find((x) => x !== null) ?? "—"} ms in the last second with commits`}
       />
     </section>

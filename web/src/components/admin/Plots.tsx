@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState, type ReactNode, type RefObject } from "react";
 import { displayMoney } from "../../money";
 import { formatMoney } from "../../money";
-import { heatLevel, HEAT_LEVELS, type Heat, type Point } from "../../admin/shape";
+import { heatLevel, HEAT_LEVELS, type Heat, type Mark, type Point } from "../../admin/shape";
 
 export interface Line {
   name: string;
@@ -66,8 +66,12 @@ export function LineChart(props: {
   summary: string;
   /** Lowest top of the y axis (e.g. 1 so an idle chart is not all noise). */
   minTop?: number;
+  /** Vertical markers (a worker's start: its per-process figures begin there), drawn and described. */
+  marks?: Mark[];
 }) {
   const { id, title, unit, lines, from, to } = props;
+  const marks = props.marks ?? [];
+  const described = marks.length ? `${props.summary}. ${marks.map((m) => m.text).join(" ")}` : props.summary;
   const [ref, W] = useWidth(560);
   let top = props.minTop ?? 1;
   for (const l of lines) for (const p of l.points) if (p.v !== null && p.v > top) top = p.v;
@@ -80,7 +84,7 @@ export function LineChart(props: {
         {title} <span className="unit">({unit})</span>
       </figcaption>
       <div ref={ref} className="plot-box">
-      <svg width={W} height={H} viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: ${props.summary}`}>
+      <svg width={W} height={H} viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: ${described}`}>
         <line x1={PAD.l} x2={W - PAD.r} y1={y(0)} y2={y(0)} className="axis" />
         <line x1={PAD.l} x2={W - PAD.r} y1={y(top)} y2={y(top)} className="gridline" />
         <text x={PAD.l - 4} y={y(top) + 4} className="tick" textAnchor="end">
@@ -95,6 +99,14 @@ export function LineChart(props: {
         <text x={W - PAD.r} y={H - 4} className="tick" textAnchor="end">
           {hhmm(to)} UTC
         </text>
+        {marks.map((m) => (
+          <g key={`mark-${m.t}`} className="worker-mark" data-testid="worker-mark" data-t={m.t}>
+            <line x1={x(m.t)} x2={x(m.t)} y1={PAD.t} y2={H - PAD.b} strokeDasharray="3 3" />
+            <text x={x(m.t) + 3} y={PAD.t + 10}>
+              {m.label}
+            </text>
+          </g>
+        ))}
         {lines.map((l) =>
           paths(l.points, x, y).map((run, k) =>
             run.length === 1 ? (
@@ -123,6 +135,13 @@ export function LineChart(props: {
           </li>
         ))}
       </ul>
+      {marks.length > 0 && (
+        <ul className="marks" data-testid={`${id}-marks`}>
+          {marks.map((m) => (
+            <li key={m.t}>┆ {m.text}</li>
+          ))}
+        </ul>
+      )}
       <details>
         <summary>Numbers</summary>
         <table>
