@@ -519,6 +519,13 @@ export interface BettingState {
   by: string | null;
   at: number | null;
   breaker_open: boolean;
+  /** When the answering worker last read the switch from Redis (Unix ms): the state above is as of
+   *  then. null: not read yet, so the state is unknown. */
+  read_at: number | null;
+  /** Seconds since `read_at`, at the answer. */
+  read_age_s: number | null;
+  /** Why the latest read failed (Redis unreachable): the state is unconfirmed since `read_at`. */
+  read_error: string | null;
   actions: BettingAction[];
 }
 export interface WriterPanel {
@@ -758,6 +765,9 @@ export function parseBettingState(v: unknown): BettingState {
     by: optStr(o, "by") ?? null,
     at: optInt(o, "at"),
     breaker_open: bool(o, "breaker_open"),
+    read_at: optInt(o, "read_at"),
+    read_age_s: optNum(o, "read_age_s"),
+    read_error: optStr(o, "read_error") ?? null,
     actions: list(o, "actions", (x) => {
       const a = obj(x, "action");
       const action = str(a, "action");

@@ -2,7 +2,7 @@
 // `?window=10` polls, time buckets for the plots, the exposure heat map's grid and scale, ratios as
 // integer basis points. Money stays bigint micro-units; only plot coordinates are floats.
 import { parseMoney } from "../money";
-import type { AgeSeries, ExposureColumn, TapsPanel, WeeksPanel, WriterPanel } from "../wire";
+import type { AgeSeries, BettingState, ExposureColumn, TapsPanel, WeeksPanel, WriterPanel } from "../wire";
 
 /** What the plots show: the last 15 minutes. */
 export const KEEP_S = 900;
@@ -286,6 +286,29 @@ export function samplerNote(what: string, sampledAtMs: number | null, serverMs: 
   const lag = (serverMs - sampledAtMs) / 1000;
   if (lag <= SAMPLE_STALE_S) return null;
   return `${what} last sampled ${ago(lag)} ago (${utcTime(sampledAtMs)}): the server's sampler has stopped, these figures are from then.`;
+}
+
+/** What the betting panel says of the halt state it shows: the answering worker's copy of the switch,
+ * re-read from Redis each second. Not read yet, a read that failed, or reads that stopped: the state
+ * shown is unknown, or unconfirmed since `read_at`, and may have changed. null: read just now. */
+export function haltReadNote(b: BettingState): { level: "warn" | "error"; text: string } | null {
+  if (b.read_at === null)
+    return {
+      level: "error",
+      text: `Halt state unknown: the server has not read it from Redis yet${b.read_error ? ` (${b.read_error})` : ""}.`,
+    };
+  const since = `${utcTime(b.read_at)} (${ago(b.read_age_s ?? 0)} ago)`;
+  if (b.read_error)
+    return {
+      level: "error",
+      text: `Halt state unknown since ${since}: Redis could not be read (${b.read_error}). Shown: the state read then; it may have changed.`,
+    };
+  if ((b.read_age_s ?? 0) > SAMPLE_STALE_S)
+    return {
+      level: "warn",
+      text: `Halt state last read ${since}: the server's sampler has stopped re-reading it; it may have changed since.`,
+    };
+  return null;
 }
 
 /** What the weeks panel says of its archived weeks: the server lists the archive target in the

@@ -55,7 +55,18 @@ describe("the overview wire format", () => {
 });
 
 describe("halting and reopening", () => {
-  const state = { open: false, halted: true, reason: "feed", by: "0xab", at: 1, breaker_open: false, actions: [] };
+  const state = {
+    open: false,
+    halted: true,
+    reason: "feed",
+    by: "0xab",
+    at: 1,
+    breaker_open: false,
+    read_at: 1,
+    read_age_s: 0,
+    read_error: null,
+    actions: [],
+  };
   it("tells the operator when the action is in effect but missing from the audit log", () => {
     expect(bettingMessage({ ...state, recorded: true })).toEqual({ level: "ok", text: "Betting halted: feed" });
     const unrecorded = bettingMessage({ ...state, recorded: false });

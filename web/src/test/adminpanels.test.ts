@@ -1,12 +1,15 @@
 // The console's panels as the operator reads them (rendered to static markup, no browser): a worker's
-// reload marked on the charts and its zeros not taken for a quiet market.
+// reload marked on the charts and its zeros not taken for a quiet market, the halt state that Redis could
+// not confirm.
 import { createElement } from "react";
 import { renderToStaticMarkup } from "react-dom/server";
 import { describe, expect, it } from "vitest";
-import { measuredFrom, noteWorker, workerMarks } from "../admin/shape";
+import { Api } from "../api";
+import { AdminConsole } from "../admin/console";
+import { haltReadNote, measuredFrom, noteWorker, workerMarks } from "../admin/shape";
 import { adminReducer, initialAdmin, type AdminState } from "../admin/state";
-import { Taps, Writer } from "../components/admin/Console";
-import { parseOverview, type Overview } from "../wire";
+import { Betting, Taps, Writer } from "../components/admin/Console";
+import { parseOverview, type BettingState, type Overview } from "../wire";
 import overview from "./overview.json";
 
 const full = parseOverview(overview);
@@ -82,5 +85,46 @@ describe("a worker's reload (SIGHUP) on the console", () => {
     // buckets wholly before the start: "—" (no figure); from its start on, the rate
     expect(table).toContain("<td>—</td>");
     expect(table).toContain("<td>2.00</td>");
+  });
+});
+
+describe("the halt state the betting panel shows", () => {
+  const admin = new AdminConsole(new Api("http://test", () => undefined), () => "token");
+  const read = (b: Partial<BettingState>): BettingState => ({ ...full.betting, ...b });
+  const panel = (b: BettingState) => renderToStaticMarkup(createElement(Betting, { admin, betting: b }));
+  const at = Date.UTC(2026, 11, 7, 21, 0, 5);
+
+  it("is plain while the server read it from Redis just now", () => {
+    expect(haltReadNote(read({ read_at: at, read_age_s: 0.4, read_error: null }))).toBeNull();
+    const html = panel(read({ read_at: at, read_age_s: 0.4, read_error: null }));
+    expect(html).not.toContain('data-testid="betting-read"');
+    expect(html).toContain('data-confirmed="true"');
+    expect(html).toContain("Betting OPEN");
+  });
+
+  it("says it is unknown since the last read when Redis could not be read", () => {
+    const b = read({ read_at: at, read_age_s: 42, read_error: "ConnectionError: Error 111 connecting to 127.0.0.1:6379." });
+    expect(haltReadNote(b)).toEqual({
+      level: "error",
+      text: "Halt state unknown since 21:00:05 UTC (42 s ago): Redis could not be read (ConnectionError: Error 111 connecting to 127.0.0.1:6379.). Shown: the state read then; it may have changed.",
+    });
+    const html = panel(b);
+    expect(html).toContain('data-testid="betting-read"');
+    expect(html).toContain('data-confirmed="false"');
+    expect(html).toContain("Betting OPEN (as of 21:00:05 UTC, unconfirmed since)");
+  });
+
+  it("says so when the reads have stopped, and when there has been none", () => {
+    expect(haltReadNote(read({ read_at: at, read_age_s: 600, read_error: null }))?.text).toBe(
+      "Halt state last read 21:00:05 UTC (10 min ago): the server's sampler has stopped re-reading it; it may have changed since.",
+    );
+    const none = read({ read_at: null, read_age_s: null, read_error: null });
+    expect(haltReadNote(none)?.text).toBe("Halt state unknown: the server has not read it from Redis yet.");
+    expect(panel(none)).toContain("? Betting UNKNOWN");
+  });
+
+  it("reads the switch's read time and error from the wire", () => {
+    expect([full.betting.read_at, full.betting.read_age_s, full.betting.read_error]).toEqual([1795772800134, 0.558, null]);
+    expect(full.series_since).toBe(1795772790111);
   });
 });

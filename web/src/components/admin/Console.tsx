@@ -4,6 +4,7 @@ import type { AdminConsole } from "../../admin/console";
 import {
   bucketMax,
   bucketRate,
+  haltReadNote,
   heatGrid,
   KEEP_S,
   measuredFrom,
@@ -119,7 +120,7 @@ export function Freshness({ state }: { state: AdminState }) {
   );
 }
 
-function Betting({ admin, betting }: { admin: AdminConsole; betting: BettingState }) {
+export function Betting({ admin, betting }: { admin: AdminConsole; betting: BettingState }) {
   const [reason, setReason] = useState("");
   const [confirming, setConfirming] = useState(false);
   const [busy, setBusy] = useState(false);
@@ -134,14 +135,27 @@ function Betting({ admin, betting }: { admin: AdminConsole; betting: BettingStat
     setConfirming(false);
     if (ok && !open) setReason("");
   };
-  const status = betting.open ? "OPEN" : betting.halted ? "HALTED" : "SUSPENDED";
+  const readNote = haltReadNote(betting);
+  const known = betting.read_at !== null;
+  const status = !known ? "UNKNOWN" : betting.open ? "OPEN" : betting.halted ? "HALTED" : "SUSPENDED";
   return (
     <section className="panel" aria-labelledby="betting-t">
       <h3 id="betting-t">Betting</h3>
-      <p className={`state state-${status.toLowerCase()}`} data-testid="betting-state" data-open={String(betting.open)}>
-        {betting.open ? "✓" : "■"} Betting {status}
+      {readNote && (
+        <p className="alert" data-testid="betting-read" data-level={readNote.level}>
+          {readNote.text}
+        </p>
+      )}
+      <p
+        className={`state state-${status.toLowerCase()}`}
+        data-testid="betting-state"
+        data-open={String(betting.open)}
+        data-confirmed={String(readNote === null)}
+      >
+        {!known ? "?" : betting.open ? "✓" : "■"} Betting {status}
         {betting.halted && betting.reason ? ` — ${betting.reason}` : ""}
         {!betting.breaker_open && " (the feed's breaker is closed)"}
+        {known && readNote ? ` (as of ${time(betting.read_at)}, unconfirmed since)` : ""}
       </p>
       {betting.halted && (
         <p className="hint">
