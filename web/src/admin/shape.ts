@@ -177,6 +177,20 @@ export function workerMarks(workers: WorkerStart[], from: number, to: number): M
   return out;
 }
 
+// ---- the writer's last batch ------------------------------------------------------------------------
+
+/** The mean batch size of the last sampled second with commits, and that second (Unix s); null when no
+ * second of the kept series had one. */
+export function lastBatch(w: WriterSeries | null): { mean: number; at: number } | null {
+  if (!w) return null;
+  for (let i = w.at.length - 1; i >= 0; i--) {
+    const mean = w.batch_mean[i];
+    const at = w.at[i];
+    if (mean !== null && mean !== undefined && at !== undefined) return { mean, at };
+  }
+  return null;
+}
+
 // ---- feed age per source: the server's per-second samples -------------------------------------------
 
 /** Feed ages per source merged by `at` (Unix s) like the writer's samples: `next` replaces equal

@@ -1,12 +1,12 @@
 // The console's panels as the operator reads them (rendered to static markup, no browser): a worker's
 // reload marked on the charts and its zeros not taken for a quiet market, the halt state that Redis could
-// not confirm.
+// not confirm, the last batch size with its time.
 import { createElement } from "react";
 import { renderToStaticMarkup } from "react-dom/server";
 import { describe, expect, it } from "vitest";
 import { Api } from "../api";
 import { AdminConsole } from "../admin/console";
-import { haltReadNote, measuredFrom, noteWorker, workerMarks } from "../admin/shape";
+import { haltReadNote, lastBatch, measuredFrom, noteWorker, workerMarks } from "../admin/shape";
 import { adminReducer, initialAdmin, type AdminState } from "../admin/state";
 import { Betting, Taps, Writer } from "../components/admin/Console";
 import { parseOverview, type BettingState, type Overview } from "../wire";
@@ -126,5 +126,26 @@ describe("the halt state the betting panel shows", () => {
   it("reads the switch's read time and error from the wire", () => {
     expect([full.betting.read_at, full.betting.read_age_s, full.betting.read_error]).toEqual([1795772800134, 0.558, null]);
     expect(full.series_since).toBe(1795772790111);
+  });
+});
+
+describe("the writer's last batch size", () => {
+  it("comes with the second it was measured in and its age", () => {
+    const series = {
+      at: [NOW_S - 300, NOW_S - 200, NOW_S - 1],
+      commits: [3, 2, 0],
+      batch_mean: [4.5, 2, null],
+      commit_p50_ms: [1, 1, null],
+      commit_p99_ms: [2, 2, null],
+      queue_depth: [0, 0, 0],
+    };
+    expect(lastBatch(series)).toEqual({ mean: 2, at: NOW_S - 200 });
+    expect(lastBatch(null)).toBeNull();
+    const s = { ...initialAdmin, writer: series };
+    const html = renderToStaticMarkup(createElement(Writer, { state: s, o: full, now: NOW_S }));
+    const when = new Date((NOW_S - 200) * 1000).toISOString().slice(11, 19);
+    expect(html).toMatch(new RegExp(`data-testid="batch-last"[^>]*>2 / 100 <span class="hint">\\(mean of ${when} UTC, 3 min ago\\)</span>`));
+    const none = renderToStaticMarkup(createElement(Writer, { state: { ...s, writer: null }, o: full, now: NOW_S }));
+    expect(none).toContain("(no commit in the last 15 minutes)");
   });
 });

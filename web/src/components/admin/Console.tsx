@@ -2,11 +2,13 @@
 import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } from "react";
 import type { AdminConsole } from "../../admin/console";
 import {
+  ago,
   bucketMax,
   bucketRate,
   haltReadNote,
   heatGrid,
   KEEP_S,
+  lastBatch,
   measuredFrom,
   pct,
   ratioBp,
@@ -365,7 +367,7 @@ export function Writer({ state, o, now }: { state: AdminState; o: Overview; now:
   const p: Point[][] = w
     ? [bucketMax(w.at, w.commit_p50_ms, from, now + 1, BUCKET_S), bucketMax(w.at, w.commit_p99_ms, from, now + 1, BUCKET_S)]
     : [[], []];
-  const lastBatch = w ? [...w.batch_mean].reverse().find((x) => x !== null) ?? null : null;
+  const batch = lastBatch(w);
   const lastSample = o.writer.series.at.at(-1);
   return (
     <section className="panel" aria-labelledby="writer-t">
@@ -377,8 +379,13 @@ export function Writer({ state, o, now }: { state: AdminState; o: Overview; now:
           {o.writer.queue_depth} / {o.writer.queue_max}
         </dd>
         <dt>Batch size (last, max)</dt>
-        <dd>
-          {lastBatch ?? "—"} / {o.writer.batch_max}
+        <dd data-testid="batch-last" data-at={batch?.at ?? ""}>
+          {batch ? batch.mean : "—"} / {o.writer.batch_max}{" "}
+          <span className="hint">
+            {batch
+              ? `(mean of ${time(batch.at * 1000)}, ${ago(o.server_time / 1000 - batch.at)} ago)`
+              : "(no commit in the last 15 minutes)"}
+          </span>
         </dd>
         <dt>Websocket clients</dt>
         <dd data-testid="ws-clients">{o.websocket.clients}</dd>
