@@ -2,7 +2,8 @@
 (tests/test_web_e2e.py): Debian's Chromium driven by Playwright against redis-server, gunicorn and
 nginx over TLS serving the built app, wallets injected over EIP-6963 and signing with real keys.
 
-An operator (its wallet in TAP_ADMIN_ADDRESSES) signs in at /admin and sees the feed healthy; halts
+An operator (its wallet in TAP_ADMIN_ADDRESSES) signs in at /admin with the keyboard, which goes on
+from the console's first control, and sees the feed healthy; halts
 betting with a reason (confirmed first); a trader's page shows the reason and refuses the tap with
 it; the operator reopens and the trader's tap goes through; the bet's exposure appears in the heat
 map and the taps panel; an integrity-check runs from the console; polls that the server never answers
@@ -53,8 +54,10 @@ def stack(module_redis_url, tmp_path_factory):
 def test_operator_halts_and_reopens_and_sees_the_exposure(browser, stack):  # noqa: F811
     assert_answers_taps(stack)
     admin = open_page(browser, stack, ADMIN, path="/admin")
-    sign_in(admin)
+    sign_in(admin, keyboard=True)
     expect(admin.get_by_role("heading", name="Operator console")).to_be_visible()
+    # The sign-in button is gone: the keyboard goes on from the console's first control, not from <body>.
+    expect(admin.get_by_label("Reason (traders see it)")).to_be_focused()
     expect(admin.get_by_test_id("feed-state")).to_have_attribute("data-state", "healthy")
     expect(admin.locator('[data-testid="sources"] tr[data-source="sim"]')).to_have_attribute(
         "data-fresh", "true"
@@ -160,9 +163,10 @@ def test_an_operator_in_the_trader_app_is_offered_the_console(browser, stack):  
 
 def test_a_trader_at_admin_sees_not_allowed(browser, stack):  # noqa: F811
     page = open_page(browser, stack, Wallet(), path="/admin")
-    sign_in(page)
+    sign_in(page, keyboard=True)
     forbidden = page.get_by_test_id("admin-forbidden")
     expect(forbidden.get_by_role("heading", name="Not allowed")).to_be_visible()
+    expect(forbidden.get_by_role("link", name="Back to trading")).to_be_focused()
     expect(forbidden).to_contain_text("TAP_ADMIN_ADDRESSES")
     expect(page.get_by_role("heading", name="Operator console")).to_have_count(0)
     shot(page, "console-forbidden.png")

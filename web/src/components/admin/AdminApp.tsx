@@ -1,5 +1,5 @@
 // /admin: the same sign-in as the trader's app, then the console for operators, or a plain refusal.
-import { useEffect, useMemo, useSyncExternalStore } from "react";
+import { useCallback, useEffect, useMemo, useState, useSyncExternalStore } from "react";
 import { AdminConsole } from "../../admin/console";
 import type { Controller } from "../../controller";
 import { SignIn } from "../SignIn";
@@ -11,6 +11,10 @@ export function AdminApp({ ctl }: { ctl: Controller }) {
   const token = state.session?.token ?? null;
   // One console per session: signing in as someone else starts afresh.
   const admin = useMemo(() => (token ? new AdminConsole(ctl.api, () => token) : null), [ctl, token]);
+  /** Bumped by a sign-in in this tab: the console's first control takes the focus the removed sign-in
+   *  button had (the browser would leave it on <body>, the top of the page). */
+  const [consoleFocus, setConsoleFocus] = useState(0);
+  const onSignedIn = useCallback(() => setConsoleFocus((n) => n + 1), []);
   useEffect(() => {
     document.title = "Operator console · Tap Trading";
   }, []);
@@ -21,7 +25,11 @@ export function AdminApp({ ctl }: { ctl: Controller }) {
       <nav className="views" aria-label="Views">
         <a href="/">Trading</a>
       </nav>
-      {!state.session || !admin ? <SignIn ctl={ctl} reason={state.signedOutReason} /> : <Console admin={admin} />}
+      {!state.session || !admin ? (
+        <SignIn ctl={ctl} reason={state.signedOutReason} onSignedIn={onSignedIn} />
+      ) : (
+        <Console admin={admin} focusRequest={consoleFocus} />
+      )}
     </div>
   );
 }

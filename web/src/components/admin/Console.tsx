@@ -1,5 +1,5 @@
 // The operator console at /admin (SPEC §8c): every panel, live from GET /api/v1/admin/overview.
-import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } from "react";
+import { useEffect, useMemo, useRef, useState, useSyncExternalStore, type FormEvent } from "react";
 import type { AdminConsole } from "../../admin/console";
 import {
   ago,
@@ -35,8 +35,23 @@ function ppm(p: number | null): string {
   return p === null ? "—" : `${(p / 10_000).toFixed(4)} %`;
 }
 
-export function Console({ admin }: { admin: AdminConsole }) {
+/** The first control in `root` that takes the keyboard (a link, an enabled field or button, a summary). */
+const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), summary, [tabindex="0"]';
+
+/** `focusRequest`: a new value (a sign-in in this tab removed the focused sign-in button) asks for the
+ *  focus on the console's first control once it is shown, unless the focus is already somewhere. */
+export function Console({ admin, focusRequest = 0 }: { admin: AdminConsole; focusRequest?: number }) {
   const s = useSyncExternalStore(admin.store.subscribe, admin.store.get);
+  const root = useRef<HTMLElement | null>(null);
+  const focusHandled = useRef(0);
+  const shown = s.access === "forbidden" || s.overview !== null;
+  useEffect(() => {
+    if (focusRequest === focusHandled.current || !shown) return;
+    focusHandled.current = focusRequest;
+    const active = document.activeElement;
+    if (active && active !== document.body) return; // the operator is somewhere already: left there
+    root.current?.querySelector<HTMLElement>(FOCUSABLE)?.focus({ preventScroll: true });
+  }, [focusRequest, shown]);
   useEffect(() => {
     void admin.start();
     return () => admin.stop();
@@ -49,7 +64,7 @@ export function Console({ admin }: { admin: AdminConsole }) {
 
   if (s.access === "forbidden")
     return (
-      <section className="panel" aria-labelledby="forbidden-t" data-testid="admin-forbidden">
+      <section className="panel" aria-labelledby="forbidden-t" data-testid="admin-forbidden" ref={root}>
         <h2 id="forbidden-t">Not allowed</h2>
         <p>
           The operator console is only for operators. This wallet is not one of the operator addresses
@@ -69,7 +84,7 @@ export function Console({ admin }: { admin: AdminConsole }) {
     );
   const fresh = freshness(s);
   return (
-    <main className={fresh.stale ? "console stale" : "console"} aria-labelledby="console-t" data-stale={String(fresh.stale)}>
+    <main className={fresh.stale ? "console stale" : "console"} aria-labelledby="console-t" data-stale={String(fresh.stale)} ref={root}>
       <div className="console-head">
         <h2 id="console-t">Operator console</h2>
         <Freshness state={s} />
