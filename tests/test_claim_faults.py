@@ -20,8 +20,11 @@ import gevent
 import orjson
 import pytest
 
+from app.auth.signatures import NONCE_TTL_S
+from app.bets.claims import BetClaims, rejected_record
 from app.config import Settings
-from app.keys import bet_key, cell_key, events_key
+from app.keys import PENDING_INDEX, bet_key, cell_key, events_key
+from app.ledger.store import time_ordered_id
 from tests.support.auth import FakeClock
 from tests.support.pinned import Desk, desk_fixture, desk_settings  # noqa: F401 - fixtures
 from tests.test_money_idempotency import stalled_writer
@@ -189,3 +192,89 @@ def test_rejection_whose_notification_failed_still_frees_the_cell(
     assert got["status"] == "rejected" and got["reason"] == "insufficient_funds", got
     status, again, _ = t.bet(cell, "1", ts=desk.clock.ms)  # the cell is free again
     assert status == 202, again
+
+
+class RacingClaims(BetClaims):
+    """The app's BetClaims, on the same Redis, but each of its next `rivals` claims is preceded by
+    another attempt of the same signed body (say, the trader's app re-sending it on a new socket) whose
+    claim went through in Redis and whose reply was lost: that attempt abandons its claim, to be
+    released in the background (`abandon`, as `_claim` does on a Redis timeout). This is the race a
+    retry meets between releasing such a claim and claiming the nonce again, made to happen every time."""
+
+    def __init__(self, svc, rivals: int) -> None:
+        super().__init__(svc.redis, svc.redis_batch)
+        self.rivals = rivals
+        self.rival_ids: list[str] = []
+
+    def claim(self, **kw):
+        if self.rivals > 0:
+            self.rivals -= 1
+            bet_id = time_ordered_id(kw["placed_at"] + len(self.rival_ids) + 1)
+            record = orjson.dumps(orjson.loads(kw["pending_json"]) | {"bet_id": bet_id})
+            super().claim(**{**kw, "bet_id": bet_id, "pending_json": record})  # its reply is lost
+            self.abandon(
+                address=kw["address"],
+                nonce=kw["nonce"],
+                fingerprint=kw["fingerprint"],
+                cell=kw["cell"],
+                bet_id=bet_id,
+                record=rejected_record(record, "not_queued"),
+                ttl_s=NONCE_TTL_S,
+                now=False,
+            )
+            self.rival_ids.append(bet_id)
+        return super().claim(**kw)
+
+
+def _record(desk: Desk, bet_id: str) -> tuple[str, str | None]:
+    rec = orjson.loads(desk.svc.redis.get(bet_key(bet_id)))
+    return rec["status"], rec.get("reason")
+
+
+def test_a_retry_that_meets_claims_of_its_body_abandoned_again_and_again_is_placed_not_a_conflict(
+    desk: Desk,
+) -> None:
+    """A retry meets its body's claim abandoned by an attempt whose reply was lost, releases it, and
+    meets another such claim (a concurrent attempt that claimed in between and lost its reply too).
+    It answered 409 `nonce_conflict`, "already being processed", which is also the answer to another
+    body under that nonce: the trader's app could not tell a retry from a conflict. Nothing was accepted
+    under the nonce, so the retry is judged afresh: 202 and the bet, committed; the abandoned claims
+    are released as `not_queued`."""
+    t = desk.trader()
+    cell = desk.cell()
+    body = t.bet_body(cell, "2", ts=desk.clock.ms)
+    claims = RacingClaims(desk.svc, rivals=2)
+    desk.svc.bet_claims = claims
+    status, out, _ = t.call("POST", "/api/v1/bets", body)
+    assert status == 202, out
+    assert out["bet_id"] not in claims.rival_ids
+    assert [_record(desk, b) for b in claims.rival_ids] == [("rejected", "not_queued")] * 2
+    _wait_confirmed(t, out["bet_id"])
+    _, me, _ = t.call("GET", "/api/v1/me")
+    assert me["balance"] == "98"
+    status, again, _ = t.call("POST", "/api/v1/bets", body)  # and it is the nonce's bet from now on
+    assert status == 202 and again["bet_id"] == out["bet_id"], again
+
+
+def test_a_retry_that_keeps_meeting_abandoned_claims_of_its_body_is_told_to_retry(desk: Desk) -> None:
+    """Bounded: a retry that meets a fresh abandoned claim of its body at every round gives up with 503
+    `nonce_busy` and Retry-After (send the same body again), not 409 `nonce_conflict`; having released
+    them all, it leaves nothing claimed, and the same body sent again is placed."""
+    t = desk.trader()
+    cell = desk.cell()
+    body = t.bet_body(cell, "2", ts=desk.clock.ms)
+    claims = RacingClaims(desk.svc, rivals=100)
+    desk.svc.bet_claims = claims
+    status, out, headers = t.call("POST", "/api/v1/bets", body)
+    assert status == 503 and out["error"]["code"] == "nonce_busy", out
+    assert headers["Retry-After"] == "1"
+    assert len(claims.rival_ids) == 3
+    assert [_record(desk, b) for b in claims.rival_ids] == [("rejected", "not_queued")] * 3
+    r = desk.svc.redis
+    assert r.get(cell_key(t.address, cell)) is None and r.zcard(PENDING_INDEX) == 0
+    assert desk.nonces_with_a_bet() == 0
+
+    claims.rivals = 0  # the other attempts have stopped
+    status, out, _ = t.call("POST", "/api/v1/bets", body)
+    assert status == 202, out
+    _wait_confirmed(t, out["bet_id"])

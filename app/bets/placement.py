@@ -70,6 +70,10 @@ from app.units import UnitError, format_money, format_multiplier, parse_money, p
 
 QUEUE_MAX_WAIT_S = 10.0  # a bet not committed by then is rejected ("timeout"), never committed late
 LOST_AFTER_MS = 30_000  # a pending bet older than this that is not in SQLite will never commit
+# Claim attempts of one request (`_claim`): each one after the first follows the release of an abandoned
+# claim of the same body, so more than two are needed only when concurrent attempts of that body keep
+# losing their claim replies (Redis timing out); bounded, so that a request never loops on them.
+CLAIM_ROUNDS = 3
 
 _schema = BetRequestSchema()
 
@@ -368,7 +372,7 @@ def _claim(
         column_cap=s.max_column_payout,
         column_end=req.t_start + svc.grid.column_seconds,
     )
-    for _ in range(2):
+    for _ in range(CLAIM_ROUNDS):
         try:
             outcome, detail, room = svc.bet_claims.claim(
                 address=session.address,
@@ -400,8 +404,16 @@ def _claim(
             return ClaimResult(first_bet_id, False, fingerprint, record, cell_ttl_s)
         # our own earlier attempt claimed it but never queued the bet: release, then judge afresh
         svc.bet_claims.release_abandoned(first_bet_id)
-    # released, yet the nonce is taken again: another attempt of the same body won the race
-    raise Conflict("That request is already being processed; retry it.", code="nonce_conflict")
+    # Every round met a claim of this same body that this process had abandoned (each one an attempt
+    # whose claim reply was lost), and released it: nothing is accepted under the nonce now, so the same
+    # body sent again is judged afresh (or answered with the bet of an attempt that claims it meanwhile).
+    # That is a retry's answer, not 409 `nonce_conflict`, which says another body holds the nonce.
+    raise Unavailable(
+        "That request could not be placed yet: other attempts of it are still being settled; send the"
+        " same signed body again.",
+        code="nonce_busy",
+        retry_after=1,
+    )
 
 
 def _abandon(
