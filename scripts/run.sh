@@ -77,32 +77,49 @@ fi
 
 SERVICES=(redis gunicorn nginx)   # start order
 [ -n "$REPLICA" ] && SERVICES=(redis gunicorn litestream nginx)
-declare -A PID=() STARTED_MS=() QUICK_DEATHS=() RESTART_AT_MS=()
+declare -A PID=() STARTED_MS=() QUICK_DEATHS=() RESTART_AT_MS=() TICKS=()
 declare -A LOG=([redis]=$LOGS/redis.log [gunicorn]=$LOGS/gunicorn.log [nginx]=$LOGS/nginx.log
                 [litestream]=$LOGS/litestream.log)
 NGINX_PREFIX=$TAP_DATA_DIR/nginx
 NGINX_RUNTIME=""   # set when this script made a runtime dir for nginx (removed at exit)
 
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
-alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
+# PROC_PPID and PROC_TICKS (its start time, in clock ticks after boot) of process $1, from /proc/<pid>/stat
+# (fields counted after the command name, which may hold spaces and parentheses); fails if it is gone.
+# No subshell: `alive` runs this for every service twice a second.
+proc_stat() {
+  local stat f
+  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+  read -r -a f <<<"${stat##*) }"
+  PROC_PPID=${f[1]} PROC_TICKS=${f[19]}
+}
+# Whether `pid` is still the service this script started under that pid: its child, started when it was
+# (TICKS, read by `start`). bash reaps a dead child by itself (at SIGCHLD), and from then on its pid may
+# be given to any new process: `kill -0` took that process for the service, and a signal meant for the
+# service reached it. (A process group is safe to signal: its id stays in use while any member lives.)
+own_child() { [ -n "${TICKS[$1]:-}" ] && proc_stat "$1" && [ "$PROC_PPID $PROC_TICKS" = "$$ ${TICKS[$1]}" ]; }
+alive() { [ -n "${PID[$1]:-}" ] && own_child "${PID[$1]}"; }
 describe() { if [ "$1" -gt 128 ]; then echo "signal $(kill -l $(($1 - 128)))"; else echo "status $1"; fi; }
 
 # Stop a service and what is left of its process group (gunicorn's worker, nginx's worker); wait up to
 # `waits` tenths of a second, then SIGKILL. Just after its start the service has no group of its own yet
-# (setsid runs after the fork): then the process alone is signalled, or it would outlive this script.
+# (setsid runs after the fork): then the process alone is signalled, or it would outlive this script —
+# but only while it is still this script's own child (`own_child`): once it has died (`on_death`, a
+# failed start-up) its pid may belong to some other process by now.
 # With `again`, the signal is sent again each second: nginx notes a QUIT that arrives between installing
 # its handlers and entering its main loop, then sleeps until some other signal comes.
 reap_group() {
   local pgid=$1 sig=$2 waits=$3 again=${4:-} i
   for ((i = 0; i < waits; i++)); do
     if ((i == 0)) || { [ -n "$again" ] && ((i % 10 == 0)); }; then
-      kill "-$sig" -- "-$pgid" 2>/dev/null || kill "-$sig" "$pgid" 2>/dev/null || return 0
+      kill "-$sig" -- "-$pgid" 2>/dev/null || signal_child "$pgid" "$sig" || return 0
     fi
     sleep 0.1
-    kill -0 -- "-$pgid" 2>/dev/null || kill -0 "$pgid" 2>/dev/null || return 0
+    kill -0 -- "-$pgid" 2>/dev/null || signal_child "$pgid" 0 || return 0
   done
-  kill -KILL -- "-$pgid" 2>/dev/null || kill -KILL "$pgid" 2>/dev/null || true
+  kill -KILL -- "-$pgid" 2>/dev/null || signal_child "$pgid" KILL || true
 }
+signal_child() { own_child "$1" && kill "-$2" "$1" 2>/dev/null; }
 
 cleanup() {
   # Nothing may interrupt the shutdown: not a second Ctrl-C, not a closed terminal or pipe (| tee).
@@ -191,6 +208,10 @@ start_nginx() {
 start() {
   "start_$1"
   STARTED_MS[$1]=$(now_ms)
+  # Read at once: the child exists from the fork on (the service execs in it, keeping pid and start
+  # time); should it already be gone, its pid is never signalled on its own.
+  TICKS[${PID[$1]}]=""
+  if proc_stat "${PID[$1]}" && [ "$PROC_PPID" = $$ ]; then TICKS[${PID[$1]}]=$PROC_TICKS; fi
 }
 
 # During start-up any death is fatal, at once, naming the log to read. The dead service's PID stays set:

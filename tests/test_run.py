@@ -373,3 +373,94 @@ def test_make_run_gives_its_services_the_open_file_limit_they_are_configured_for
         assert "exceed open file resource limit" not in (run.data / "logs" / "nginx.log").read_text()
     finally:
         run.interrupt()
+
+
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, from /proc/<pid>/stat; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _loop_sleep(script: int) -> int | None:
+    """The `sleep 0.5` between two rounds of run.sh's watch loop, if it is in one now."""
+    for pid in _descendants(script):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x000.5\x00":
+                return pid
+    return None
+
+
+def _hold_the_watch_loop(script: int) -> int:
+    """Stop run.sh's `sleep 0.5`: the script then waits on it, between two rounds of its watch loop,
+    reaping other children as they die but looking at none of them, until the sleep is continued."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sleep = _loop_sleep(script)
+        if sleep is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sleep, signal.SIGSTOP)
+            stat = _stat(sleep)
+            if stat is not None and stat[0] == "T":
+                return sleep
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sleep, signal.SIGCONT)  # it had ended: wait for the next round's
+        time.sleep(0.01)
+    raise AssertionError("no `sleep 0.5` of run.sh's watch loop to stop")
+
+
+def _process_with_pid(pid: int) -> subprocess.Popen:
+    """A new process (not run.sh's) given `pid`, which must be free: the kernel hands out the pid after
+    ns_last_pid next. Another process may take it first: then try again."""
+    for _ in range(50):
+        if Path(f"/proc/{pid}").exists():
+            break
+        try:
+            NS_LAST_PID.write_text(str(pid - 1))
+        except OSError as exc:  # root without CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE (some containers)
+            pytest.skip(f"cannot choose a new process's pid here: {exc}")
+        proc = subprocess.Popen(["sleep", "120"])
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    pytest.skip(f"pid {pid} was taken by another process first")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not NS_LAST_PID.exists(), reason="choosing a pid takes root")
+def test_make_run_never_signals_a_process_that_got_a_dead_service_s_pid(run):
+    """bash reaps a dead service by itself, and its pid is free from then on. run.sh took whatever
+    process got that pid for the service: `kill -0` said it was alive, so the death went unnoticed (no
+    restart), and at the stop the service's TERM — then, 25 s on, a SIGKILL — went to that process.
+    Here Redis is killed while run.sh waits between two rounds of its watch loop, and a process of the
+    test's own is given Redis's pid before run.sh looks again."""
+    run.start()
+    impostor: subprocess.Popen | None = None
+    try:
+        run.wait_for("[run] ready: ", timeout=90)
+        script = run.proc.pid  # the wrapper execs bash: this is run.sh
+        old = _redis_pid(run.redis_port)
+        sleep = _hold_the_watch_loop(script)
+        try:
+            os.kill(old, signal.SIGKILL)
+            wait_until(lambda: _stat(old) is None, timeout=10, what="Redis reaped by run.sh")
+            impostor = _process_with_pid(old)
+        finally:
+            os.kill(sleep, signal.SIGCONT)
+        run.wait_for(f"[run] redis (pid {old}) exited with signal KILL", timeout=10)
+        run.wait_for("[run] redis restarted", timeout=10)
+        ready = f"http://127.0.0.1:{run.http_port}/readyz"
+        wait_until(lambda: http_get(ready)[0] == 200, timeout=20, what="ready again")
+    finally:
+        code = run.interrupt()
+        survived = impostor is not None and impostor.poll() is None
+        if impostor is not None:
+            impostor.kill()
+            impostor.wait()
+    assert code == 130, run.output()
+    assert survived, f"run.sh signalled pid {old}, no longer its Redis:\n{run.output()}"
