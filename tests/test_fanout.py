@@ -112,6 +112,23 @@ def test_a_broadcast_is_written_to_an_idle_writer_s_socket_and_the_rest_queued_i
     assert idle.raw.sent == text_frame("one") + text_frame("two")[:3]
 
 
+def test_a_frame_the_kernel_took_only_part_of_leaves_the_writer_not_idle():
+    """Half a frame on the wire: until its writer has written the rest, nothing may be written after
+    it — the 1012 close frame a stopping worker writes to an idle writer's socket (app.realtime.ws)
+    would land inside it. A frame the kernel refused whole leaves nothing half-written."""
+    from app.realtime.fanout import text_frame
+
+    fanout = Fanout(queue_max=10)
+    client = fanout.register()
+    client.raw, client.idle = _Raw(room=0), True
+    fanout.broadcast("refused")  # nothing taken: queued whole, the socket holds no part of it
+    assert client.idle and client.queue.get_nowait() == text_frame("refused")
+    client.raw.room = 3
+    fanout.broadcast("torn")
+    assert client.raw.sent == text_frame("torn")[:3]
+    assert not client.idle and client.queue.get_nowait() == text_frame("torn")[3:]
+
+
 def test_an_answer_is_written_to_an_idle_writer_s_socket_else_queued():
     from app.realtime.fanout import text_frame
 

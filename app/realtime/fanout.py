@@ -86,7 +86,9 @@ class Client:
         self.resume_buffer: list[tuple[EventId, bytes]] | None = None
         # Set by the socket's writer (app.realtime.ws): its non-blocking OS socket, and True only while
         # it waits on an empty queue with nothing half-written. Then a broadcast may write to the socket
-        # itself (`Fanout.broadcast`), as the writer would, without waking the writer.
+        # itself (`Fanout.broadcast`), as the writer would, without waking the writer. (A broadcast that
+        # the kernel took only part of sets it False: the rest is queued for the writer. At a stop, a
+        # writer killed while idle may still write a close frame: app.realtime.ws._close_now.)
         self.raw: Any = None
         self.idle = False
 
@@ -202,6 +204,10 @@ class Fanout:
         except OSError:  # the peer is gone: the writer finds out on its own next write
             return
         if sent < len(frame):
+            if sent:
+                # Half of a frame is on the wire: the writer is no longer idle in the sense above (a
+                # close frame written now would land inside this one), until it has written the rest.
+                client.idle = False
             self._offer(client, frame[sent:] if sent else frame)
 
     def send_to(self, address: str, text: str | bytes) -> None:
@@ -273,7 +279,10 @@ class Fanout:
 
     def close_all(self) -> None:
         """Ask every client greenlet to end (used when the worker shuts down); sockets that open
-        after this are closed at once (`closing`)."""
+        after this are closed at once (`closing`). Each writer then shuts its socket without waiting
+        on it, after a 1012 close frame if the kernel takes it whole at once (app.realtime.ws)."""
+        if not self.closing:
+            self.closing_at = time.monotonic()
         self.closing = True
         for client in list(self._clients):
             self.unregister(client)
