@@ -36,7 +36,8 @@ export interface Tap {
 
 /** Refusals that, for a re-sent body, say nothing certain about the first send: the session and `ts`
  *  come before the nonce (SPEC §6); the per-wallet, in-flight and queue limits answer a re-sent body
- *  only when its nonce was not accepted when looked up, and the first send may still be in flight. */
+ *  only when its nonce was not accepted when looked up, and the first send may still be in flight;
+ *  `nonce_busy`: attempts of this body kept claiming the nonce and losing it, one may yet be placed. */
 const BEFORE_NONCE: readonly string[] = [
   "invalid_session",
   "missing_authorization",
@@ -46,6 +47,7 @@ const BEFORE_NONCE: readonly string[] = [
   "too_many_in_flight",
   "overloaded",
   "dependency_unavailable",
+  "nonce_busy",
 ];
 export function saysNothingOfFirstSend(status: number, code: string): boolean {
   return status === 429 || BEFORE_NONCE.includes(code);
