@@ -199,10 +199,11 @@ class RacingClaims(BetClaims):
     another attempt of the same signed body (say, the trader's app re-sending it on a new socket) whose
     claim went through in Redis and whose reply was lost: that attempt abandons its claim, to be
     released in the background (`abandon`, as `_claim` does on a Redis timeout). This is the race a
-    retry meets between releasing such a claim and claiming the nonce again, made to happen every time."""
+    retry meets between releasing such a claim and claiming the nonce again, made to happen every time:
+    the background release waits a minute, so it never frees a rival first, however slow the machine."""
 
     def __init__(self, svc, rivals: int) -> None:
-        super().__init__(svc.redis, svc.redis_batch)
+        super().__init__(svc.redis, svc.redis_batch, retry_every_s=60.0)
         self.rivals = rivals
         self.rival_ids: list[str] = []
 

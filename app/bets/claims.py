@@ -244,8 +244,11 @@ class _Abandoned:
 
 
 class BetClaims:
-    def __init__(self, r: redis.Redis, batch: ScriptBatcher | None = None) -> None:
+    def __init__(
+        self, r: redis.Redis, batch: ScriptBatcher | None = None, *, retry_every_s: float = RETRY_EVERY_S
+    ) -> None:
         self.r = r
+        self.retry_every_s = retry_every_s  # how often abandoned claims are retried in the background
         self.instance = secrets.token_hex(8)  # this process's id in the records it queues
         # With a batcher, concurrent claims share one round trip (app.storage.redis_batch); the
         # script and what each caller gets back are the same.
@@ -379,7 +382,7 @@ class BetClaims:
 
     def _retry_releases(self) -> None:
         while self._abandoned:
-            gevent.sleep(RETRY_EVERY_S)
+            gevent.sleep(self.retry_every_s)
             now = time.monotonic()
             for bet_id, item in list(self._abandoned.items()):
                 if now > item.until:
