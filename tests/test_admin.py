@@ -409,8 +409,10 @@ def test_the_integrity_checks_lock_is_held_however_long_one_file_takes(desk: Des
     large week file) let it lapse, and a second run could start beside the first."""
     from app.admin.integrity import AlreadyRunning, IntegrityRunner
 
-    quiet_for_a_second = [sys.executable, "-c", "import time; time.sleep(1.0)"]
-    runner = IntegrityRunner(desk.svc, lock_ttl_s=0.2, command=quiet_for_a_second)
+    # The renewal runs every third of the TTL: 0.6 s leaves a busy machine's greenlets 0.4 s of slack
+    # (0.2 s lapsed once beside other test runs); the check is quiet for five TTLs.
+    quiet_for_3s = [sys.executable, "-c", "import time; time.sleep(3.0)"]
+    runner = IntegrityRunner(desk.svc, lock_ttl_s=0.6, command=quiet_for_3s)
     first = runner.start(by="0xadmin")
     assert runner.greenlet is not None
     while not runner.greenlet.ready():  # five TTLs without a line from the check
