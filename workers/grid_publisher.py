@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import orjson
 import redis
@@ -50,8 +51,10 @@ class GridPublisher(LoopWorker):
         prior_vol: float,
         cell_cap: int = 0,
         column_cap: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
+        self.clock = clock  # the wall clock the bet path judges cells and quote age by (svc.clock)
         self.r = r
         self.spec = spec
         self.quotes = quotes
@@ -73,15 +76,24 @@ class GridPublisher(LoopWorker):
 
     def rebuild(self) -> QuoteBook | None:
         tick = self.feed.last_tick
-        if tick is None or self.quotes.sigma is None:
+        arrived_s = self.feed.age()
+        if tick is None or arrived_s is None or self.quotes.sigma is None:
             return None
+        now = self.clock()
+        # The price's time on the book's own (wall) clock: now, less how long ago the tick arrived on
+        # the monotonic clock. Not `tick.ts`: that is on the publishing aggregator's steady clock (the
+        # wall clock read once at its start), which a later step of the machine's wall clock leaves
+        # behind, so a step forward of more than TAP_QUOTE_MAX_AGE_S would have refused every tap as
+        # quotes_stale while the feed was healthy. How fresh the price was when published is the
+        # aggregator's rule (quotes older than fresh_s are never published).
         book = QuoteBook.build(
             self.spec,
             tick.price,
             self.quotes.sigma,
             self.quotes.tick_interval,
             self.house_edge,
-            tick_ts=tick.ts,
+            now=now,
+            tick_ts=int((now - arrived_s) * 1000),
         )
         self._base = book
         return self.reshade()
@@ -125,7 +137,7 @@ class GridPublisher(LoopWorker):
             book = self.rebuild()
             self._last_tick, self._last_build = tick, now
             if book is not None and now - self._last_broadcast >= self.broadcast_every_s:
-                self.fanout.broadcast(orjson.dumps(grid_message(book, int(time.time() * 1000))))
+                self.fanout.broadcast(orjson.dumps(grid_message(book, int(self.clock() * 1000))))
                 self._last_broadcast = now
         elif now - self._last_shade >= self.shade_every_s:
             self.reshade()

@@ -53,6 +53,7 @@ def build_workers(app: Flask) -> list[Worker]:
             prior_vol=s.quote_prior_vol / 10_000,
             cell_cap=s.max_cell_payout,
             column_cap=s.max_column_payout,
+            clock=lambda: svc.clock(),  # noqa: PLW0108 - late-bound: set_clock swaps svc.clock
         ),
         Resolver(
             svc.redis,

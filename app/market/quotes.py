@@ -233,7 +233,9 @@ class QuoteBook:
     now: float
     current_row: int = 0
     quotes: dict[tuple[int, int], int | None] = field(default_factory=dict)  # shaded: what is charged
-    tick_ts: int | None = None  # Unix ms of the tick whose price the book was built from
+    # When the price the book was built from arrived, in Unix ms on the book's clock (`now`'s): the
+    # publisher places it there from the tick's age on the monotonic clock (workers/grid_publisher.py)
+    tick_ts: int | None = None
     base: dict[tuple[int, int], int | None] = field(default_factory=dict)  # the model's, unshaded
     exposure: Exposure | None = None  # the liability the quotes were shaded by (None: none)
     _matrix: tuple[list[int], list[int], list[list[str | None]]] | None = field(
