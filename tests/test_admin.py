@@ -599,6 +599,10 @@ def test_a_new_workers_overview_says_where_its_per_process_series_begin(desk: De
         assert out["taps"]["totals"] == {}  # the old worker's tap is not this worker's to report
         assert out["writer"]["series"]["at"] == []  # its console worker has sampled nothing yet
         documented(desk, "Overview").validate(out)
+        for panel in ("taps", "writer"):  # a console polling a panel's own route can tell too
+            status, alone, _ = new.call("GET", f"/api/v1/admin/{panel}?window=10")
+            assert status == 200, alone
+            assert (alone["worker"], alone["series_since"]) == (out["worker"], out["series_since"]), alone
         assert console_of(desk).archived.join(timeout=30)
         assert reloaded.extensions[EXT_KEY].console.archived.join(timeout=30)
     finally:

@@ -379,14 +379,18 @@ class Console:
         }
 
     # ---- everything -------------------------------------------------------------------------------------
+    def origin(self) -> dict[str, int]:
+        """Which worker answered and where its per-process series (taps, writer) begin: its seconds
+        before are 0 because it did not see them (a SIGHUP's new worker), not because nothing happened.
+        In the overview and in the taps and writer panels' own routes, so a console polling only those
+        can tell too."""
+        return {"worker": os.getpid(), "series_since": int(self.svc.started_at * 1000)}
+
     def overview(self, window_s: int, integrity: dict[str, Any] | None) -> dict[str, Any]:
         svc = self.svc
         return {
             "server_time": svc.now_ms(),
-            "worker": os.getpid(),
-            # Where this worker's per-process series (taps, writer) begin: its seconds before are 0
-            # because it did not see them (a SIGHUP's new worker), not because nothing happened.
-            "series_since": int(svc.started_at * 1000),
+            **self.origin(),
             "feed": self.feed(window_s),
             "betting": self.betting(),
             "writer": self.writer(window_s),

@@ -235,7 +235,8 @@ def writer() -> Response:
         401: Unauthorized
         403: Forbidden
     """
-    return _no_store(jsonify(admin_state().console.writer(_window())))
+    console = admin_state().console
+    return _no_store(jsonify({**console.writer(_window()), **console.origin()}))
 
 
 @bp.get("/taps")
@@ -254,7 +255,8 @@ def taps() -> Response:
         401: Unauthorized
         403: Forbidden
     """
-    return _no_store(jsonify(admin_state().console.taps(_window())))
+    console = admin_state().console
+    return _no_store(jsonify({**console.taps(_window()), **console.origin()}))
 
 
 @bp.get("/resolver")
