@@ -181,11 +181,15 @@ def _over_the_limit(kind: str) -> Response | tuple[Response, int] | None:
     svc = services()
     if key is None or not _KEY_RE.fullmatch(key) or (kind == "deposit" and not svc.settings.dev_mode):
         raise limited
-    user_id = current_session().user_id
-    prior = svc.reads.run(lambda c: find_movement_any_week(c, user_id, key))
+    prior = _prior(current_session().user_id, key)
     if prior is None:
         raise limited
     return _answer(prior, kind, _amount())
+
+
+def _prior(user_id: int, key: str) -> Movement | None:
+    """The movement this trader already made under `key`, in any week file attached (SPEC §7)."""
+    return services().reads.run(lambda c: find_movement_any_week(c, user_id, key))
 
 
 def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response, int]:
@@ -201,7 +205,7 @@ def _move(kind: str, amount: int, key: str | None) -> Response | tuple[Response,
         ref_id = time_ordered_id(now_ms, prefix=kind[0])
     else:
         ref_id = movement_ref_id(kind, session.user_id, key)
-        prior = svc.reads.run(lambda c: find_movement_any_week(c, session.user_id, key))
+        prior = _prior(session.user_id, key)
         if prior is not None:
             return _answer(prior, kind, amount)
     address, announced = session.address, Event()
