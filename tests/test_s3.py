@@ -72,3 +72,46 @@ def test_requests_are_signed_for_the_region_litestream_is_given(tmp_path, monkey
     litestream = yaml.safe_load(write_config(settings).read_text())
     assert [db["replica"]["region"] for db in litestream["dbs"]] == ["eu-central-1"]
     assert signed_for.group(1) == "eu-central-1"
+
+
+def _signed_region(settings: Settings) -> str:
+    """The region of the signature boto3's client puts on a request (sent to a port that never answers)."""
+    with SilentServer() as silent:
+        endpoint = Settings.from_env(
+            {"TAP_DATA_DIR": str(settings.data_dir), "TAP_S3_BUCKET": "b", "TAP_S3_ENDPOINT_URL": silent.url}
+        )
+        with pytest.raises(BotoCoreError):
+            s3_client(endpoint, S3Patience(0.3, 0.3, 1)).list_objects_v2(Bucket="b")
+        request = silent.received().decode("latin-1")
+    signed_for = re.search(r"Credential=testing/\d{8}/([a-z0-9-]+)/s3/aws4_request", request)
+    assert signed_for is not None, request
+    return signed_for.group(1)
+
+
+@pytest.mark.parametrize(
+    ("profile", "config", "region"),
+    [
+        (None, "[default]\nregion = eu-west-3\n", "eu-west-3"),
+        ("dr", "[default]\nregion = eu-west-3\n[profile dr]\nregion = ap-south-1\n", "ap-south-1"),
+        (None, "", "us-east-1"),
+    ],
+)
+def test_without_a_region_variable_both_sides_take_the_config_files_region(
+    tmp_path, monkeypatch, profile, config, region
+):
+    """Neither AWS_REGION nor AWS_DEFAULT_REGION: boto3 took the profile's region from ~/.aws/config
+    while Litestream was written us-east-1 (and, given a region, ignores that file): for a bucket
+    outside us-east-1 the archive and the first-start check worked and Litestream was refused."""
+    import boto3
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # boto3 reads the config file once a process
+    (tmp_path / "aws-config").write_text(config)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    if profile:
+        monkeypatch.setenv("AWS_PROFILE", profile)
+    settings = _settings(tmp_path, "b", "http://127.0.0.1:1")
+    litestream = yaml.safe_load(write_config(settings).read_text())
+    assert [db["replica"]["region"] for db in litestream["dbs"]] == [region]
+    assert _signed_region(settings) == region

@@ -98,11 +98,6 @@ def meta_dir(settings: Settings) -> Path:
     return settings.data_dir / "litestream"
 
 
-def _region() -> str:
-    """The replica's region: the one boto3's client signs for (`app.storage.s3.s3_region`)."""
-    return s3_region() or "us-east-1"
-
-
 def _replica(settings: Settings, path: str) -> dict[str, Any]:
     """The replica section for `path` under the bucket. Credentials are not written: Litestream reads
     AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or an instance role) itself, as boto3 does."""
@@ -112,7 +107,7 @@ def _replica(settings: Settings, path: str) -> dict[str, Any]:
         "type": "s3",
         "bucket": settings.s3_bucket,
         "path": path,
-        "region": _region(),
+        "region": s3_region(),  # the one boto3's client signs for
         "sync-interval": f"{settings.replica_sync_ms}ms",
     }
     if settings.s3_endpoint_url:

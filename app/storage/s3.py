@@ -4,10 +4,10 @@ console's weeks panel) and the replica (`app.storage.replication`: the first-sta
 It reads the connection from the settings and the environment, the same way for every caller:
 ``TAP_S3_ENDPOINT_URL`` (any S3 API, e.g. MinIO; then path-style addressing), credentials from boto3's
 usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``, an instance role; never
-written anywhere, as for Litestream), the region from ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` as in
-Litestream's configuration (`s3_region`). How long a request may take and how often it is tried is
-not read from anywhere: each caller passes its own `S3Patience`, because an archive upload, an
-operator's restore, a start-up check and a console poll can each afford very different waits.
+written anywhere, as for Litestream), the region from `s3_region`, the one Litestream's configuration
+names. How long a request may take and how often it is tried is not read from anywhere: each caller
+passes its own `S3Patience`, because an archive upload, an operator's restore, a start-up check and a
+console poll can each afford very different waits.
 """
 
 from __future__ import annotations
@@ -37,11 +37,30 @@ class S3Patience:
             raise ValueError(f"S3Patience needs positive timeouts and at least one attempt: {self}")
 
 
-def s3_region() -> str | None:
-    """The region set in the environment: AWS_REGION (the AWS SDKs' name), else AWS_DEFAULT_REGION;
-    None when neither is set (boto3 then asks ``~/.aws/config``). boto3 reads only the second name, so
-    it is passed explicitly: the Python side signs for the region Litestream's configuration names."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+DEFAULT_REGION = "us-east-1"  # boto3's and Litestream's own when nothing names one
+
+
+def s3_region() -> str:
+    """The region both sides use: AWS_REGION (the AWS SDKs' name), else AWS_DEFAULT_REGION, else the
+    profile's ``region`` in the AWS config file (``AWS_PROFILE``, ``AWS_CONFIG_FILE``, ``~/.aws/config``),
+    as botocore resolves it, else `DEFAULT_REGION`.
+
+    Passed explicitly to boto3 and written into Litestream's configuration
+    (`app.storage.replication`): Litestream signs for the region it is given and ignores the config
+    file then, so left to boto3's own chain the two could sign for different regions, the archive and
+    the first-start check reaching the bucket while Litestream, refused, never replicated. boto3 reads
+    only the second variable name, hence the first is passed too."""
+    named = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if named:
+        return named
+    from botocore.exceptions import BotoCoreError
+    from botocore.session import Session
+
+    try:
+        region = Session().get_config_variable("region")
+    except BotoCoreError:  # e.g. AWS_PROFILE names no profile: boto3 says so itself where it is used
+        region = None
+    return str(region) if region else DEFAULT_REGION
 
 
 def s3_client(settings: Settings, patience: S3Patience) -> Any:
