@@ -41,6 +41,7 @@ FEED_LEASE_KEY = "tap:lease:feed"
 RESOLVER_LEASE_KEY = "tap:lease:resolver"
 EXPOSURE_COLUMNS = "tap:exp:cols"
 BETTING_HALT_KEY = "tap:betting:halt"
+BETTING_KNOWN_KEY = "tap:betting:known"  # set once this Redis holds the switch's state (app.bets.halt)
 INTEGRITY_LAST_KEY = "tap:integrity:last"
 INTEGRITY_LOCK_KEY = "tap:integrity:lock"
 

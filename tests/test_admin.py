@@ -24,7 +24,7 @@ from app.admin.samples import ConsoleSamples
 from app.bets.resolution import Outcome
 from app.config import Settings
 from app.errors import Unavailable
-from app.keys import INTEGRITY_LOCK_KEY
+from app.keys import BETTING_HALT_KEY, BETTING_KNOWN_KEY, INTEGRITY_LOCK_KEY
 from app.services import services
 from app.storage import db
 from app.units import MICRO
@@ -162,6 +162,37 @@ def test_halting_refuses_every_tap_with_the_reason_and_records_who_did_it(desk: 
     status, state, _ = admin.call("GET", "/api/v1/admin/betting")
     assert [a["action"] for a in state["actions"]] == ["reopen", "halt"]
     assert "tap_betting_halted 0.0" in desk.app.test_client().get("/metrics").get_data(as_text=True)
+
+
+def test_a_halt_that_redis_forgot_is_set_again_from_the_actions_log(desk: Desk, admin) -> None:
+    """The switch lives in Redis. A Redis that lost its data (a disaster-recovery restore onto a new
+    machine, a restart without persistence) forgot a halt, and betting reopened with nobody deciding
+    it. Each worker's once-a-second re-read now notices that Redis no longer knows the switch and puts
+    back the newest recorded action if it is a halt; a recorded reopen is left open."""
+    sampler = ConsoleWorker(desk.svc, None, (), wall=desk.clock)
+    (t,) = make_traders(desk, 1)
+    status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": False, "reason": "exchange outage"})
+    assert status == 200 and out["recorded"] is True, out
+    desk.svc.redis.delete(BETTING_HALT_KEY, BETTING_KNOWN_KEY)  # what a Redis without its data holds
+
+    desk.clock.advance(1)
+    sampler.step()
+    status, body, _ = t.bet(desk.cell(col=1), "1", ts=desk.clock.ms)
+    assert status == 503 and body["error"]["code"] == "betting_halted", body
+    assert body["error"]["details"]["reason"] == "exchange outage"
+    _, state, _ = admin.call("GET", "/api/v1/admin/betting")
+    assert state["halted"] is True and state["by"] == admin.address and state["reason"] == "exchange outage"
+    assert desk.svc.status_message()["halted"] is True
+    sampler.step()  # known again: nothing more to do
+    assert [a["action"] for a in state["actions"]] == ["halt"]  # a restore is not an operator's action
+
+    status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": True})
+    assert status == 200 and out["open"] is True, out
+    desk.svc.redis.delete(BETTING_HALT_KEY, BETTING_KNOWN_KEY)
+    sampler.step()
+    status, body, _ = t.bet(desk.cell(col=1), "1", ts=desk.clock.ms)
+    assert status == 202, body
+    assert desk.svc.redis.get(BETTING_KNOWN_KEY) is not None
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from app.admin.store import recent_betting_actions
 from app.services import Services
 from workers.aggregator import PriceAggregator, median_cents
 from workers.loop import LoopWorker
@@ -50,12 +51,33 @@ class ConsoleWorker(LoopWorker):
         now = self.wall()
         try:
             svc.betting.refresh(svc.redis, int(now * 1000))
+            if not svc.betting.remembered:
+                self.restore_switch(int(now * 1000))
         except redis.RedisError as exc:  # the claim script is what refuses taps; this is the display
             # kept in svc.betting too: the console says the state shown is unconfirmed since read_at
             log.warning("console: cannot read the halt switch (%s)", exc)
         svc.console.sample_writer(svc.metrics, int(now), svc.writes.depth())
         if self.aggregator is not None:
             svc.console.set_sources(self.source_health(), int(now * 1000))
+
+    def restore_switch(self, now_ms: int) -> None:
+        """Redis has lost the halt switch's state (app.bets.halt): put back the newest recorded halt.
+        If the actions log cannot be read (a rollover, say), the next second tries again."""
+        svc = self.svc
+        try:
+            newest = svc.reads.run(lambda c: recent_betting_actions(c, limit=1))
+        except Exception:
+            log.exception("console: Redis lost the halt switch and the actions log cannot be read")
+            return
+        restored = svc.betting.restore(svc.redis, newest[0] if newest else None, now_ms)
+        if restored is not None:
+            log.warning(
+                "betting HALTED again: Redis had lost the switch; the newest recorded action is the halt"
+                " by %s at %s: %s",
+                restored.by,
+                restored.at,
+                restored.reason,
+            )
 
     def source_health(self) -> list[dict[str, Any]]:
         agg = self.aggregator

@@ -8,6 +8,13 @@ at once by the ``betting`` control message the admin route publishes, and re-rea
 the console worker (`workers/console.py`) in case a message was missed.
 
 The durable record of each action (who, when, why) is the `betting_actions` table (`app.admin.store`).
+
+A Redis that loses its data (a new machine after a disaster-recovery restore, a Redis without
+persistence restarted, the last second of an append-only file) would forget a halt, and betting would
+reopen without anyone deciding it. ``tap:betting:known`` says this Redis holds the switch's state (set
+with every operator action, and by `BettingSwitch.restore`). When a worker's once-a-second re-read finds
+it missing, the console worker restores the switch from the newest `betting_actions` row: a halt there
+is set again (never a reopen: only a halt is restored, so a doubt fails closed).
 """
 
 from __future__ import annotations
@@ -18,9 +25,21 @@ from typing import cast
 import orjson
 import redis
 
-from app.keys import BETTING_HALT_KEY, CHANNEL_CONTROL, betting_message
+from app.keys import BETTING_HALT_KEY, BETTING_KNOWN_KEY, CHANNEL_CONTROL, betting_message
 
 HALT_RETRY_AFTER_S = 30  # what a refused tap is told; the operator decides when it ends
+
+# KEYS: the known marker, the halt key. ARGV: the marker's value, the halt to restore ('' for none), the
+# control channel, its `betting` message. One worker wins the marker; it alone restores the halt (unless
+# one is already set) and tells every worker. 0: another worker (or an operator) was first; 1: nothing to
+# restore; 2: the halt was restored.
+RESTORE_LUA = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+if ARGV[2] == '' or redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 2
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +83,8 @@ class BettingSwitch:
         self.state = HaltState()
         self.read_at: int | None = None  # Unix ms of the last successful read (or set) of the switch
         self.read_error: str | None = None  # why the latest read failed; None once one succeeds
+        # False when the last read found Redis without the switch's state (`restore` puts it back)
+        self.remembered = True
 
     @property
     def open(self) -> bool:
@@ -73,13 +94,39 @@ class BettingSwitch:
         """Re-read the switch from Redis (once a second, and at start). A failure is kept in
         `read_error` (the copy keeps its last state and `read_at`) and raised."""
         try:
-            raw = r.get(BETTING_HALT_KEY)
+            raw, known = cast("list[bytes | None]", r.mget(BETTING_HALT_KEY, BETTING_KNOWN_KEY))
         except redis.RedisError as exc:
             self.read_error = f"{type(exc).__name__}: {str(exc)[:200]}"
             raise
-        self.state = decode_halt(cast("bytes | None", raw))
+        self.state = decode_halt(raw)
         self.read_at, self.read_error = now_ms, None
+        self.remembered = known is not None or raw is not None
         return self.state
+
+    def restore(self, r: redis.Redis, last_action: dict[str, object] | None, now_ms: int) -> HaltState | None:
+        """Redis has forgotten the switch (module docstring): mark it known again and, when the newest
+        recorded action (`app.admin.store.recent_betting_actions`'s first row) is a halt, set that halt
+        again and tell every worker. Returns the halt restored, or None. Raises redis.RedisError."""
+        halt = ""
+        state = None
+        if last_action is not None and last_action.get("action") == "halt":
+            reason, by, at = last_action.get("reason"), last_action.get("address"), last_action.get("at")
+            state = HaltState(
+                open=False,
+                reason=reason if isinstance(reason, str) and reason else "halted",
+                by=by if isinstance(by, str) else None,
+                at=at if isinstance(at, int) else None,
+            )
+            halt = orjson.dumps({"reason": state.reason, "by": state.by, "at": state.at}).decode()
+        message = betting_message(False, state.reason if state else None)
+        done = r.eval(
+            RESTORE_LUA, 2, BETTING_KNOWN_KEY, BETTING_HALT_KEY, now_ms, halt, CHANNEL_CONTROL, message
+        )
+        self.remembered = True
+        if done != 2:
+            return None
+        self.state, self.read_at, self.read_error = cast("HaltState", state), now_ms, None
+        return state
 
     def apply(self, open_: bool, reason: str | None) -> None:
         """A ``betting`` control message: the switch moved (by/at are re-read on the next refresh)."""
@@ -89,6 +136,7 @@ class BettingSwitch:
         """Halt (`open_` False, with a reason) or reopen, and tell every worker, in one transaction."""
         state = HaltState() if open_ else HaltState(open=False, reason=reason, by=by, at=at)
         pipe = r.pipeline(transaction=True)
+        pipe.set(BETTING_KNOWN_KEY, at)
         if open_:
             pipe.delete(BETTING_HALT_KEY)
         else:
