@@ -52,6 +52,38 @@ NGINX_ERRORS: dict[int, tuple[int, str, str, int | None]] = {
 }
 
 
+# Response headers (issue: none were sent). The web app places a bet on a single tap, with no
+# confirmation, and keeps its session token and session-key private key in sessionStorage: a page that
+# frames it could steer a trader's taps (or an operator's halt switch) by clickjacking, and any injected
+# script could read both secrets. So: never framed, scripts and connections from this origin only (the
+# app loads nothing from elsewhere; 'self' covers its same-origin wss:// socket), and no MIME sniffing.
+# API answers (JSON) and nginx's own refusals get the strictest policy: they are never rendered.
+# `always`: 4xx/5xx answers carry them too. A location with an add_header of its own inherits none of
+# the server's, so each such location repeats them (the error pages, the app's `location /`).
+APP_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+API_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+
+def security_headers(csp: str, indent: int = 8) -> str:
+    """``add_header`` lines for one location (or the server block) with this Content-Security-Policy,
+    joined for a placeholder that sits `indent` spaces in."""
+    headers = {
+        "Content-Security-Policy": csp,
+        "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    lines = []
+    for name, value in headers.items():
+        if '"' in value or "$" in value:
+            raise ValueError(f'nginx header {name} may not contain " or $')
+        lines.append(f'add_header {name} "{value}" always;')
+    return ("\n" + " " * indent).join(lines)
+
+
 def ensure_cert(prefix: Path) -> tuple[Path, Path]:
     """A self-signed certificate for localhost, made once with openssl (local use only)."""
     cert, key = prefix / "tls" / "localhost.crt", prefix / "tls" / "localhost.key"
@@ -97,6 +129,8 @@ def error_pages() -> str:
         lines.append("    internal;")
         lines.append("    types { }")
         lines.append("    default_type application/json;")
+        # This location's own add_header (Retry-After) would drop the server's headers: repeat them.
+        lines += ["    " + line for line in security_headers(API_CSP, indent=0).split("\n")]
         if retry_after is not None:
             lines.append(f"    add_header Retry-After {retry_after} always;")
         lines.append(f"    return {sent} '{body}';")
@@ -188,6 +222,8 @@ def render(
         api_burst=api_burst,
         conn_per_ip=conn_per_ip,
         error_pages=error_pages(),
+        api_headers=security_headers(API_CSP),
+        app_headers=security_headers(APP_CSP, indent=12),
     )
     out = prefix / "nginx.conf"
     out.write_text(text)

@@ -198,3 +198,55 @@ def test_nginx_refusals_are_json_with_retry_after(private_env, tmp_path):
         nginx.stop()
         strict.stop()
         server.stop()
+
+
+def _csp(headers: dict) -> dict[str, str]:
+    policy = headers.get("Content-Security-Policy", "")
+    return {d.split(" ", 1)[0]: d.partition(" ")[2] for d in (p.strip() for p in policy.split(";")) if d}
+
+
+def test_security_headers_on_the_app_the_api_and_nginx_refusals(private_env, tmp_path):
+    """A tap is a bet with no confirmation, and the app keeps its token and session key in
+    sessionStorage: the app must never be framed (clickjacking) and may run only its own scripts and
+    talk only to its own origin (an injected script could read both); no answer may be MIME-sniffed.
+    nginx's own refusals (413, 429, 502: locations with an add_header of their own) carry them too."""
+    server = Gunicorn(private_env, tmp_path / "gunicorn.log")
+    server.start()
+    settings = _nginx_settings(private_env, server)
+    nginx = Nginx(settings)
+    try:
+        nginx.start()
+        for base in (f"http://127.0.0.1:{settings.http_port}", f"https://127.0.0.1:{settings.https_port}"):
+            answers = {
+                "app": _request(base + "/"),
+                "console": _request(base + "/admin"),
+                "api": _request(base + "/api/v1/grid"),
+                "api 401": _request(base + "/api/v1/me"),
+                "api 404": _request(base + "/api/v1/nope"),
+                "nginx 413": _request(base + "/api/v1/bets", "POST", b"x" * 70_000),
+                "health": _request(base + "/healthz"),
+            }
+            assert answers["api 401"][0] == 401 and answers["nginx 413"][0] == 413
+            for what, (_, headers, _) in answers.items():
+                assert headers.get("X-Content-Type-Options") == "nosniff", (what, headers)
+                assert headers.get("X-Frame-Options") == "DENY", (what, headers)
+                assert headers.get("Referrer-Policy") == "no-referrer", (what, headers)
+                csp = _csp(headers)
+                assert csp.get("frame-ancestors") == "'none'", (what, headers)
+                assert csp.get("base-uri") == "'none'", (what, headers)
+                if what in ("app", "console"):
+                    assert csp["default-src"] == csp["script-src"] == csp["connect-src"] == "'self'", csp
+                    assert "unsafe" not in headers["Content-Security-Policy"], csp
+                    assert csp["object-src"] == "'none'", csp
+                else:
+                    assert csp.get("default-src") == "'none'", (what, csp)
+        server.stop()  # nginx's 502 for the app: an error page with a Retry-After of its own
+        status, headers, _ = _request(f"http://127.0.0.1:{settings.http_port}/api/v1/grid")
+        assert status == 502 and headers.get("Retry-After") == "1", headers
+        assert (
+            headers.get("X-Content-Type-Options") == "nosniff"
+            and _csp(headers)["frame-ancestors"] == "'none'"
+        )
+    finally:
+        nginx.stop()
+        server.stop()

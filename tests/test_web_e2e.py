@@ -184,6 +184,8 @@ def open_page(
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # nginx's Content-Security-Policy: anything it blocks (a script, a style, the socket) is a failure.
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.errors = errors  # type: ignore[attr-defined]
     if wallet is not None:
         page.expose_function("__walletSign", wallet.sign)
