@@ -37,6 +37,9 @@ def build_app(settings: Settings | None = None) -> Flask:
     _configure_logging(settings.log_level)
 
     app = Flask(__name__, static_folder=None)
+    # No 308 to a merged-slash path: werkzeug builds its Location from the Host header (behind nginx:
+    # plain http, no port) and answers in HTML. Set before any route is added; "//x" is a JSON 404.
+    app.url_map.merge_slashes = False
     app.request_class = ApiRequest
     app.json = OrjsonProvider(app)
     app.config.update(

@@ -12,6 +12,17 @@ def test_unknown_route_is_json_404(client):
     assert resp.get_json() == {"error": {"code": "not_found", "message": resp.get_json()["error"]["message"]}}
 
 
+@pytest.mark.parametrize("path", ["/api/v1//grid", "//api/v1/grid", "/api//v1/admin/whoami"])
+def test_doubled_slashes_are_json_404_never_a_redirect_to_the_host_header(client, path):
+    """werkzeug merged doubled slashes with a 308 whose Location it built from the Host header: behind
+    nginx (`Host $host`) that was plain http, without nginx's port, or any host a client named, and
+    the body werkzeug's HTML. A path the API does not serve is its JSON 404."""
+    resp = client.get(path, headers={"Host": "evil.example"})
+    assert resp.status_code == 404, resp.headers.get("Location")
+    assert "Location" not in resp.headers
+    assert resp.get_json()["error"]["code"] == "not_found"
+
+
 def test_wrong_method_is_json_405_with_allow(client):
     resp = client.post("/healthz")
     assert resp.status_code == 405
