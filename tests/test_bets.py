@@ -28,11 +28,14 @@ def settings(tmp_path, redis_url):
 
 @pytest.fixture
 def live(running_app: Flask) -> Flask:
-    """The running app with its clock frozen at the first quote book's instant.
+    """The running app with its clock frozen two columns after the first quote book's instant.
 
-    The grid's columns come from the newest book, the placeable check from the frozen clock: a cell
-    the test read from the grid stays placeable however long the machine takes to send it (until the
-    real time is three columns past the frozen one), so no test races a column boundary.
+    The grid lists the columns placeable at the frozen clock (it is later than the books the
+    publisher keeps building), and the placeable check uses it too: a cell the test read from the
+    grid stays placeable however long the machine takes to send it, so no test races a column
+    boundary. Frozen ahead of the sim's ticks, not at them: a tap is also judged at the newest
+    tick's time when that is later than the clock (a wall clock stepped back), which the sim's
+    ticks become only once the real time has passed the frozen one, at least ten seconds on.
     """
     svc = services(running_app)
     deadline = time.monotonic() + 10
@@ -40,7 +43,7 @@ def live(running_app: Flask) -> Flask:
         gevent.sleep(0.05)
     book = svc.quotes.book
     assert book is not None, "no quote book: is the sim feed running?"
-    frozen = book.now
+    frozen = book.now + 2 * svc.grid.column_seconds
     set_clock(running_app, lambda: frozen)
     return running_app
 

@@ -287,6 +287,13 @@ def _judge(svc: Services, req: BetRequest, now_ms: int) -> tuple[ApiError | None
         ), 0
     try:
         check_placeable(req.t_start, req.row, now_ms / 1000, book.current_row, svc.grid)
+        tick = svc.feed.last_tick
+        if tick is not None and tick.ts > now_ms:
+            # The windows are settled on the prices' time (the exchanges'), the rule above on this
+            # machine's wall clock: stepped back by S after the feed started, it would sell windows
+            # S seconds closer to their open than min_lead_columns allows, or already open, their
+            # touch partly known. The rule must hold on both clocks; this one only ever refuses more.
+            check_placeable(req.t_start, req.row, tick.ts / 1000, book.current_row, svc.grid)
         if req.stake_units < s.min_stake:
             raise Unprocessable(f"The smallest stake is {format_money(s.min_stake)}.", code="stake_too_small")
         if req.stake_units > s.max_stake:

@@ -1,0 +1,50 @@
+"""The machine's wall clock stepped after the price feed started (an NTP step, a VM restored from a
+snapshot): the ticks keep the exchanges' time, the bet path reads the wall clock. Nothing the step
+does may sell a window whose outcome the price stream already shows."""
+
+from __future__ import annotations
+
+from tests.support.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+
+
+def _tap(desk: Desk, trader, cell: str):
+    return trader.bet(cell, "1", "1.01", ts=desk.clock.ms)
+
+
+def _cell_at(desk: Desk, now_s: float, col: int = 0) -> str:
+    cols = list(desk.svc.grid.placeable_columns(now_s))
+    return f"{cols[col]}:{desk.svc.grid.row_of(desk.svc.quotes.book.price)}"
+
+
+def test_a_wall_clock_stepped_back_does_not_sell_a_window_the_prices_have_opened(desk: Desk) -> None:
+    """Wall clock 11 s behind the ticks: the first column placeable by the wall clock starts at most
+    10 s after it, so the price stream is already inside that window (or past it)."""
+    t = desk.trader()
+    desk.pin_book(tick_age_s=-11.0)  # the newest tick is 11 s later than the wall clock says
+    wall = desk.clock()
+    cell = _cell_at(desk, wall)
+    assert int(cell.split(":")[0]) <= wall + 11  # the window has opened on the prices' clock
+    status, body, _ = _tap(desk, t, cell)
+    assert status == 422 and body["error"]["code"] == "cell_too_soon", body
+
+
+def test_after_a_step_back_the_lead_is_counted_on_the_prices_clock(desk: Desk) -> None:
+    """A step of a few seconds: a column placeable by the wall clock, not yet by the prices' time, is
+    refused; the first column placeable on both clocks is sold as usual."""
+    t = desk.trader()
+    step = desk.svc.grid.column_seconds - (desk.clock() % desk.svc.grid.column_seconds) + 0.5
+    desk.pin_book(tick_age_s=-step)  # the prices' time is past the next column boundary
+    wall, prices = desk.clock(), desk.clock() + step
+    assert desk.svc.grid.placeable_columns(wall)[0] < desk.svc.grid.placeable_columns(prices)[0]
+    status, body, _ = _tap(desk, t, _cell_at(desk, wall))
+    assert status == 422 and body["error"]["code"] == "cell_too_soon", body
+    status, body, _ = _tap(desk, t, _cell_at(desk, prices))
+    assert status == 202, body
+
+
+def test_ticks_behind_the_wall_clock_change_nothing(desk: Desk) -> None:
+    """The usual case (ticks arrive a moment after their exchange time): the wall clock decides."""
+    t = desk.trader()
+    desk.pin_book(tick_age_s=1.0)
+    status, body, _ = _tap(desk, t, _cell_at(desk, desk.clock()))
+    assert status == 202, body
