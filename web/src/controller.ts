@@ -38,6 +38,14 @@ const HISTORY_SETTLED_MS = 12_000;
 /** How far back (before the signed `ts`) the history is searched for a tap's cell. */
 const HISTORY_LOOKBACK_MS = 60_000;
 const HISTORY_MAX_PAGES = 5;
+/** A `grid` message whose `ts` (server time when sent, once a second) is further than this from the
+ *  server time this page reckons (Date.now() + clockOffsetMs) means the browser's clock has been set
+ *  since the offset was measured: the offset is measured again (GET /grid). Well above a message's
+ *  usual delivery time, so a healthy page never asks. */
+export const CLOCK_DRIFT_MS = 2_000;
+/** After measuring the offset again, that many `grid` messages (about 10 s) are not checked: a server
+ *  or network that delivers them seconds late asks once every ten seconds, not once a second. */
+const CLOCK_CHECK_PAUSE = 10;
 /** Open bets are at most a screenful of cells (columns_ahead × rows); 200 a page. */
 const OPEN_BETS_MAX_PAGES = 3;
 /** The Account view refetches its lists at most this often, and only after an event changed them: a
@@ -75,6 +83,8 @@ export class Controller {
   private reqSeq = 0;
   /** A `resume` was sent on this socket and its `resumed` has not arrived yet. */
   private resuming = false;
+  /** `grid` messages still to let pass before the next clock check (checkClock). */
+  private clockCheckPause = 0;
 
   constructor(private readonly origin: string = window.location.origin) {
     this.api = new Api(origin, () => this.expire("Your session has ended (signed out elsewhere or expired). Sign in again."));
@@ -128,7 +138,9 @@ export class Controller {
 
   private async backfill(): Promise<void> {
     try {
-      const body = await this.api.call("GET", `/api/v1/prices?since=${Date.now() - 120_000}`, (v) => v);
+      // Server time: a browser clock minutes ahead would ask for prices that do not exist yet.
+      const since = Date.now() + this.store.get().clockOffsetMs - 120_000;
+      const body = await this.api.call("GET", `/api/v1/prices?since=${since}`, (v) => v);
       const prices = (body as { prices?: unknown }).prices;
       if (Array.isArray(prices))
         for (const p of prices as { price?: unknown; ts?: unknown }[])
@@ -140,6 +152,7 @@ export class Controller {
 
   private onMessage(m: ServerMsg): void {
     if (m.type === "price") this.series.push(m.ts, m.price);
+    if (m.type === "grid") this.checkClock(m.ts);
     this.store.dispatch({ type: "server", msg: m, now: Date.now() });
     if (m.type === "bet:accepted") {
       // A retry answered: the confirmation may have been published while we were away.
@@ -161,6 +174,20 @@ export class Controller {
       this.resuming = false;
       void this.recheckAll();
     }
+  }
+
+  /** The offset to server time is measured at each (re)connect; a browser clock set after that (an NTP
+   *  step, the trader fixing it, a laptop waking with a corrected clock) would otherwise skew it until the
+   *  next reconnect: set ahead, every quote looks out of date and each tap is refused in the page; set
+   *  back, locked columns look open; either way, by more than 30 s, the signed `ts` is refused. */
+  private checkClock(serverTs: number): void {
+    if (this.clockCheckPause > 0) {
+      this.clockCheckPause--;
+      return;
+    }
+    if (Math.abs(serverTs - (Date.now() + this.store.get().clockOffsetMs)) <= CLOCK_DRIFT_MS) return;
+    this.clockCheckPause = CLOCK_CHECK_PAUSE;
+    void this.loadGrid().catch(() => undefined);
   }
 
   /** After every (re)connect: the missed events (`resume`), settings and quotes, balance, and the

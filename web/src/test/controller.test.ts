@@ -2,6 +2,7 @@
 // Timers are fake (the socket's reconnect backoff, the controller's retries): nothing sleeps.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ACCOUNT_REFRESH_MS, Controller } from "../controller";
+import { quoteAt, quotesStale } from "../store";
 import type { BetRequest } from "../wire";
 
 class FakeWS {
@@ -391,5 +392,79 @@ describe("the Account view's history and ledger follow the trader's events", () 
     await reconnect(); // the same balance again: nothing to refresh
     await vi.advanceTimersByTimeAsync(ACCOUNT_REFRESH_MS);
     expect(ledger).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe("the browser's clock set after the page measured the server's", () => {
+  const settings = {
+    column_seconds: 5, price_step: "10.00", columns_ahead: 12, min_lead_columns: 2, rows_each_side: 10, house_edge: "0.05",
+    stake_presets: ["1"], min_stake: "1", max_stake: "1000", chain_id: 1, siwe_domain: "tap.test",
+  };
+  const START_MS = 1_700_000_000_000; // the fake system time, a column boundary: the server agrees at first
+  const columnsAt = (nowMs: number) => Array.from({ length: 10 }, (_, i) => Math.floor(nowMs / 5000) * 5 + 10 + 5 * i);
+  /** The server's grid at its time `nowMs`, as GET /grid answers it and as the websocket sends it. */
+  function serverGrid(nowMs: number): Record<string, unknown> {
+    const columns = columnsAt(nowMs);
+    const quotes = { ts: nowMs, price: "50.00", current_row: 5, column_seconds: 5, price_step: "10.00", columns, rows: [4, 5, 6], quotes: columns.map(() => ["3", "2", "3"]) };
+    routes["/api/v1/grid"] = { ...quotes, server_time: nowMs, feed: { type: "status", feed: "healthy", betting: true }, settings };
+    return { type: "grid", ...quotes };
+  }
+
+  async function trading(): Promise<{ ctl: Controller; ws: FakeWS }> {
+    storedSession();
+    serverGrid(START_MS);
+    const ctl = new Controller("http://tap.test");
+    await ctl.start();
+    const ws = await authenticate();
+    expect(ctl.store.get().clockOffsetMs).toBe(0);
+    return { ctl, ws };
+  }
+
+  it("set a minute ahead: the offset is measured again from the next grid message, and taps go out", async () => {
+    const { ctl, ws } = await trading();
+    await vi.advanceTimersByTimeAsync(1_000);
+    const server = START_MS + 1_000;
+    vi.setSystemTime(Date.now() + 60_000); // NTP steps the browser's clock; the server's did not move
+    requests = [];
+    ws.recv(serverGrid(server));
+    await settle();
+    expect(requests).toContain("/api/v1/grid");
+    expect(ctl.store.get().clockOffsetMs).toBe(-60_000);
+    expect(quotesStale(ctl.store.get(), Date.now())).toBe(false);
+    const cell = `${columnsAt(server)[0]}:5`;
+    expect(await ctl.tap(cell)).toBeNull();
+    const sent = ws.ofType("bet");
+    expect(sent).toHaveLength(1);
+    expect(Math.abs((sent[0]?.["ts"] as number) - server)).toBeLessThan(1_000); // the server's time, not the browser's
+  });
+
+  it("set back: a column the server has locked is locked in the page again", async () => {
+    const { ctl, ws } = await trading();
+    await vi.advanceTimersByTimeAsync(500);
+    vi.setSystemTime(Date.now() - 20_000);
+    const server = START_MS + 500;
+    ws.recv(serverGrid(server));
+    await settle();
+    expect(ctl.store.get().clockOffsetMs).toBe(20_000);
+    const locked = Math.floor(server / 5000) * 5 + 5; // within min_lead_columns by the server's clock
+    expect(quoteAt(ctl.store.get(), `${locked}:5`, Date.now())).toBeUndefined();
+  });
+
+  it("the chart's back-fill asks for the last two minutes of the server's time, not the browser's", async () => {
+    storedSession();
+    serverGrid(START_MS - 600_000); // the browser's clock is ten minutes ahead of the server's
+    const ctl = new Controller("http://tap.test");
+    await ctl.start();
+    await settle();
+    expect(requests).toContain(`/api/v1/prices?since=${START_MS - 600_000 - 120_000}`);
+  });
+
+  it("a grid message within a normal delivery time asks nothing", async () => {
+    const { ws } = await trading();
+    requests = [];
+    await vi.advanceTimersByTimeAsync(1_500);
+    ws.recv(serverGrid(START_MS + 1_000)); // half a second on its way
+    await settle();
+    expect(requests).not.toContain("/api/v1/grid");
   });
 });
