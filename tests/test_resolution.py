@@ -17,6 +17,7 @@ from app.storage import db
 from app.storage.rollover import rollover_job
 from app.storage.writes import WriteQueue
 from tests.support.waiting import wait_until
+from workers.aggregator import SteadyClock
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 from workers.week_rollover import WeekRollover
@@ -194,6 +195,34 @@ def test_waits_for_late_ticks_then_voids_a_dead_feed(world):
     assert world.status(pending) == "void"
 
 
+def test_a_wall_clock_stepped_forward_voids_no_window_the_feed_covers(world):
+    """The resolver's clock is the feed's steady clock: a window still being ticked through when the
+    machine's wall clock jumps 12 s ahead is settled on its prices, not voided for a 12 s "gap"."""
+    mono, wall = [0.0], [T0 - 1.0]
+    steady = SteadyClock(lambda: mono[0], lambda: wall[0])
+    resolver = Resolver(
+        world.r,
+        world.reads,
+        world.writes,
+        column_s=COL,
+        critical_s=CRITICAL_S,
+        grace_s=1.0,
+        notifier=world.notifier,
+        now_ms=steady.wall_ms,
+    )
+    world.user("ivan")
+    bet = world.bet("ivan", 6700)
+    world.ticks((-0.5, 6_699_000), (1, 6_699_500), (2, 6_699_900), (3, 6_699_800), (4.75, 6_699_700))
+    wall[0] += 12.0  # NTP steps the machine's clock
+    mono[0] = 5.9  # on the feed's clock: just before the window's end
+    resolver.step()
+    assert world.status(bet) == "confirmed"  # not over yet: no verdict
+    world.ticks((5.25, 6_699_600))  # the window's first tick after its end: complete
+    mono[0] = 7.5
+    resolver.step()
+    assert world.status(bet) == "lost"
+
+
 def test_two_resolvers_racing_pay_each_winner_exactly_once(world):
     world.user("hal")
     bets = [world.bet("hal", 6690 + k) for k in range(20)]
@@ -350,6 +379,7 @@ import gevent, redis
 from pathlib import Path
 from app.storage import db
 from app.storage.writes import WriteQueue
+from workers.aggregator import SteadyClock
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 db_dir, url, at_ms = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import gevent
 import orjson
@@ -91,8 +92,15 @@ class Resolver(LoopWorker):
         notifier: BetNotifier,
         grace_s: float = 1.0,
         metrics: Metrics | None = None,
+        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         super().__init__()
+        # "Now" on the ticks' time scale: the windows are judged against tick times (exchange time,
+        # checked against the feed's steady clock), so this is that steady clock in production
+        # (workers.runtime). The machine's wall clock stepped forward by S would make every window
+        # S seconds overdue: a window still being ticked through is then voided for a "gap" that is
+        # only the step (every window once S reaches TAP_FEED_CRITICAL_S).
+        self.now_ms = now_ms
         self.r = r
         self.notifier = notifier  # attached to `writes`: it sends what each commit changed, in order
         self.reads = reads
@@ -116,7 +124,7 @@ class Resolver(LoopWorker):
                 if not self.lease.renew():
                     log.warning("resolver lost its lease")
                     return 0.0
-            self.resolve_due(int(time.time() * 1000))
+            self.resolve_due(self.now_ms())
         except redis.RedisError as exc:
             log.warning("resolver: redis unavailable (%s); retrying", exc)
             self.lease.held = False

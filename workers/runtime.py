@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from app.services import services
-from workers.aggregator import PriceAggregator
+from workers.aggregator import PriceAggregator, SteadyClock
 from workers.bet_reconciler import BetReconciler
 from workers.console import ConsoleWorker
 from workers.exchanges import BinanceSource, CoinbaseSource
@@ -29,6 +29,8 @@ def build_workers(app: Flask) -> list[Worker]:
     """The workers of this process, in start order (stopped in reverse: the writer last)."""
     svc = services(app)
     s = svc.settings
+    # The feed's clock: tick times are checked against it, and the resolver judges windows on it.
+    steady = SteadyClock()
     workers: list[Worker] = [
         SqliteWriter(
             svc.writes,
@@ -63,6 +65,7 @@ def build_workers(app: Flask) -> list[Worker]:
             critical_s=s.feed_critical_s,
             notifier=svc.bet_notifier,
             metrics=svc.metrics,
+            now_ms=steady.wall_ms,
         ),
         WeekRollover(
             svc.writes, s.db_dir, synchronous=s.sqlite_synchronous, autocheckpoint=not s.replicating
@@ -75,6 +78,7 @@ def build_workers(app: Flask) -> list[Worker]:
         max_deviation=s.feed_max_deviation,
         publish_ms=s.feed_publish_ms,
         metrics=svc.metrics,
+        clock=steady,
     )
     for source in s.price_sources:
         if source == "sim":
