@@ -209,12 +209,17 @@ def sign_in(page, *, keyboard: bool = False) -> str:
     return token
 
 
+def view_button(page, name: str):
+    """The header's Trade / Account switch (other buttons may name the Account too)."""
+    return page.get_by_role("navigation", name="Views").get_by_role("button", name=name, exact=True)
+
+
 def deposit(page, amount: str) -> None:
-    page.get_by_role("button", name="Account").click()
+    view_button(page, "Account").click()
     page.get_by_label("Deposit").first.fill(amount)
-    page.locator("form.money-form").first.get_by_role("button", name="Deposit").click()
+    page.locator("form.money-form").first.get_by_role("button", name="Deposit", exact=True).click()
     expect(page.get_by_test_id("deposits-msg")).to_contain_text("Done")
-    page.get_by_role("button", name="Trade").click()
+    view_button(page, "Trade").click()
 
 
 PICK_CELL_JS = """(col) => {
@@ -331,7 +336,7 @@ def test_deposit_withdraw_ledger_and_grid_accessibility(browser, stack):
     token = sign_in(page)
     deposit(page, "100")
     expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", "100")
-    page.get_by_role("button", name="Account").click()
+    view_button(page, "Account").click()
     page.get_by_role("tab", name="Ledger").click()
     expect(page.locator("table.ledger tbody tr")).to_have_count(1)
     page.get_by_label("Withdraw").first.fill("30.5")
@@ -342,7 +347,7 @@ def test_deposit_withdraw_ledger_and_grid_accessibility(browser, stack):
     # The ledger on screen follows the balance change: no press of Refresh.
     expect(page.locator("table.ledger tbody tr")).to_have_count(2)
     expect(page.locator("table.ledger tbody tr").first).to_contain_text("withdrawal")
-    page.get_by_role("button", name="Trade").click()
+    view_button(page, "Trade").click()
 
     # 12 columns × 21 bands, every cell named by window, band and multiplier (or locked)
     expect(page.locator(".cell")).to_have_count(12 * 21)
@@ -501,11 +506,11 @@ def test_tap_pending_confirmed_resolved_and_balance_follows(browser, stack, ws_b
 
     # The history, opened while the bet is open (its window starts ~10 s after the tap), follows it to
     # its settlement without a press of Refresh.
-    page.get_by_role("button", name="Account").click()
+    view_button(page, "Account").click()
     status_cell = page.locator(f'table.history tr[data-bet-id="{bet_id}"] td').nth(3)
     expect(status_cell).to_have_text("confirmed")
     expect(status_cell).to_have_text(re.compile("^(won|lost|void)$"), timeout=30_000)
-    page.get_by_role("button", name="Trade").click()
+    view_button(page, "Trade").click()
 
     _settled(page, cell_id)
     history = item.get_attribute("data-history")
@@ -519,7 +524,7 @@ def test_tap_pending_confirmed_resolved_and_balance_follows(browser, stack, ws_b
         expect(item).to_contain_text(f"+{record['payout']}")
 
     # History: the settled bet is listed, and the status filter keeps it or leaves it out.
-    page.get_by_role("button", name="Account").click()
+    view_button(page, "Account").click()
     row = page.locator(f'table.history tr[data-bet-id="{bet_id}"]')
     expect(row).to_contain_text(state)
     page.get_by_label("Status").select_option(state)
@@ -591,15 +596,36 @@ def test_socket_dropped_while_pending_shows_unknown_then_the_truth(browser, stac
 
 def test_refused_tap_shows_the_reason(browser, stack, ws_bets):
     page = open_page(browser, stack, Wallet())
-    sign_in(page)  # balance 0: the bet is accepted, then rejected by the batch for insufficient funds
+    sign_in(page)
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", "0")
     accept_any_multiplier(page)  # so that the quote moving is not the reason
-    cell = placeable_cell(page)
-    cell_id = cell.get_attribute("data-cell")
-    cell.focus()
-    page.keyboard.press("Enter")
-    item = page.locator(f'ol.taps li[data-cell="{cell_id}"]')
-    expect(item).to_have_attribute("data-state", re.compile("^(rejected|error)$"))
-    expect(item).to_contain_text("insufficient_funds")
+    # A balance known not to cover the stake: the tap is refused in the page, nothing is sent, and
+    # the notice and the line under the grid lead to the deposit.
+    placeable_cell(page).dispatch_event("click")
+    notice = page.get_by_test_id("notice")
+    expect(notice).to_contain_text("does not cover the stake")
+    expect(page.get_by_test_id("low-balance")).to_be_visible()
+    expect(page.locator("ol.taps li")).to_have_count(0)
+    notice.get_by_role("button", name="Go to Account").click()
+    expect(view_button(page, "Account")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_label("Deposit").first).to_be_focused()
+    deposit(page, "1")
+    expect(page.get_by_test_id("low-balance")).to_have_count(0)
+
+    # The server stays the authority: with one stake's worth, two taps at once both go out (the page
+    # deducts nothing before a confirmation), and the batch refuses the second for insufficient funds.
+    first = placeable_cell(page, 5).get_attribute("data-cell")
+    second = placeable_cell(page, 6).get_attribute("data-cell")
+    page.evaluate(
+        '(cells) => cells.forEach((c) => document.querySelector(`.cell[data-cell="${c}"]`).click())',
+        [first, second],
+    )
+    items = page.locator("ol.taps li")
+    expect(items).to_have_count(2)
+    refused = page.locator('ol.taps li[data-state="rejected"]')
+    expect(refused).to_have_count(1, timeout=15_000)
+    expect(refused).to_contain_text("insufficient_funds")
+    cell_id = refused.get_attribute("data-cell")
     assert "insufficient_funds" in (
         page.locator(f'.cell[data-cell="{cell_id}"]').get_attribute("aria-label") or ""
     )

@@ -404,11 +404,11 @@ export class Controller {
     const s = this.store.get();
     const quote = this.quoteOf(cell);
     const refusal = this.signing.has(cell)
-      ? "You already have a bet on this cell."
+      ? { text: "You already have a bet on this cell." }
       : tapRefusal(s, cell, quote, quotesStale(s, Date.now()));
     if (refusal || !s.session || !s.settings || !s.stake || !quote || !this.key) {
-      const text = refusal ?? "Sign in to place bets.";
-      this.store.dispatch({ type: "notice", text, now: Date.now() });
+      const text = refusal?.text ?? "Sign in to place bets.";
+      this.store.dispatch({ type: "notice", text, now: Date.now(), action: refusal?.action });
       return text;
     }
     this.signing.add(cell);

@@ -9,6 +9,7 @@
 // answer never undoes a newer event. An unknown tap without a bet id is re-sent (same signed body =
 // same bet); a refusal of the re-send that the server gives before its nonce lookup (saysNothingOfFirstSend)
 // keeps it unknown, and the controller re-sends again or reads the trader's history for its cell.
+import { displayMoney, parseMoney } from "./money";
 import { compareEventIds, type BetRecord, type BetRequest, type BetStatus, type FeedState, type GridQuotes, type GridSettings, type Hex, type ServerMsg } from "./wire";
 
 export type TapState = "sending" | "pending" | "confirmed" | "rejected" | "error" | "unknown" | "unsent" | "won" | "lost" | "void";
@@ -94,7 +95,15 @@ export interface State {
   accountSeq: { bets: number; ledger: number };
   /** The newest owner-event id seen (`"<ms>-<seq>"`), sent as `resume` after a reconnect; null: none yet. */
   lastEventId: string | null;
-  notice: { text: string; at: number } | null;
+  notice: Notice | null;
+}
+
+/** Where a notice can take the trader, as a button in it: "account" (deposit there). */
+export type NoticeAction = "account";
+export interface Notice {
+  text: string;
+  at: number;
+  action: NoticeAction | null;
 }
 
 export const initialState: State = {
@@ -141,7 +150,7 @@ export type Action =
   /** The tap never became a bet: the socket was closed when it was sent, or it was lost in a drop (the
    *  trader's history has no bet on its cell). "Not sent", not "refused": nobody refused it. */
   | { type: "tapLost"; cell: string; reason: string }
-  | { type: "notice"; text: string; now: number }
+  | { type: "notice"; text: string; now: number; action?: NoticeAction }
   | { type: "clearNotice" };
 
 /** States in which a cell counts as taken: a second tap there is refused before it is sent. */
@@ -271,7 +280,7 @@ function onServer(s: State, m: ServerMsg, now: number): State {
     case "resumed":
       return s; // its `last` is folded into lastEventId by the reducer; the controller acts on `complete`
     case "error":
-      return { ...s, notice: { text: m.error.message, at: now } };
+      return { ...s, notice: { text: m.error.message, at: now, action: null } };
     case "auth:ok":
       return s; // the socket reports "open" itself once authenticated
   }
@@ -390,7 +399,7 @@ function step(s: State, a: Action): State {
       return t && rank(t.state) === 0 ? put(s, move(t, "unknown", { reason: a.reason })) : s;
     }
     case "notice":
-      return { ...s, notice: { text: a.text, at: a.now } };
+      return { ...s, notice: { text: a.text, at: a.now, action: a.action ?? null } };
     case "clearNotice":
       return { ...s, notice: null };
   }
@@ -481,9 +490,39 @@ export function figuresFreshness(s: State, nowMs: number): FiguresFreshness {
   };
 }
 
+/** Whether the balance shown is known not to cover the stake chosen. Unknown (not read yet): not
+ *  short — the server is the authority and answers `insufficient_funds` if it is. A balance shown on an
+ *  open socket is current within a moment (every change is pushed, and a reconnect resumes the events
+ *  missed); stakes of taps not yet confirmed are not deducted: one of them may still be refused. */
+export function balanceShort(s: State): boolean {
+  if (s.balance === null || !s.stake) return false;
+  try {
+    return parseMoney(s.balance) < parseMoney(s.stake);
+  } catch {
+    return false; // not a money string: let the server decide
+  }
+}
+
+/** A tap the page will not send: why, in words, and where the trader can act on it. */
+export interface Refusal {
+  text: string;
+  action?: NoticeAction;
+}
+
 /** Why a tap on `cell` must not be sent now, or null when it may be. `quote` as `quoteAt` gives it;
  *  `stale` as `quotesStale` says. */
-export function tapRefusal(s: State, cell: string, quote: string | null | undefined, stale = false): string | null {
+export function tapRefusal(s: State, cell: string, quote: string | null | undefined, stale = false): Refusal | null {
+  const text = tapRefusalText(s, cell, quote, stale);
+  if (text) return { text };
+  if (balanceShort(s) && s.balance !== null && s.stake)
+    return {
+      text: `Your balance (${displayMoney(s.balance)}) does not cover the stake (${s.stake}): deposit in Account, or pick a smaller stake.`,
+      action: "account",
+    };
+  return null;
+}
+
+function tapRefusalText(s: State, cell: string, quote: string | null | undefined, stale: boolean): string | null {
   if (!s.session) return "Sign in to place bets.";
   if (s.conn.state !== "open") return "Not connected: taps are paused until the connection is back.";
   if (!s.feed.betting)

@@ -16,8 +16,15 @@ function newKey(): string {
   return crypto.randomUUID();
 }
 
-function MoneyForm({ ctl, kind, label }: { ctl: Controller; kind: "deposits" | "withdrawals"; label: string }) {
+function MoneyForm({ ctl, kind, label, focusNow, onFocused }: { ctl: Controller; kind: "deposits" | "withdrawals"; label: string; focusNow?: boolean; onFocused?: () => void }) {
   const [amount, setAmount] = useState("");
+  const input = useRef<HTMLInputElement>(null);
+  // Asked for once (the trade view's "Deposit in Account"): the trader came here to type an amount.
+  useEffect(() => {
+    if (!focusNow) return;
+    input.current?.focus();
+    onFocused?.();
+  }, [focusNow, onFocused]);
   const [msg, setMsg] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   // One key per intended movement: a retry of the same amount reuses it, so money moves once.
@@ -44,6 +51,7 @@ function MoneyForm({ ctl, kind, label }: { ctl: Controller; kind: "deposits" | "
       <label htmlFor={id}>{label}</label>
       <input
         id={id}
+        ref={input}
         inputMode="decimal"
         autoComplete="off"
         value={amount}
@@ -229,12 +237,13 @@ function Ledger({ ctl }: { ctl: Controller }) {
   );
 }
 
-export function Account({ ctl }: { ctl: Controller }) {
+/** `focusDeposit`: put the focus in the deposit's amount (then `onDepositFocused`). */
+export function Account({ ctl, focusDeposit = false, onDepositFocused }: { ctl: Controller; focusDeposit?: boolean; onDepositFocused?: () => void }) {
   const [tab, setTab] = useState<"history" | "ledger">("history");
   return (
     <section className="panel account" aria-label="Account">
       <div className="money">
-        <MoneyForm ctl={ctl} kind="deposits" label="Deposit" />
+        <MoneyForm ctl={ctl} kind="deposits" label="Deposit" focusNow={focusDeposit} onFocused={onDepositFocused} />
         <MoneyForm ctl={ctl} kind="withdrawals" label="Withdraw" />
       </div>
       <div className="tabs" role="tablist">

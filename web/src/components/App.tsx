@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useState, useSyncExternalStore } from "react";
 import type { Controller } from "../controller";
-import { parsePriceCents } from "../money";
+import { displayMoney, parsePriceCents } from "../money";
+import { balanceShort } from "../store";
 import { Account } from "./Account";
 import { Grid } from "./Grid";
 import { SignIn } from "./SignIn";
@@ -18,6 +19,14 @@ export function App({ ctl }: { ctl: Controller }) {
     setGridFocus((n) => n + 1);
   }, []);
   const onTap = useCallback((cell: string) => void ctl.tap(cell), [ctl]);
+  /** The way from a stake the balance does not cover to a deposit: the Account, the amount focused. */
+  const [focusDeposit, setFocusDeposit] = useState(false);
+  const onDepositFocused = useCallback(() => setFocusDeposit(false), []);
+  const toAccount = useCallback(() => {
+    ctl.store.dispatch({ type: "clearNotice" });
+    setView("account");
+    setFocusDeposit(true);
+  }, [ctl]);
   // Keep the reconnect countdown moving while disconnected.
   const [, tick] = useState(0);
   useEffect(() => {
@@ -41,6 +50,14 @@ export function App({ ctl }: { ctl: Controller }) {
         {state.notice && (
           <p className="notice" role="alert" data-testid="notice">
             {state.notice.text}
+            {state.notice.action === "account" && state.session && (
+              <>
+                {" "}
+                <button type="button" className="notice-action" onClick={toAccount}>
+                  Go to Account
+                </button>
+              </>
+            )}
           </p>
         )}
       </div>
@@ -57,7 +74,7 @@ export function App({ ctl }: { ctl: Controller }) {
         </nav>
       )}
       {state.session && view === "account" ? (
-        <Account ctl={ctl} />
+        <Account ctl={ctl} focusDeposit={focusDeposit} onDepositFocused={onDepositFocused} />
       ) : (
         <main className="trade">
           {state.settings && (
@@ -70,6 +87,15 @@ export function App({ ctl }: { ctl: Controller }) {
             />
           )}
           <Grid state={state} series={ctl.series} onTap={onTap} focusRequest={gridFocus} />
+          {/* Under the grid, never above it: it comes and goes with the balance, and must not move the cells. */}
+          {state.session && state.balance !== null && balanceShort(state) && (
+            <p className="low-balance" data-testid="low-balance">
+              Your balance ({displayMoney(state.balance)}) does not cover a stake of {state.stake}: taps are not sent.{" "}
+              <button type="button" onClick={toAccount}>
+                Deposit in Account
+              </button>
+            </p>
+          )}
           <Taps taps={state.taps} stepCents={state.settings ? parsePriceCents(state.settings.price_step) : null} />
         </main>
       )}

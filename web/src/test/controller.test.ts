@@ -331,6 +331,19 @@ describe("a tap on quotes the grid no longer stands behind", () => {
     expect(ws.ofType("bet")).toHaveLength(1);
   });
 
+  it("a balance known not to cover the stake: refused in the page with a way to Account, nothing sent", async () => {
+    routes["/api/v1/me"] = me("0.5");
+    const { ctl, ws } = await tradingWithGrid();
+    await settle();
+    expect(ctl.store.get().balance).toBe("0.5");
+    expect(await ctl.tap(`${NOW_S + 20}:5`)).toMatch(/does not cover the stake.*Account/);
+    expect(ctl.store.get().notice).toMatchObject({ action: "account" });
+    expect(ws.ofType("bet")).toEqual([]);
+    ws.recv({ type: "balance", balance: "1" }); // a deposit in another tab
+    expect(await ctl.tap(`${NOW_S + 20}:5`)).toBeNull();
+    expect(ws.ofType("bet")).toHaveLength(1);
+  });
+
   it("quotes older than 3 s are out of date: the tap says so and sends nothing", async () => {
     const { ctl, ws } = await tradingWithGrid();
     await vi.advanceTimersByTimeAsync(2_600); // the grid message is 3.1 s old

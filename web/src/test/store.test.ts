@@ -68,7 +68,7 @@ describe("a tap's state machine", () => {
   it("a drop while pending → unknown; the truth replaces it after the reconnect", () => {
     let s = run(sent, accepted, drop);
     expect(s.taps["100:5"]!.state).toBe("unknown");
-    expect(tapRefusal(s, "200:5", "2")).toMatch(/Not connected/);
+    expect(tapRefusal(s, "200:5", "2")?.text).toMatch(/Not connected/);
     s = [reopen, { type: "truth", cell: "100:5", bet: bet("confirmed") } as Action].reduce(reducer, s);
     expect(s.taps["100:5"]!.history).toEqual(["sending", "pending", "unknown", "confirmed"]);
   });
@@ -82,17 +82,31 @@ describe("a tap's state machine", () => {
   });
   it("a second tap on the same cell is refused before sending, and the reducer ignores it", () => {
     const s = run({ type: "stake", stake: "10" }, sent);
-    expect(tapRefusal(s, "100:5", "2.5")).toMatch(/already have a bet/);
+    expect(tapRefusal(s, "100:5", "2.5")?.text).toMatch(/already have a bet/);
     const again = reducer(s, { type: "tapSent", tap: { req: "t-2", cell: "100:5", stake: "10", multiplier: "2.5", body, sentAt: 1 } });
     expect(again).toBe(s);
   });
   it("refuses taps when signed out, suspended, locked or unquoted", () => {
     const base = run({ type: "stake", stake: "10" });
-    expect(tapRefusal({ ...base, session: null }, "1:1", "2")).toMatch(/Sign in/);
-    expect(tapRefusal(reducer(base, srv({ type: "status", feed: "critical", betting: false })), "1:1", "2")).toMatch(/suspended/);
-    expect(tapRefusal(base, "1:1", undefined)).toMatch(/locked/);
-    expect(tapRefusal(base, "1:1", null)).toMatch(/not offered/);
+    expect(tapRefusal({ ...base, session: null }, "1:1", "2")?.text).toMatch(/Sign in/);
+    expect(tapRefusal(reducer(base, srv({ type: "status", feed: "critical", betting: false })), "1:1", "2")?.text).toMatch(/suspended/);
+    expect(tapRefusal(base, "1:1", undefined)?.text).toMatch(/locked/);
+    expect(tapRefusal(base, "1:1", null)?.text).toMatch(/not offered/);
     expect(tapRefusal(base, "1:1", "2")).toBeNull();
+  });
+  it("a known balance below the stake: refused in the page, pointing to Account; unknown: sent", () => {
+    const base = run({ type: "stake", stake: "10" });
+    const me = (balance: string): Action => ({ type: "me", balance, isAdmin: false, balanceEvents: 0, at: 1 });
+    expect(tapRefusal(base, "1:1", "2")).toBeNull(); // balance not read yet: the server decides
+    const broke = reducer(base, me("0"));
+    expect(tapRefusal(broke, "1:1", "2")).toEqual({ text: expect.stringMatching(/balance \(0\.00\) does not cover the stake \(10\).*deposit in Account/), action: "account" });
+    expect(tapRefusal(reducer(base, me("9.999999")), "1:1", "2")?.action).toBe("account");
+    expect(tapRefusal(reducer(base, me("10")), "1:1", "2")).toBeNull();
+    expect(tapRefusal(reducer(broke, { type: "stake", stake: "1" }), "1:1", "2")?.action).toBe("account");
+    // a deposit's balance event lifts it at once
+    expect(tapRefusal(reducer(broke, srv({ type: "balance", balance: "50" })), "1:1", "2")).toBeNull();
+    // the other reasons come first: they say what is wrong with this tap
+    expect(tapRefusal(broke, "1:1", undefined)?.text).toMatch(/locked/);
   });
   it("a retry answered with status confirmed lands on confirmed", () => {
     const s = run(sent, drop, reopen, srv({ type: "bet:accepted", req: "t-1", bet_id: "b1", status: "confirmed", cell: "100:5", stake: "10", multiplier: "2.5", payout: "25" }));
@@ -198,7 +212,7 @@ describe("quotes by time", () => {
   it("quotes go out of date 3 s after the grid message, by server time", () => {
     expect(quotesStale(s, 1_002_250)).toBe(false);
     expect(quotesStale(s, 1_002_251)).toBe(true);
-    expect(tapRefusal({ ...s, stake: "1" }, "1010:5", "2", true)).toMatch(/out of date/);
+    expect(tapRefusal({ ...s, stake: "1" }, "1010:5", "2", true)?.text).toMatch(/out of date/);
     expect(tapRefusal({ ...s, stake: "1" }, "1010:5", "2", false)).toBeNull();
   });
 });
