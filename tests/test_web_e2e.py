@@ -315,10 +315,16 @@ def test_sign_in_switches_chain_binds_a_session_key_and_survives_a_reload(browse
     expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", "0")
     assert len(wallet.signed) == 1  # no second popup after a reload
 
-    # The session ends on the server (logged out elsewhere): the socket is closed with 4401 → sign in.
+    # The session ends on the server (logged out elsewhere) while the trader is on the Account: the
+    # socket is closed with 4401 → sign in; signing in again returns to the Account, focus on its button.
+    view_button(page, "Account").click()
     assert stack.call(token, "POST", "/api/v1/auth/logout")[0] == 200
     expect(page.get_by_role("alert").filter(has_text="Sign in again")).to_be_visible()
     expect(page.get_by_role("button", name="Sign in with Test Wallet")).to_be_visible()
+    sign_in(page, keyboard=True)
+    expect(view_button(page, "Account")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("region", name="Account")).to_be_visible()
+    expect(view_button(page, "Account")).to_be_focused()
     assert page.errors == []
     page.context.close()
 

@@ -5,7 +5,7 @@ import { minMultiplierFor, normaliseMoneyInput } from "./money";
 import { PriceSeries } from "./series";
 import { buildSiweMessage, newSessionKey, randomNonce, sessionKeyFrom, signBet, type SessionKey } from "./signing";
 import { TapSocket } from "./socket";
-import { isFinal, quoteAt, quotesStale, Store, tapRefusal, type Session, type Slippage } from "./store";
+import { isFinal, quoteAt, quotesStale, Store, tapRefusal, type Session, type Slippage, type View } from "./store";
 import type { DiscoveredWallet } from "./wallet";
 import { ensureChain, personalSign, requestAccount } from "./wallet";
 import {
@@ -26,6 +26,8 @@ import {
 } from "./wire";
 
 const STORAGE_KEY = "tap-trading.session";
+/** The view the trader was on, so that a reload of this tab returns to it. */
+const VIEW_KEY = "tap-trading.view";
 /** Slippage accepted between the quote shown and the one at acceptance, in basis points. The grid
  * message comes once a second and quotes of near cells can move tens of per cent in that time; the
  * bet always gets the server's quote, never less than min_multiplier. "any" sends the 1.01 floor. */
@@ -73,6 +75,15 @@ function load(): Stored | "expired" | null {
   }
 }
 
+function readView(): View | null {
+  try {
+    const v = sessionStorage.getItem(VIEW_KEY);
+    return v === "trade" || v === "account" ? v : null;
+  } catch {
+    return null;
+  }
+}
+
 export class Controller {
   readonly store = new Store();
   readonly series = new PriceSeries();
@@ -102,6 +113,8 @@ export class Controller {
   }
 
   async start(): Promise<void> {
+    const view = readView();
+    if (view) this.store.dispatch({ type: "view", view });
     const stored = load();
     if (stored === "expired") {
       sessionStorage.removeItem(STORAGE_KEY);
@@ -117,6 +130,16 @@ export class Controller {
     // Over HTTP at once: the socket's re-sync reads it too, but a socket that cannot get through
     // (a proxy that drops websockets, a server restarting) must not leave the balance unknown.
     void this.refreshMe();
+  }
+
+  /** The trader picks a view; it outlives a sign-out and a reload of this tab. */
+  setView(view: View): void {
+    this.store.dispatch({ type: "view", view });
+    try {
+      sessionStorage.setItem(VIEW_KEY, view);
+    } catch {
+      /* storage refused (private mode): the view is kept until a reload */
+    }
   }
 
   private notice(e: unknown): void {

@@ -59,6 +59,9 @@ export type Slippage = (typeof SLIPPAGES)[number];
 
 export type ConnState = "connecting" | "open" | "reconnecting";
 
+/** The trader's view: the grid, or the Account (deposit, withdrawal, history, ledger). */
+export type View = "trade" | "account";
+
 export interface Session {
   token: string;
   address: Hex;
@@ -96,6 +99,9 @@ export interface State {
   /** The newest owner-event id seen (`"<ms>-<seq>"`), sent as `resume` after a reconnect; null: none yet. */
   lastEventId: string | null;
   notice: Notice | null;
+  /** The view the trader chose. Kept through a sign-out or an expired session (the sign-in shows the
+   *  grid meanwhile): signing in again returns to it. */
+  view: View;
 }
 
 /** Where a notice can take the trader, as a button in it: "account" (deposit there). */
@@ -125,6 +131,7 @@ export const initialState: State = {
   accountSeq: { bets: 0, ledger: 0 },
   lastEventId: null,
   notice: null,
+  view: "trade",
 };
 
 export type Action =
@@ -151,7 +158,8 @@ export type Action =
    *  trader's history has no bet on its cell). "Not sent", not "refused": nobody refused it. */
   | { type: "tapLost"; cell: string; reason: string }
   | { type: "notice"; text: string; now: number; action?: NoticeAction }
-  | { type: "clearNotice" };
+  | { type: "clearNotice" }
+  | { type: "view"; view: View };
 
 /** States in which a cell counts as taken: a second tap there is refused before it is sent. */
 export const HOLDS_CELL: readonly TapState[] = ["sending", "pending", "confirmed", "unknown", "won", "lost", "void"];
@@ -402,6 +410,8 @@ function step(s: State, a: Action): State {
       return { ...s, notice: { text: a.text, at: a.now, action: a.action ?? null } };
     case "clearNotice":
       return { ...s, notice: null };
+    case "view":
+      return s.view === a.view ? s : { ...s, view: a.view };
   }
 }
 

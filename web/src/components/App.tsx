@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState, useSyncExternalStore } from "react";
+import { useCallback, useEffect, useRef, useState, useSyncExternalStore } from "react";
 import type { Controller } from "../controller";
 import { displayMoney, parsePriceCents } from "../money";
 import { balanceShort } from "../store";
@@ -11,20 +11,29 @@ import { Taps } from "./Taps";
 
 export function App({ ctl }: { ctl: Controller }) {
   const state = useSyncExternalStore(ctl.store.subscribe, ctl.store.get);
-  const [view, setView] = useState<"trade" | "account">("trade");
-  /** Bumped by a sign-in in this tab: the grid takes the focus the removed sign-in button had. */
+  const view = state.view;
+  /** Bumped by a sign-in in this tab: the view the trader returns to takes the focus the removed
+   *  sign-in button had — the grid's tab stop, or the pressed Account button. */
   const [gridFocus, setGridFocus] = useState(0);
+  const [navFocus, setNavFocus] = useState(0);
   const onSignedIn = useCallback(() => {
-    setView("trade");
-    setGridFocus((n) => n + 1);
-  }, []);
+    if (ctl.store.get().view === "trade") setGridFocus((n) => n + 1);
+    else setNavFocus((n) => n + 1);
+  }, [ctl]);
+  const accountButton = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    if (navFocus === 0) return;
+    const active = document.activeElement;
+    if (active && active !== document.body) return; // the trader is somewhere already: left there
+    accountButton.current?.focus();
+  }, [navFocus]);
   const onTap = useCallback((cell: string) => void ctl.tap(cell), [ctl]);
   /** The way from a stake the balance does not cover to a deposit: the Account, the amount focused. */
   const [focusDeposit, setFocusDeposit] = useState(false);
   const onDepositFocused = useCallback(() => setFocusDeposit(false), []);
   const toAccount = useCallback(() => {
     ctl.store.dispatch({ type: "clearNotice" });
-    setView("account");
+    ctl.setView("account");
     setFocusDeposit(true);
   }, [ctl]);
   // Keep the reconnect countdown moving while disconnected.
@@ -65,10 +74,10 @@ export function App({ ctl }: { ctl: Controller }) {
         <SignIn ctl={ctl} reason={state.signedOutReason} onSignedIn={onSignedIn} />
       ) : (
         <nav className="views" aria-label="Views">
-          <button type="button" aria-pressed={view === "trade"} onClick={() => setView("trade")}>
+          <button type="button" aria-pressed={view === "trade"} onClick={() => ctl.setView("trade")}>
             Trade
           </button>
-          <button type="button" aria-pressed={view === "account"} onClick={() => setView("account")}>
+          <button type="button" ref={accountButton} aria-pressed={view === "account"} onClick={() => ctl.setView("account")}>
             Account
           </button>
         </nav>

@@ -283,6 +283,21 @@ describe("a reload or a new sign-in: the open bets this tab did not send", () =>
     expect(sessionStorage.getItem("tap-trading.session")).toBeNull();
   });
 
+  it("the view the trader was on outlives an ended session and a reload of the tab", async () => {
+    storedSession();
+    const ctl = new Controller("http://tap.test");
+    await ctl.start();
+    const ws = await authenticate();
+    ctl.setView("account");
+    ws.close(4401); // the session ended (signed out elsewhere, or expired)
+    expect(ctl.store.get()).toMatchObject({ session: null, view: "account" });
+    ctl.store.dispatch({ type: "signedIn", session: { token: "u".repeat(43), address: ADDRESS, sessionKey: "0x01", expiresAt: 9e15 } });
+    expect(ctl.store.get().view).toBe("account"); // signing in again returns to the Account
+    const reloaded = new Controller("http://tap.test");
+    await reloaded.start();
+    expect(reloaded.store.get().view).toBe("account");
+  });
+
   it("an owner event that arrives while the list is read: the listed bets are re-read", async () => {
     storedSession();
     let answer: (r: Response) => void = () => undefined;
