@@ -94,10 +94,18 @@ export function refocusCell(
 }
 
 /** The price at the bottom edge of band `row` (the top of `row - 1`), e.g. "67110.00": integer cents
- *  formatted as a decimal string, never through a float. */
-export function edgeText(row: number, stepCents: bigint): string {
-  return formatFixed(BigInt(row) * stepCents, 2, 2);
+ *  formatted as a decimal string, never through a float. `whole`: "67110", for bands of whole dollars
+ *  (every edge then is one), where the axis is narrow. */
+export function edgeText(row: number, stepCents: bigint, whole = false): string {
+  return whole && stepCents % 100n === 0n
+    ? (BigInt(row) * (stepCents / 100n)).toString()
+    : formatFixed(BigInt(row) * stepCents, 2, 2);
 }
+
+/** A price history narrower than this (a phone's: 18 % of the width) labels the price axis without
+ *  cents where it can: "67110.00" at 11 px would take most of the strip, over the price line's
+ *  latest stretch and the "now" dot. */
+export const WHOLE_EDGES_BELOW_PX = 120;
 
 /** The price band of `row`, e.g. "67110.00–67120.00": its two edges as the price axis labels them. */
 export function bandText(row: number, stepCents: bigint): string {
@@ -111,16 +119,18 @@ export interface EdgeLabel {
   text: string;
 }
 
-/** The price axis: the edges between the bands shown, each with its price. Where bands are shorter than
+/** The price axis: the edges between the bands shown, each with its price (without cents on a narrow
+ *  strip, WHOLE_EDGES_BELOW_PX). Where bands are shorter than
  *  a label, every n-th edge — chosen by its price (row % n), so the same edges keep their labels as the
  *  bands move with the price. Computed when the bands move, not every frame. */
 export function rowEdgeLabels(g: Geometry, centerRow: number, stepCents: bigint, fontPx: number): EdgeLabel[] {
   const stride = Math.max(1, Math.ceil((fontPx + 3) / g.rowH));
+  const whole = g.histW < WHOLE_EDGES_BELOW_PX;
   const out: EdgeLabel[] = [];
   // From the top: the edge under the highest band down to the one over the lowest.
   for (let row = centerRow + g.rowsEach; row > centerRow - g.rowsEach; row--) {
     if (((row % stride) + stride) % stride !== 0) continue;
-    out.push({ row, y: yOfRow(g, row, centerRow) + g.rowH, text: edgeText(row, stepCents) });
+    out.push({ row, y: yOfRow(g, row, centerRow) + g.rowH, text: edgeText(row, stepCents, whole) });
   }
   return out;
 }

@@ -137,16 +137,6 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
     ctx.fillRect(0, y, g.width, g.rowH);
   }
 
-  // the price axis, in the history left of "now" (no cells there): each band edge's price, on its edge
-  ctx.font = AXIS_FONT;
-  ctx.textAlign = "left";
-  ctx.textBaseline = "middle";
-  ctx.fillStyle = "#94a3b8";
-  for (const e of f.edges) {
-    ctx.fillRect(0, e.y - 0.5, 4, 1);
-    ctx.fillText(e.text, 6, e.y);
-  }
-
   // cells: locked columns (current + lead) and placeable ones with their quotes
   const narrow = g.colW < 48;
   const fontPx = Math.max(10, Math.min(13, Math.floor(g.colW / (narrow ? 2.6 : 4.2))));
@@ -250,6 +240,24 @@ function draw(ctx: CanvasRenderingContext2D, f: Frame, t: number): void {
     }
   }
   ctx.lineWidth = 1;
+
+  // the price axis, in the history left of "now" (no cells there): each band edge's price, on its edge.
+  // Over the price line, each with a rim of the background: the line always runs through the labels
+  // around the current price, and on a phone's narrow strip it would make them unreadable.
+  ctx.font = AXIS_FONT;
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  ctx.lineWidth = 3;
+  ctx.lineJoin = "round";
+  ctx.strokeStyle = "#0b1220";
+  ctx.fillStyle = "#94a3b8";
+  for (const e of f.edges) {
+    ctx.fillRect(0, e.y - 0.5, 4, 1);
+    ctx.strokeText(e.text, 6, e.y);
+    ctx.fillText(e.text, 6, e.y);
+  }
+  ctx.lineWidth = 1;
+
   ctx.strokeStyle = "rgba(250,204,21,0.5)";
   ctx.beginPath();
   ctx.moveTo(g.histW + 0.5, 0);

@@ -32,6 +32,17 @@ describe("the price axis", () => {
     expect(bandText(CENTER, 1000n).startsWith(`${edge}–`)).toBe(true);
     expect(bandText(CENTER - 1, 1000n).endsWith(`–${edge}`)).toBe(true);
   });
+  it("on a phone's narrow history strip drops the cents of whole-dollar edges, so the labels leave the line room", () => {
+    const phone375 = geometry(375, 413, settings, 1000);
+    expect(phone375.histW).toBeLessThan(70);
+    const labels = rowEdgeLabels(phone375, CENTER, 1000n, 11);
+    expect(labels.find((l) => l.row === CENTER)?.text).toBe("67110");
+    // 5 digits at 11 px (≤ 0.6 em each) after the 6 px tick: under half of the strip
+    for (const l of labels) expect(6 + l.text.length * 11 * 0.6).toBeLessThan(phone375.histW / 2 + 6);
+    // bands with cents keep them, on every edge alike
+    expect(rowEdgeLabels(phone375, 134221, 50n, 11).find((l) => l.row === 134221)?.text).toBe("67110.50");
+    expect(rowEdgeLabels(phone375, 134222, 50n, 11).find((l) => l.row === 134222)?.text).toBe("67111.00");
+  });
   it("on short bands labels every other edge, the same edges whatever the band the price is in", () => {
     const short = geometry(1280, 300, settings, 1000);
     const rows = (center: number) => rowEdgeLabels(short, center, 1000n, 11).map((l) => l.row);
