@@ -524,12 +524,28 @@ export interface Refusal {
 export function tapRefusal(s: State, cell: string, quote: string | null | undefined, stale = false): Refusal | null {
   const text = tapRefusalText(s, cell, quote, stale);
   if (text) return { text };
-  if (balanceShort(s) && s.balance !== null && s.stake)
+  if (balanceShort(s) && s.balance !== null && s.stake) {
+    const fits = coveredPreset(s, s.balance);
     return {
-      text: `Your balance (${displayMoney(s.balance)}) does not cover the stake (${s.stake}): deposit in Account, or pick a smaller stake.`,
+      text: `Your balance (${displayMoney(s.balance)}) does not cover the stake (${s.stake}): deposit in Account${fits ? `, or pick a stake of ${fits} or less` : ""}.`,
       action: "account",
     };
+  }
   return null;
+}
+
+/** The largest stake preset `balance` covers, or null. */
+function coveredPreset(s: State, balance: string): string | null {
+  const have = parseMoney(balance);
+  let best: string | null = null;
+  for (const p of s.settings?.stake_presets ?? []) {
+    try {
+      if (parseMoney(p) <= have && (best === null || parseMoney(p) > parseMoney(best))) best = p;
+    } catch {
+      /* not a money string: not offered */
+    }
+  }
+  return best;
 }
 
 function tapRefusalText(s: State, cell: string, quote: string | null | undefined, stale: boolean): string | null {

@@ -103,6 +103,15 @@ describe("a tap's state machine", () => {
     expect(tapRefusal(reducer(base, me("9.999999")), "1:1", "2")?.action).toBe("account");
     expect(tapRefusal(reducer(base, me("10")), "1:1", "2")).toBeNull();
     expect(tapRefusal(reducer(broke, { type: "stake", stake: "1" }), "1:1", "2")?.action).toBe("account");
+    expect(tapRefusal(broke, "1:1", "2")?.text).not.toMatch(/smaller|or less/); // nothing smaller would do
+    const presets: State = {
+      ...base,
+      settings: {
+        column_seconds: 5, price_step: "10.00", columns_ahead: 12, min_lead_columns: 2, rows_each_side: 10, house_edge: "0.05",
+        stake_presets: ["1", "5", "10"], min_stake: "1", max_stake: "1000", chain_id: 1, siwe_domain: "tap.test",
+      },
+    };
+    expect(tapRefusal(reducer(presets, me("6")), "1:1", "2")?.text).toMatch(/deposit in Account, or pick a stake of 5 or less\.$/);
     // a deposit's balance event lifts it at once
     expect(tapRefusal(reducer(broke, srv({ type: "balance", balance: "50" })), "1:1", "2")).toBeNull();
     // the other reasons come first: they say what is wrong with this tap
