@@ -378,6 +378,34 @@ def test_deposit_withdraw_ledger_and_grid_accessibility(browser, stack):
     page.context.close()
 
 
+def test_a_long_ledger_keeps_its_length_when_it_follows_a_balance_change(browser, stack):
+    """A trader who paged back past 200 rows (the API's largest page) keeps as many when an event
+    re-reads the list: it is read again in pages of 200, not cut back to the newest 200."""
+    page = open_page(browser, stack, Wallet())
+    token = sign_in(page)
+    for _ in range(225):
+        assert stack.call(token, "POST", "/api/v1/deposits", {"amount": "1"})[0] == 200
+    view_button(page, "Account").click()
+    page.get_by_role("tab", name="Ledger").click()
+    rows = page.locator("table.ledger tbody tr")
+    older = page.get_by_role("button", name="Older entries")
+    for shown in range(20, 225, 20):
+        expect(rows).to_have_count(shown)
+        older.click()
+    expect(rows).to_have_count(225)
+    expect(older).to_have_count(0)
+    # A deposit elsewhere: its balance event re-reads the newest 225 rows (as many as were shown): the
+    # new one on top, the oldest back behind "Older entries".
+    assert stack.call(token, "POST", "/api/v1/deposits", {"amount": "2"})[0] == 200
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", "227")
+    expect(rows.first.locator("td").nth(2)).to_have_text("2.00")
+    expect(rows).to_have_count(225)
+    expect(older).to_be_visible()
+    expect(page.get_by_test_id("list-trimmed")).to_have_count(0)
+    assert page.errors == []
+    page.context.close()
+
+
 def test_stale_feed_disables_betting_with_a_banner(browser, tmp_path):
     _require_dist()
     # A Redis of its own: prices travel over Redis pub/sub, and the module's stack publishes its own.

@@ -53,8 +53,30 @@ const OPEN_BETS_MAX_PAGES = 3;
 /** The Account view refetches its lists at most this often, and only after an event changed them: a
  *  bet's confirmation and its balance, or a column of bets settling, make one request, not one each. */
 export const ACCOUNT_REFRESH_MS = 750;
-/** A page of history or ledger; a refresh re-reads as many rows as are shown, up to the API's 200. */
+/** A page of history or ledger, as the trader pages back with "Older". */
 export const ACCOUNT_PAGE = 20;
+/** The most rows GET /bets and GET /ledger give in one page (docs/API.md `limit` 1–200). */
+export const API_MAX_LIMIT = 200;
+/** A refresh re-reads as many rows as are shown, in pages of API_MAX_LIMIT, up to this many (five
+ *  requests): a trader who paged back further sees the newest this many again, and is told so. */
+export const REREAD_MAX_ROWS = 1000;
+
+/** The newest `rows` of a cursor-paged list, newest first, in requests of at most API_MAX_LIMIT rows:
+ *  `next` is where the next older page starts (null: there is none). */
+export async function readNewest<T>(
+  page: (cursor: string | null, limit: number) => Promise<{ items: T[]; next: string | null }>,
+  rows: number,
+): Promise<{ items: T[]; next: string | null }> {
+  rows = Math.max(1, rows);
+  const items: T[] = [];
+  let next: string | null = null;
+  do {
+    const p = await page(next, Math.min(API_MAX_LIMIT, rows - items.length));
+    items.push(...p.items);
+    next = p.next;
+  } while (next !== null && items.length < rows);
+  return { items, next };
+}
 
 interface Stored extends Session {
   sessionKeyPrivate: Hex;
@@ -501,6 +523,24 @@ export class Controller {
     const q = new URLSearchParams({ limit: String(limit) });
     if (cursor) q.set("cursor", cursor);
     return this.api.call("GET", `/api/v1/ledger?${q.toString()}`, parseLedgerPage, { token: this.token() });
+  }
+
+  /** The newest `rows` bets (REREAD_MAX_ROWS at most): what the history shows, read again. */
+  async newestBets(status: BetStatus | "", rows: number): Promise<BetPage> {
+    const r = await readNewest(
+      (cursor, limit) => this.history(status, cursor, limit).then((p) => ({ items: p.bets, next: p.next_cursor })),
+      Math.min(rows, REREAD_MAX_ROWS),
+    );
+    return { bets: r.items, next_cursor: r.next };
+  }
+
+  /** The newest `rows` ledger entries (REREAD_MAX_ROWS at most): what the ledger shows, read again. */
+  async newestLedger(rows: number): Promise<LedgerPage> {
+    const r = await readNewest(
+      (cursor, limit) => this.ledger(cursor, limit).then((p) => ({ items: p.entries, next: p.next_cursor })),
+      Math.min(rows, REREAD_MAX_ROWS),
+    );
+    return { entries: r.items, next_cursor: r.next };
   }
 
   /** Deposit (dev-mode mock rail) or withdrawal; `amount` as typed, sent as a money string. */

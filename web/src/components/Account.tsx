@@ -3,7 +3,7 @@
 // events (a bet confirmed or settled, a balance change): re-read shortly after one, never on a timer.
 import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiFailure } from "../api";
-import { ACCOUNT_PAGE, type Controller } from "../controller";
+import { ACCOUNT_PAGE, REREAD_MAX_ROWS, type Controller } from "../controller";
 import { cellText } from "../layout";
 import { displayMoney, parsePriceCents } from "../money";
 import type { BetRecord, BetStatus, LedgerEntry } from "../wire";
@@ -76,9 +76,18 @@ function MoneyForm({ ctl, kind, label, focusNow, onFocused }: { ctl: Controller;
 const FILTERS: (BetStatus | "")[] = ["", "confirmed", "won", "lost", "void"];
 
 /** How many rows a re-read from the top asks for: as many as are shown (older pages the trader opened
- *  stay open), at least a page, at most what the API gives in one. */
-function rowsToReread(shown: number): number {
-  return Math.min(200, Math.max(ACCOUNT_PAGE, shown));
+ *  stay open), at least a page; past REREAD_MAX_ROWS the list is cut back to that (`trimmed` says so). */
+function rowsToReread(shown: number): { rows: number; trimmed: boolean } {
+  return { rows: Math.max(ACCOUNT_PAGE, Math.min(shown, REREAD_MAX_ROWS)), trimmed: shown > REREAD_MAX_ROWS };
+}
+
+/** Said under a list a refresh cut back to its newest REREAD_MAX_ROWS rows. */
+function Trimmed({ what, older }: { what: string; older: string }) {
+  return (
+    <p className="hint" role="status" data-testid="list-trimmed">
+      Updated: showing your newest {REREAD_MAX_ROWS} {what}. “{older}” loads the ones before.
+    </p>
+  );
 }
 
 /** Only the answer to the latest request is shown: a slow older answer never overwrites a newer one. */
@@ -96,6 +105,7 @@ function History({ ctl }: { ctl: Controller }) {
   const [next, setNext] = useState<string | null>(null);
   const [err, setErr] = useState<string | null>(null);
   const [loaded, setLoaded] = useState(false);
+  const [trimmed, setTrimmed] = useState(false);
   const shown = useRef(0);
   shown.current = pages.length;
   const begin = useLatest();
@@ -103,12 +113,13 @@ function History({ ctl }: { ctl: Controller }) {
   const load = useCallback(
     (cursor: string | null) => {
       const current = begin();
-      ctl
-        .history(status, cursor, cursor ? ACCOUNT_PAGE : rowsToReread(shown.current))
+      const reread = rowsToReread(shown.current);
+      (cursor ? ctl.history(status, cursor, ACCOUNT_PAGE) : ctl.newestBets(status, reread.rows))
         .then((p) => {
           if (!current()) return;
           setPages((prev) => (cursor ? [...prev, ...p.bets] : p.bets));
           setNext(p.next_cursor);
+          setTrimmed(cursor ? false : reread.trimmed && p.next_cursor !== null);
           setErr(null);
           setLoaded(true);
         })
@@ -165,6 +176,7 @@ function History({ ctl }: { ctl: Controller }) {
         </tbody>
       </table>
       {loaded && pages.length === 0 && !err && <p className="hint">No bets{status ? ` ${status}` : ""} yet.</p>}
+      {trimmed && <Trimmed what="bets" older="Older bets" />}
       {next && (
         <button type="button" onClick={() => load(next)}>
           Older bets
@@ -178,6 +190,7 @@ function Ledger({ ctl }: { ctl: Controller }) {
   const [rows, setRows] = useState<LedgerEntry[]>([]);
   const [next, setNext] = useState<string | null>(null);
   const [err, setErr] = useState<string | null>(null);
+  const [trimmed, setTrimmed] = useState(false);
   const shown = useRef(0);
   shown.current = rows.length;
   const begin = useLatest();
@@ -185,12 +198,13 @@ function Ledger({ ctl }: { ctl: Controller }) {
   const load = useCallback(
     (cursor: string | null) => {
       const current = begin();
-      ctl
-        .ledger(cursor, cursor ? ACCOUNT_PAGE : rowsToReread(shown.current))
+      const reread = rowsToReread(shown.current);
+      (cursor ? ctl.ledger(cursor, ACCOUNT_PAGE) : ctl.newestLedger(reread.rows))
         .then((p) => {
           if (!current()) return;
           setRows((prev) => (cursor ? [...prev, ...p.entries] : p.entries));
           setNext(p.next_cursor);
+          setTrimmed(cursor ? false : reread.trimmed && p.next_cursor !== null);
           setErr(null);
         })
         .catch((e: unknown) => {
@@ -228,6 +242,7 @@ function Ledger({ ctl }: { ctl: Controller }) {
           ))}
         </tbody>
       </table>
+      {trimmed && <Trimmed what="entries" older="Older entries" />}
       {next && (
         <button type="button" onClick={() => load(next)}>
           Older entries

@@ -1,7 +1,7 @@
 // The controller against a fake WebSocket and a fake fetch: what it sends and asks after a reconnect.
 // Timers are fake (the socket's reconnect backoff, the controller's retries): nothing sleeps.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { ACCOUNT_REFRESH_MS, Controller } from "../controller";
+import { ACCOUNT_REFRESH_MS, Controller, REREAD_MAX_ROWS } from "../controller";
 import { quoteAt, quotesStale } from "../store";
 import type { BetRequest } from "../wire";
 
@@ -494,5 +494,51 @@ describe("the browser's clock set after the page measured the server's", () => {
     ws.recv(serverGrid(START_MS + 1_000)); // half a second on its way
     await settle();
     expect(requests).not.toContain("/api/v1/grid");
+  });
+});
+
+describe("the Account's lists re-read as many rows as the trader paged back to", () => {
+  /** GET /api/v1/bets over `total` bets, newest first; the cursor is the offset. */
+  function betsServer(total: number): string[] {
+    const asked: string[] = [];
+    vi.stubGlobal("fetch", (input: string) => {
+      const u = new URL(input);
+      if (u.pathname !== "/api/v1/bets") return fakeFetch(input);
+      asked.push(u.search);
+      const from = Number(u.searchParams.get("cursor") ?? "0");
+      const limit = Number(u.searchParams.get("limit"));
+      if (limit < 1 || limit > 200) return Promise.resolve(new Response(JSON.stringify({ error: { code: "invalid_limit", message: "1-200" } }), { status: 400 }));
+      const bets = Array.from({ length: Math.max(0, Math.min(limit, total - from)) }, (_, i) => record("lost", { bet_id: `b${from + i}` }));
+      const next = from + limit < total ? String(from + limit) : null;
+      return Promise.resolve(new Response(JSON.stringify({ bets, next_cursor: next }), { status: 200 }));
+    });
+    return asked;
+  }
+
+  it("260 rows shown: 200 then 60, the same rows, and the next page after them", async () => {
+    const { ctl } = await signedInWithTap();
+    const asked = betsServer(1000);
+    const p = await ctl.newestBets("", 260);
+    expect(p.bets).toHaveLength(260);
+    expect(p.bets[259]?.bet_id).toBe("b259");
+    expect(p.next_cursor).toBe("260");
+    expect(asked).toEqual(["?limit=200", "?limit=60&cursor=200"]);
+  });
+
+  it("fewer bets than rows shown: all of them, no next page", async () => {
+    const { ctl } = await signedInWithTap();
+    betsServer(230);
+    const p = await ctl.newestBets("won", 400);
+    expect(p.bets).toHaveLength(230);
+    expect(p.next_cursor).toBeNull();
+  });
+
+  it("at most REREAD_MAX_ROWS, in pages the API allows", async () => {
+    const { ctl } = await signedInWithTap();
+    const asked = betsServer(5000);
+    const p = await ctl.newestBets("", 3000);
+    expect(p.bets).toHaveLength(REREAD_MAX_ROWS);
+    expect(p.next_cursor).toBe(String(REREAD_MAX_ROWS));
+    expect(asked).toHaveLength(REREAD_MAX_ROWS / 200);
   });
 });
