@@ -1,9 +1,10 @@
 // Account: deposit (dev-mode mock rail), withdrawal, bet history (cursor-paged, by status), ledger.
 // Amounts stay decimal strings from the input to the wire and back. Both lists follow the trader's
 // events (a bet confirmed or settled, a balance change): re-read shortly after one, never on a timer.
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState, type KeyboardEvent } from "react";
 import { ApiFailure } from "../api";
 import { ACCOUNT_PAGE, REREAD_MAX_ROWS, type Controller } from "../controller";
+import { rovingIndex } from "../keys";
 import { cellText } from "../layout";
 import { displayMoney, parsePriceCents } from "../money";
 import type { BetRecord, BetStatus, LedgerEntry } from "../wire";
@@ -253,23 +254,48 @@ function Ledger({ ctl }: { ctl: Controller }) {
 }
 
 /** `focusDeposit`: put the focus in the deposit's amount (then `onDepositFocused`). */
+const TABS = [
+  { id: "history", label: "History" },
+  { id: "ledger", label: "Ledger" },
+] as const;
+type Tab = (typeof TABS)[number]["id"];
+
 export function Account({ ctl, focusDeposit = false, onDepositFocused }: { ctl: Controller; focusDeposit?: boolean; onDepositFocused?: () => void }) {
-  const [tab, setTab] = useState<"history" | "ledger">("history");
+  const [tab, setTab] = useState<Tab>("history");
+  // The tab list's keyboard (WAI-ARIA): one Tab stop, the selected tab; arrows, Home and End switch.
+  const onKeyDown = (e: KeyboardEvent<HTMLDivElement>) => {
+    const to = rovingIndex(e.key, TABS.findIndex((t) => t.id === tab), TABS.length);
+    const next = to === null ? undefined : TABS[to];
+    if (!next) return;
+    e.preventDefault();
+    setTab(next.id);
+    document.getElementById(`account-tab-${next.id}`)?.focus();
+  };
   return (
     <section className="panel account" aria-label="Account">
       <div className="money">
         <MoneyForm ctl={ctl} kind="deposits" label="Deposit" focusNow={focusDeposit} onFocused={onDepositFocused} />
         <MoneyForm ctl={ctl} kind="withdrawals" label="Withdraw" />
       </div>
-      <div className="tabs" role="tablist">
-        <button type="button" role="tab" aria-selected={tab === "history"} onClick={() => setTab("history")}>
-          History
-        </button>
-        <button type="button" role="tab" aria-selected={tab === "ledger"} onClick={() => setTab("ledger")}>
-          Ledger
-        </button>
+      <div className="tabs" role="tablist" aria-label="Account records" onKeyDown={onKeyDown}>
+        {TABS.map((t) => (
+          <button
+            key={t.id}
+            id={`account-tab-${t.id}`}
+            type="button"
+            role="tab"
+            aria-selected={tab === t.id}
+            aria-controls="account-tabpanel"
+            tabIndex={tab === t.id ? 0 : -1}
+            onClick={() => setTab(t.id)}
+          >
+            {t.label}
+          </button>
+        ))}
       </div>
-      {tab === "history" ? <History ctl={ctl} /> : <Ledger ctl={ctl} />}
+      <div id="account-tabpanel" role="tabpanel" aria-labelledby={`account-tab-${tab}`}>
+        {tab === "history" ? <History ctl={ctl} /> : <Ledger ctl={ctl} />}
+      </div>
     </section>
   );
 }
