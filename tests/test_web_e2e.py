@@ -383,10 +383,13 @@ def test_a_long_ledger_keeps_its_length_when_it_follows_a_balance_change(browser
     re-reads the list: it is read again in pages of 200, not cut back to the newest 200."""
     page = open_page(browser, stack, Wallet())
     token = sign_in(page)
-    for _ in range(225):
-        assert stack.call(token, "POST", "/api/v1/deposits", {"amount": "1"})[0] == 200
     view_button(page, "Account").click()
     page.get_by_role("tab", name="Ledger").click()
+    expect(page.get_by_text("No ledger entries yet")).to_be_visible()  # not just an empty table
+    for _ in range(225):
+        assert stack.call(token, "POST", "/api/v1/deposits", {"amount": "1"})[0] == 200
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", "225")
+    expect(page.get_by_text("No ledger entries yet")).to_have_count(0)
     rows = page.locator("table.ledger tbody tr")
     older = page.get_by_role("button", name="Older entries")
     for shown in range(20, 225, 20):

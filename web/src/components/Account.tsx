@@ -177,6 +177,7 @@ function History({ ctl }: { ctl: Controller }) {
         </tbody>
       </table>
       {loaded && pages.length === 0 && !err && <p className="hint">No bets{status ? ` ${status}` : ""} yet.</p>}
+      <p className="hint">Bets the server turned down (refused or rejected) moved no money and are not listed.</p>
       {trimmed && <Trimmed what="bets" older="Older bets" />}
       {next && (
         <button type="button" onClick={() => load(next)}>
@@ -191,6 +192,7 @@ function Ledger({ ctl }: { ctl: Controller }) {
   const [rows, setRows] = useState<LedgerEntry[]>([]);
   const [next, setNext] = useState<string | null>(null);
   const [err, setErr] = useState<string | null>(null);
+  const [loaded, setLoaded] = useState(false);
   const [trimmed, setTrimmed] = useState(false);
   const shown = useRef(0);
   shown.current = rows.length;
@@ -207,6 +209,7 @@ function Ledger({ ctl }: { ctl: Controller }) {
           setNext(p.next_cursor);
           setTrimmed(cursor ? false : reread.trimmed && p.next_cursor !== null);
           setErr(null);
+          setLoaded(true);
         })
         .catch((e: unknown) => {
           if (current()) setErr(errText(e));
@@ -226,7 +229,7 @@ function Ledger({ ctl }: { ctl: Controller }) {
       <table className="ledger">
         <thead>
           <tr>
-            <th>When</th>
+            <th>When (UTC)</th>
             <th>Type</th>
             <th>Amount</th>
             <th>Balance</th>
@@ -243,6 +246,7 @@ function Ledger({ ctl }: { ctl: Controller }) {
           ))}
         </tbody>
       </table>
+      {loaded && rows.length === 0 && !err && <p className="hint">No ledger entries yet: a deposit is the first.</p>}
       {trimmed && <Trimmed what="entries" older="Older entries" />}
       {next && (
         <button type="button" onClick={() => load(next)}>
