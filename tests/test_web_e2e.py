@@ -171,7 +171,14 @@ class Wallet:
 
 
 def open_page(
-    browser, stack: Stack, wallet: Wallet | None, *, phone: bool = False, chain: int = 5, path: str = "/"
+    browser,
+    stack: Stack,
+    wallet: Wallet | None,
+    *,
+    phone: bool = False,
+    chain: int = 5,
+    path: str = "/",
+    install_clock: bool = False,
 ):
     opts = {"ignore_https_errors": True}
     if phone:
@@ -192,6 +199,8 @@ def open_page(
         page.add_init_script(
             WALLET_JS.replace("__ADDRESS__", wallet.account.address).replace("__CHAIN__", hex(chain))
         )
+    if install_clock:
+        page.clock.install()  # time flows as usual until a test moves it on (page.clock.fast_forward)
     page.goto(stack.url + path)
     return page
 
@@ -460,6 +469,23 @@ def test_a_notice_never_moves_the_grid_under_the_finger(browser, stack):
     page.locator('.cell[data-col="0"]').first.dispatch_event("click")  # locked: refused with a notice
     expect(page.get_by_test_id("notice")).to_contain_text("locked")
     assert page.locator(".grid-wrap").bounding_box() == before
+    page.context.close()
+
+
+def test_a_notice_stays_while_its_button_has_the_focus(browser, stack):
+    """A notice goes after a few seconds, but not from under a keyboard user on its button (the way
+    to the deposit): the focus would drop to <body>. It goes once the focus has left it."""
+    page = open_page(browser, stack, Wallet(), install_clock=True)
+    sign_in(page)
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-balance", "0")
+    placeable_cell(page).dispatch_event("click")
+    button = page.get_by_test_id("notice").get_by_role("button", name="Go to Account")
+    button.focus()
+    page.clock.fast_forward("00:08")
+    expect(button).to_be_focused()
+    page.get_by_role("button", name="Sign out").focus()
+    page.clock.fast_forward("00:08")
+    expect(page.get_by_test_id("notice")).to_have_count(0)
     page.context.close()
 
 

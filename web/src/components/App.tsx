@@ -9,6 +9,9 @@ import { Stakes } from "./Stakes";
 import { StatusBanner, TopBar } from "./StatusBar";
 import { Taps } from "./Taps";
 
+/** How long a notice (a refused tap's reason) stays. */
+const NOTICE_MS = 6000;
+
 export function App({ ctl }: { ctl: Controller }) {
   const state = useSyncExternalStore(ctl.store.subscribe, ctl.store.get);
   const view = state.view;
@@ -43,9 +46,19 @@ export function App({ ctl }: { ctl: Controller }) {
     const id = setInterval(() => tick((n) => n + 1), 500);
     return () => clearInterval(id);
   }, [state.conn.state]);
+  // A notice goes after NOTICE_MS, but not from under the focus: a keyboard user on its button
+  // ("Go to Account") would be dropped on <body>. It goes once the focus has left it.
+  const messages = useRef<HTMLDivElement>(null);
   useEffect(() => {
     if (!state.notice) return;
-    const id = setTimeout(() => ctl.store.dispatch({ type: "clearNotice" }), 6000);
+    let id: ReturnType<typeof setTimeout>;
+    const arm = () => {
+      id = setTimeout(() => {
+        if (messages.current?.contains(document.activeElement)) arm();
+        else ctl.store.dispatch({ type: "clearNotice" });
+      }, NOTICE_MS);
+    };
+    arm();
     return () => clearTimeout(id);
   }, [state.notice, ctl]);
 
@@ -54,7 +67,7 @@ export function App({ ctl }: { ctl: Controller }) {
       <TopBar state={state} onSignOut={() => void ctl.signOut()} consoleLink />
       {/* Over the page, not in its flow: a message that pushed the grid down between two taps would
           put the second one on another band than the one aimed at. */}
-      <div className="messages">
+      <div className="messages" ref={messages}>
         <StatusBanner state={state} />
         {state.notice && (
           <p className="notice" role="alert" data-testid="notice">
