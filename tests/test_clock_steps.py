@@ -4,7 +4,11 @@ does may sell a window whose outcome the price stream already shows."""
 
 from __future__ import annotations
 
-from tests.support.pinned import Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+from app.keys import PRICE_HISTORY_KEY
+from app.market.prices import Tick
+from app.market.quotes import estimate_sigma
+from tests.support.pinned import PRICE, Desk, desk_fixture, settings_fixture  # noqa: F401 - fixtures
+from workers.grid_publisher import GridPublisher
 
 
 def _tap(desk: Desk, trader, cell: str):
@@ -48,3 +52,23 @@ def test_ticks_behind_the_wall_clock_change_nothing(desk: Desk) -> None:
     desk.pin_book(tick_age_s=1.0)
     status, body, _ = _tap(desk, t, _cell_at(desk, desk.clock()))
     assert status == 202, body
+
+
+def test_after_a_step_forward_the_volatility_still_comes_from_the_recent_ticks(desk: Desk) -> None:
+    """Wall clock 10 minutes ahead of the ticks (someone set it forward; the feed's steady clock kept
+    the exchanges' time, so quotes still flow): the volatility window is the last five minutes of the
+    price stream, not the five minutes before the wall clock, which hold no tick at all (the quotes
+    were then priced on the prior volatility for as long as the step lasted)."""
+    svc, s = desk.svc, desk.svc.settings
+    newest_ms = desk.clock.ms - 600_000
+    ticks = [(newest_ms - 250 * i, PRICE + (40 if i % 2 else 0) + 3 * (i % 7)) for i in range(200, -1, -1)]
+    svc.redis.zadd(PRICE_HISTORY_KEY, {f"{ts}:{price}": ts for ts, price in ticks})
+    svc.feed.record(Tick(price=ticks[-1][1], ts=newest_ms))
+    prior = 0.6
+    pub = GridPublisher(
+        svc.redis, svc.grid, svc.quotes, svc.feed, svc.fanout, house_edge=s.house_edge, prior_vol=prior,
+        clock=desk.clock,
+    )  # fmt: skip
+    pub.refresh_sigma()
+    assert svc.quotes.sigma == estimate_sigma(ticks, prior)[0]
+    assert svc.quotes.sigma != estimate_sigma([], prior)[0]  # not the prior

@@ -70,8 +70,13 @@ class GridPublisher(LoopWorker):
         self._exposure: Exposure | None = None
 
     def refresh_sigma(self) -> None:
-        now_ms = int(time.time() * 1000)
-        ticks = [(t.ts, t.price) for t in ticks_since(self.r, now_ms - VOL_WINDOW_MS, limit=20_000)]
+        """σ from the last VOL_WINDOW_MS of the price stream, counted back from the newest tick: tick
+        times are the exchanges' (checked against the feed's steady clock), so a window ending at the
+        machine's wall clock, stepped forward by more than its length, would hold no tick and price
+        every quote on the prior volatility for as long as the step lasted."""
+        tick = self.feed.last_tick
+        end_ms = tick.ts if tick is not None else int(self.clock() * 1000)
+        ticks = [(t.ts, t.price) for t in ticks_since(self.r, end_ms - VOL_WINDOW_MS, limit=20_000)]
         self.quotes.sigma, self.quotes.tick_interval = estimate_sigma(ticks, self.prior_vol)
 
     def rebuild(self) -> QuoteBook | None:
