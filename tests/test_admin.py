@@ -195,6 +195,35 @@ def test_a_halt_that_redis_forgot_is_set_again_from_the_actions_log(desk: Desk, 
     assert desk.svc.redis.get(BETTING_KNOWN_KEY) is not None
 
 
+def test_a_halt_redis_lost_with_its_last_second_is_set_again_at_start(desk: Desk, admin) -> None:
+    """Redis (append-only file, fsync once a second) kept everything but its last second when the machine
+    crashed: the operator's halt in that second is gone, the marker of an earlier action is not. A worker
+    starting after the crash finds the newest recorded action newer than the one Redis last took, and puts
+    that halt back; a worker that finds Redis up to date changes nothing."""
+    (t,) = make_traders(desk, 1)
+    status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": True})
+    assert status == 200 and out["recorded"] is True, out
+    before = desk.svc.redis.get(BETTING_KNOWN_KEY)
+    assert before is not None
+    desk.clock.advance(1)
+    status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": False, "reason": "exchange outage"})
+    assert status == 200 and out["recorded"] is True, out
+    ConsoleWorker(desk.svc, None, (), wall=desk.clock).step()  # up to date: the halt stays as it is
+    assert desk.svc.betting.state.reason == "exchange outage"
+    desk.svc.redis.set(BETTING_KNOWN_KEY, before)  # what the append-only file kept
+    desk.svc.redis.delete(BETTING_HALT_KEY)
+    desk.svc.betting.refresh(desk.svc.redis, desk.clock.ms)  # the workers' copy: open again
+    status, body, _ = t.bet(desk.cell(col=1), "1", ts=desk.clock.ms)
+    assert status == 202, body  # what the crash left: betting reopened with nobody deciding it
+
+    desk.clock.advance(1)
+    ConsoleWorker(desk.svc, None, (), wall=desk.clock).step()  # the app starts again
+    status, body, _ = t.bet(desk.cell(col=2), "1", ts=desk.clock.ms)
+    assert status == 503 and body["error"]["code"] == "betting_halted", body
+    assert body["error"]["details"]["reason"] == "exchange outage"
+    assert desk.svc.status_message()["halted"] is True
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [

@@ -45,14 +45,17 @@ class ConsoleWorker(LoopWorker):
         self.aggregator = aggregator
         self.sources = sources
         self.wall = wall
+        # Whether this worker has compared the newest recorded action with the one Redis last took
+        # (`restore_switch`): once at start, then only when Redis has forgotten the switch altogether.
+        self._switch_checked = False
 
     def step(self) -> None:
         svc = self.svc
         now = self.wall()
         try:
             svc.betting.refresh(svc.redis, int(now * 1000))
-            if not svc.betting.remembered:
-                self.restore_switch(int(now * 1000))
+            if not svc.betting.remembered or not self._switch_checked:
+                self._switch_checked = self.restore_switch(int(now * 1000))
         except redis.RedisError as exc:  # the claim script is what refuses taps; this is the display
             # kept in svc.betting too: the console says the state shown is unconfirmed since read_at
             log.warning("console: cannot read the halt switch (%s)", exc)
@@ -60,15 +63,16 @@ class ConsoleWorker(LoopWorker):
         if self.aggregator is not None:
             svc.console.set_sources(self.source_health(), int(now * 1000))
 
-    def restore_switch(self, now_ms: int) -> None:
-        """Redis has lost the halt switch's state (app.bets.halt): put back the newest recorded halt.
-        If the actions log cannot be read (a rollover, say), the next second tries again."""
+    def restore_switch(self, now_ms: int) -> bool:
+        """At start, and whenever Redis has lost the halt switch's state (app.bets.halt): put back the
+        newest recorded action if Redis has not taken it and it is a halt. False if the actions log
+        could not be read (a rollover, say): the next second tries again."""
         svc = self.svc
         try:
             newest = svc.reads.run(lambda c: recent_betting_actions(c, limit=1))
         except Exception:
-            log.exception("console: Redis lost the halt switch and the actions log cannot be read")
-            return
+            log.exception("console: cannot read the actions log to check the halt switch")
+            return False
         restored = svc.betting.restore(svc.redis, newest[0] if newest else None, now_ms)
         if restored is not None:
             log.warning(
@@ -78,6 +82,7 @@ class ConsoleWorker(LoopWorker):
                 restored.at,
                 restored.reason,
             )
+        return True
 
     def source_health(self) -> list[dict[str, Any]]:
         agg = self.aggregator

@@ -11,10 +11,13 @@ The durable record of each action (who, when, why) is the `betting_actions` tabl
 
 A Redis that loses its data (a new machine after a disaster-recovery restore, a Redis without
 persistence restarted, the last second of an append-only file) would forget a halt, and betting would
-reopen without anyone deciding it. ``tap:betting:known`` says this Redis holds the switch's state (set
-with every operator action, and by `BettingSwitch.restore`). When a worker's once-a-second re-read finds
-it missing, the console worker restores the switch from the newest `betting_actions` row: a halt there
-is set again (never a reopen: only a halt is restored, so a doubt fails closed).
+reopen without anyone deciding it. ``tap:betting:known`` says this Redis holds the switch's state and
+holds the time (`at`, Unix ms) of the newest action it took (set with every operator action, and by
+`BettingSwitch.restore`). The console worker restores the switch from the newest `betting_actions` row
+when a worker's once-a-second re-read finds the marker missing (all data lost), and once when the
+worker starts, if that row is newer than the marker (the last second lost with the machine: the marker
+of an earlier action survived): a halt there is set again (never a reopen: only a halt is restored, so
+a doubt fails closed).
 """
 
 from __future__ import annotations
@@ -29,12 +32,17 @@ from app.keys import BETTING_HALT_KEY, BETTING_KNOWN_KEY, CHANNEL_CONTROL, betti
 
 HALT_RETRY_AFTER_S = 30  # what a refused tap is told; the operator decides when it ends
 
-# KEYS: the known marker, the halt key. ARGV: the marker's value, the halt to restore ('' for none), the
-# control channel, its `betting` message. One worker wins the marker; it alone restores the halt (unless
-# one is already set) and tells every worker. 0: another worker (or an operator) was first; 1: nothing to
-# restore; 2: the halt was restored.
+# KEYS: the known marker, the halt key. ARGV: the newest recorded action's `at` (0: none), the halt to
+# restore ('' for none), the control channel, its `betting` message, the marker as this worker read it
+# ('' for missing). The marker must be unchanged since that read (else another worker or an operator
+# was first) and older than the action; the one worker that moves it restores the halt (unless one is
+# already set) and tells every worker. 0: another was first; 1: nothing to restore; 2: the halt was
+# restored.
 RESTORE_LUA = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+local known = redis.call('GET', KEYS[1]) or ''
+if known ~= ARGV[5] then return 0 end
+if known ~= '' and (tonumber(known) or 0) >= tonumber(ARGV[1]) then return 1 end
+redis.call('SET', KEYS[1], ARGV[1])
 if ARGV[2] == '' or redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
@@ -85,6 +93,7 @@ class BettingSwitch:
         self.read_error: str | None = None  # why the latest read failed; None once one succeeds
         # False when the last read found Redis without the switch's state (`restore` puts it back)
         self.remembered = True
+        self.known: str | None = None  # the marker as last read: the newest action's `at` Redis took
 
     @property
     def open(self) -> bool:
@@ -101,16 +110,20 @@ class BettingSwitch:
         self.state = decode_halt(raw)
         self.read_at, self.read_error = now_ms, None
         self.remembered = known is not None or raw is not None
+        self.known = None if known is None else known.decode(errors="replace")
         return self.state
 
     def restore(self, r: redis.Redis, last_action: dict[str, object] | None, now_ms: int) -> HaltState | None:
-        """Redis has forgotten the switch (module docstring): mark it known again and, when the newest
-        recorded action (`app.admin.store.recent_betting_actions`'s first row) is a halt, set that halt
-        again and tell every worker. Returns the halt restored, or None. Raises redis.RedisError."""
+        """Redis may have forgotten the switch (module docstring): unless the marker read by the last
+        `refresh` has moved since, or names the newest recorded action
+        (`app.admin.store.recent_betting_actions`'s first row) or a later one, set the marker to that
+        action and, when it is a halt, set that halt again and tell every worker. Returns the halt
+        restored, or None. Raises redis.RedisError."""
         halt = ""
         state = None
+        action_at = last_action.get("at") if last_action is not None else None
         if last_action is not None and last_action.get("action") == "halt":
-            reason, by, at = last_action.get("reason"), last_action.get("address"), last_action.get("at")
+            reason, by, at = last_action.get("reason"), last_action.get("address"), action_at
             state = HaltState(
                 open=False,
                 reason=reason if isinstance(reason, str) and reason else "halted",
@@ -120,7 +133,15 @@ class BettingSwitch:
             halt = orjson.dumps({"reason": state.reason, "by": state.by, "at": state.at}).decode()
         message = betting_message(False, state.reason if state else None)
         done = r.eval(
-            RESTORE_LUA, 2, BETTING_KNOWN_KEY, BETTING_HALT_KEY, now_ms, halt, CHANNEL_CONTROL, message
+            RESTORE_LUA,
+            2,
+            BETTING_KNOWN_KEY,
+            BETTING_HALT_KEY,
+            action_at if isinstance(action_at, int) else 0,
+            halt,
+            CHANNEL_CONTROL,
+            message,
+            self.known or "",
         )
         self.remembered = True
         if done != 2:
