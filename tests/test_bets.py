@@ -30,10 +30,10 @@ def settings(tmp_path, redis_url):
 def live(running_app: Flask) -> Flask:
     """The running app with its clock frozen two columns after the first quote book's instant.
 
-    The grid lists the columns placeable at the frozen clock (it is later than the books the
-    publisher keeps building), and the placeable check uses it too: a cell the test read from the
-    grid stays placeable however long the machine takes to send it, so no test races a column
-    boundary. Frozen ahead of the sim's ticks, not at them: a tap is also judged at the newest
+    The grid lists the columns placeable at the frozen clock (the publisher builds its books on the
+    app's clock, so on this one from then on), and the placeable check uses it too: a cell the test
+    read from the grid stays placeable however long the machine takes to send it, so no test races a
+    column boundary. Frozen ahead of the sim's ticks, not at them: a tap is also judged at the newest
     tick's time when that is later than the clock (a wall clock stepped back), which the sim's
     ticks become only once the real time has passed the frozen one, at least ten seconds on.
     """
