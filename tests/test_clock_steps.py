@@ -72,3 +72,29 @@ def test_after_a_step_forward_the_volatility_still_comes_from_the_recent_ticks(d
     pub.refresh_sigma()
     assert svc.quotes.sigma == estimate_sigma(ticks, prior)[0]
     assert svc.quotes.sigma != estimate_sigma([], prior)[0]  # not the prior
+
+
+def test_the_workers_are_wired_to_the_clocks_these_rules_need(desk: Desk, monkeypatch) -> None:
+    """The tests above inject each clock; this checks the process's own wiring (workers.runtime): the
+    grid publisher builds books on the app's wall clock (the bet path's), while the resolver and the
+    aggregator share the feed's steady clock, which a later step of the wall clock does not move."""
+    import time
+
+    from app.services import set_clock
+    from workers.aggregator import PriceAggregator
+    from workers.resolver import Resolver
+    from workers.runtime import build_workers
+
+    built = build_workers(desk.app)  # built, not started
+    pub = next(w for w in built if isinstance(w, GridPublisher))
+    res = next(w for w in built if isinstance(w, Resolver))
+    agg = next(w for w in built if isinstance(w, PriceAggregator))
+    real = time.time()
+    stepped = real + 600  # the wall clock set 10 minutes forward after the start
+    set_clock(desk.app, lambda: stepped)
+    assert pub.clock() == stepped
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: stepped)  # the machine's clock itself, for the workers' defaults
+        resolver_now, steady = res.now_ms(), agg.clock.wall_ms()
+    assert abs(resolver_now - steady) < 1_000
+    assert abs(steady - real * 1000) < 60_000  # not the stepped clock
