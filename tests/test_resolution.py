@@ -379,7 +379,6 @@ import gevent, redis
 from pathlib import Path
 from app.storage import db
 from app.storage.writes import WriteQueue
-from workers.aggregator import SteadyClock
 from workers.resolver import Resolver
 from workers.sqlite_writer import SqliteWriter
 db_dir, url, at_ms = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
