@@ -10,6 +10,7 @@ from app import admin, auth, errors, metrics
 from app.auth.decorators import WS_CLOSE_INVALID_SESSION
 from app.bets.claims import BetClaims
 from app.bets.notify import BetNotifier
+from app.bets.recovery import Recovery, open_bets
 from app.bets.routes import bp as bets_bp
 from app.cli import register_cli
 from app.config import Settings
@@ -30,6 +31,8 @@ from app.storage.db import ReadPool
 from app.storage.redis_batch import ScriptBatcher
 from app.storage.redis_client import make_redis
 from app.storage.writes import WriteQueue
+
+log = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings | None = None) -> Flask:
@@ -63,10 +66,11 @@ def build_app(settings: Settings | None = None) -> Flask:
         max_batch=settings.redis_batch_max,
         observe=m.redis_batch_size.observe,
     )
+    reads = ReadPool(settings.db_dir)
     svc = Services(
         settings=settings,
         redis=redis_client,
-        reads=ReadPool(settings.db_dir),
+        reads=reads,
         writes=WriteQueue(settings.write_queue_max),
         metrics=m,
         fanout=Fanout(
@@ -81,6 +85,7 @@ def build_app(settings: Settings | None = None) -> Flask:
         bet_claims=BetClaims(redis_client, redis_batch),
         bet_notifier=BetNotifier(redis_client, m),
         redis_batch=redis_batch,
+        recovery=Recovery(redis_client, lambda: reads.run(open_bets), settings.column_seconds),
     )
     svc.bet_notifier.attach(svc.writes)
     svc.fanout.wall_ms = svc.now_ms  # sessions expire on the app's clock (tests shift it)
@@ -105,7 +110,19 @@ def build_app(settings: Settings | None = None) -> Flask:
     register_cli(app)
 
     app.wsgi_app = YieldFirst(app.wsgi_app)  # type: ignore[method-assign]
+    _recover_at_start(svc)
     return app
+
+
+def _recover_at_start(svc: Services) -> None:
+    """A Redis without the bet state (a new one, or one that lost its data) refuses every tap until
+    the state is rebuilt from SQLite (app.bets.recovery): nothing of this new process is in flight, so
+    it is rebuilt now. Best effort: with Redis or the database not reachable yet, the console loop
+    tries again every second."""
+    try:
+        svc.recovery.check(svc.now_ms(), at_start=True)
+    except Exception as exc:  # noqa: BLE001 - never stops a start; logged, retried every second
+        log.warning("bet state not checked at start (%s: %s); the console retries", type(exc).__name__, exc)
 
 
 def _configure_logging(level: str) -> None:

@@ -18,6 +18,7 @@
 | `tap:exp:cols` | sorted set of columns with exposure keys (score = t_start) | the claim (1) |
 | `tap:betting:halt` | present while an operator halts betting: JSON reason, by, at | admin betting route |
 | `tap:integrity:last`, `:lock` | the console's last integrity-check (JSON); one run at a time | admin route |
+| `tap:state:known` | run_id and time of the bet state's rebuild (absent: taps refused) | app.bets.recovery |
 
 (1) released by a rejection, the reconciler, an abandoned claim (per bet) and settlement (per column).
 
@@ -44,6 +45,8 @@ BETTING_HALT_KEY = "tap:betting:halt"
 BETTING_KNOWN_KEY = "tap:betting:known"  # set once this Redis holds the switch's state (app.bets.halt)
 INTEGRITY_LAST_KEY = "tap:integrity:last"
 INTEGRITY_LOCK_KEY = "tap:integrity:lock"
+# Set once the bet state (exposure, cell claims, nonces) is known to this Redis server (app.bets.recovery)
+REDIS_STATE_KEY = "tap:state:known"
 
 CHANNEL_PRICE = "tap:price"
 CHANNEL_PUBLIC = "tap:public"  # pre-serialised JSON for every websocket (grid, status from other workers)

@@ -13,6 +13,7 @@ from app.admin.samples import ConsoleSamples
 from app.bets.claims import BetClaims
 from app.bets.halt import BettingSwitch
 from app.bets.notify import BetNotifier
+from app.bets.recovery import Recovery
 from app.bets.tapstats import TapCounter
 from app.config import Settings
 from app.market.feed import FeedMonitor
@@ -40,6 +41,8 @@ class Services:
     bet_notifier: BetNotifier
     # Concurrent taps' Redis script calls (rate counter, claim, session lookup) in one round trip.
     redis_batch: ScriptBatcher
+    # Rebuilds the bet state from SQLite when Redis has lost it (checked at start and once a second)
+    recovery: Recovery
     betting: BettingSwitch = field(default_factory=BettingSwitch)  # the operator's halt switch (copy)
     taps: TapCounter = field(default_factory=TapCounter)  # taps per second by outcome (console)
     console: ConsoleSamples = field(default_factory=ConsoleSamples)  # writer and feed samples (console)

@@ -2,6 +2,7 @@
 
 - the operator's halt switch re-read from Redis (`Services.betting`), in case a `betting` control
   message was missed (a reconnecting pub/sub listener, a worker started meanwhile);
+- whether Redis still holds the bet state, rebuilt from SQLite when it has lost it (`app.bets.recovery`);
 - one second of the SQLite writer: commits, mean batch size, commit latency p50/p99 (from the
   Prometheus histograms, so the writer itself is not touched) and the queue depth;
 - the health of each price source as this process's aggregator sees it: last price, its age, whether
@@ -59,6 +60,10 @@ class ConsoleWorker(LoopWorker):
         except redis.RedisError as exc:  # the claim script is what refuses taps; this is the display
             # kept in svc.betting too: the console says the state shown is unconfirmed since read_at
             log.warning("console: cannot read the halt switch (%s)", exc)
+        try:
+            svc.recovery.check(int(now * 1000))
+        except Exception as exc:  # noqa: BLE001 - Redis or SQLite away: the next second tries again
+            log.warning("console: cannot check or rebuild the bet state (%s: %s)", type(exc).__name__, exc)
         svc.console.sample_writer(svc.metrics, int(now), svc.writes.depth())
         if self.aggregator is not None:
             svc.console.set_sources(self.source_health(), int(now * 1000))

@@ -18,6 +18,8 @@ One Lua script, so these happen atomically and cost one round trip on the hot pa
 The same script enforces the house's risk limits (SPEC §8b), so they cost no extra round trip and
 concurrent taps cannot overshoot them (a Lua script runs alone):
 
+- ``tap:state:known`` absent (Redis has lost its data and the bet state is not rebuilt from SQLite
+  yet, `app.bets.recovery`): nothing is claimed, as for a halt; 503 `recovering`.
 - ``tap:betting:halt`` present (an operator halted betting): nothing is claimed (the nonce keeps only
   its refusal trace); 503 `betting_halted`.
 - exposure: ``tap:exp:<t_start>`` holds the open potential payout of the column (field ``t``) and of
@@ -57,6 +59,7 @@ from app.keys import (
     BETTING_HALT_KEY,
     EXPOSURE_COLUMNS,
     PENDING_INDEX,
+    REDIS_STATE_KEY,
     bet_key,
     cell_key,
     events_key,
@@ -72,7 +75,8 @@ log = logging.getLogger(__name__)
 
 ScriptArg = bytes | str | int  # what redis-py's Script accepts as one argument
 
-# KEYS: nonce, cell claim, bet record, pending index, halt switch, column exposure, its bets, columns
+# KEYS: nonce, cell claim, bet record, pending index, halt switch, column exposure, its bets, columns,
+#       the state marker (app.bets.recovery: absent, Redis has lost what it held: nothing is claimed)
 # ARGV: 1 nonce value, 2 nonce ttl, 3 proceed, 4 bet id, 5 cell ttl, 6 record, 7 record ttl,
 #       8 placed_at, 9 payout, 10 row, 11 cell cap, 12 column cap, 13 exposure ttl, 14 t_start
 # Sums stay below 2^53 (each term is at most a cap, itself at most 1e15 micro-units): exact in Lua.
@@ -84,6 +88,7 @@ local function refused(...)
   redis.call('SET', KEYS[1], held, 'EX', ARGV[2])
   return {...}
 end
+if redis.call('EXISTS', KEYS[9]) == 0 then return refused(6, '') end
 local halt = redis.call('GET', KEYS[5])
 if halt then return refused(4, halt) end
 if ARGV[3] == '0' then return refused(1, '') end
@@ -213,6 +218,7 @@ class Claim(IntEnum):
     ACCEPTED = 3
     HALTED = 4  # detail: the halt record (JSON: reason, by, at); only "<fingerprint>|" stored
     EXPOSURE = 5  # detail: "cell" or "column"; `room` the payout still available; as HALTED
+    RECOVERING = 6  # Redis has lost the bet state, not rebuilt yet (app.bets.recovery); as HALTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +293,7 @@ class BetClaims:
                 exposure_key(t_start),
                 exposure_bets_key(t_start),
                 EXPOSURE_COLUMNS,
+                REDIS_STATE_KEY,
             ],
             args=[
                 f"{fingerprint}|{bet_id}",

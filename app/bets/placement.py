@@ -50,6 +50,7 @@ from app.auth.signatures import (
 from app.bets.claims import Claim, Limits, rejected_record
 from app.bets.halt import HALT_RETRY_AFTER_S, decode_halt
 from app.bets.notify import pending_json
+from app.bets.recovery import QUEUE_MAX_WAIT_S, UNKNOWN_FINGERPRINT
 from app.bets.schemas import BetRequestSchema, bet_request_fields
 from app.bets.store import NewBet, bet_row_json, get_bet, insert_bet
 from app.errors import (
@@ -68,12 +69,12 @@ from app.market.grid import check_placeable, parse_cell
 from app.services import Services
 from app.units import UnitError, format_money, format_multiplier, parse_money, parse_multiplier, payout_for
 
-QUEUE_MAX_WAIT_S = 10.0  # a bet not committed by then is rejected ("timeout"), never committed late
 LOST_AFTER_MS = 30_000  # a pending bet older than this that is not in SQLite will never commit
 # Claim attempts of one request (`_claim`): each one after the first follows the release of an abandoned
 # claim of the same body, so more than two are needed only when concurrent attempts of that body keep
 # losing their claim replies (Redis timing out); bounded, so that a request never loops on them.
 CLAIM_ROUNDS = 3
+RECOVERING_RETRY_AFTER_S = 5  # the bet state is rebuilt DRAIN_S (12 s) after Redis is found without it
 
 _schema = BetRequestSchema()
 
@@ -217,6 +218,12 @@ def _place_bet(
     claim = _claim(svc, session, req, bet, request_fingerprint(text), refused=refusal is not None)  # 5.
     if claim.retry_of is not None:
         return Placed(load_bet(svc, claim.retry_of, session), queued=False)
+    if claim.recovering:
+        raise Unavailable(
+            "Betting is suspended while the server rebuilds its open positions after a data loss.",
+            code="recovering",
+            retry_after=RECOVERING_RETRY_AFTER_S,
+        )
     if claim.halted is not None:
         raise Unavailable(
             f"Betting is halted by the operator: {claim.halted}",
@@ -362,6 +369,7 @@ class ClaimResult:
     halted: str | None = None  # the operator's reason: betting is halted, nothing was claimed
     exposure: str | None = None  # "cell"/"column": a cap refused the bet, nothing was claimed
     room: int = 0  # the payout still available under that cap
+    recovering: bool = False  # Redis has lost the bet state, not rebuilt yet: nothing was claimed
 
 
 def _claim(
@@ -403,9 +411,13 @@ def _claim(
             return ClaimResult(None, False, fingerprint, record, cell_ttl_s, halted=reason)
         if outcome is Claim.EXPOSURE:
             return ClaimResult(None, False, fingerprint, record, cell_ttl_s, exposure=detail, room=room)
+        if outcome is Claim.RECOVERING:
+            return ClaimResult(None, False, fingerprint, record, cell_ttl_s, recovering=True)
         if outcome is not Claim.NONCE_USED:
             return ClaimResult(None, outcome is Claim.CELL_TAKEN, fingerprint, record, cell_ttl_s)
         stored_fp, _, first_bet_id = detail.partition("|")
+        if stored_fp == UNKNOWN_FINGERPRINT:  # a nonce rebuilt from SQLite (app.bets.recovery)
+            return ClaimResult(_same_bet(svc, req, first_bet_id), False, fingerprint, record, cell_ttl_s)
         same_request_or_conflict(NonceRecord(stored_fp, first_bet_id), fingerprint)  # else 409
         if not svc.bet_claims.abandoned(first_bet_id):
             return ClaimResult(first_bet_id, False, fingerprint, record, cell_ttl_s)
@@ -421,6 +433,17 @@ def _claim(
         code="nonce_busy",
         retry_after=1,
     )
+
+
+def _same_bet(svc: Services, req: BetRequest, bet_id: str) -> str:
+    """A nonce rebuilt after Redis lost its data names its bet but not the signed text's fingerprint
+    (SQLite does not keep it): the request is that bet's retry if it names the same cell and stake
+    (signed by this trader, under this trader's nonce), else 409 `nonce_conflict` as for another body.
+    Only this path reads SQLite, and only for the nonce's 90 s after a rebuild."""
+    row = svc.reads.run(lambda c: get_bet(c, bet_id))
+    if row is None or f"{row['target_time']}:{row['row']}" != req.cell or row["stake"] != req.stake_units:
+        same_request_or_conflict(NonceRecord(UNKNOWN_FINGERPRINT, bet_id), "")  # raises 409
+    return bet_id
 
 
 def _abandon(

@@ -35,8 +35,9 @@ from app.auth.ratelimit import Counter, Limits
 from app.auth.sessions import Session
 from app.auth.signatures import to_checksum_address
 from app.bets.placement import count_refusal, parse_bet, place_bet, queue_full
+from app.bets.recovery import rebuilt_at
 from app.errors import ApiError, RateLimited, Unauthorized, as_api_error
-from app.keys import events_key
+from app.keys import REDIS_STATE_KEY, events_key
 from app.realtime.events import STREAM_TTL_MS, parse_id, with_id
 from app.realtime.fanout import Client, text_frame
 from app.services import Services
@@ -154,9 +155,12 @@ class TapSocket:
             pipe = svc.redis.pipeline(transaction=False)
             pipe.xinfo_stream(key)
             pipe.xrange(key, min=f"({start[0]}-{start[1]}", max="+")
-            info, entries = pipe.execute(raise_on_error=False)
+            pipe.get(REDIS_STATE_KEY)
+            info, entries, state = pipe.execute(raise_on_error=False)
             if isinstance(entries, Exception):
                 raise entries
+            if isinstance(state, Exception):
+                raise state
             for raw_id, fields in entries:
                 eid = parse_id(raw_id)
                 if eid is not None and b"m" in fields:
@@ -180,6 +184,11 @@ class TapSocket:
         else:
             trimmed = parse_id(info.get("max-deleted-entry-id", b"0-0")) or (0, 0)
             complete = trimmed <= after_id
+        # Redis lost its data after `after` (the Stream with it): the events in between are gone, and
+        # an absent or new Stream does not show it. The bet state's rebuild time does (app.bets.recovery).
+        since = rebuilt_at(state)
+        if since is None or after_id[0] < since:
+            complete = False
         last = client.last_event
         self._send(
             {

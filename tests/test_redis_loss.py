@@ -1,0 +1,193 @@
+"""Redis losing its data while the app keeps running (a restart without persistence, a `FLUSHALL`,
+the last second of the append-only file, a disaster-recovery restore): the bet state it held is
+rebuilt from SQLite before another tap is accepted (app.bets.recovery).
+
+The pinned desk (tests/support/pinned.py): real Redis and SQLite writer, a frozen clock. The loss is
+`FLUSHALL` on the live Redis; the worker's once-a-second loop is `ConsoleWorker.step`.
+"""
+
+from __future__ import annotations
+
+import gevent
+import orjson
+import pytest
+
+from app.auth.sessions import lookup_session
+from app.auth.state import auth_state
+from app.bets.recovery import DRAIN_S
+from app.config import Settings
+from app.keys import REDIS_STATE_KEY, events_key
+from app.realtime.taps import TapSocket
+from app.units import MICRO, parse_money
+from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
+from tests.support.traders import Trader
+from tests.test_house_risk import make_traders, wait_committed
+from workers.console import ConsoleWorker
+
+CELL_CAP = 1000  # money
+COLUMN_CAP = 3000
+
+
+@pytest.fixture(name="settings")
+def settings_fixture(tmp_path, redis_url) -> Settings:
+    return Settings.from_env(
+        {},
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        dev_mode=True,
+        rate_per_address=0,
+        rate_per_ip=0,
+        max_cell_payout=CELL_CAP * MICRO,
+        max_column_payout=COLUMN_CAP * MICRO,
+    )
+
+
+def lose_redis(desk: Desk, traders: list[Trader]) -> ConsoleWorker:
+    """FLUSHALL, then what a trader does: sign in again (the sessions went with the data)."""
+    desk.svc.redis.flushall()
+    for t in traders:
+        t.login()
+    return ConsoleWorker(desk.svc, None, (), wall=desk.clock)
+
+
+def rebuild(desk: Desk, worker: ConsoleWorker) -> None:
+    """The worker's loop notices the loss, waits for every bet queued before it, and rebuilds."""
+    worker.step()
+    desk.clock.advance(DRAIN_S)
+    desk.pin_book()
+    worker.step()
+    assert desk.svc.redis.exists(REDIS_STATE_KEY)
+
+
+def open_payouts(desk: Desk) -> int:
+    return desk.svc.reads.run(
+        lambda c: c.execute(
+            "SELECT coalesce(sum(payout), 0) FROM bets WHERE status = 'confirmed'"
+        ).fetchone()[0]
+    )
+
+
+def test_open_liability_that_redis_lost_still_counts_against_the_caps(desk: Desk) -> None:
+    """Before: after a FLUSHALL the exposure counters started from zero while the bets were still open
+    in SQLite, so the same cell took a second cap's worth of payouts (the house's risk doubled)."""
+    traders = make_traders(desk, 30, balance=1000 * MICRO)
+    cell = desk.cell(col=5)  # still placeable after the rebuild's wait
+    placed = 0
+    for t in traders:
+        status, body, _ = t.bet(cell, "50", ts=desk.clock.ms)
+        if status != 202:
+            assert body["error"]["code"] == "exposure_limit", body
+            break
+        placed += 1
+    wait_committed(desk, placed)
+    full = open_payouts(desk)
+    assert 0 < full <= CELL_CAP * MICRO
+
+    worker = lose_redis(desk, traders)
+    worker.step()
+    status, body, _ = traders[-1].bet(cell, "50", ts=desk.clock.ms)  # refused while nothing is known
+    assert status == 503 and body["error"]["code"] == "recovering", body
+    desk.clock.advance(DRAIN_S)
+    desk.pin_book()
+    worker.step()
+
+    status, body, _ = traders[-1].bet(cell, "50", ts=desk.clock.ms)
+    assert status == 422 and body["error"]["code"] == "exposure_limit", body
+    assert body["error"]["details"]["scope"] == "cell"
+    assert parse_money(body["error"]["details"]["available_payout"]) == CELL_CAP * MICRO - full
+    assert open_payouts(desk) == full
+
+
+def test_a_tap_before_the_rebuild_is_refused_503_recovering_with_retry_after(desk: Desk) -> None:
+    (t,) = make_traders(desk, 1)
+    worker = lose_redis(desk, [t])
+    worker.step()
+    resp = t.client.post(
+        "/api/v1/bets", json=t.bet_body(desk.cell(col=2), "1"), headers={"Authorization": f"Bearer {t.token}"}
+    )
+    assert resp.status_code == 503 and resp.json["error"]["code"] == "recovering", resp.json
+    assert resp.headers["Retry-After"] == "5"
+
+
+def test_a_retry_of_a_bet_accepted_before_the_loss_gets_that_bet_not_a_second(desk: Desk) -> None:
+    """Before: the nonce and the cell claim went with Redis, so the same signed body (still within its
+    30 s) was accepted again as a new bet (202, another bet id), which SQLite's one-bet-per-cell then
+    rejected: the trader was told its tap failed while its first bet stood."""
+    (t,) = make_traders(desk, 1)
+    body = t.bet_body(desk.cell(col=5), "10", ts=desk.clock.ms)
+    status, first, _ = t.call("POST", "/api/v1/bets", body)
+    assert status == 202, first
+    wait_committed(desk, 1)
+    rebuild(desk, lose_redis(desk, [t]))
+
+    status, again, _ = t.call("POST", "/api/v1/bets", body)  # 12 s later: within the 30 s of its ts
+    assert status == 202 and again["bet_id"] == first["bet_id"], again
+    assert again["status"] == "confirmed"
+    other = t.bet_body(body["cell"], "11", nonce=body["nonce"], ts=body["ts"])  # same nonce, other body
+    status, out, _ = t.call("POST", "/api/v1/bets", other)
+    assert status == 409 and out["error"]["code"] == "nonce_conflict", out
+    fresh = t.bet_body(body["cell"], "10", ts=desk.clock.ms)  # a new tap on the same cell
+    status, out, _ = t.call("POST", "/api/v1/bets", fresh)
+    assert status == 409 and out["error"]["code"] == "duplicate_cell", out
+    gevent.sleep(0.2)
+    count = desk.svc.reads.run(lambda c: c.execute("SELECT count(*) FROM bets").fetchone()[0])
+    assert count == 1
+
+
+def test_a_redis_restarted_since_the_rebuild_is_caught_by_its_run_id(desk: Desk) -> None:
+    """The last second of the append-only file lost in a crash: the key survives, but names the Redis
+    server that built the state. A different server's key means the state may miss that second."""
+    (t,) = make_traders(desk, 1)
+    r = desk.svc.redis
+    r.set(REDIS_STATE_KEY, "0123456789abcdef|1")  # what a restarted Redis holds: another run_id
+    worker = ConsoleWorker(desk.svc, None, (), wall=desk.clock)
+    worker.step()
+    assert not r.exists(REDIS_STATE_KEY)
+    status, body, _ = t.bet(desk.cell(col=5), "1", ts=desk.clock.ms)
+    assert status == 503 and body["error"]["code"] == "recovering", body
+    desk.clock.advance(DRAIN_S)
+    desk.pin_book()
+    worker.step()
+    status, body, _ = t.bet(desk.cell(col=5), "1", ts=desk.clock.ms)
+    assert status == 202, body
+
+
+def _socket(desk: Desk, trader: Trader) -> tuple[TapSocket, list[dict]]:
+    session = lookup_session(desk.svc.redis, trader.token, desk.clock.ms)
+    assert session is not None
+    with desk.app.app_context():
+        limits = auth_state().limits
+    answers: list[dict] = []
+    return TapSocket(desk.svc, desk.svc.fanout.register(), session, limits, send=answers.append), answers
+
+
+def test_a_resume_from_before_the_loss_says_it_is_incomplete(desk: Desk) -> None:
+    """Before: the trader's event Stream went with the data; a socket resuming from an id it saw before
+    the loss was told `complete: true` (no Stream, or a new one with nothing trimmed) and never re-read
+    its bets, though events after its id were lost."""
+    (t,) = make_traders(desk, 1)
+    sock, answers = _socket(desk, t)
+    sock.handle(
+        orjson.dumps({"type": "bet", "req": "a", **t.bet_body(desk.cell(col=5), "1", ts=desk.clock.ms)})
+    )
+    assert answers[-1]["type"] == "bet:accepted", answers[-1]
+    wait_committed(desk, 1)
+    r = desk.svc.redis
+    with gevent.Timeout(10):
+        while not r.xlen(events_key(t.address)):
+            gevent.sleep(0.02)
+    ((seen, _),) = r.xrevrange(events_key(t.address), count=1)
+    rebuild(desk, lose_redis(desk, [t]))
+
+    sock, answers = _socket(desk, t)
+    sock.handle(
+        orjson.dumps({"type": "bet", "req": "b", **t.bet_body(desk.cell(col=4), "1", ts=desk.clock.ms)})
+    )
+    assert answers[-1]["type"] == "bet:accepted", answers[-1]
+    wait_committed(desk, 2)
+    with gevent.Timeout(10):
+        while not r.xlen(events_key(t.address)):
+            gevent.sleep(0.02)
+    sock.handle(orjson.dumps({"type": "resume", "after": seen.decode()}))
+    resumed = next(a for a in answers if a["type"] == "resumed")
+    assert resumed["complete"] is False, resumed
