@@ -32,8 +32,6 @@ from app.storage.redis_batch import ScriptBatcher
 from app.storage.redis_client import make_redis
 from app.storage.writes import WriteQueue
 
-log = logging.getLogger(__name__)
-
 
 def build_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
@@ -110,19 +108,7 @@ def build_app(settings: Settings | None = None) -> Flask:
     register_cli(app)
 
     app.wsgi_app = YieldFirst(app.wsgi_app)  # type: ignore[method-assign]
-    _recover_at_start(svc)
     return app
-
-
-def _recover_at_start(svc: Services) -> None:
-    """A Redis without the bet state (a new one, or one that lost its data) refuses every tap until
-    the state is rebuilt from SQLite (app.bets.recovery): nothing of this new process is in flight, so
-    it is rebuilt now. Best effort: with Redis or the database not reachable yet, the console loop
-    tries again every second."""
-    try:
-        svc.recovery.check(svc.now_ms(), at_start=True)
-    except Exception as exc:  # noqa: BLE001 - never stops a start; logged, retried every second
-        log.warning("bet state not checked at start (%s: %s); the console retries", type(exc).__name__, exc)
 
 
 def _configure_logging(level: str) -> None:

@@ -101,8 +101,10 @@ def app(settings: Settings) -> Iterator[Flask]:
     prepare_database(settings.db_dir, time.time(), settings.sqlite_synchronous)
     app = create_app(settings)
     app.testing = True
-    yield app
     from workers import runtime
+
+    runtime.recover_at_start(app)  # as a server process does before its workers (a new Redis: no state)
+    yield app
 
     runtime.stop(app)
     app.extensions["tap"].reads.close()

@@ -113,10 +113,24 @@ def start(app: Flask) -> Supervisor:
     supervisor = Supervisor(on_restart=lambda name: svc.metrics.worker_restarts.labels(name).inc())
     app.extensions[_KEY] = supervisor
     svc.writes.accepting = True
+    recover_at_start(app)
     for worker in build_workers(app):
         supervisor.start(worker)
     log.info("workers started: %s", ", ".join(supervisor.names))
     return supervisor
+
+
+def recover_at_start(app: Flask) -> None:
+    """A Redis without the bet state (a new one, or one that lost its data) refuses every tap until
+    the state is rebuilt from SQLite (app.bets.recovery): nothing of this new process is in flight, so
+    it is rebuilt now, before the workers start (here, not in create_app, which opens no connection
+    and also serves the flask CLI). Best effort: with Redis or the database not reachable yet, the
+    console worker tries again every second."""
+    svc = services(app)
+    try:
+        svc.recovery.check(svc.now_ms(), at_start=True)
+    except Exception as exc:  # noqa: BLE001 - never stops a start; logged, retried every second
+        log.warning("bet state not checked at start (%s: %s); the console retries", type(exc).__name__, exc)
 
 
 def begin_shutdown(app: Flask) -> None:
