@@ -11,7 +11,8 @@ are still open in SQLite, and the caps would then let the house take up to twice
 rebuilt (or first built) by the Redis server whose run_id it names. The claim script refuses every tap
 while the key is missing (503 `recovering`): one EXISTS inside the script, no extra round trip.
 
-- Each worker's console loop (once a second) and `create_app` call `Recovery.check`. A key naming
+- Each worker's console loop (once a second) and a server process's start, before its workers
+  (`workers.runtime.recover_at_start`), call `Recovery.check`. A key naming
   another run_id means Redis restarted since: whatever its last second held may be lost (appendfsync
   everysec), so the key is deleted (compare-and-delete) and taps are refused from then on.
 - A worker that finds the key missing waits `DRAIN_S` (the write queue's deadline, QUEUE_MAX_WAIT_S,
