@@ -107,6 +107,9 @@ def test_a_tap_before_the_rebuild_is_refused_503_recovering_with_retry_after(des
     )
     assert resp.status_code == 503 and resp.json["error"]["code"] == "recovering", resp.json
     assert resp.headers["Retry-After"] == "5"
+    # an operator's probe says why taps are refused
+    bet_state = t.client.get("/readyz").get_json()["checks"]["bet_state"]
+    assert (bet_state["ok"], bet_state["rebuilt_at"]) == (False, None), bet_state
 
 
 def test_a_retry_of_a_bet_accepted_before_the_loss_gets_that_bet_not_a_second(desk: Desk) -> None:

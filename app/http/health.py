@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import gevent
 from flask import Blueprint, Response, jsonify
 
+from app.bets.recovery import rebuilt_at
 from app.bets.resolution import oldest_open_window
+from app.keys import REDIS_STATE_KEY
 from app.market.feed import FeedState
 from app.services import Services, services
 
@@ -54,6 +56,7 @@ def readyz() -> Response:
         "writer": _check_writer(svc),
         "resolver": _timed(_check_resolver, svc),
         "replication": _timed(_check_replication, svc),
+        "bet_state": _timed(_check_bet_state, svc),
     }
     ok = all(c["ok"] for c in checks.values())
     resp = jsonify(status="ready" if ok else "unavailable", checks=checks)
@@ -111,6 +114,13 @@ def _check_replication(svc: Services) -> dict[str, Any]:
     ok = bool(info.get("running")) and info.get("lag_s", 0.0) <= svc.settings.replica_lag_max_s
     svc.metrics.replication_lag.set(info.get("lag_s", -1.0) if info.get("running") else -1.0)
     return {"ok": ok, "enabled": True, "max_s": svc.settings.replica_lag_max_s, **info}
+
+
+def _check_bet_state(svc: Services) -> dict[str, Any]:
+    """Whether Redis holds the bet state (app.bets.recovery): while it does not, every tap is refused
+    with 503 `recovering` until a worker rebuilds it from SQLite."""
+    at = rebuilt_at(cast("bytes | None", svc.redis.get(REDIS_STATE_KEY)))
+    return {"ok": at is not None, "rebuilt_at": at}
 
 
 def _check_sqlite(svc: Services) -> None:
