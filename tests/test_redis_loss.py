@@ -137,6 +137,26 @@ def test_a_retry_of_a_bet_accepted_before_the_loss_gets_that_bet_not_a_second(de
     assert count == 1
 
 
+def test_a_retry_refused_while_recovering_still_gets_its_bet_after_the_rebuild(desk: Desk) -> None:
+    """A client retries its tap while the state is being rebuilt (503 `recovering`, Retry-After 5): that
+    refusal leaves its trace on the nonce. The rebuild did not overwrite it (it set nonces only where
+    none was), so the next retry was judged afresh and refused as a second bet on its own cell."""
+    (t,) = make_traders(desk, 1)
+    body = t.bet_body(desk.cell(col=5), "10", ts=desk.clock.ms)
+    status, first, _ = t.call("POST", "/api/v1/bets", body)
+    assert status == 202, first
+    wait_committed(desk, 1)
+    worker = lose_redis(desk, [t])
+    worker.step()
+    status, out, _ = t.call("POST", "/api/v1/bets", body)
+    assert status == 503 and out["error"]["code"] == "recovering", out
+    desk.clock.advance(DRAIN_S)
+    desk.pin_book()
+    worker.step()
+    status, again, _ = t.call("POST", "/api/v1/bets", body)
+    assert status == 202 and again["bet_id"] == first["bet_id"], again
+
+
 def test_a_redis_restarted_since_the_rebuild_is_caught_by_its_run_id(desk: Desk) -> None:
     """The last second of the append-only file lost in a crash: the key survives, but names the Redis
     server that built the state. A different server's key means the state may miss that second."""

@@ -23,8 +23,8 @@ while the key is missing (503 `recovering`): one EXISTS inside the script, no ex
 - The rebuild reads the open bets (status ``confirmed``) of the current week and, in one MULTI that
   fails if another worker finished first (WATCH), replaces every column's exposure hashes, the cell
   claims, and the nonces of bets placed within the nonce's 90 s (as ``*|<bet id>``: the signed text's
-  fingerprint is not stored, so a retry is recognised by its cell and stake, `app.bets.placement`),
-  then sets the key.
+  fingerprint is not stored, so a retry is recognised by its cell and stake, `app.bets.placement`;
+  a nonce that names a bet is kept, one holding only a refusal's trace is replaced), then sets the key.
 
 A `resume` after `<rebuilt at>` is honest too: the trader's event Stream may have lost events before
 it, so a resume from an earlier id answers ``complete: false`` (app.realtime.taps).
@@ -60,6 +60,15 @@ UNKNOWN_FINGERPRINT = "*"  # a rebuilt nonce: the bet is known, the signed text'
 
 # Compare-and-delete: forget the key only if it still says what this worker read.
 _FORGET = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# A rebuilt nonce: set unless the key already names a bet (a value that survived, with the signed text's
+# fingerprint: better than the rebuilt one). A refusal's trace (`<fingerprint>|`, e.g. a retry answered
+# `recovering` meanwhile) is replaced: else the next retry would be judged afresh, as a second bet.
+_NONCE = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, -1) ~= '|' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +172,7 @@ class Recovery:
                 nonce_ttl = b.placed_at // 1000 + NONCE_TTL_S - now_s
                 if nonce_ttl > 0:
                     value = f"{UNKNOWN_FINGERPRINT}|{b.bet_id}"
-                    pipe.set(nonce_key(b.address, b.nonce), value, ex=nonce_ttl, nx=True)
+                    pipe.eval(_NONCE, 1, nonce_key(b.address, b.nonce), value, nonce_ttl)
             for t in columns:
                 ttl = max(1, t + self.column_s + EXPOSURE_GRACE_S - now_s)
                 pipe.expire(exposure_key(t), ttl)

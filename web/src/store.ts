@@ -38,7 +38,9 @@ export interface Tap {
 /** Refusals that, for a re-sent body, say nothing certain about the first send: the session and `ts`
  *  come before the nonce (SPEC §6); the per-wallet, in-flight and queue limits answer a re-sent body
  *  only when its nonce was not accepted when looked up, and the first send may still be in flight;
- *  `nonce_busy`: attempts of this body kept claiming the nonce and losing it, one may yet be placed. */
+ *  `nonce_busy`: attempts of this body kept claiming the nonce and losing it, one may yet be placed;
+ *  `recovering`: Redis lost its data (the nonce of a first send with it) and the server is rebuilding
+ *  what it knows from its database: the bet, if placed, is found once it has. */
 const BEFORE_NONCE: readonly string[] = [
   "invalid_session",
   "missing_authorization",
@@ -49,6 +51,7 @@ const BEFORE_NONCE: readonly string[] = [
   "overloaded",
   "dependency_unavailable",
   "nonce_busy",
+  "recovering",
 ];
 export function saysNothingOfFirstSend(status: number, code: string): boolean {
   return status === 429 || BEFORE_NONCE.includes(code);

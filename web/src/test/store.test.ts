@@ -169,7 +169,7 @@ describe("a re-sent tap refused before the nonce lookup", () => {
   const resent: Action = { type: "tapResent", cell: "100:5", at: 5 };
   const err = (status: number, code: string): Action => srv({ type: "bet:error", req: "t-1", status, error: { code, message: code }, retry_after: 1 });
   it("stays unknown, with a visible reason, for 401/429/503 refusals that say nothing of the first send", () => {
-    for (const [status, code] of [[429, "rate_limited"], [429, "too_many_in_flight"], [503, "overloaded"], [401, "invalid_session"], [401, "ts_out_of_window"], [503, "nonce_busy"]] as const) {
+    for (const [status, code] of [[429, "rate_limited"], [429, "too_many_in_flight"], [503, "overloaded"], [401, "invalid_session"], [401, "ts_out_of_window"], [503, "nonce_busy"], [503, "recovering"]] as const) {
       const t = run(sent, drop, reopen, resent, err(status, code)).taps["100:5"]!;
       expect(t.state).toBe("unknown");
       expect(t.reason).toContain(code);
