@@ -5,7 +5,8 @@ on the pinned desk (tests/support/pinned.py: frozen clock, pinned quote book) th
 of what traders and the system do: keyed and unkeyed deposits and withdrawals and their retries (same
 body, another body), signed bets over HTTP and over the websocket's `bet` message, retries of the same
 signed body and reuses of its nonce, bets refused for balance, stake, quote or exposure, clock jumps
-with window settlement through the resolver, the bet reconciler, a forced week rollover.
+with window settlement through the resolver (by a given outcome, or from a price path in the history as
+its loop settles, in chunks), the bet reconciler, a forced week rollover.
 
 After every step, once the writer has drained, it checks what a trader and an operator can see:
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import random
 import secrets
 import tempfile
 import time
@@ -55,6 +57,7 @@ from app.bets.reconcile import reconcile_orphans
 from app.bets.resolution import Outcome
 from app.keys import events_key, exposure_key
 from app.ledger.integrity import check_file, check_link, previous_week_file
+from app.market.prices import Tick, publish_tick, window_stats
 from app.realtime.taps import TapSocket
 from app.services import services, set_clock
 from app.storage import db
@@ -65,6 +68,7 @@ from tests.support.pinned import PRICE, Desk, desk_settings, frozen_feed
 from tests.support.traders import Trader
 from tests.support.waiting import wait_until
 from workers import runtime
+from workers.resolver import decide
 from workers.sqlite_writer import SqliteWriter
 from workers.supervisor import Supervisor
 
@@ -168,10 +172,13 @@ class MoneyMachine(RuleBasedStateMachine):
         self.outcomes: dict[int, Outcome] = {}  # settled windows
         self.settled_in: dict[int, int] = {}  # settled window -> rollovers before its settlement
         self.rollovers = 0
+        self.last_tick_ms = 0  # the price history's newest tick (ticks_and_resolve)
+        self.price = PRICE
 
     def open_desk(self, root: Path, redis_server) -> None:
         self._stack = ExitStack()
         self.desk = self._stack.enter_context(fresh_desk(root, redis_server))
+        self.last_tick_ms = self.desk.clock.ms - 1000
 
     def teardown(self) -> None:
         self._stack.close()
@@ -342,6 +349,38 @@ class MoneyMachine(RuleBasedStateMachine):
                 self.outcomes[t_start] = outcome
                 self.settled_in[t_start] = self.rollovers  # the week file it settles in
                 resolver.settle_window(t_start, outcome, desk.clock.ms)
+
+    @rule(columns=st.sampled_from([1, 3, 6, 12]), seed=st.integers(0, 2**16), chunk=st.integers(1, 3))
+    def ticks_and_resolve(self, columns: int, seed: int, chunk: int) -> None:
+        """Time passes with a price path (a tick a second, wandering over the rows); the resolver settles
+        what it can from the price history, as its loop does, in chunks of `chunk` bets."""
+        desk = self.desk
+        col_s, step = desk.svc.grid.column_seconds, desk.svc.grid.price_step
+        desk.clock.advance(columns * col_s)
+        rnd = random.Random(seed)
+        while self.last_tick_ms + 1000 <= desk.clock.ms:
+            self.last_tick_ms += 1000
+            self.price = max(step, self.price + rnd.choice((-1, 0, 0, 1)) * rnd.randint(0, step))
+            publish_tick(desk.svc.redis, Tick(price=self.price, ts=self.last_tick_ms))
+        desk.pin_book(price=PRICE)
+        self.drain()
+        now_ms, s = desk.clock.ms, desk.svc.settings
+        resolver = desk.resolver(column_s=col_s, critical_s=s.feed_critical_s)
+        resolver.chunk = chunk
+        for t_start in sorted({int(x.body["cell"].split(":")[0]) for x in self.bets.values()}):
+            if t_start + col_s > now_ms / 1000 or t_start in self.outcomes:
+                continue
+            stats = window_stats(desk.svc.redis, t_start, col_s)
+            if stats is None:
+                overdue = now_ms >= (t_start + col_s + s.feed_critical_s) * 1000
+                outcome = Outcome(void=True) if overdue else None
+            else:
+                outcome = decide(stats, now_ms, s.feed_critical_s, resolver.grace_s)
+            if outcome is not None:
+                self.outcomes[t_start] = outcome
+                self.settled_in[t_start] = self.rollovers
+            SEEN[f"resolve:{'wait' if outcome is None else 'void' if outcome.void else 'touch'}"] += 1
+        resolver.resolve_due(now_ms)
 
     @rule(actions=st.lists(st.tuples(
         st.sampled_from(["deposit", "withdrawal", "bet", "reconcile", "rollover"]),
