@@ -100,6 +100,7 @@ def fresh_desk(root: Path, redis_server) -> Iterator[Desk]:
     db.prepare_database(s.db_dir, time.time(), s.sqlite_synchronous)
     app = create_app(s)
     app.testing = True
+    runtime.recover_at_start(app)  # as a server process does: the flushed Redis holds no bet state yet
     svc = services(app)
     clock = FakeClock()
     set_clock(app, clock)
