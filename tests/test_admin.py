@@ -21,10 +21,11 @@ from app import create_app
 from app.admin.console import Cached, Console, Refreshed
 from app.admin.routes import EXT_KEY
 from app.admin.samples import ConsoleSamples
+from app.bets.recovery import DRAIN_S
 from app.bets.resolution import Outcome
 from app.config import Settings
 from app.errors import Unavailable
-from app.keys import BETTING_HALT_KEY, BETTING_KNOWN_KEY, INTEGRITY_LOCK_KEY
+from app.keys import BETTING_HALT_KEY, BETTING_KNOWN_KEY, INTEGRITY_LOCK_KEY, REDIS_STATE_KEY
 from app.services import services
 from app.storage import db
 from app.units import MICRO
@@ -222,6 +223,38 @@ def test_a_halt_redis_lost_with_its_last_second_is_set_again_at_start(desk: Desk
     assert status == 503 and body["error"]["code"] == "betting_halted", body
     assert body["error"]["details"]["reason"] == "exchange outage"
     assert desk.svc.status_message()["halted"] is True
+
+
+def test_a_halt_redis_lost_with_its_last_second_is_set_again_while_the_app_runs(desk: Desk, admin) -> None:
+    """Redis crashed and restarted (append-only file, fsync once a second) while the app kept running:
+    the halt of its last second is gone, the marker of an earlier action is not. Before: only a worker's
+    start compared the two, so the running workers noticed the restart (by its run_id, app.bets.recovery),
+    rebuilt the bet state 12 s later and took taps again with the operator's halt forgotten."""
+    (t,) = make_traders(desk, 1)
+    sampler = ConsoleWorker(desk.svc, None, (), wall=desk.clock)
+    sampler.step()  # running: the start's comparison is done
+    status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": True})
+    assert status == 200, out
+    before = desk.svc.redis.get(BETTING_KNOWN_KEY)
+    desk.clock.advance(1)
+    status, out, _ = admin.call("POST", "/api/v1/admin/betting", {"open": False, "reason": "exchange outage"})
+    assert status == 200, out
+    sampler.step()
+    r = desk.svc.redis
+    r.set(BETTING_KNOWN_KEY, before)  # what the append-only file kept of the last second
+    r.delete(BETTING_HALT_KEY)
+    r.set(REDIS_STATE_KEY, "0123456789abcdef|1")  # and the bet state's marker names the crashed server
+
+    desk.clock.advance(1)
+    sampler.step()
+    sampler.step()
+    desk.clock.advance(DRAIN_S)
+    desk.pin_book()
+    sampler.step()
+    assert r.exists(REDIS_STATE_KEY)  # the bet state is rebuilt: taps are judged again
+    status, body, _ = t.bet(desk.cell(col=5), "1", ts=desk.clock.ms)
+    assert status == 503 and body["error"]["code"] == "betting_halted", body
+    assert body["error"]["details"]["reason"] == "exchange outage"
 
 
 @pytest.mark.parametrize(

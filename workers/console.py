@@ -47,7 +47,8 @@ class ConsoleWorker(LoopWorker):
         self.sources = sources
         self.wall = wall
         # Whether this worker has compared the newest recorded action with the one Redis last took
-        # (`restore_switch`): once at start, then only when Redis has forgotten the switch altogether.
+        # (`restore_switch`): once at start, then when Redis has forgotten the switch altogether or has
+        # lost the bet state (app.bets.recovery: a restart that kept all but its last second, too).
         self._switch_checked = False
 
     def step(self) -> None:
@@ -60,10 +61,16 @@ class ConsoleWorker(LoopWorker):
         except redis.RedisError as exc:  # the claim script is what refuses taps; this is the display
             # kept in svc.betting too: the console says the state shown is unconfirmed since read_at
             log.warning("console: cannot read the halt switch (%s)", exc)
+        losses = svc.recovery.losses
         try:
             svc.recovery.check(int(now * 1000))
         except Exception as exc:  # noqa: BLE001 - Redis or SQLite away: the next second tries again
             log.warning("console: cannot check or rebuild the bet state (%s: %s)", type(exc).__name__, exc)
+        if svc.recovery.losses != losses:
+            # Redis restarted or lost its data while this worker runs: a halt of its last second may be
+            # gone while the marker of an earlier action stayed (app.bets.halt), which `remembered` does
+            # not show. Compared again next second, well before the bet state's rebuild reopens taps.
+            self._switch_checked = False
         svc.console.sample_writer(svc.metrics, int(now), svc.writes.depth())
         if self.aggregator is not None:
             svc.console.set_sources(self.source_health(), int(now * 1000))

@@ -15,7 +15,8 @@ reopen without anyone deciding it. ``tap:betting:known`` says this Redis holds t
 holds the time (`at`, Unix ms) of the newest action it took (set with every operator action, and by
 `BettingSwitch.restore`). The console worker restores the switch from the newest `betting_actions` row
 when a worker's once-a-second re-read finds the marker missing (all data lost), and once when the
-worker starts, if that row is newer than the marker (the last second lost with the machine: the marker
+worker starts or finds that Redis lost the bet state (`app.bets.recovery`, which also sees a restarted
+Redis by its run_id), if that row is newer than the marker (the last second lost in a crash: the marker
 of an earlier action survived): a halt there is set again (never a reopen: only a halt is restored, so
 a doubt fails closed).
 """

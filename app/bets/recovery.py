@@ -111,6 +111,9 @@ class Recovery:
         self.column_s = column_s
         self.missing_since: int | None = None  # Unix ms: when this process first found the key missing
         self.rebuilt = 0  # rebuilds this process made (tests, logs)
+        # Losses this process noticed (the key missing, or naming another run_id): whatever else Redis
+        # held may be gone or a second old too, e.g. the operator's halt (the console re-checks it)
+        self.losses = 0
 
     def check(self, now_ms: int, *, at_start: bool = False) -> bool:
         """True when Redis knows the state (perhaps just rebuilt here). Raises redis.RedisError."""
@@ -130,6 +133,7 @@ class Recovery:
             )
         if self.missing_since is None:
             self.missing_since = now_ms
+            self.losses += 1
             if not at_start:
                 log.error(
                     "Redis has lost the bet state (exposure, cell claims, nonces): bets refused; rebuilding"
