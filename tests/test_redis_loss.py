@@ -14,6 +14,7 @@ import pytest
 
 from app.auth.sessions import lookup_session
 from app.auth.state import auth_state
+from app.bets.reconcile import beat
 from app.bets.recovery import DRAIN_S
 from app.config import Settings
 from app.keys import REDIS_STATE_KEY, events_key
@@ -22,6 +23,7 @@ from app.units import MICRO, parse_money
 from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
 from tests.support.traders import Trader
 from tests.test_house_risk import make_traders, wait_committed
+from workers import runtime
 from workers.console import ConsoleWorker
 
 CELL_CAP = 1000  # money
@@ -214,3 +216,35 @@ def test_a_resume_from_before_the_loss_says_it_is_incomplete(desk: Desk) -> None
     sock.handle(orjson.dumps({"type": "resume", "after": seen.decode()}))
     resumed = next(a for a in answers if a["type"] == "resumed")
     assert resumed["complete"] is False, resumed
+
+
+def test_a_worker_starting_while_another_runs_waits_for_its_queued_bets(desk: Desk) -> None:
+    """A SIGHUP reload starts the new worker while the old one still drains its write queue. Before: a
+    new worker that found the state missing rebuilt it at once ("nothing of this process is in
+    flight"), so a bet in the old worker's queue, claimed before the loss and committed after that
+    rebuild, was never counted against the caps. Another worker's heartbeat now means: wait as the
+    running workers do."""
+    (t,) = make_traders(desk, 1)
+    r = desk.svc.redis
+    lose_redis(desk, [t])
+    beat(r, "the-old-worker")  # its bet reconciler beats again within a second of the loss
+    runtime.recover_at_start(desk.app)
+    assert not r.exists(REDIS_STATE_KEY)
+    status, body, _ = t.bet(desk.cell(col=5), "1", ts=desk.clock.ms)
+    assert status == 503 and body["error"]["code"] == "recovering", body
+
+    worker = ConsoleWorker(desk.svc, None, (), wall=desk.clock)
+    desk.clock.advance(DRAIN_S)
+    desk.pin_book()
+    worker.step()
+    status, body, _ = t.bet(desk.cell(col=5), "1", ts=desk.clock.ms)
+    assert status == 202, body
+
+
+def test_a_worker_starting_alone_rebuilds_at_once(desk: Desk) -> None:
+    """Nothing else runs (a first start, the whole machine restarted): no wait."""
+    (t,) = make_traders(desk, 1)
+    lose_redis(desk, [t])
+    runtime.recover_at_start(desk.app)
+    status, body, _ = t.bet(desk.cell(col=5), "1", ts=desk.clock.ms)
+    assert status == 202, body

@@ -19,7 +19,9 @@ while the key is missing (503 `recovering`): one EXISTS inside the script, no ex
   and a margin) before rebuilding: a bet claimed before the loss may still be in some worker's
   write queue, and its liability must be in SQLite when the rebuild reads it. No bet can be claimed
   meanwhile, so after the wait SQLite holds every bet that will ever commit from before the loss.
-  At process start there is nothing of this process in flight and the rebuild runs at once.
+  At process start there is nothing of this process in flight and the rebuild runs at once, unless
+  another worker's heartbeat (``tap:worker:*``, `app.bets.reconcile`) says a process is running: the
+  old worker of a SIGHUP reload still drains its queue, so the new one waits as the running ones do.
 - The rebuild reads the open bets (status ``confirmed``) of the current week and, in one MULTI that
   fails if another worker finished first (WATCH), replaces every column's exposure hashes, the cell
   claims, and the nonces of bets placed within the nonce's 90 s (as ``*|<bet id>``: the signed text's
@@ -48,6 +50,7 @@ from app.keys import (
     cell_key,
     exposure_bets_key,
     exposure_key,
+    heartbeat_key,
     nonce_key,
 )
 
@@ -131,6 +134,8 @@ class Recovery:
                 run_id,
                 raw.partition(b"|")[0].decode(errors="replace"),
             )
+        if at_start and self._others_running():
+            at_start = False  # another process may still commit bets claimed before the loss
         if self.missing_since is None:
             self.missing_since = now_ms
             self.losses += 1
@@ -143,6 +148,11 @@ class Recovery:
         if not at_start and now_ms - self.missing_since < DRAIN_S * 1000:
             return False
         return self.rebuild(run_id, now_ms)
+
+    def _others_running(self) -> bool:
+        """Whether another process beats (its reconciler refreshes its heartbeat every second, also
+        after a loss). Called at start only, before this process's own heartbeat exists."""
+        return next(iter(self.r.scan_iter(heartbeat_key("*"), count=1000)), None) is not None
 
     def rebuild(self, run_id: str, now_ms: int) -> bool:
         """Put back the state from SQLite's open bets and mark it known. False if another worker did
