@@ -17,9 +17,9 @@ from app.auth.state import auth_state
 from app.bets.reconcile import beat
 from app.bets.recovery import DRAIN_S
 from app.config import Settings
-from app.keys import REDIS_STATE_KEY, events_key
+from app.keys import EXPOSURE_COLUMNS, REDIS_STATE_KEY, events_key, exposure_bets_key, exposure_key
 from app.realtime.taps import TapSocket
-from app.units import MICRO, parse_money
+from app.units import MICRO, MULT_ONE, parse_money, payout_for
 from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
 from tests.support.traders import Trader
 from tests.test_house_risk import make_traders, wait_committed
@@ -85,18 +85,34 @@ def test_open_liability_that_redis_lost_still_counts_against_the_caps(desk: Desk
     full = open_payouts(desk)
     assert 0 < full <= CELL_CAP * MICRO
 
+    r = desk.svc.redis
+    t_start = int(cell.partition(":")[0])
+    built = {k: r.hgetall(k) for k in (exposure_key(t_start), exposure_bets_key(t_start))}
+    columns = r.zrange(EXPOSURE_COLUMNS, 0, -1, withscores=True)
+    claims = {k: r.get(k) for k in r.scan_iter("tap:cell:*")}
     worker = lose_redis(desk, traders)
     worker.step()
     status, body, _ = traders[-1].bet(cell, "50", ts=desk.clock.ms)  # refused while nothing is known
     assert status == 503 and body["error"]["code"] == "recovering", body
     desk.clock.advance(DRAIN_S)
-    desk.pin_book()
+    book = desk.pin_book()
     worker.step()
+    # what the claims had built, exactly
+    assert {k: r.hgetall(k) for k in built} == built
+    assert r.zrange(EXPOSURE_COLUMNS, 0, -1, withscores=True) == columns
+    assert {k: r.get(k) for k in r.scan_iter("tap:cell:*")} == claims
 
-    status, body, _ = traders[-1].bet(cell, "50", ts=desk.clock.ms)
+    # The smallest stake whose payout is above the room left (the multiplier moved with the clock: a
+    # fixed stake's payout may fit the room, and an accepted bet would then be right).
+    room = CELL_CAP * MICRO - full
+    multiplier = book.quote(t_start, int(cell.partition(":")[2]))
+    assert multiplier is not None
+    stake = -(-(room + 1) * MULT_ONE // multiplier // MICRO)  # whole units, rounded up
+    assert room < payout_for(stake * MICRO, multiplier) <= CELL_CAP * MICRO  # fits an empty cell
+    status, body, _ = traders[-1].bet(cell, str(stake), ts=desk.clock.ms)
     assert status == 422 and body["error"]["code"] == "exposure_limit", body
     assert body["error"]["details"]["scope"] == "cell"
-    assert parse_money(body["error"]["details"]["available_payout"]) == CELL_CAP * MICRO - full
+    assert parse_money(body["error"]["details"]["available_payout"]) == room
     assert open_payouts(desk) == full
 
 
@@ -248,3 +264,25 @@ def test_a_worker_starting_alone_rebuilds_at_once(desk: Desk) -> None:
     runtime.recover_at_start(desk.app)
     status, body, _ = t.bet(desk.cell(col=5), "1", ts=desk.clock.ms)
     assert status == 202, body
+
+
+def test_a_resume_from_an_event_after_the_rebuild_is_complete(desk: Desk) -> None:
+    """The rebuild's time is compared with event ids, which Redis stamps with its own clock. Before: the
+    rebuild was stamped with the app's clock, so an app clock ahead of Redis's (here: frozen, then moved
+    on by the drain) made a resume from an event sent after the rebuild `complete: false` as well."""
+    (t,) = make_traders(desk, 1)
+    rebuild(desk, lose_redis(desk, [t]))
+    sock, answers = _socket(desk, t)
+    sock.handle(
+        orjson.dumps({"type": "bet", "req": "a", **t.bet_body(desk.cell(col=4), "1", ts=desk.clock.ms)})
+    )
+    assert answers[-1]["type"] == "bet:accepted", answers[-1]
+    wait_committed(desk, 1)
+    r = desk.svc.redis
+    with gevent.Timeout(10):
+        while not r.xlen(events_key(t.address)):
+            gevent.sleep(0.02)
+    ((seen, _),) = r.xrevrange(events_key(t.address), count=1)
+    sock.handle(orjson.dumps({"type": "resume", "after": seen.decode()}))
+    resumed = next(a for a in answers if a["type"] == "resumed")
+    assert resumed["complete"] is True, resumed

@@ -7,9 +7,10 @@ without persistence, a `FLUSHALL`, the last second of its append-only file lost 
 machine after a disaster-recovery restore (docs/OPERATIONS.md) — forgets the liability of bets that
 are still open in SQLite, and the caps would then let the house take up to twice the risk it allows.
 
-``tap:state:known`` = ``<Redis run_id>|<rebuilt at, Unix ms>`` says that this Redis holds that state,
-rebuilt (or first built) by the Redis server whose run_id it names. The claim script refuses every tap
-while the key is missing (503 `recovering`): one EXISTS inside the script, no extra round trip.
+``tap:state:known`` = ``<Redis run_id>|<rebuilt at, Unix ms by Redis's clock>`` says that this Redis
+holds that state, rebuilt (or first built) by the Redis server whose run_id it names. The claim script
+refuses every tap while the key is missing (503 `recovering`): one EXISTS inside the script, no extra
+round trip.
 
 - Each worker's console loop (once a second) and a server process's start, before its workers
   (`workers.runtime.recover_at_start`), call `Recovery.check`. A key naming
@@ -160,6 +161,9 @@ class Recovery:
         bets = self.read_open_bets()
         now_s = now_ms // 1000
         r = self.r
+        # Stamped by Redis's clock, as the event ids that `resume` compares with it are (app.realtime.taps)
+        sec, usec = r.time()
+        stamp = sec * 1000 + usec // 1000
         with r.pipeline(transaction=True) as pipe:
             pipe.watch(REDIS_STATE_KEY)
             if pipe.get(REDIS_STATE_KEY) is not None:
@@ -192,7 +196,7 @@ class Recovery:
                 pipe.expire(exposure_key(t), ttl)
                 pipe.expire(exposure_bets_key(t), ttl)
                 pipe.zadd(EXPOSURE_COLUMNS, {str(t): t})
-            pipe.set(REDIS_STATE_KEY, f"{run_id}|{now_ms}")
+            pipe.set(REDIS_STATE_KEY, f"{run_id}|{stamp}")
             try:
                 pipe.execute()
             except redis.WatchError:
