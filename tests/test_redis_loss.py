@@ -11,11 +11,12 @@ from __future__ import annotations
 import gevent
 import orjson
 import pytest
+import redis
 
 from app.auth.sessions import lookup_session
 from app.auth.state import auth_state
 from app.bets.reconcile import beat
-from app.bets.recovery import DRAIN_S
+from app.bets.recovery import DRAIN_S, Recovery
 from app.config import Settings
 from app.keys import EXPOSURE_COLUMNS, REDIS_STATE_KEY, events_key, exposure_bets_key, exposure_key
 from app.realtime.taps import TapSocket
@@ -286,3 +287,18 @@ def test_a_resume_from_an_event_after_the_rebuild_is_complete(desk: Desk) -> Non
     sock.handle(orjson.dumps({"type": "resume", "after": seen.decode()}))
     resumed = next(a for a in answers if a["type"] == "resumed")
     assert resumed["complete"] is True, resumed
+
+
+def test_a_redis_user_without_info_gets_an_error_that_says_what_to_allow(redis_server) -> None:
+    """The run_id comes from INFO: a Redis user whose ACL leaves INFO out could never mark the state
+    known, and every tap stayed 503 `recovering` with only NoPermissionError in the log, which named
+    neither the consequence nor the fix."""
+    admin = redis_server.client()
+    admin.execute_command("ACL", "SETUSER", "tap-noinfo", "on", ">pw", "~*", "&*", "+@all", "-info")
+    try:
+        url = redis_server.url.replace("redis://", "redis://tap-noinfo:pw@", 1)
+        recovery = Recovery(redis.Redis.from_url(url), list, 5)
+        with pytest.raises(redis.RedisError, match=r"every tap is refused .*ACL \+info"):
+            recovery.check(1_700_000_000_000, at_start=True)
+    finally:
+        admin.execute_command("ACL", "DELUSER", "tap-noinfo")

@@ -75,6 +75,11 @@ return 1
 """
 
 
+class StateUnverifiable(redis.RedisError):
+    """Redis does not say which server it is (INFO refused, or no run_id): the state is never marked
+    known and taps stay refused until an operator fixes the Redis setup."""
+
+
 @dataclass(frozen=True, slots=True)
 class OpenBet:
     bet_id: str
@@ -122,7 +127,7 @@ class Recovery:
     def check(self, now_ms: int, *, at_start: bool = False) -> bool:
         """True when Redis knows the state (perhaps just rebuilt here). Raises redis.RedisError."""
         raw = cast("bytes | None", self.r.get(REDIS_STATE_KEY))
-        run_id = str(self.r.info("server")["run_id"])
+        run_id = self._run_id()
         if raw is not None:
             if raw.partition(b"|")[0].decode(errors="replace") == run_id:
                 self.missing_since = None
@@ -149,6 +154,23 @@ class Recovery:
         if not at_start and now_ms - self.missing_since < DRAIN_S * 1000:
             return False
         return self.rebuild(run_id, now_ms)
+
+    def _run_id(self) -> str:
+        """The Redis server's run_id (INFO server). Without it a restart cannot be told apart and the
+        state is never marked known, so every tap is refused: the error says what to change."""
+        try:
+            run_id = self.r.info("server").get("run_id")
+        except redis.ResponseError as exc:  # an ACL without INFO (NoPermissionError), a renamed INFO
+            raise StateUnverifiable(
+                f"INFO server refused ({exc}): the bet state cannot be checked, so every tap is refused"
+                " (503 recovering); allow INFO to the app's Redis user (ACL +info)"
+            ) from exc
+        if not run_id:
+            raise StateUnverifiable(
+                "INFO server has no run_id (not a plain Redis server?): the bet state cannot be checked,"
+                " so every tap is refused (503 recovering)"
+            )
+        return str(run_id)
 
     def _others_running(self) -> bool:
         """Whether another process beats (its reconciler refreshes its heartbeat every second, also
