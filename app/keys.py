@@ -19,6 +19,7 @@
 | `tap:betting:halt` | present while an operator halts betting: JSON reason, by, at | admin betting route |
 | `tap:integrity:last`, `:lock` | the console's last integrity-check (JSON); one run at a time | admin route |
 | `tap:state:known` | run_id and time of the bet state's rebuild (absent: taps refused) | app.bets.recovery |
+| `tap:state:rebuild` | the worker rebuilding the bet state (a lock, extended per step) | app.bets.recovery |
 
 (1) released by a rejection, the reconciler, an abandoned claim (per bet) and settlement (per column).
 
@@ -47,6 +48,7 @@ INTEGRITY_LAST_KEY = "tap:integrity:last"
 INTEGRITY_LOCK_KEY = "tap:integrity:lock"
 # Set once the bet state (exposure, cell claims, nonces) is known to this Redis server (app.bets.recovery)
 REDIS_STATE_KEY = "tap:state:known"
+REBUILD_LOCK_KEY = "tap:state:rebuild"  # held by the one worker rebuilding that state (app.bets.recovery)
 
 CHANNEL_PRICE = "tap:price"
 CHANNEL_PUBLIC = "tap:public"  # pre-serialised JSON for every websocket (grid, status from other workers)

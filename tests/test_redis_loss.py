@@ -8,6 +8,8 @@ The pinned desk (tests/support/pinned.py): real Redis and SQLite writer, a froze
 
 from __future__ import annotations
 
+import time
+
 import gevent
 import orjson
 import pytest
@@ -16,7 +18,7 @@ import redis
 from app.auth.sessions import lookup_session
 from app.auth.state import auth_state
 from app.bets.reconcile import beat
-from app.bets.recovery import DRAIN_S, Recovery
+from app.bets.recovery import DRAIN_S, OpenBet, Recovery
 from app.config import Settings
 from app.keys import EXPOSURE_COLUMNS, REDIS_STATE_KEY, events_key, exposure_bets_key, exposure_key
 from app.realtime.taps import TapSocket
@@ -302,3 +304,54 @@ def test_a_redis_user_without_info_gets_an_error_that_says_what_to_allow(redis_s
             recovery.check(1_700_000_000_000, at_start=True)
     finally:
         admin.execute_command("ACL", "DELUSER", "tap-noinfo")
+
+
+def _many_open_bets(n: int, now_ms: int) -> list[OpenBet]:
+    t0 = now_ms // 1000 // 5 * 5 + 60
+    return [
+        OpenBet(f"b{i:08d}", f"0x{i:040x}", t0 + 5 * (i % 20), i % 30, 2 * MICRO, f"n{i}", now_ms - 1000)
+        for i in range(n)
+    ]
+
+
+def test_a_rebuild_of_many_open_bets_lets_the_worker_serve_meanwhile(redis_server) -> None:
+    """Before: one MULTI of every open bet's commands, built on the hub: 100,000 open bets (a busy
+    minute) froze every socket of the worker for seconds, and Redis for a second at its EXEC."""
+    r = redis_server.client()
+    r.flushall()
+    now_ms = int(r.time()[0]) * 1000
+    bets = _many_open_bets(50_000, now_ms)
+    gaps: list[float] = []
+
+    def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            gevent.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    g = gevent.spawn(ticker)
+    try:
+        assert Recovery(r, lambda: bets, 5).rebuild(str(r.info("server")["run_id"]), now_ms)
+    finally:
+        g.kill()
+    assert len(gaps) > 10 and max(gaps) < 0.5, (len(gaps), max(gaps, default=0))
+    t0 = bets[0].t_start
+    assert int(r.hget(exposure_key(t0), "t")) == 2 * MICRO * 50_000 // 20
+    assert r.hlen(exposure_bets_key(t0)) == 50_000 // 20
+
+
+def test_two_workers_rebuilding_at_once_count_each_bet_once(redis_server) -> None:
+    r = redis_server.client()
+    r.flushall()
+    now_ms = int(r.time()[0]) * 1000
+    bets = _many_open_bets(5_000, now_ms)
+    run_id = str(r.info("server")["run_id"])
+    a, b = Recovery(r, lambda: bets, 5), Recovery(r, lambda: bets, 5)
+    done = [gevent.spawn(a.rebuild, run_id, now_ms), gevent.spawn(b.rebuild, run_id, now_ms)]
+    gevent.joinall(done, raise_error=True)
+    assert sorted(g.value for g in done) == [False, True]
+    t0 = bets[0].t_start
+    assert int(r.hget(exposure_key(t0), "t")) == 2 * MICRO * 5_000 // 20
+    assert r.exists(REDIS_STATE_KEY)

@@ -23,11 +23,12 @@ round trip.
   At process start there is nothing of this process in flight and the rebuild runs at once, unless
   another worker's heartbeat (``tap:worker:*``, `app.bets.reconcile`) says a process is running: the
   old worker of a SIGHUP reload still drains its queue, so the new one waits as the running ones do.
-- The rebuild reads the open bets (status ``confirmed``) of the current week and, in one MULTI that
-  fails if another worker finished first (WATCH), replaces every column's exposure hashes, the cell
-  claims, and the nonces of bets placed within the nonce's 90 s (as ``*|<bet id>``: the signed text's
-  fingerprint is not stored, so a retry is recognised by its cell and stake, `app.bets.placement`;
-  a nonce that names a bet is kept, one holding only a refusal's trace is replaced), then sets the key.
+- The rebuild reads the open bets (status ``confirmed``) of the current week and, holding
+  ``tap:state:rebuild`` (one worker at a time; in steps of `CHUNK` bets, `Recovery.rebuild`),
+  replaces every column's exposure hashes, the cell claims, and the nonces of bets placed within the
+  nonce's 90 s (as ``*|<bet id>``: the signed text's fingerprint is not stored, so a retry is
+  recognised by its cell and stake, `app.bets.placement`; a nonce that names a bet is kept, one
+  holding only a refusal's trace is replaced), then sets the key.
 
 A `resume` after `<rebuilt at>` is honest too: the trader's event Stream may have lost events before
 it, so a resume from an earlier id answers ``complete: false`` (app.realtime.taps).
@@ -36,17 +37,21 @@ it, so a resume from an earlier id answers ``complete: false`` (app.realtime.tap
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import apsw
+import gevent
+import orjson
 import redis
 
 from app.auth.signatures import NONCE_TTL_S
 from app.bets.claims import EXPOSURE_GRACE_S
 from app.keys import (
     EXPOSURE_COLUMNS,
+    REBUILD_LOCK_KEY,
     REDIS_STATE_KEY,
     cell_key,
     exposure_bets_key,
@@ -62,17 +67,50 @@ QUEUE_MAX_WAIT_S = 10.0
 DRAIN_S = QUEUE_MAX_WAIT_S + 2.0  # a bet claimed before the loss is committed or expired by then
 UNKNOWN_FINGERPRINT = "*"  # a rebuilt nonce: the bet is known, the signed text's fingerprint is not
 
-# Compare-and-delete: forget the key only if it still says what this worker read.
-_FORGET = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-# A rebuilt nonce: set unless the key already names a bet (a value that survived, with the signed text's
-# fingerprint: better than the rebuilt one). A refusal's trace (`<fingerprint>|`, e.g. a retry answered
-# `recovering` meanwhile) is replaced: else the next retry would be judged afresh, as a second bet.
-_NONCE = """
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, -1) ~= '|' then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+CHUNK = 500  # bets (or stale keys) per step of a rebuild
+REBUILD_LOCK_MS = 10_000  # one worker rebuilds; each step extends the lock by this much
+
+# One step of a rebuild, only while this worker holds the lock (KEYS[1] = ARGV[1]), which it extends.
+# KEYS: the lock, the state key, the columns index. ARGV: token, what, JSON items, run_id, lock ms.
+# "del": the stale keys to delete; "bets": per bet [exposure hash, its bets hash, row, payout, bet id,
+# cell claim ('' if its column has ended), its ttl, nonce key ('' if older than its 90 s), nonce value,
+# its ttl] as the claim script builds them; "done": per column [hashes, ttl, t_start], then the state
+# key = run_id|Redis's time. Keys not in KEYS: Redis is one instance, never a cluster (app.keys).
+_CHUNK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local items = cjson.decode(ARGV[3])
+if ARGV[2] == 'del' then
+  for _, k in ipairs(items) do redis.call('DEL', k) end
+elseif ARGV[2] == 'bets' then
+  for _, b in ipairs(items) do
+    redis.call('HINCRBY', b[1], b[3], b[4])
+    redis.call('HINCRBY', b[1], 't', b[4])
+    redis.call('HSET', b[2], b[5], b[3] .. ':' .. b[4])
+    if b[6] ~= '' then redis.call('SET', b[6], b[5], 'EX', b[7]) end
+    if b[8] ~= '' then
+      local v = redis.call('GET', b[8])
+      -- a value naming a bet survived (with the signed text's fingerprint: better than this one); a
+      -- refusal's trace (e.g. a retry answered `recovering` meanwhile) is replaced
+      if not v or string.sub(v, -1) == '|' then redis.call('SET', b[8], b[9], 'EX', b[10]) end
+    end
+  end
+else
+  redis.call('DEL', KEYS[3])
+  for _, c in ipairs(items) do
+    redis.call('EXPIRE', c[1], c[3])
+    redis.call('EXPIRE', c[2], c[3])
+    redis.call('ZADD', KEYS[3], c[4], c[4])
+  end
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[2], ARGV[4] .. '|' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+end
 return 1
 """
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+# Compare-and-delete: forget the key only if it still says what this worker read.
+_FORGET = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class StateUnverifiable(redis.RedisError):
@@ -118,6 +156,7 @@ class Recovery:
         self.r = r
         self.read_open_bets = read_open_bets
         self.column_s = column_s
+        self.chunk = CHUNK
         self.missing_since: int | None = None  # Unix ms: when this process first found the key missing
         self.rebuilt = 0  # rebuilds this process made (tests, logs)
         # Losses this process noticed (the key missing, or naming another run_id): whatever else Redis
@@ -155,6 +194,24 @@ class Recovery:
             return False
         return self.rebuild(run_id, now_ms)
 
+    def _chunk(self, token: str, what: str, items: list, run_id: str = "") -> bool:
+        """One step of the rebuild (`_CHUNK`); False if this worker no longer holds the lock."""
+        payload = orjson.dumps([x.decode() if isinstance(x, bytes) else x for x in items])
+        return bool(
+            self.r.eval(
+                _CHUNK,
+                3,
+                REBUILD_LOCK_KEY,
+                REDIS_STATE_KEY,
+                EXPOSURE_COLUMNS,
+                token,
+                what,
+                payload,
+                run_id,
+                REBUILD_LOCK_MS,
+            )
+        )
+
     def _run_id(self) -> str:
         """The Redis server's run_id (INFO server). Without it a restart cannot be told apart and the
         state is never marked known, so every tap is refused: the error says what to change."""
@@ -179,50 +236,68 @@ class Recovery:
 
     def rebuild(self, run_id: str, now_ms: int) -> bool:
         """Put back the state from SQLite's open bets and mark it known. False if another worker did
-        it first (then the state is known as well). Raises redis.RedisError."""
+        it first or is doing it (then the state is, or will be, known as well). Raises redis.RedisError.
+
+        In chunks of `CHUNK` bets, each one script run that first checks that this worker still holds
+        ``tap:state:rebuild``, yielding between them: one MULTI of 100,000 open bets blocked Redis for
+        a second and this worker's hub for four (building it), and a chunk is atomic with the lock's
+        check, so a worker that lost the lock (it expired) writes nothing more, and whatever it wrote
+        before is deleted by the worker that took it over. Taps are refused until the last step sets
+        the key, so nothing reads the half-built state."""
         bets = self.read_open_bets()
         now_s = now_ms // 1000
         r = self.r
-        # Stamped by Redis's clock, as the event ids that `resume` compares with it are (app.realtime.taps)
-        sec, usec = r.time()
-        stamp = sec * 1000 + usec // 1000
-        with r.pipeline(transaction=True) as pipe:
-            pipe.watch(REDIS_STATE_KEY)
-            if pipe.get(REDIS_STATE_KEY) is not None:
+        token = secrets.token_hex(8)
+        if not r.set(REBUILD_LOCK_KEY, token, nx=True, px=REBUILD_LOCK_MS):
+            return False
+        try:
+            if r.exists(REDIS_STATE_KEY):
                 return False
-            stale = [
-                *pipe.scan_iter("tap:exp:*", count=1000),
-                *pipe.scan_iter("tap:expb:*", count=1000),
-                *pipe.scan_iter("tap:cell:*", count=1000),
-            ]
-            pipe.multi()
-            for chunk in range(0, len(stale), 1000):
-                pipe.delete(*stale[chunk : chunk + 1000])
-            pipe.delete(EXPOSURE_COLUMNS)  # (the scan above also matches it)
+            stale: list[bytes] = []
+            for pattern in ("tap:exp:*", "tap:expb:*", "tap:cell:*"):  # (the first matches tap:exp:cols)
+                stale.extend(r.scan_iter(pattern, count=1000))
+            for i in range(0, len(stale), self.chunk):
+                if not self._chunk(token, "del", stale[i : i + self.chunk]):
+                    return False
+                gevent.sleep(0)
             columns: set[int] = set()
-            for b in bets:
-                ekey, bkey = exposure_key(b.t_start), exposure_bets_key(b.t_start)
-                pipe.hincrby(ekey, str(b.row), b.payout)
-                pipe.hincrby(ekey, "t", b.payout)
-                pipe.hset(bkey, b.bet_id, f"{b.row}:{b.payout}")
-                columns.add(b.t_start)
-                cell_ttl = b.t_start + self.column_s - now_s + 60  # as the claim sets it
-                if cell_ttl > 0:
-                    pipe.set(cell_key(b.address, f"{b.t_start}:{b.row}"), b.bet_id, ex=cell_ttl)
-                nonce_ttl = b.placed_at // 1000 + NONCE_TTL_S - now_s
-                if nonce_ttl > 0:
-                    value = f"{UNKNOWN_FINGERPRINT}|{b.bet_id}"
-                    pipe.eval(_NONCE, 1, nonce_key(b.address, b.nonce), value, nonce_ttl)
-            for t in columns:
-                ttl = max(1, t + self.column_s + EXPOSURE_GRACE_S - now_s)
-                pipe.expire(exposure_key(t), ttl)
-                pipe.expire(exposure_bets_key(t), ttl)
-                pipe.zadd(EXPOSURE_COLUMNS, {str(t): t})
-            pipe.set(REDIS_STATE_KEY, f"{run_id}|{stamp}")
-            try:
-                pipe.execute()
-            except redis.WatchError:
+            for i in range(0, len(bets), self.chunk):
+                ops: list[list[str]] = []
+                for b in bets[i : i + self.chunk]:
+                    columns.add(b.t_start)
+                    cell_ttl = b.t_start + self.column_s - now_s + 60  # as the claim sets it
+                    nonce_ttl = b.placed_at // 1000 + NONCE_TTL_S - now_s
+                    ops.append(
+                        [
+                            exposure_key(b.t_start),
+                            exposure_bets_key(b.t_start),
+                            str(b.row),
+                            str(b.payout),
+                            b.bet_id,
+                            cell_key(b.address, f"{b.t_start}:{b.row}") if cell_ttl > 0 else "",
+                            str(cell_ttl),
+                            nonce_key(b.address, b.nonce) if nonce_ttl > 0 else "",
+                            f"{UNKNOWN_FINGERPRINT}|{b.bet_id}",
+                            str(nonce_ttl),
+                        ]
+                    )
+                if not self._chunk(token, "bets", ops):
+                    return False
+                gevent.sleep(0)
+            marks = [
+                [
+                    exposure_key(t),
+                    exposure_bets_key(t),
+                    str(max(1, t + self.column_s + EXPOSURE_GRACE_S - now_s)),
+                    str(t),
+                ]
+                for t in sorted(columns)
+            ]
+            # the key is stamped by Redis's clock, as are the event ids `resume` compares with it
+            if not self._chunk(token, "done", marks, run_id):
                 return False
+        finally:
+            r.eval(_UNLOCK, 1, REBUILD_LOCK_KEY, token)
         self.missing_since = None
         self.rebuilt += 1
         log.warning(
