@@ -83,7 +83,9 @@ def build_app(settings: Settings | None = None) -> Flask:
         bet_claims=BetClaims(redis_client, redis_batch),
         bet_notifier=BetNotifier(redis_client, m),
         redis_batch=redis_batch,
-        recovery=Recovery(redis_client, lambda: reads.run(open_bets), settings.column_seconds),
+        recovery=Recovery(
+            redis_client, lambda since: reads.run(lambda c: open_bets(c, since)), settings.column_seconds
+        ),
     )
     svc.bet_notifier.attach(svc.writes)
     svc.fanout.wall_ms = svc.now_ms  # sessions expire on the app's clock (tests shift it)

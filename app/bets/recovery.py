@@ -23,12 +23,13 @@ round trip.
   At process start there is nothing of this process in flight and the rebuild runs at once, unless
   another worker's heartbeat (``tap:worker:*``, `app.bets.reconcile`) says a process is running: the
   old worker of a SIGHUP reload still drains its queue, so the new one waits as the running ones do.
-- The rebuild reads the open bets (status ``confirmed``) of the current week and, holding
-  ``tap:state:rebuild`` (one worker at a time; in steps of `CHUNK` bets, `Recovery.rebuild`),
-  replaces every column's exposure hashes, the cell claims, and the nonces of bets placed within the
-  nonce's 90 s (as ``*|<bet id>``: the signed text's fingerprint is not stored, so a retry is
-  recognised by its cell and stake, `app.bets.placement`; a nonce that names a bet is kept, one
-  holding only a refusal's trace is replaced), then sets the key.
+- The rebuild reads the open bets (status ``confirmed``) of the current week, and those placed in
+  the last 90 s, and, holding ``tap:state:rebuild`` (one worker at a time; in steps of `CHUNK` bets,
+  `Recovery.rebuild`), replaces every column's exposure hashes and the cell claims (open bets), and
+  the nonces of bets placed within the nonce's 90 s, settled or not (as ``*|<bet id>``: the signed
+  text's fingerprint is not stored, so a retry is recognised by its cell and stake,
+  `app.bets.placement`; a nonce that names a bet is kept, one holding only a refusal's trace is
+  replaced), then sets the key.
 
 A `resume` after `<rebuilt at>` is honest too: the trader's event Stream may have lost events before
 it, so a resume from an earlier id answers ``complete: false`` (app.realtime.taps).
@@ -72,10 +73,11 @@ REBUILD_LOCK_MS = 10_000  # one worker rebuilds; each step extends the lock by t
 
 # One step of a rebuild, only while this worker holds the lock (KEYS[1] = ARGV[1]), which it extends.
 # KEYS: the lock, the state key, the columns index. ARGV: token, what, JSON items, run_id, lock ms.
-# "del": the stale keys to delete; "bets": per bet [exposure hash, its bets hash, row, payout, bet id,
-# cell claim ('' if its column has ended), its ttl, nonce key ('' if older than its 90 s), nonce value,
-# its ttl] as the claim script builds them; "done": per column [hashes, ttl, t_start], then the state
-# key = run_id|Redis's time. Keys not in KEYS: Redis is one instance, never a cluster (app.keys).
+# "del": the stale keys to delete; "bets": per bet [exposure hash ('' if settled), its bets hash, row,
+# payout, bet id, cell claim ('' if settled or its column has ended), its ttl, nonce key ('' if older
+# than its 90 s), nonce value, its ttl] as the claim script builds them; "done": per column [hashes,
+# ttl, t_start], then the state key = run_id|Redis's time. Keys not in KEYS: Redis is one instance,
+# never a cluster (app.keys).
 _CHUNK = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -84,9 +86,11 @@ if ARGV[2] == 'del' then
   for _, k in ipairs(items) do redis.call('DEL', k) end
 elseif ARGV[2] == 'bets' then
   for _, b in ipairs(items) do
-    redis.call('HINCRBY', b[1], b[3], b[4])
-    redis.call('HINCRBY', b[1], 't', b[4])
-    redis.call('HSET', b[2], b[5], b[3] .. ':' .. b[4])
+    if b[1] ~= '' then
+      redis.call('HINCRBY', b[1], b[3], b[4])
+      redis.call('HINCRBY', b[1], 't', b[4])
+      redis.call('HSET', b[2], b[5], b[3] .. ':' .. b[4])
+    end
     if b[6] ~= '' then redis.call('SET', b[6], b[5], 'EX', b[7]) end
     if b[8] ~= '' then
       local v = redis.call('GET', b[8])
@@ -127,16 +131,20 @@ class OpenBet:
     payout: int
     nonce: str
     placed_at: int  # ms
+    open: bool = True  # not settled yet (else only its nonce is rebuilt)
 
 
-def open_bets(conn: apsw.Connection) -> list[OpenBet]:
-    """Every bet not yet settled. The current week holds them all: the weekly rollover carries the
-    open ones into the new file (app.storage.rollover)."""
+def open_bets(conn: apsw.Connection, placed_since_ms: int) -> list[OpenBet]:
+    """Every bet not yet settled, and those placed since `placed_since_ms` (their nonces: a bet on a
+    near column is settled within its nonce's 90 s, and a retry must still get it). The current week
+    holds every open one: the weekly rollover carries them into the new file (app.storage.rollover)."""
     rows = conn.execute(
-        "SELECT b.bet_id, u.address, b.target_time, b.row, b.payout, b.nonce, b.placed_at"
-        " FROM bets b JOIN users u ON u.id = b.user_id WHERE b.status = 'confirmed'"
+        "SELECT b.bet_id, u.address, b.target_time, b.row, b.payout, b.nonce, b.placed_at,"
+        " b.status = 'confirmed' FROM bets b JOIN users u ON u.id = b.user_id"
+        " WHERE b.status = 'confirmed' OR b.placed_at >= ?",
+        (placed_since_ms,),
     )
-    return [OpenBet(*r) for r in rows]
+    return [OpenBet(b, a, t, row, payout, n, at, open=bool(o)) for b, a, t, row, payout, n, at, o in rows]
 
 
 def rebuilt_at(raw: bytes | None) -> int | None:
@@ -152,7 +160,7 @@ def rebuilt_at(raw: bytes | None) -> int | None:
 class Recovery:
     """One process's watch over ``tap:state:known`` (module docstring)."""
 
-    def __init__(self, r: redis.Redis, read_open_bets: Callable[[], list[OpenBet]], column_s: int) -> None:
+    def __init__(self, r: redis.Redis, read_open_bets: Callable[[int], list[OpenBet]], column_s: int) -> None:
         self.r = r
         self.read_open_bets = read_open_bets
         self.column_s = column_s
@@ -244,7 +252,7 @@ class Recovery:
         check, so a worker that lost the lock (it expired) writes nothing more, and whatever it wrote
         before is deleted by the worker that took it over. Taps are refused until the last step sets
         the key, so nothing reads the half-built state."""
-        bets = self.read_open_bets()
+        bets = self.read_open_bets(now_ms - NONCE_TTL_S * 1000)
         now_s = now_ms // 1000
         r = self.r
         token = secrets.token_hex(8)
@@ -264,17 +272,18 @@ class Recovery:
             for i in range(0, len(bets), self.chunk):
                 ops: list[list[str]] = []
                 for b in bets[i : i + self.chunk]:
-                    columns.add(b.t_start)
+                    if b.open:
+                        columns.add(b.t_start)
                     cell_ttl = b.t_start + self.column_s - now_s + 60  # as the claim sets it
                     nonce_ttl = b.placed_at // 1000 + NONCE_TTL_S - now_s
                     ops.append(
                         [
-                            exposure_key(b.t_start),
+                            exposure_key(b.t_start) if b.open else "",
                             exposure_bets_key(b.t_start),
                             str(b.row),
                             str(b.payout),
                             b.bet_id,
-                            cell_key(b.address, f"{b.t_start}:{b.row}") if cell_ttl > 0 else "",
+                            cell_key(b.address, f"{b.t_start}:{b.row}") if b.open and cell_ttl > 0 else "",
                             str(cell_ttl),
                             nonce_key(b.address, b.nonce) if nonce_ttl > 0 else "",
                             f"{UNKNOWN_FINGERPRINT}|{b.bet_id}",
@@ -302,7 +311,7 @@ class Recovery:
         self.rebuilt += 1
         log.warning(
             "bet state rebuilt from SQLite: %d open bets, %d columns (exposure, cell claims, recent nonces)",
-            len(bets),
+            sum(1 for b in bets if b.open),
             len(columns),
         )
         return True
