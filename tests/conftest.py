@@ -48,6 +48,7 @@ SLOW_FILES_FIRST = [
     "test_ws_taps.py",
     "test_reload.py",
     "test_bets.py",
+    "test_money_properties.py",
     "test_forced_rollover.py",
     "test_nginx.py",
     "test_admin.py",
