@@ -115,3 +115,22 @@ def test_without_a_region_variable_both_sides_take_the_config_files_region(
     litestream = yaml.safe_load(write_config(settings).read_text())
     assert [db["replica"]["region"] for db in litestream["dbs"]] == [region]
     assert _signed_region(settings) == region
+
+
+def test_each_client_signs_with_the_credentials_the_environment_has_now(tmp_path, monkeypatch):
+    """`boto3.client` shares one session per process, and that session keeps the credentials it first
+    resolved: a client made after the environment's credentials changed still signed with the old ones
+    (two tests of one pytest worker, one with other fake credentials, failed in that order)."""
+    keys = []
+    for key in ("first-key", "second-key"):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        with SilentServer() as silent:
+            with pytest.raises(BotoCoreError):
+                s3_client(_settings(tmp_path, "b", silent.url), S3Patience(0.3, 0.3, 1)).list_objects_v2(
+                    Bucket="b"
+                )
+            request = silent.received().decode("latin-1")
+        signed = re.search(r"Credential=([a-z-]+)/\d{8}/", request)
+        assert signed is not None, request
+        keys.append(signed.group(1))
+    assert keys == ["first-key", "second-key"]

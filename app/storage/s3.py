@@ -67,13 +67,15 @@ def s3_client(settings: Settings, patience: S3Patience) -> Any:
     """A boto3 S3 client for ``TAP_S3_*`` (module docstring), bounded by the caller's `patience`.
 
     boto3 is imported here, not at module level: gunicorn's master must not import it
-    (`app.storage.replication.check_first_start_apart`)."""
+    (`app.storage.replication.check_first_start_apart`). Each client has a session of its own:
+    `boto3.client` shares one per process, which keeps the credentials it first resolved, so a change
+    of the environment's credentials (or a test's) after the first client went unseen."""
     import boto3
     from botocore.config import Config
 
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):  # the app logs at INFO; these chatter
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
-    return boto3.client(
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         region_name=s3_region(),
