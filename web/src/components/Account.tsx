@@ -91,7 +91,10 @@ function Trimmed({ what, older }: { what: string; older: string }) {
   );
 }
 
-/** Only the answer to the latest request is shown: a slow older answer never overwrites a newer one. */
+/** Only the answer to the latest request is shown: a slow older answer never overwrites a newer one.
+ *  So that a trader's "Older" click is not lost to a re-read started while its page is on the way (an
+ *  event's, which supersedes it), each list keeps `asked`: the rows shown plus that page, which the
+ *  re-read then asks for too. */
 function useLatest(): () => () => boolean {
   const seq = useRef(0);
   return useCallback(() => {
@@ -109,15 +112,18 @@ function History({ ctl }: { ctl: Controller }) {
   const [trimmed, setTrimmed] = useState(false);
   const shown = useRef(0);
   shown.current = pages.length;
+  const asked = useRef(0);
   const begin = useLatest();
   /** `cursor`: the next older page; null: from the top, as many rows as are shown. */
   const load = useCallback(
     (cursor: string | null) => {
       const current = begin();
-      const reread = rowsToReread(shown.current);
+      if (cursor) asked.current = shown.current + ACCOUNT_PAGE;
+      const reread = rowsToReread(Math.max(shown.current, asked.current));
       (cursor ? ctl.history(status, cursor, ACCOUNT_PAGE) : ctl.newestBets(status, reread.rows))
         .then((p) => {
           if (!current()) return;
+          asked.current = 0;
           setPages((prev) => (cursor ? [...prev, ...p.bets] : p.bets));
           setNext(p.next_cursor);
           setTrimmed(cursor ? false : reread.trimmed && p.next_cursor !== null);
@@ -131,7 +137,7 @@ function History({ ctl }: { ctl: Controller }) {
     [ctl, status, begin],
   );
   useEffect(() => {
-    shown.current = 0; // another filter: its first page
+    shown.current = asked.current = 0; // another filter: its first page
     load(null);
   }, [load]);
   useEffect(() => ctl.watchAccount("bets", () => load(null)), [ctl, load]);
@@ -196,15 +202,18 @@ function Ledger({ ctl }: { ctl: Controller }) {
   const [trimmed, setTrimmed] = useState(false);
   const shown = useRef(0);
   shown.current = rows.length;
+  const asked = useRef(0);
   const begin = useLatest();
   /** `cursor`: the next older page; null: from the top, as many rows as are shown. */
   const load = useCallback(
     (cursor: string | null) => {
       const current = begin();
-      const reread = rowsToReread(shown.current);
+      if (cursor) asked.current = shown.current + ACCOUNT_PAGE;
+      const reread = rowsToReread(Math.max(shown.current, asked.current));
       (cursor ? ctl.ledger(cursor, ACCOUNT_PAGE) : ctl.newestLedger(reread.rows))
         .then((p) => {
           if (!current()) return;
+          asked.current = 0;
           setRows((prev) => (cursor ? [...prev, ...p.entries] : p.entries));
           setNext(p.next_cursor);
           setTrimmed(cursor ? false : reread.trimmed && p.next_cursor !== null);
