@@ -205,14 +205,11 @@ def _socket(desk: Desk, trader: Trader) -> tuple[TapSocket, list[dict]]:
     return TapSocket(desk.svc, desk.svc.fanout.register(), session, limits, send=answers.append), answers
 
 
-def test_a_resume_from_before_the_loss_says_it_is_incomplete(desk: Desk) -> None:
-    """Before: the trader's event Stream went with the data; a socket resuming from an id it saw before
-    the loss was told `complete: true` (no Stream, or a new one with nothing trimmed) and never re-read
-    its bets, though events after its id were lost."""
-    (t,) = make_traders(desk, 1)
+def _tap_and_hear(desk: Desk, t: Trader, col: int) -> tuple[TapSocket, list[dict], bytes]:
+    """A tap over a socket of `t`'s, committed, and the id of the newest event in `t`'s Stream."""
     sock, answers = _socket(desk, t)
     sock.handle(
-        orjson.dumps({"type": "bet", "req": "a", **t.bet_body(desk.cell(col=5), "1", ts=desk.clock.ms)})
+        orjson.dumps({"type": "bet", "req": "a", **t.bet_body(desk.cell(col=col), "1", ts=desk.clock.ms)})
     )
     assert answers[-1]["type"] == "bet:accepted", answers[-1]
     wait_committed(desk, 1)
@@ -221,6 +218,15 @@ def test_a_resume_from_before_the_loss_says_it_is_incomplete(desk: Desk) -> None
         while not r.xlen(events_key(t.address)):
             gevent.sleep(0.02)
     ((seen, _),) = r.xrevrange(events_key(t.address), count=1)
+    return sock, answers, seen
+
+
+def test_a_resume_from_before_the_loss_says_it_is_incomplete(desk: Desk) -> None:
+    """Before: the trader's event Stream went with the data; a socket resuming from an id it saw before
+    the loss was told `complete: true` (no Stream, or a new one with nothing trimmed) and never re-read
+    its bets, though events after its id were lost."""
+    (t,) = make_traders(desk, 1)
+    _, _, seen = _tap_and_hear(desk, t, col=5)
     rebuild(desk, lose_redis(desk, [t]))
 
     sock, answers = _socket(desk, t)
@@ -229,6 +235,7 @@ def test_a_resume_from_before_the_loss_says_it_is_incomplete(desk: Desk) -> None
     )
     assert answers[-1]["type"] == "bet:accepted", answers[-1]
     wait_committed(desk, 2)
+    r = desk.svc.redis
     with gevent.Timeout(10):
         while not r.xlen(events_key(t.address)):
             gevent.sleep(0.02)
@@ -275,17 +282,7 @@ def test_a_resume_from_an_event_after_the_rebuild_is_complete(desk: Desk) -> Non
     on by the drain) made a resume from an event sent after the rebuild `complete: false` as well."""
     (t,) = make_traders(desk, 1)
     rebuild(desk, lose_redis(desk, [t]))
-    sock, answers = _socket(desk, t)
-    sock.handle(
-        orjson.dumps({"type": "bet", "req": "a", **t.bet_body(desk.cell(col=4), "1", ts=desk.clock.ms)})
-    )
-    assert answers[-1]["type"] == "bet:accepted", answers[-1]
-    wait_committed(desk, 1)
-    r = desk.svc.redis
-    with gevent.Timeout(10):
-        while not r.xlen(events_key(t.address)):
-            gevent.sleep(0.02)
-    ((seen, _),) = r.xrevrange(events_key(t.address), count=1)
+    sock, answers, seen = _tap_and_hear(desk, t, col=4)
     sock.handle(orjson.dumps({"type": "resume", "after": seen.decode()}))
     resumed = next(a for a in answers if a["type"] == "resumed")
     assert resumed["complete"] is True, resumed
