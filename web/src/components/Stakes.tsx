@@ -28,47 +28,51 @@ function tabStop<T>(choices: readonly T[], chosen: T | null, item: T): 0 | -1 {
   return item === chosen || (!choices.includes(chosen as T) && item === choices[0]) ? 0 : -1;
 }
 
+interface RadioGroupProps<T extends string> {
+  label: string;
+  caption: string;
+  title?: string;
+  choices: readonly T[];
+  chosen: T | null;
+  pick: (c: T) => void;
+  text: (c: T) => string;
+}
+
+/** A row of buttons with the radio group's roles: one Tab stop, arrows choose (the ARIA pattern). */
+function RadioGroup<T extends string>({ label, caption, title, choices, chosen, pick, text }: RadioGroupProps<T>) {
+  return (
+    <div className="stakes" role="radiogroup" aria-label={label} onKeyDown={arrows(choices, chosen, pick)}>
+      <span title={title}>{caption}</span>
+      {choices.map((c) => (
+        <button
+          key={c}
+          type="button"
+          role="radio"
+          aria-checked={c === chosen}
+          tabIndex={tabStop(choices, chosen, c)}
+          className={c === chosen ? "on" : ""}
+          onClick={() => pick(c)}
+        >
+          {text(c)}
+        </button>
+      ))}
+    </div>
+  );
+}
+
 export function Stakes({ settings, stake, slippage, onPick, onSlippage }: Props) {
-  const presets = settings.stake_presets;
   return (
     <div className="controls">
-      <div className="stakes" role="radiogroup" aria-label="Stake per tap" onKeyDown={arrows(presets, stake, onPick)}>
-        <span>Stake</span>
-        {presets.map((p) => (
-          <button
-            key={p}
-            type="button"
-            role="radio"
-            aria-checked={p === stake}
-            tabIndex={tabStop(presets, stake, p)}
-            className={p === stake ? "on" : ""}
-            onClick={() => onPick(p)}
-          >
-            {p}
-          </button>
-        ))}
-      </div>
-      <div
-        className="stakes"
-        role="radiogroup"
-        aria-label="Accept a multiplier lower than shown by at most"
-        onKeyDown={arrows(SLIPPAGES, slippage, onSlippage)}
-      >
-        <span title="The multiplier can move between the grid you see and the moment the server takes the bet.">Slippage</span>
-        {SLIPPAGES.map((p) => (
-          <button
-            key={p}
-            type="button"
-            role="radio"
-            aria-checked={p === slippage}
-            tabIndex={tabStop(SLIPPAGES, slippage, p)}
-            className={p === slippage ? "on" : ""}
-            onClick={() => onSlippage(p)}
-          >
-            {p === "any" ? "any" : `${p}%`}
-          </button>
-        ))}
-      </div>
+      <RadioGroup label="Stake per tap" caption="Stake" choices={settings.stake_presets} chosen={stake} pick={onPick} text={(p) => p} />
+      <RadioGroup
+        label="Accept a multiplier lower than shown by at most"
+        caption="Slippage"
+        title="The multiplier can move between the grid you see and the moment the server takes the bet."
+        choices={SLIPPAGES}
+        chosen={slippage}
+        pick={onSlippage}
+        text={(p) => (p === "any" ? "any" : `${p}%`)}
+      />
     </div>
   );
 }
