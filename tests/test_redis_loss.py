@@ -19,32 +19,19 @@ from app.auth.sessions import lookup_session
 from app.auth.state import auth_state
 from app.bets.reconcile import beat
 from app.bets.recovery import DRAIN_S, OpenBet, Recovery
-from app.config import Settings
 from app.keys import EXPOSURE_COLUMNS, REDIS_STATE_KEY, events_key, exposure_bets_key, exposure_key
 from app.realtime.taps import TapSocket
 from app.units import MICRO, MULT_ONE, parse_money, payout_for
 from tests.support.pinned import Desk, desk_fixture  # noqa: F401 - fixtures
 from tests.support.traders import Trader
-from tests.test_house_risk import make_traders, wait_committed
+from tests.test_house_risk import (  # noqa: F401 - the settings fixture: the same caps
+    CELL_CAP,
+    make_traders,
+    settings_fixture,
+    wait_committed,
+)
 from workers import runtime
 from workers.console import ConsoleWorker
-
-CELL_CAP = 1000  # money
-COLUMN_CAP = 3000
-
-
-@pytest.fixture(name="settings")
-def settings_fixture(tmp_path, redis_url) -> Settings:
-    return Settings.from_env(
-        {},
-        data_dir=tmp_path / "data",
-        redis_url=redis_url,
-        dev_mode=True,
-        rate_per_address=0,
-        rate_per_ip=0,
-        max_cell_payout=CELL_CAP * MICRO,
-        max_column_payout=COLUMN_CAP * MICRO,
-    )
 
 
 def lose_redis(desk: Desk, traders: list[Trader]) -> ConsoleWorker:
